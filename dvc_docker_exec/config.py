@@ -1,0 +1,305 @@
+"""The ``docker`` config section: schema for DVC's config and value objects.
+
+One parser per key. The same parsers back two front doors:
+
+* ``DVC_SCHEMA`` is registered into DVC's config schema (``dvc.config_schema``),
+  so ``dvc config docker.memory lots`` is refused by DVC itself, with DVC's
+  error, before anything is written. Its validators check a value and return
+  it unchanged, so ``dvc config docker.memory`` shows what the user typed.
+* ``DockerSettings.from_mapping`` turns the merged section (plus a stage's
+  ``meta.docker``) into a frozen, parsed value object for ``spec``.
+
+This module imports voluptuous (a DVC dependency) but neither dvc nor docker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+
+PULL_POLICIES = ("missing", "always", "never")
+DEFAULT_NETWORK = "host"  # why: see README "Networking" (fastest start, same as a host run)
+DEFAULT_SHELL = "/bin/sh"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SIZE = re.compile(r"(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[bkmgt]?)b?\Z", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_TRUE = ("true", "yes", "1", "on")
+_FALSE = ("false", "no", "0", "off")
+
+
+class SettingError(ValueError):
+    """A bad value for one key; the message quotes the value and what was expected."""
+
+
+# --- parsers: raw config value -> python value (raise SettingError) ---------
+
+
+def _as_list(value: Any) -> list:
+    # DVC's configobj reads `a, b` as a list and keeps `"a,b"` a string;
+    # YAML meta gives real lists. Accept all three.
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingError(f"expected true or false, got '{value}'")
+
+
+def parse_image(value: Any) -> str:
+    text = str(value).strip() if value is not None else ""
+    if not text or any(c.isspace() for c in text):
+        raise SettingError(f"expected an image reference like 'python:3.12-slim', got '{value}'")
+    return text
+
+
+def parse_pull(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in PULL_POLICIES:
+        raise SettingError(f"expected one of {', '.join(PULL_POLICIES)}, got '{value}'")
+    return text
+
+
+def parse_user(value: Any) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", text):
+        raise SettingError(f"expected 'uid[:gid]' or 'name[:group]', got '{value}'")
+    return text
+
+
+def parse_env(value: Any) -> Tuple[str, ...]:
+    """Names of host variables to pass through, or NAME=VALUE to set one."""
+    items = _as_list(value)
+    for item in items:
+        name = item.split("=", 1)[0]
+        if not _ENV_NAME.match(name):
+            raise SettingError(f"expected variable names like 'HF_TOKEN' or 'NAME=value', got '{item}'")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """An extra bind mount `host:container[:ro|rw]`."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    def spec(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+
+def parse_volume(item: str) -> Volume:
+    parts = item.split(":")
+    mode = "rw"
+    if len(parts) == 3:
+        mode = parts.pop()
+    if len(parts) != 2 or not all(parts) or mode not in ("ro", "rw"):
+        raise SettingError(f"expected a volume like '/host/path:/container/path[:ro]', got '{item}'")
+    source, target = parts
+    if not os.path.isabs(target):
+        raise SettingError(f"the container path of volume '{item}' must be absolute")
+    return Volume(os.path.expanduser(source), os.path.normpath(target), mode == "ro")
+
+
+def parse_volumes(value: Any) -> Tuple[Volume, ...]:
+    return tuple(parse_volume(item) for item in _as_list(value))
+
+
+def parse_network(value: Any) -> str:
+    text = str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", text):
+        raise SettingError(f"expected a network name such as host, bridge or none, got '{value}'")
+    return text
+
+
+@dataclass(frozen=True)
+class Gpus:
+    """What `docker run --gpus` takes: `all`, a count, or `device=0,1`."""
+
+    count: int = 0  # -1 means all
+    device_ids: Tuple[str, ...] = ()
+
+    def cli(self) -> str:
+        if self.device_ids:
+            return f'"device={",".join(self.device_ids)}"'
+        return "all" if self.count == -1 else str(self.count)
+
+
+def parse_gpus(value: Any) -> Gpus:
+    text = ",".join(_as_list(value)) if isinstance(value, (list, tuple)) else str(value).strip()
+    if text.lower() == "all":
+        return Gpus(count=-1)
+    if text.isdigit() and int(text) > 0:
+        return Gpus(count=int(text))
+    if text.startswith("device="):
+        ids = tuple(i.strip() for i in text[len("device=") :].split(",") if i.strip())
+        if ids:
+            return Gpus(device_ids=ids)
+    raise SettingError(f"expected 'all', a number of GPUs or 'device=0,1', got '{value}'")
+
+
+def parse_cpus(value: Any) -> float:
+    try:
+        cpus = float(value)
+    except (TypeError, ValueError):
+        cpus = 0.0
+    if not cpus > 0:
+        raise SettingError(f"expected a positive number of CPUs like 2 or 0.5, got '{value}'")
+    return cpus
+
+
+def parse_size(value: Any) -> int:
+    """`512m`, `2g`, `1.5GB`, or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(str(value).strip())
+    if not match or float(match["num"]) <= 0:
+        raise SettingError(f"expected a size like '512m' or '2g', got '{value}'")
+    return int(float(match["num"]) * _UNITS[match["unit"].lower()])
+
+
+def parse_shell(value: Any) -> str:
+    text = str(value).strip()
+    if not os.path.isabs(text):
+        raise SettingError(f"expected an absolute path to a shell in the image like /bin/bash, got '{value}'")
+    return text
+
+
+def parse_host_root(value: Any) -> str:
+    text = str(value).strip()
+    if not os.path.isabs(text):
+        raise SettingError(f"expected the absolute host path of the repo root, got '{value}'")
+    return os.path.normpath(text)
+
+
+PARSERS: Mapping[str, Callable[[Any], Any]] = {
+    "image": parse_image,
+    "enabled": parse_bool,
+    "pull": parse_pull,
+    "user": parse_user,
+    "env": parse_env,
+    "volumes": parse_volumes,
+    "network": parse_network,
+    "gpus": parse_gpus,
+    "cpus": parse_cpus,
+    "memory": parse_size,
+    "shm_size": parse_size,
+    "shell": parse_shell,
+    "host_root": parse_host_root,
+}
+
+# Keys a stage may not override in `meta.docker` (they describe the runner, not the stage).
+_REPO_ONLY = ("host_root",)
+
+
+# --- DVC schema --------------------------------------------------------------
+
+
+def _checker(key: str, parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    from voluptuous import Invalid
+
+    def check(value: Any) -> Any:
+        try:
+            parse(value)
+        except SettingError as exc:
+            raise Invalid(f"docker.{key}: {exc}") from None
+        return value
+
+    check.__name__ = f"check_{key}"
+    return check
+
+
+def dvc_schema() -> dict:
+    """The `docker` section for DVC's config SCHEMA (voluptuous dict)."""
+    return {key: _checker(key, parse) for key, parse in PARSERS.items()}
+
+
+# --- value object -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The parsed, validated settings for one stage."""
+
+    image: Optional[str] = None
+    enabled: bool = True
+    pull: str = "missing"
+    user: Optional[str] = None
+    env: Tuple[str, ...] = ()
+    volumes: Tuple[Volume, ...] = ()
+    network: str = DEFAULT_NETWORK
+    gpus: Optional[Gpus] = None
+    cpus: Optional[float] = None
+    memory: Optional[int] = None
+    shm_size: Optional[int] = None
+    shell: str = DEFAULT_SHELL
+    host_root: Optional[str] = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "docker") -> "DockerSettings":
+        """Parse a config mapping; unknown keys and bad values name `where.key`."""
+        values: dict = {}
+        for key, raw in data.items():
+            if key not in PARSERS:
+                raise SettingError(f"unknown key '{where}.{key}' (known: {', '.join(PARSERS)})")
+            try:
+                values[key] = PARSERS[key](raw)
+            except SettingError as exc:
+                raise SettingError(f"{where}.{key}: {exc}") from None
+        return cls(raw=dict(data), **values)
+
+    @property
+    def active(self) -> bool:
+        """Stages go into containers when an image is set and not disabled."""
+        return bool(self.image) and self.enabled
+
+    def override(self, stage_meta: Any, stage: str) -> "DockerSettings":
+        """Apply a stage's `meta.docker`: false, an image, or a mapping of keys."""
+        where = f"stage '{stage}' meta.docker"
+        if stage_meta is None:
+            return self
+        if isinstance(stage_meta, bool):
+            return replace(self, enabled=stage_meta)
+        if isinstance(stage_meta, str):
+            return replace(self, image=_reraise(parse_image, stage_meta, where), enabled=True)
+        if not isinstance(stage_meta, Mapping):
+            raise SettingError(f"{where}: expected false, an image name or a mapping of docker keys, got '{stage_meta}'")
+        for key in _REPO_ONLY:
+            if key in stage_meta:
+                raise SettingError(f"{where}.{key}: can only be set with `dvc config docker.{key}`")
+        parsed = DockerSettings.from_mapping(stage_meta, where=where)
+        changes = {f.name: getattr(parsed, f.name) for f in fields(self) if f.name in stage_meta}
+        if "image" in stage_meta and "enabled" not in stage_meta:
+            changes["enabled"] = True
+        return replace(self, raw={**self.raw, **stage_meta}, **changes)
+
+
+def _reraise(parse: Callable[[Any], Any], value: Any, where: str) -> Any:
+    try:
+        return parse(value)
+    except SettingError as exc:
+        raise SettingError(f"{where}: {exc}") from None
+
+
+def env_items(names: Sequence[str], host_env: Mapping[str, str]) -> dict:
+    """Resolve `env` entries: NAME passes the host value through (if set), NAME=VALUE sets it."""
+    out: dict = {}
+    for item in names:
+        name, sep, value = item.partition("=")
+        if sep:
+            out[name] = value
+        elif name in host_env:
+            out[name] = host_env[name]
+    return out

@@ -1,0 +1,229 @@
+"""Where the plugin meets DVC: config schema registration and ``cmd_run``.
+
+``dvc.stage.run.run_stage`` looks ``cmd_run`` up at call time, so replacing
+the module attribute routes every stage command through ``cmd_run`` below,
+after DVC's run-cache check (a run-cache hit starts no container) and before
+DVC hashes the outputs on the host. The lock's ``cmd`` stays the user's
+command: we never touch ``stage.cmd``.
+"""
+
+from __future__ import annotations
+
+import logging
+import functools
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+
+from .config import DockerSettings, SettingError, dvc_schema
+
+# under "dvc." so that `dvc -v` / `-q` apply to our messages too
+logger = logging.getLogger(f"dvc.{__name__}")
+
+SECTION = "docker"
+_state: dict = {}  # per process: docker client, image manager, host paths
+
+
+def register_config_schema(module: Any) -> None:
+    module.SCHEMA[SECTION] = dvc_schema()
+    # dvc.config memoizes the compiled schema; drop it if it was built already
+    compiled = sys.modules.get("dvc.config")
+    memory = getattr(getattr(compiled, "get_compiled_schema", None), "memory", None)
+    if memory is not None:
+        memory.clear()
+    module._dvc_docker_exec_patched = True
+
+
+def patch_stage_run(module: Any) -> None:
+    original = module.cmd_run
+    wrapper = functools.wraps(original)(functools.partial(cmd_run, original))
+    module.cmd_run = wrapper
+    module._dvc_docker_exec_patched = True
+
+
+def settings_for(stage: Any) -> Optional[DockerSettings]:
+    """The stage's settings if it runs in a container, None for a host run."""
+    from .errors import DockerExecError
+
+    section = dict(stage.repo.config.get(SECTION) or {})
+    meta = (stage.meta or {}).get(SECTION) if isinstance(stage.meta, dict) else None
+    if not section and meta is None:
+        return None
+    try:
+        settings = DockerSettings.from_mapping(section).override(meta, stage.addressing)
+    except SettingError as exc:
+        raise DockerExecError(str(exc)) from None
+    return settings if settings.active else None
+
+
+def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional[dict] = None) -> None:
+    settings = settings_for(stage)
+    if settings is None:
+        return original(stage, dry=dry, run_env=run_env)
+
+    from dvc.stage import run as dvc_run
+
+    from .spec import build_spec, container_env
+
+    logger.info("Running stage '%s' in a container of image '%s':", stage.addressing, settings.image)
+    commands = dvc_run._enforce_cmd_list(stage.cmd)
+    dvc_env = dvc_run.prepare_kwargs(stage, run_env=run_env)["env"]
+    env = container_env(dvc_env, run_env, settings, os.environ, home=None)
+    facts_kwargs = dict(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty())
+
+    if dry:
+        facts = stage_facts(stage, env, overlays=())
+        mount_for = _mount_for(stage, settings, dry=True)
+        for cmd in commands:
+            dvc_run.display_command(cmd)
+            logger.info("%s", build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs).docker_run_line())
+        return
+
+    # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
+    runner, images = _session()
+    images.ensure(settings.image, settings.pull)
+    mount_for = _mount_for(stage, settings)
+    with config_overlays(stage) as overlays:
+        facts = stage_facts(stage, env, overlays)
+        for cmd in commands:
+            dvc_run.display_command(cmd)
+            spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+            logger.debug("%s", spec.docker_run_line())
+            runner.run(spec, cmd)
+
+
+def _tty() -> bool:
+    try:
+        return os.isatty(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _session():
+    if "runner" not in _state:
+        from .runner import ContainerRunner, ImageManager, connect
+
+        client = connect()
+        _state["client"] = client
+        _state["runner"] = ContainerRunner(client)
+        _state["images"] = ImageManager(client)
+    return _state["runner"], _state["images"]
+
+
+def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Callable:
+    """path -> Mount at the same path; translated when DVC runs in a container."""
+    from docker.types import Mount
+
+    key = ("paths", stage.repo.root_dir, settings.host_root)
+    if key not in _state:
+        if dry and "client" not in _state:
+            _state[key] = None  # --dry does not need the daemon: show paths as DVC sees them
+        else:
+            from .paths import detect_host_paths
+
+            _session()
+            host_paths = detect_host_paths(_state["client"], repo_root=_git_root(stage), host_root=settings.host_root)
+            logger.debug("host paths: %s", host_paths.describe())
+            _state[key] = host_paths
+    host_paths = _state[key]
+    if host_paths is None:
+        return lambda path, read_only=False: Mount(target=path, source=path, type="bind", read_only=read_only)
+    return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
+
+
+def _git_root(stage: Any) -> str:
+    scm = getattr(stage.repo, "scm", None)
+    root = getattr(scm, "root_dir", None)
+    # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
+    return os.path.normpath(root or stage.repo.root_dir)
+
+
+def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):
+    from .spec import StageFacts
+
+    return StageFacts(
+        addressing=stage.addressing,
+        wdir=os.path.normpath(stage.wdir),
+        repo_root=os.path.normpath(stage.repo.root_dir),
+        mount_paths=tuple(mount_paths(stage, env.get("DVC_ROOT"))),
+        config_overlays=overlays,
+    )
+
+
+def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
+    """Everything a stage may touch, at the same path as on the host.
+
+    The Git root (or repo root), DVC_ROOT when it differs (`exp run --temp`
+    works in .dvc/tmp/exps/..., DVC_ROOT points at the parent repo), the
+    cache when it lies outside (symlink/hardlink cache types must resolve
+    inside), and local deps/outs outside the repo (absolute paths, remote://
+    on local remotes). spec.dedupe_mounts drops what an outer mount covers.
+    """
+    paths = [_git_root(stage), os.path.normpath(stage.repo.root_dir)]
+    if dvc_root and os.path.isabs(dvc_root):
+        paths.append(os.path.normpath(dvc_root))
+    cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
+    if cache:
+        paths.append(os.path.normpath(os.path.abspath(cache)))
+    for item in [*stage.deps, *stage.outs]:
+        if getattr(item.fs, "protocol", None) != "local" or item.is_in_repo:
+            continue
+        path = os.path.normpath(os.path.abspath(item.fs_path))
+        # an out does not exist yet: mount the folder it will appear in
+        if item in stage.outs or not os.path.exists(path):
+            path = os.path.dirname(path)
+        if os.path.exists(path):
+            paths.append(path)
+    return paths
+
+
+@contextmanager
+def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
+    """Filtered copies of .dvc/config{,.local} without our section, for the stage.
+
+    Why: DVC validates .dvc/config strictly; DVC or dvclive inside the stage
+    image (which lacks this plugin) would fail with `extra keys not allowed @
+    data['docker']` and dvclive would lose its DVC integration. The copies live
+    in .dvc/tmp (inside the repo, so the socket pattern can translate them) and
+    are mounted read-only over the originals; the host files stay untouched.
+    """
+    dvc_dir = getattr(stage.repo, "dvc_dir", None)
+    tmp_dir = getattr(stage.repo, "tmp_dir", None)
+    originals = [os.path.join(dvc_dir, name) for name in ("config", "config.local")] if dvc_dir else []
+    needs = [path for path in originals if _has_section(path)]
+    if not needs or not tmp_dir:
+        yield ()
+        return
+    folder = os.path.join(tmp_dir, "docker-exec", f"{os.getpid()}-{os.urandom(3).hex()}")
+    os.makedirs(folder, exist_ok=True)
+    try:
+        overlays = []
+        for path in needs:
+            copy = os.path.join(folder, os.path.basename(path))
+            _write_without_section(path, copy)
+            overlays.append((copy, path))
+        yield tuple(overlays)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _has_section(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fobj:
+            return any(line.strip().lower().startswith(f"[{SECTION}]") for line in fobj)
+    except OSError:
+        return False
+
+
+def _write_without_section(src: str, dst: str) -> None:
+    from configobj import ConfigObj
+
+    conf = ConfigObj(src, encoding="utf-8", interpolation=False)
+    for key in [k for k in conf if k.lower() == SECTION]:
+        del conf[key]
+    conf.filename = dst
+    conf.write()
+    os.chmod(dst, 0o644)

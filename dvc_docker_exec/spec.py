@@ -1,0 +1,288 @@
+"""Pure translation: settings + stage facts + one command -> container spec.
+
+Nothing here talks to Docker or reads DVC objects, so it is unit-tested
+without a daemon (like docker-py's ``_create_container_args``). The spec
+renders both the docker-py ``create_container`` kwargs and the equivalent,
+copy-pasteable ``docker run`` line shown by ``dvc repro --dry`` / ``-v``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from docker.types import DeviceRequest, Mount
+
+from .config import DockerSettings, env_items
+
+LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
+HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
+
+# DVC variables a stage always gets, whatever `docker.env` says. Why: without
+# DVC_ROOT/DVC_STAGE/DVC_EXP_* dvclive inside a stage believes it runs outside
+# a pipeline, saves its own experiment and corrupts .dvc/tmp/rwlock.
+DVC_VARS = ("DVC_ROOT", "DVC_STAGE")
+
+
+@dataclass(frozen=True)
+class StageFacts:
+    """What spec needs to know about a DVC stage (gathered by `dvc_glue`)."""
+
+    addressing: str
+    wdir: str
+    repo_root: str
+    mount_paths: Tuple[str, ...]  # directories/files to make visible at the same path
+    config_overlays: Tuple[Tuple[str, str], ...] = ()  # (filtered copy, path it hides)
+    repo_id: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    entrypoint: Tuple[str, ...]
+    command: Tuple[str, ...]
+    working_dir: str
+    user: Optional[str]
+    environment: Mapping[str, str]
+    mounts: Tuple[Mount, ...]
+    labels: Mapping[str, str]
+    name: str
+    network_mode: str
+    tty: bool
+    device_requests: Tuple[DeviceRequest, ...] = ()
+    nano_cpus: Optional[int] = None
+    mem_limit: Optional[int] = None
+    shm_size: Optional[int] = None
+    gpus_cli: Optional[str] = None
+
+    def host_config_kwargs(self) -> dict:
+        kwargs: dict = {
+            "mounts": list(self.mounts),
+            "network_mode": self.network_mode,
+            # why: PID 1 ignores SIGINT/SIGTERM unless it installs handlers;
+            # docker-init forwards them so Ctrl-C stops the command (field notes #3).
+            "init": True,
+            # Containers are removed by the runner in `finally`, not by the daemon:
+            # auto-remove races with reading the exit code and OOM state.
+            "auto_remove": False,
+            # A stage must not gain privileges through setuid binaries in the image.
+            "security_opt": ["no-new-privileges"],
+        }
+        if self.device_requests:
+            kwargs["device_requests"] = list(self.device_requests)
+        if self.nano_cpus:
+            kwargs["nano_cpus"] = self.nano_cpus
+        if self.mem_limit:
+            kwargs["mem_limit"] = self.mem_limit
+        if self.shm_size:
+            kwargs["shm_size"] = self.shm_size
+        return kwargs
+
+    def create_kwargs(self, host_config: object) -> dict:
+        """kwargs for docker-py `APIClient.create_container` (host_config built by the caller)."""
+        return {
+            "image": self.image,
+            "entrypoint": list(self.entrypoint),
+            "command": list(self.command),
+            "working_dir": self.working_dir,
+            "user": self.user or "",
+            "environment": dict(self.environment),
+            "labels": dict(self.labels),
+            "name": self.name,
+            "tty": self.tty,
+            "stdin_open": False,
+            "host_config": host_config,
+        }
+
+    def docker_run_line(self) -> str:
+        """The equivalent `docker run` command; values of environment variables are not shown."""
+        args: List[str] = ["docker", "run", "--rm", "--init", "--security-opt", "no-new-privileges"]
+        if self.tty:
+            args.append("-t")
+        args += ["--network", self.network_mode]
+        if self.user:
+            args += ["--user", self.user]
+        for mount in self.mounts:
+            args += ["--mount", _mount_cli(mount)]
+        args += ["--workdir", self.working_dir]
+        for name in sorted(self.environment):
+            # `-e NAME` passes the caller's value: safe to paste, no secrets in logs.
+            args += ["-e", name]
+        if self.gpus_cli:
+            args += ["--gpus", self.gpus_cli]
+        if self.nano_cpus:
+            args += ["--cpus", f"{self.nano_cpus / 1e9:g}"]
+        if self.mem_limit:
+            args += ["--memory", str(self.mem_limit)]
+        if self.shm_size:
+            args += ["--shm-size", str(self.shm_size)]
+        args += ["--entrypoint", self.entrypoint[0], self.image, *self.entrypoint[1:], *self.command]
+        return shlex.join(args)
+
+
+def _mount_cli(mount: Mount) -> str:
+    parts = [f"type={mount['Type']}"]
+    if mount.get("Source"):
+        parts.append(f"source={mount['Source']}")
+    parts.append(f"target={mount['Target']}")
+    if mount.get("ReadOnly"):
+        parts.append("readonly")
+    return ",".join(parts)
+
+
+def container_name(addressing: str, pid: int, token: Optional[str] = None) -> str:
+    """Unique per run: parallel queue workers run the same stage at once."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", addressing).strip("-.")[:40] or "stage"
+    return f"dvc-{slug}-{pid}-{token or secrets.token_hex(3)}"
+
+
+def container_env(
+    dvc_env: Mapping[str, str],
+    run_env: Optional[Mapping[str, str]],
+    settings: DockerSettings,
+    host_env: Mapping[str, str],
+    home: Optional[str],
+) -> Dict[str, str]:
+    """DVC's own variables always, the experiment variables DVC passes, then the allow-list.
+
+    `dvc_env` is the env DVC prepared for a host run (it fills DVC_ROOT and
+    DVC_STAGE); the rest of the host environment is deliberately not passed.
+    """
+    env = {name: dvc_env[name] for name in DVC_VARS if name in dvc_env}
+    env.update({k: v for k, v in (run_env or {}).items() if v is not None})
+    env.update(env_items(settings.env, host_env))
+    env["SHELL"] = settings.shell
+    if home:
+        env["HOME"] = home
+    return env
+
+
+def dedupe_mounts(mounts: Sequence[Mount]) -> Tuple[Mount, ...]:
+    """Drop mounts that an outer mount already provides (same storage, same place).
+
+    Kept: a nested mount with other storage (e.g. a cache volume inside the
+    repo mount in the socket pattern) and file overlays.
+    """
+    kept: List[Mount] = []
+    for mount in sorted(mounts, key=lambda m: (m["Target"].count("/"), m["Target"])):
+        if not any(_covers(outer, mount) for outer in kept):
+            kept.append(mount)
+    return tuple(kept)
+
+
+def _covers(outer: Mount, inner: Mount) -> bool:
+    rel = _relative(inner["Target"], outer["Target"])
+    if rel is None or outer["Type"] != inner["Type"]:
+        return False
+    if inner["Type"] == "volume":
+        return outer["Source"] == inner["Source"]
+    expected = os.path.normpath(os.path.join(outer["Source"], rel))
+    return expected == os.path.normpath(inner["Source"]) and (outer.get("ReadOnly", False) <= inner.get("ReadOnly", False))
+
+
+def _relative(path: str, parent: str) -> Optional[str]:
+    path, parent = os.path.normpath(path), os.path.normpath(parent)
+    if path == parent:
+        return "."
+    prefix = parent.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
+
+
+def resolve_user(settings: DockerSettings, uid: int, gid: int) -> Tuple[Optional[str], bool]:
+    """The user to run as and whether it needs a HOME of its own.
+
+    Default: the invoking uid:gid, so outputs belong to the user, not root
+    (field notes #1). Such a uid usually has no passwd entry in the image, so
+    it gets a writable HOME.
+    """
+    user = settings.user or f"{uid}:{gid}"
+    is_root = user.split(":")[0] in ("0", "root")
+    return user, not is_root
+
+
+def build_spec(
+    settings: DockerSettings,
+    facts: StageFacts,
+    cmd: str,
+    env: Mapping[str, str],
+    mount_for: Callable[[str, bool], Mount],
+    *,
+    uid: int,
+    gid: int,
+    pid: int,
+    tty: bool,
+    name_token: Optional[str] = None,
+) -> ContainerSpec:
+    """The container for one command line of a stage.
+
+    `mount_for(path, read_only)` maps a path as DVC sees it to a Mount whose
+    target is that same path (identity on a host, translated in the socket pattern).
+    """
+    assert settings.image, "build_spec needs an image"
+    user, needs_home = resolve_user(settings, uid, gid)
+    environment = dict(env)
+    mounts: List[Mount] = [mount_for(path, False) for path in facts.mount_paths]
+    for volume in settings.volumes:
+        source = volume.source if os.path.isabs(volume.source) else os.path.join(facts.repo_root, volume.source)
+        base = mount_for(os.path.normpath(source), volume.read_only)
+        mounts.append(_retarget(base, volume.target, volume.read_only))
+    mounts = list(dedupe_mounts(mounts))
+    for copy, hidden in facts.config_overlays:
+        overlay = mount_for(copy, True)
+        # A file inside a named volume cannot be bind-mounted on its own; the
+        # stage then sees the unfiltered config (README: socket pattern).
+        if overlay["Type"] == "bind":
+            mounts.append(_retarget(overlay, hidden, True))
+    if needs_home:
+        environment.setdefault("HOME", HOME_IN_CONTAINER)
+        mounts.append(Mount(target=HOME_IN_CONTAINER, source=None, type="tmpfs", tmpfs_mode=0o1777))
+
+    gpus = settings.gpus
+    device_requests: Tuple[DeviceRequest, ...] = ()
+    if gpus is not None:
+        device_requests = (
+            DeviceRequest(
+                count=None if gpus.device_ids else gpus.count,
+                device_ids=list(gpus.device_ids) or None,
+                capabilities=[["gpu"]],
+            ),
+        )
+    labels = {
+        LABEL: "1",
+        f"{LABEL}.stage": facts.addressing,
+        f"{LABEL}.repo": facts.repo_root,
+        f"{LABEL}.pid": str(pid),
+    }
+    return ContainerSpec(
+        image=settings.image,
+        entrypoint=(settings.shell,),
+        # why: one shell per command line, like DVC; the command is an argv
+        # element, never re-parsed by a host shell (quoting, pipes, $VAR intact).
+        command=("-c", cmd),
+        working_dir=facts.wdir,
+        user=user,
+        environment=environment,
+        mounts=tuple(mounts),
+        labels=labels,
+        name=container_name(facts.addressing, pid, name_token),
+        network_mode=settings.network,
+        tty=tty,
+        device_requests=device_requests,
+        nano_cpus=int(settings.cpus * 1e9) if settings.cpus else None,
+        mem_limit=settings.memory,
+        shm_size=settings.shm_size,
+        gpus_cli=gpus.cli() if gpus else None,
+    )
+
+
+def _retarget(mount: Mount, target: str, read_only: bool) -> Mount:
+    """Same storage, other place in the container (extra volumes, config overlays)."""
+    if mount["Type"] == "volume":
+        # A path inside a named volume cannot be mounted on its own (no subpath
+        # on Docker 20.10): mount the whole volume where asked.
+        return Mount(target=target, source=mount["Source"], type="volume", read_only=read_only)
+    return Mount(target=target, source=mount["Source"], type="bind", read_only=read_only)
