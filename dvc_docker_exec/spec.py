@@ -178,10 +178,12 @@ def _covers(outer: Mount, inner: Mount) -> bool:
     rel = _relative(inner["Target"], outer["Target"])
     if rel is None or outer["Type"] != inner["Type"]:
         return False
+    # a read-only outer mount cannot stand in for a writable inner one
+    if outer.get("ReadOnly", False) and not inner.get("ReadOnly", False):
+        return False
     if inner["Type"] == "volume":
         return outer["Source"] == inner["Source"]
-    expected = os.path.normpath(os.path.join(outer["Source"], rel))
-    return expected == os.path.normpath(inner["Source"]) and (outer.get("ReadOnly", False) <= inner.get("ReadOnly", False))
+    return os.path.normpath(os.path.join(outer["Source"], rel)) == os.path.normpath(inner["Source"])
 
 
 def _relative(path: str, parent: str) -> Optional[str]:
@@ -280,9 +282,13 @@ def build_spec(
 
 
 def _retarget(mount: Mount, target: str, read_only: bool) -> Mount:
-    """Same storage, other place in the container (extra volumes, config overlays)."""
+    """Same storage, other place in the container (extra volumes, config overlays).
+
+    A read-only source stays read-only whatever was asked.
+    """
+    read_only = read_only or bool(mount.get("ReadOnly"))
     if mount["Type"] == "volume":
         # A path inside a named volume cannot be mounted on its own (no subpath
         # on Docker 20.10): mount the whole volume where asked.
-        return Mount(target=target, source=mount["Source"], type="volume", read_only=read_only)
+        return Mount(target=target, source=mount["Source"], type="volume", read_only=read_only, no_copy=True)
     return Mount(target=target, source=mount["Source"], type="bind", read_only=read_only)

@@ -1,0 +1,185 @@
+"""Shared fixtures.
+
+Docker-dependent tests carry the ``docker`` marker (set by the fixtures that
+need the engine). Without a reachable engine they skip on a laptop, but fail
+when ``CI=true``: a CI run that silently skipped them would prove nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LABEL = "dvc-docker-exec"
+BUSYBOX = "dvc-docker-exec-test/busybox:latest"
+PYTHON_DVC = "dvc-docker-exec-test/python-dvc:bookworm"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(f"no Docker Engine answers ({exc}); run scripts/ensure-docker.sh")
+    return client
+
+
+def _need_image(client, image: str) -> str:
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        _unavailable(f"test image {image} is missing; run scripts/build-images.sh")
+    return image
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client) -> str:
+    return _need_image(docker_client, BUSYBOX)
+
+
+@pytest.fixture(scope="session")
+def python_dvc_image(docker_client) -> str:
+    return _need_image(docker_client, PYTHON_DVC)
+
+
+def our_containers(client) -> List:
+    return client.containers.list(all=True, filters={"label": LABEL})
+
+
+@pytest.fixture
+def no_leftovers(docker_client) -> Iterator[None]:
+    """Every integration test asserts it leaves no container of ours behind."""
+    before = {c.id for c in our_containers(docker_client)}
+    yield
+    # removal is synchronous in the runner; allow the daemon a moment after a kill
+    deadline = time.monotonic() + 5
+    while True:
+        left = [c for c in our_containers(docker_client) if c.id not in before]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for c in left:
+        c.remove(force=True)
+    assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The whole suite leaves no container behind, either."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        left = our_containers(client)
+    except Exception:  # noqa: BLE001
+        return
+    if left:
+        for c in left:
+            c.remove(force=True)
+        session.exitstatus = 1
+        sys.stderr.write(f"\nERROR: containers left behind by the suite: {[c.name for c in left]}\n")
+
+
+class DvcRepo:
+    """A temporary Git+DVC repo driven through the real `dvc` CLI in subprocesses."""
+
+    def __init__(self, path: Path, env: dict):
+        self.path = path
+        self.env = env
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            args,
+            cwd=kwargs.pop("cwd", self.path),
+            env={**self.env, **kwargs.pop("env", {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    def dvc(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, **kwargs)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def lock(self) -> Optional[str]:
+        path = self.path / "dvc.lock"
+        return path.read_text() if path.exists() else None
+
+
+def repo_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
+    env.update(
+        HOME=str(home),
+        DVC_NO_ANALYTICS="1",
+        DVC_GLOBAL_CONFIG_DIR=str(home / "dvc-global"),
+        DVC_SITE_CACHE_DIR=str(home / "dvc-site-cache"),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
+    return env
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path):
+    """make_repo(image=None) -> DvcRepo with `docker.image` set (pull never: no registry here)."""
+
+    def make(image: Optional[str] = None, name: str = "repo") -> DvcRepo:
+        path = tmp_path / name
+        path.mkdir()
+        home = tmp_path / f"{name}-home"
+        home.mkdir()
+        repo = DvcRepo(path, repo_env(home))
+        repo.run("git", "init", "-q")
+        repo.dvc("init", "-q")
+        if image:
+            repo.dvc("config", "docker.image", image)
+            repo.dvc("config", "docker.pull", "never")
+        repo.run("git", "add", "-A")
+        repo.run("git", "commit", "-qm", "init")
+        return repo
+
+    return make
+
+
+@pytest.fixture
+def repo(make_repo, busybox_image, no_leftovers) -> DvcRepo:
+    return make_repo(busybox_image)
+
+
+def in_container_probe() -> str:
+    """Shell snippet printing PID 1's command line: docker-init inside our containers."""
+    return "tr '\\0' ' ' < /proc/1/cmdline"
+
+

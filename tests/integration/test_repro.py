@@ -1,0 +1,286 @@
+"""`dvc repro` in temporary Git+DVC repos against the real Docker Engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import LABEL, in_container_probe, our_containers
+
+pytestmark = pytest.mark.docker
+
+
+def add_stage(repo, name: str, cmd: str, *extra: str) -> None:
+    repo.dvc("stage", "add", "-n", name, *extra, cmd)
+
+
+def test_stage_runs_in_container_and_lock_equals_host_run(repo):
+    cmd = f"{in_container_probe()} > where.txt; echo \"$DVC_STAGE\" > out.txt"
+    add_stage(repo, "hello", cmd, "-o", "out.txt")
+    # where.txt is not an out: it only tells us where the command ran
+    proc = repo.dvc("repro")
+    assert "docker-init" in repo.read("where.txt"), proc.stdout
+    assert repo.read("out.txt") == "hello\n"
+    in_container = repo.lock()
+
+    repo.dvc("config", "docker.enabled", "false")
+    repo.dvc("repro", "-f")
+    assert "docker-init" not in repo.read("where.txt")
+    assert repo.lock() == in_container
+    assert yaml.safe_load(in_container)["stages"]["hello"]["cmd"] == cmd
+
+
+def test_quoting_pipes_env_and_shell(repo):
+    repo.write("params.yaml", "x: 1\n")
+    cmd = """A='a b'; echo "$A|$SHELL" | tr a-z A-Z > out.txt && printf '%s\\n' "it's" '$HOME' >> out.txt"""
+    add_stage(repo, "q", cmd, "-o", "out.txt")
+    repo.dvc("repro")
+    assert repo.read("out.txt") == "A B|/BIN/SH\nit's\n$HOME\n"
+
+
+def test_several_command_lines_stop_at_first_failure(repo):
+    repo.write(
+        "dvc.yaml",
+        "stages:\n  multi:\n    cmd:\n    - echo one > a.txt\n    - exit 4\n    - echo three > c.txt\n",
+    )
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert (repo.path / "a.txt").exists() and not (repo.path / "c.txt").exists()
+    assert "failed to run: exit 4, exited with 4" in proc.stderr
+    assert "dvc-docker-exec-test/busybox:latest" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert repo.lock() is None
+
+
+def test_stdout_and_stderr_stay_apart(repo):
+    # the command line is echoed by DVC; $((...)) keeps the printed words out of it
+    add_stage(repo, "s", 'echo "out$((40+2))"; echo "err$((40+2))" >&2')
+    proc = repo.dvc("repro")
+    assert "out42" in proc.stdout and "out42" not in proc.stderr
+    assert "err42" in proc.stderr and "err42" not in proc.stdout
+
+
+def test_env_is_allow_listed_and_dvc_vars_passed(repo):
+    repo.dvc("config", "docker.env", "KEEP_ME,FIXED=yes")
+    add_stage(repo, "e", "env | sort > env.txt")
+    repo.dvc("repro", env={"KEEP_ME": "1", "DROP_ME": "1"})
+    env = dict(line.split("=", 1) for line in repo.read("env.txt").splitlines() if "=" in line)
+    assert env["KEEP_ME"] == "1" and env["FIXED"] == "yes"
+    assert "DROP_ME" not in env
+    assert env["DVC_ROOT"] == str(repo.path) and env["DVC_STAGE"] == "e"
+    assert env["SHELL"] == "/bin/sh"
+    assert env["HOME"].startswith("/tmp/") or os.getuid() == 0
+
+
+def test_per_stage_opt_out_and_image_override(repo, busybox_image):
+    repo.write(
+        "dvc.yaml",
+        f"""stages:
+  host:
+    cmd: {in_container_probe()} > host.txt
+    meta: {{docker: false}}
+  boxed:
+    cmd: {in_container_probe()} > boxed.txt
+    meta: {{docker: {busybox_image}}}
+  mapped:
+    cmd: {in_container_probe()} > mapped.txt
+    meta:
+      docker: {{image: {busybox_image}, network: none}}
+""",
+    )
+    repo.dvc("repro")
+    assert "docker-init" not in repo.read("host.txt")
+    assert "docker-init" in repo.read("boxed.txt")
+    assert "docker-init" in repo.read("mapped.txt")
+
+
+def test_invalid_stage_meta_names_the_stage(repo):
+    repo.write("dvc.yaml", "stages:\n  bad:\n    cmd: echo\n    meta: {docker: {memory: lots}}\n")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert "stage 'bad' meta.docker.memory" in proc.stderr and "'lots'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dry_and_verbose_show_docker_run_line(repo):
+    add_stage(repo, "d", "echo hi > out.txt", "-o", "out.txt")
+    dry = repo.dvc("repro", "--dry")
+    assert "docker run --rm --init" in dry.stdout
+    assert f"target={repo.path}" in dry.stdout and "--entrypoint /bin/sh" in dry.stdout
+    assert not (repo.path / "out.txt").exists()
+    verbose = repo.dvc("repro", "-v")
+    assert "docker run --rm --init" in verbose.stdout + verbose.stderr
+
+
+def test_run_cache_hit_starts_no_container(repo, docker_client):
+    repo.write("in.txt", "x\n")  # the run cache only keeps stages with deps
+    add_stage(repo, "c", "cat in.txt > /dev/null; echo cached > out.txt", "-d", "in.txt", "-o", "out.txt")
+    repo.dvc("repro")
+    (repo.path / "out.txt").unlink()
+    (repo.path / "dvc.lock").unlink()
+    since = int(time.time())
+    proc = repo.dvc("repro")
+    until = int(time.time()) + 1
+    assert repo.read("out.txt") == "cached\n"
+    assert "restored" in proc.stdout.lower() or "Stage 'c' is cached" in proc.stdout
+    events = list(
+        docker_client.events(
+            since=since, until=until, decode=True, filters={"type": "container", "event": "create", "label": LABEL}
+        )
+    )
+    assert events == []
+
+
+def test_frozen_always_changed_single_item_downstream(repo):
+    repo.write(
+        "dvc.yaml",
+        """stages:
+  a:
+    cmd: echo a >> a.log; echo a > a.txt
+    outs: [a.txt]
+  b:
+    cmd: echo b >> b.log; cat a.txt > b.txt
+    deps: [a.txt]
+    outs: [b.txt]
+  always:
+    cmd: echo x >> always.log
+    always_changed: true
+  frozen:
+    cmd: echo x >> frozen.log
+    frozen: true
+""",
+    )
+    repo.dvc("repro")
+    repo.dvc("repro")
+    assert repo.read("a.log") == "a\n" and repo.read("b.log") == "b\n"
+    assert repo.read("always.log") == "x\nx\n"
+    assert not (repo.path / "frozen.log").exists()
+    repo.dvc("repro", "-f", "-s", "b")
+    assert repo.read("a.log") == "a\n" and repo.read("b.log") == "b\nb\n"
+    repo.dvc("repro", "-f", "--downstream", "a")
+    assert repo.read("a.log") == "a\na\n" and repo.read("b.log") == "b\nb\nb\n"
+
+
+def test_symlink_cache_outside_repo_and_external_out(repo, tmp_path):
+    cache = tmp_path / "cache-outside"
+    external = tmp_path / "external"
+    external.mkdir()
+    repo.dvc("cache", "dir", str(cache))
+    repo.dvc("config", "cache.type", "symlink")
+    repo.write("data.txt", "payload\n")
+    repo.dvc("add", "data.txt")
+    assert (repo.path / "data.txt").is_symlink()
+    add_stage(repo, "ext", f"cat data.txt > {external}/copy.txt", "-d", "data.txt", "-O", f"{external}/copy.txt")
+    repo.dvc("repro")
+    assert (external / "copy.txt").read_text() == "payload\n"
+
+
+def test_dvc_inside_stage_image_sees_config_without_our_section(make_repo, python_dvc_image, no_leftovers):
+    repo = make_repo(python_dvc_image)
+    repo.dvc("config", "--local", "docker.network", "none")
+    repo.dvc("config", "core.autostage", "false")
+    add_stage(repo, "inner", "dvc config -l > inner.txt 2> inner.err; echo $? >> inner.txt")
+    repo.dvc("repro")
+    inner = repo.read("inner.txt")
+    assert "core.autostage=false" in inner and "docker" not in inner, inner
+    assert "extra keys" not in repo.read("inner.err")
+    assert "[docker]" in repo.read(".dvc/config")  # the host file is untouched
+    assert not list((repo.path / ".dvc" / "tmp").glob("docker-exec/*"))
+
+
+def test_python_api_and_module_entry(repo):
+    add_stage(repo, "api", f"{in_container_probe()} > api.txt")
+    repo.run(sys.executable, "-c", "from dvc.repo import Repo; Repo('.').reproduce()")
+    assert "docker-init" in repo.read("api.txt")
+
+
+def test_oom_kill_is_reported(repo):
+    repo.dvc("config", "docker.memory", "16m")
+    add_stage(repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert "out of memory" in proc.stderr, proc.stderr
+
+
+def test_daemon_unreachable(repo, tmp_path):
+    add_stage(repo, "x", "echo hi")
+    sock = tmp_path / "nothing.sock"
+    proc = repo.dvc("repro", check=False, env={"DOCKER_HOST": f"unix://{sock}"})
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert f"cannot reach the Docker daemon at 'unix://{sock}'" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert repo.lock() is None
+
+
+def test_absent_image(repo):
+    add_stage(repo, "x", "echo hi")
+    repo.dvc("config", "docker.image", "dvc-docker-exec-test/absent:1")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert "image 'dvc-docker-exec-test/absent:1' is not present locally and docker.pull is 'never'" in proc.stderr
+    # pulling fails fast: nothing listens on localhost:1
+    repo.dvc("config", "docker.pull", "missing")
+    repo.dvc("config", "docker.image", "localhost:1/absent:1")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    assert "cannot be pulled" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_key_refused(repo):
+    before = repo.read(".dvc/config")
+    proc = repo.dvc("config", "docker.no_such_key", "1", check=False)
+    assert proc.returncode != 0
+    assert "extra keys not allowed" in proc.stderr and "no_such_key" in proc.stderr
+    assert repo.read(".dvc/config") == before
+    proc = repo.dvc("config", "docker.memory", "lots", check=False)
+    assert proc.returncode != 0 and "'lots'" in proc.stderr
+    assert repo.read(".dvc/config") == before
+
+
+def _start_sleeping_stage(repo, docker_client, name: str) -> subprocess.Popen:
+    add_stage(repo, name, "echo started; sleep 60; echo never > out.txt", "-o", "out.txt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # own process group, like a shell job; SIGINT reset (background jobs inherit SIG_IGN)
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not [c for c in our_containers(docker_client) if c.status == "running"]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "container never started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return proc
+
+
+@pytest.mark.parametrize("sig", ["SIGINT-group", "SIGTERM"])
+def test_signal_stops_and_removes_container(repo, docker_client, sig):
+    proc = _start_sleeping_stage(repo, docker_client, "sleepy")
+    sent = time.monotonic()
+    if sig == "SIGINT-group":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
+    else:
+        proc.send_signal(signal.SIGTERM)
+    while our_containers(docker_client) and time.monotonic() - sent < 10:
+        time.sleep(0.05)
+    gone_after = time.monotonic() - sent
+    out, err = proc.communicate(timeout=30)
+    assert not our_containers(docker_client)
+    assert gone_after < 2.0, f"container still there {gone_after:.2f}s after {sig}"
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err
+    assert not (repo.path / "out.txt").exists()
+    assert repo.lock() is None
