@@ -72,7 +72,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     commands = dvc_run._enforce_cmd_list(stage.cmd)
     dvc_env = dvc_run.prepare_kwargs(stage, run_env=run_env)["env"]
     env = container_env(dvc_env, run_env, settings, os.environ, home=None)
-    facts_kwargs = dict(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty())
+    facts_kwargs = dict(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name())
 
     if dry:
         facts = stage_facts(stage, env, overlays=())
@@ -93,6 +93,15 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
             logger.debug("%s", spec.docker_run_line())
             runner.run(spec, cmd)
+
+
+def _user_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (e.g. DVC itself in a container)
+        return "dvc"
 
 
 def _tty() -> bool:

@@ -217,6 +217,7 @@ def build_spec(
     gid: int,
     pid: int,
     tty: bool,
+    user_name: str = "dvc",
     name_token: Optional[str] = None,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
@@ -241,6 +242,10 @@ def build_spec(
             mounts.append(_retarget(overlay, hidden, True))
     if needs_home:
         environment.setdefault("HOME", HOME_IN_CONTAINER)
+        # the uid usually has no passwd entry in the image: getpwuid() fails
+        # there (DVC and git call it) unless USER/LOGNAME name the user
+        environment.setdefault("USER", user_name)
+        environment.setdefault("LOGNAME", user_name)
         mounts.append(Mount(target=HOME_IN_CONTAINER, source=None, type="tmpfs", tmpfs_mode=0o1777))
 
     gpus = settings.gpus
