@@ -154,7 +154,7 @@ def parse_cpus(value: Any) -> float:
         cpus = float(value)
     except (TypeError, ValueError):
         cpus = 0.0
-    if not cpus > 0:
+    if not 0 < cpus < float("inf"):  # nan and inf too: docker's NanoCpus is an int
         raise SettingError(f"expected a positive number of CPUs like 2 or 0.5, got '{value}'")
     return cpus
 
@@ -164,9 +164,10 @@ def parse_size(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     match = _SIZE.match(str(value).strip())
-    if not match or float(match["num"]) <= 0:
+    size = int(float(match["num"]) * _UNITS[match["unit"].lower()]) if match else 0
+    if size <= 0:  # also '0.5' (bytes): 0 would silently mean "no limit"
         raise SettingError(f"expected a size like '512m' or '2g', got '{value}'")
-    return int(float(match["num"]) * _UNITS[match["unit"].lower()])
+    return size
 
 
 def parse_shell(value: Any) -> str:

@@ -72,7 +72,9 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     commands = dvc_run._enforce_cmd_list(stage.cmd)
     dvc_env = dvc_run.prepare_kwargs(stage, run_env=run_env)["env"]
     env = container_env(dvc_env, run_env, settings, os.environ, home=None)
-    facts_kwargs = dict(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name())
+    facts_kwargs = dict(
+        uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name(), host=os.uname().nodename
+    )
 
     if dry:
         facts = stage_facts(stage, env, overlays=())

@@ -178,8 +178,9 @@ def _covers(outer: Mount, inner: Mount) -> bool:
     rel = _relative(inner["Target"], outer["Target"])
     if rel is None or outer["Type"] != inner["Type"]:
         return False
-    # a read-only outer mount cannot stand in for a writable inner one
-    if outer.get("ReadOnly", False) and not inner.get("ReadOnly", False):
+    # a read-only outer mount cannot stand in for a writable inner one, nor a
+    # writable one for a read-only one (`docker.volumes: data:/repo/data:ro`)
+    if bool(outer.get("ReadOnly", False)) != bool(inner.get("ReadOnly", False)):
         return False
     if inner["Type"] == "volume":
         return outer["Source"] == inner["Source"]
@@ -218,6 +219,7 @@ def build_spec(
     pid: int,
     tty: bool,
     user_name: str = "dvc",
+    host: str = "",
     name_token: Optional[str] = None,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
@@ -263,6 +265,8 @@ def build_spec(
         f"{LABEL}.stage": facts.addressing,
         f"{LABEL}.repo": facts.repo_root,
         f"{LABEL}.pid": str(pid),
+        # the pid is only meaningful on the machine (or runner container) named here
+        f"{LABEL}.host": host,
     }
     return ContainerSpec(
         image=settings.image,

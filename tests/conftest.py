@@ -61,8 +61,22 @@ def python_dvc_image(docker_client) -> str:
     return _need_image(docker_client, PYTHON_DVC)
 
 
-def our_containers(client) -> List:
-    return client.containers.list(all=True, filters={"label": LABEL})
+# Repos made by this test session live under these folders. Leftover checks
+# look only at containers labelled with such a repo, so that two test
+# sessions on one machine do not remove each other's containers.
+SESSION_ROOTS: List[str] = []
+
+
+def our_containers(client, under: Optional[str] = None) -> List:
+    """Containers of the plugin whose repo lies under `under` (default: this session's repos)."""
+    roots = [under] if under else SESSION_ROOTS
+    found = client.containers.list(all=True, filters={"label": LABEL})
+    return [c for c in found if any(c.labels.get(f"{LABEL}.repo", "").startswith(r) for r in roots)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_root(tmp_path_factory) -> None:
+    SESSION_ROOTS.append(str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture

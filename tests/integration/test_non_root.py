@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DvcRepo, repo_env
+from tests.conftest import SESSION_ROOTS, DvcRepo, repo_env
 
 pytestmark = pytest.mark.docker
 
@@ -37,7 +37,7 @@ def tester():
     sock_gid = os.stat("/var/run/docker.sock").st_gid
     # why setpriv: su/sudo would reset the environment and need a login shell
     prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", f"--groups={sock_gid}", "--"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import dvc_docker_exec"], capture_output=True)
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import dvc.repo, dvc_docker_exec"], capture_output=True)
     if probe.returncode != 0:
         _fail_or_skip(
             f"{sys.executable} is not usable by a non-root user (make the venv with /usr/bin/python3 "
@@ -48,7 +48,9 @@ def tester():
 
 def test_outputs_belong_to_invoking_user(tester, busybox_image, no_leftovers):
     entry, prefix = tester
+    # not under pytest's tmp_path: that is private to root (mode 700)
     path = Path(tempfile.mkdtemp(prefix="dde-nonroot-"))
+    SESSION_ROOTS.append(str(path))
     try:
         os.chown(path, entry.pw_uid, entry.pw_gid)
         home = path / "home"

@@ -131,7 +131,7 @@ def test_run_cache_hit_starts_no_container(repo, docker_client):
     assert "restored" in proc.stdout.lower() or "Stage 'c' is cached" in proc.stdout
     events = list(
         docker_client.events(
-            since=since, until=until, decode=True, filters={"type": "container", "event": "create", "label": LABEL}
+            since=since, until=until, decode=True, filters={"type": "container", "event": "create", "label": f"{LABEL}.repo={repo.path}"}
         )
     )
     assert events == []
@@ -258,7 +258,7 @@ def _start_sleeping_stage(repo, docker_client, name: str) -> subprocess.Popen:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
-    while not [c for c in our_containers(docker_client) if c.status == "running"]:
+    while not [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"]:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "container never started"
         time.sleep(0.1)
@@ -274,11 +274,11 @@ def test_signal_stops_and_removes_container(repo, docker_client, sig):
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
     else:
         proc.send_signal(signal.SIGTERM)
-    while our_containers(docker_client) and time.monotonic() - sent < 10:
+    while our_containers(docker_client, str(repo.path)) and time.monotonic() - sent < 10:
         time.sleep(0.05)
     gone_after = time.monotonic() - sent
     out, err = proc.communicate(timeout=30)
-    assert not our_containers(docker_client)
+    assert not our_containers(docker_client, str(repo.path))
     assert gone_after < 2.0, f"container still there {gone_after:.2f}s after {sig}"
     assert proc.returncode != 0
     assert "Traceback" not in err, err

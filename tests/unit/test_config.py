@@ -1,0 +1,516 @@
+"""Unit tests for dvc_docker_exec.config: parsers, DVC schema, DockerSettings.
+
+The last part drives DVC's real config code: in-process through
+``dvc.config.Config.validate`` and, a few times, the real ``dvc config`` CLI
+in a temporary Git+DVC repo (each such call costs about a second).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import voluptuous
+
+from dvc_docker_exec.config import (
+    DEFAULT_NETWORK,
+    DEFAULT_SHELL,
+    PARSERS,
+    DockerSettings,
+    Gpus,
+    SettingError,
+    Volume,
+    dvc_schema,
+    env_items,
+    parse_volume,
+    parse_volumes,
+)
+
+# --- parsers: good values ------------------------------------------------------
+
+GOOD: list = [
+    ("enabled", True, True),
+    ("enabled", False, False),
+    ("enabled", "yes", True),
+    ("enabled", "On", True),
+    ("enabled", "1", True),
+    ("enabled", " false ", False),
+    ("enabled", "no", False),
+    ("enabled", "0", False),
+    ("enabled", "off", False),
+    ("image", "python:3.12-slim", "python:3.12-slim"),
+    ("image", " busybox ", "busybox"),
+    ("image", "localhost:5000/team/img@sha256:" + "a" * 64, "localhost:5000/team/img@sha256:" + "a" * 64),
+    ("pull", "missing", "missing"),
+    ("pull", "Always", "always"),
+    ("pull", " never ", "never"),
+    ("user", "1000", "1000"),
+    ("user", "1000:1000", "1000:1000"),
+    ("user", "root", "root"),
+    ("user", "app-user:staff", "app-user:staff"),
+    ("env", "HF_TOKEN", ("HF_TOKEN",)),
+    ("env", "A, B,C", ("A", "B", "C")),
+    ("env", ["A", " B "], ("A", "B")),
+    ("env", ["A", "MODE=fast", "_X1"], ("A", "MODE=fast", "_X1")),
+    ("env", "URL=http://x/?a=b", ("URL=http://x/?a=b",)),
+    ("env", "", ()),
+    ("network", "host", "host"),
+    ("network", "bridge", "bridge"),
+    ("network", "none", "none"),
+    ("network", "my_net-1.x", "my_net-1.x"),
+    ("network", "container:abc123", "container:abc123"),
+    ("gpus", "all", Gpus(count=-1)),
+    ("gpus", "ALL", Gpus(count=-1)),
+    ("gpus", "2", Gpus(count=2)),
+    ("gpus", 1, Gpus(count=1)),
+    ("gpus", "device=0,1", Gpus(device_ids=("0", "1"))),
+    ("gpus", "device=GPU-3a2b", Gpus(device_ids=("GPU-3a2b",))),
+    # configobj reads an unquoted `gpus = device=0,1` as a list
+    ("gpus", ["device=0", "1"], Gpus(device_ids=("0", "1"))),
+    ("cpus", "2", 2.0),
+    ("cpus", 0.5, 0.5),
+    ("cpus", "1.5", 1.5),
+    ("memory", "512m", 512 * 1024**2),
+    ("memory", "2g", 2 * 1024**3),
+    ("memory", "2G", 2 * 1024**3),
+    ("memory", "1.5GB", int(1.5 * 1024**3)),
+    ("memory", "64k", 64 * 1024),
+    ("memory", "1t", 1024**4),
+    ("memory", "100", 100),
+    ("memory", "100b", 100),
+    ("memory", 4096, 4096),
+    ("shell", "/bin/bash", "/bin/bash"),
+    ("shell", " /bin/sh ", "/bin/sh"),
+    ("host_root", "/srv/repo", "/srv/repo"),
+    ("host_root", "/srv/repo/", "/srv/repo"),
+    ("host_root", "/srv//a/../repo", "/srv/repo"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), GOOD, ids=lambda v: repr(v)[:40])
+def test_parsers_accept(key: str, value: Any, expected: Any) -> None:
+    assert PARSERS[key](value) == expected
+
+
+# --- parsers: bad values: SettingError quoting the value ---------------------------
+
+BAD: list = [
+    ("enabled", "maybe"),
+    ("enabled", "2"),
+    ("image", ""),
+    ("image", "my image"),
+    ("pull", "sometimes"),
+    ("pull", ""),
+    ("user", "1000:"),
+    ("user", ":1000"),
+    ("user", "a:b:c"),
+    ("user", "john doe"),
+    ("env", "1BAD"),
+    ("env", "OK, BAD-NAME"),
+    ("env", "=value"),
+    ("env", ["A", "has space"]),
+    ("volumes", "a:b:c:d"),
+    ("volumes", "/only-one-part"),
+    ("volumes", "/a:/b:rx"),
+    ("volumes", ":/b"),
+    ("volumes", "/a:"),
+    ("network", "my net"),
+    ("network", "-bad"),
+    ("network", ""),
+    ("gpus", "many"),
+    ("gpus", "0"),
+    ("gpus", "-1"),
+    ("gpus", "1.5"),
+    ("gpus", "device="),
+    ("gpus", ""),
+    ("cpus", "lots"),
+    ("cpus", "0"),
+    ("cpus", "-1"),
+    ("cpus", "nan"),
+    ("cpus", "inf"),
+    ("cpus", ""),
+    ("memory", "lots"),
+    ("memory", "0"),
+    ("memory", "0g"),
+    ("memory", "-1g"),
+    ("memory", "2x"),
+    ("memory", "0.5"),  # less than one byte
+    ("memory", ""),
+    ("shm_size", "big"),
+    ("shell", "bash"),
+    ("shell", "bin/sh"),
+    ("host_root", "relative/path"),
+    ("host_root", "~/repo"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=lambda v: repr(v))
+def test_parsers_reject_quoting_the_value(key: str, value: Any) -> None:
+    with pytest.raises(SettingError) as info:
+        PARSERS[key](value)
+    # for several entries the message quotes the offending one
+    bad = value[-1] if isinstance(value, list) else value.split(", ")[-1]
+    assert f"'{bad}'" in str(info.value)
+
+
+def test_relative_container_path_is_refused() -> None:
+    with pytest.raises(SettingError, match=r"container path of volume '/data:data' must be absolute"):
+        parse_volume("/data:data")
+
+
+def test_every_key_has_a_bad_value_in_the_table() -> None:
+    assert {key for key, _ in BAD} == set(PARSERS)
+
+
+def test_parse_volume_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/me")
+    assert parse_volume("/data:/data") == Volume("/data", "/data", False)
+    assert parse_volume("/data:/data:ro") == Volume("/data", "/data", True)
+    assert parse_volume("/data:/data:rw") == Volume("/data", "/data", False)
+    assert parse_volume("data:/mnt/x/") == Volume("data", "/mnt/x", False)  # relative source: vs repo root later
+    assert parse_volume("~/ds:/ds:ro") == Volume("/home/me/ds", "/ds", True)
+    assert Volume("/a", "/b", True).spec() == "/a:/b:ro"
+    assert Volume("/a", "/b").spec() == "/a:/b"
+
+
+@pytest.mark.parametrize("value", ["/a:/a, /b:/b:ro", ["/a:/a", "/b:/b:ro"], ("/a:/a", "/b:/b:ro")])
+def test_parse_volumes_string_or_list(value: Any) -> None:
+    # DVC's configobj gives a list for `a, b`, keeps a quoted "a,b" a string
+    assert parse_volumes(value) == (Volume("/a", "/a"), Volume("/b", "/b", True))
+
+
+def test_gpus_cli() -> None:
+    assert Gpus(count=-1).cli() == "all"
+    assert Gpus(count=2).cli() == "2"
+    assert Gpus(device_ids=("0", "1")).cli() == '"device=0,1"'
+
+
+# --- DVC schema through voluptuous ---------------------------------------------------
+
+
+def test_dvc_schema_covers_every_key() -> None:
+    assert set(dvc_schema()) == set(PARSERS)
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=lambda v: repr(v))
+def test_dvc_schema_rejects_naming_the_key(key: str, value: Any) -> None:
+    schema = voluptuous.Schema(dvc_schema())
+    with pytest.raises(voluptuous.Invalid) as info:
+        schema({key: value})
+    assert f"docker.{key}:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("image", " busybox "),
+        ("pull", "Always"),
+        ("memory", "2g"),
+        ("gpus", ["device=0", "1"]),
+        ("volumes", ["/a:/a", "/b:/b:ro"]),
+        ("env", "A, B=1"),
+        ("enabled", "yes"),
+        ("cpus", "1.5"),
+    ],
+)
+def test_dvc_schema_returns_good_values_unchanged(key: str, value: Any) -> None:
+    assert voluptuous.Schema(dvc_schema())({key: value}) == {key: value}
+
+
+def test_dvc_schema_refuses_unknown_keys() -> None:
+    with pytest.raises(voluptuous.Invalid, match="extra keys not allowed"):
+        voluptuous.Schema(dvc_schema())({"no_such_key": "1"})
+
+
+# --- DockerSettings -----------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = DockerSettings()
+    assert settings.image is None and settings.enabled
+    assert settings.pull == "missing"
+    assert settings.network == DEFAULT_NETWORK == "host"
+    assert settings.shell == DEFAULT_SHELL == "/bin/sh"
+    assert not settings.active
+
+
+def test_from_mapping_parses_every_key() -> None:
+    raw = {
+        "image": "busybox",
+        "enabled": "true",
+        "pull": "never",
+        "user": "1000:1000",
+        "env": ["A", "B=2"],
+        "volumes": "/d:/d:ro",
+        "network": "bridge",
+        "gpus": "all",
+        "cpus": "2",
+        "memory": "1g",
+        "shm_size": "64m",
+        "shell": "/bin/bash",
+        "host_root": "/srv/repo/",
+    }
+    settings = DockerSettings.from_mapping(raw)
+    assert settings == DockerSettings(
+        image="busybox",
+        enabled=True,
+        pull="never",
+        user="1000:1000",
+        env=("A", "B=2"),
+        volumes=(Volume("/d", "/d", True),),
+        network="bridge",
+        gpus=Gpus(count=-1),
+        cpus=2.0,
+        memory=1024**3,
+        shm_size=64 * 1024**2,
+        shell="/bin/bash",
+        host_root="/srv/repo",
+    )
+    assert settings.raw == raw
+
+
+def test_from_mapping_unknown_key() -> None:
+    with pytest.raises(SettingError, match=r"unknown key 'docker\.imag' \(known: image, enabled,"):
+        DockerSettings.from_mapping({"imag": "busybox"})
+
+
+def test_from_mapping_bad_value_names_where_and_key() -> None:
+    with pytest.raises(SettingError, match=r"^docker\.memory: expected a size .* got 'lots'$"):
+        DockerSettings.from_mapping({"memory": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("data", "active"),
+    [
+        ({}, False),
+        ({"image": "busybox"}, True),
+        ({"image": "busybox", "enabled": "false"}, False),
+        ({"enabled": "true"}, False),
+    ],
+)
+def test_active(data: dict, active: bool) -> None:
+    assert DockerSettings.from_mapping(data).active is active
+
+
+BASE = DockerSettings.from_mapping({"image": "busybox", "memory": "1g", "env": "A"})
+
+
+def test_override_none_keeps_settings() -> None:
+    assert BASE.override(None, "train") is BASE
+
+
+def test_override_false_runs_on_the_host() -> None:
+    settings = BASE.override(False, "train")
+    assert not settings.enabled and not settings.active
+    assert settings.image == "busybox"
+
+
+def test_override_true_reenables() -> None:
+    disabled = DockerSettings.from_mapping({"image": "busybox", "enabled": "no"})
+    assert disabled.override(True, "train").active
+    # True without any image anywhere still runs on the host
+    assert not DockerSettings().override(True, "train").active
+
+
+def test_override_image_string_implies_enabled() -> None:
+    disabled = DockerSettings.from_mapping({"image": "busybox", "enabled": "no"})
+    settings = disabled.override(" python:3.12 ", "train")
+    assert settings.image == "python:3.12" and settings.active
+    assert BASE.override("alpine", "train").memory == BASE.memory  # other keys untouched
+
+
+def test_override_image_string_bad() -> None:
+    with pytest.raises(SettingError, match=r"^stage 'train' meta\.docker: .*got 'a b'$"):
+        BASE.override("a b", "train")
+
+
+def test_override_mapping_changes_only_given_keys() -> None:
+    settings = BASE.override({"memory": "2g", "gpus": "device=1"}, "train")
+    assert settings.memory == 2 * 1024**3
+    assert settings.gpus == Gpus(device_ids=("1",))
+    assert settings.image == "busybox" and settings.env == ("A",)
+    assert settings.raw == {"image": "busybox", "memory": "2g", "env": "A", "gpus": "device=1"}
+
+
+def test_override_mapping_with_image_implies_enabled() -> None:
+    disabled = DockerSettings.from_mapping({"image": "busybox", "enabled": "false"})
+    assert disabled.override({"image": "alpine"}, "s").active
+    assert disabled.override({"image": "alpine"}, "s").image == "alpine"
+    # ... unless the mapping says otherwise
+    assert not disabled.override({"image": "alpine", "enabled": False}, "s").active
+    # an image for a repo without docker.image
+    assert DockerSettings().override({"image": "alpine"}, "s").active
+
+
+def test_override_mapping_enabled_false() -> None:
+    assert not BASE.override({"enabled": False}, "s").active
+
+
+def test_override_mapping_invalid_names_the_stage() -> None:
+    with pytest.raises(SettingError, match=r"^stage 'prepare@1' meta\.docker\.memory: .*got 'lots'$"):
+        BASE.override({"memory": "lots"}, "prepare@1")
+
+
+def test_override_mapping_unknown_key_names_the_stage() -> None:
+    with pytest.raises(SettingError, match=r"unknown key 'stage 'train' meta\.docker\.imag'"):
+        BASE.override({"imag": "x"}, "train")
+
+
+def test_override_refuses_host_root() -> None:
+    with pytest.raises(SettingError, match=r"meta\.docker\.host_root: can only be set with `dvc config docker\.host_root`"):
+        BASE.override({"host_root": "/srv"}, "train")
+
+
+@pytest.mark.parametrize("meta", [3, ["busybox"], 1.5])
+def test_override_other_types(meta: Any) -> None:
+    with pytest.raises(SettingError, match=r"^stage 'train' meta\.docker: expected false, an image name or a mapping"):
+        BASE.override(meta, "train")
+
+
+def test_env_items() -> None:
+    host = {"A": "1", "HF_TOKEN": "secret", "UNRELATED": "x"}
+    assert env_items(("A", "MISSING", "MODE=fast", "EMPTY=", "X=a=b"), host) == {
+        "A": "1",
+        "MODE": "fast",
+        "EMPTY": "",
+        "X": "a=b",
+    }
+    assert env_items((), host) == {}
+
+
+# --- DVC's own config code, in-process --------------------------------------------------
+
+
+def test_dvc_schema_is_registered() -> None:
+    import dvc.config_schema
+
+    assert "docker" in dvc.config_schema.SCHEMA
+    assert set(dvc.config_schema.SCHEMA["docker"]) == set(PARSERS)
+
+
+def test_dvc_config_validate_rejects_bad_value() -> None:
+    from dvc.config import Config, ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Config.validate({"docker": {"memory": "lots"}})
+    assert "docker.memory" in str(info.value) and "'lots'" in str(info.value)
+
+
+def test_dvc_config_validate_rejects_unknown_key() -> None:
+    from dvc.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="extra keys not allowed"):
+        Config.validate({"docker": {"no_such_key": "1"}})
+
+
+def test_dvc_config_validate_accepts_good_section() -> None:
+    from dvc.config import Config
+
+    section = {"image": "busybox", "memory": "2g", "volumes": ["/a:/a", "/b:/b:ro"], "gpus": "all"}
+    assert Config.validate({"docker": dict(section)})["docker"] == section
+
+
+def test_dvc_config_in_a_repo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config read from files (no subprocess): a bad value in .dvc/config is refused on load."""
+    from dvc.config import Config, ConfigError
+
+    monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(tmp_path / "global"))
+    monkeypatch.setenv("DVC_SYSTEM_CONFIG_DIR", str(tmp_path / "system"))
+    dvc_dir = tmp_path / ".dvc"
+    dvc_dir.mkdir()
+    (dvc_dir / "config").write_text("[docker]\n    image = busybox\n    volumes = /a:/a, /b:/b:ro\n")
+    config = Config(dvc_dir=str(dvc_dir))
+    assert config["docker"] == {"image": "busybox", "volumes": ["/a:/a", "/b:/b:ro"]}
+    settings = DockerSettings.from_mapping(config["docker"])
+    assert settings.volumes == (Volume("/a", "/a"), Volume("/b", "/b", True))
+
+    (dvc_dir / "config").write_text("[docker]\n    memory = lots\n")
+    with pytest.raises(ConfigError, match="docker.memory"):
+        Config(dvc_dir=str(dvc_dir))
+
+
+# --- the real `dvc config` CLI ---------------------------------------------------------
+
+
+class CliRepo:
+    def __init__(self, root: Path):
+        self.root = root
+        self.path = root / "repo"
+        self.global_dir = root / "global"
+        self.system_dir = root / "system"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
+        env.update(
+            HOME=str(root / "home"),
+            DVC_NO_ANALYTICS="1",
+            DVC_GLOBAL_CONFIG_DIR=str(self.global_dir),
+            DVC_SYSTEM_CONFIG_DIR=str(self.system_dir),
+            DVC_SITE_CACHE_DIR=str(root / "site-cache"),
+        )
+        self.env = env
+        for path in (self.path, self.global_dir, self.system_dir, root / "home"):
+            path.mkdir()
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=120)
+
+    def dvc(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args)
+
+    def config_text(self, level: str = "repo") -> str:
+        path = {
+            "repo": self.path / ".dvc" / "config",
+            "local": self.path / ".dvc" / "config.local",
+            "global": self.global_dir / "config",
+            "system": self.system_dir / "config",
+        }[level]
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def cli_repo(tmp_path_factory: pytest.TempPathFactory) -> CliRepo:
+    """One repo for the module (`dvc init` costs a second); each test writes other keys or levels."""
+    repo = CliRepo(tmp_path_factory.mktemp("cli"))
+    assert repo.run("git", "init", "-q").returncode == 0
+    proc = repo.dvc("init", "-q")
+    assert proc.returncode == 0, proc.stderr
+    return repo
+
+
+def test_cli_config_set_unknown_and_bad(cli_repo: CliRepo) -> None:
+    proc = cli_repo.dvc("config", "docker.image", "busybox:1.36")
+    assert proc.returncode == 0, proc.stderr
+    written = cli_repo.config_text()
+    assert "[docker]" in written and "image = busybox:1.36" in written
+
+    proc = cli_repo.dvc("config", "docker.no_such_key", "1")
+    assert proc.returncode != 0
+    assert "no_such_key" in proc.stderr
+    assert cli_repo.config_text() == written
+
+    proc = cli_repo.dvc("config", "docker.memory", "lots")
+    assert proc.returncode != 0
+    assert "docker.memory" in proc.stderr and "'lots'" in proc.stderr
+    assert cli_repo.config_text() == written
+
+    proc = cli_repo.dvc("config", "docker.image")
+    assert (proc.returncode, proc.stdout.strip()) == (0, "busybox:1.36")
+
+
+@pytest.mark.parametrize("level", ["global", "system", "local"])
+def test_cli_config_levels(cli_repo: CliRepo, level: str) -> None:
+    repo_config = cli_repo.config_text()
+    proc = cli_repo.dvc("config", f"--{level}", "docker.gpus", "device=0,1")
+    assert proc.returncode == 0, proc.stderr
+    assert "[docker]" in cli_repo.config_text(level)
+    assert "device=0" in cli_repo.config_text(level)
+
+    before = cli_repo.config_text(level)
+    proc = cli_repo.dvc("config", f"--{level}", "docker.pull", "sometimes")
+    assert proc.returncode != 0
+    assert "docker.pull" in proc.stderr and "'sometimes'" in proc.stderr
+    assert cli_repo.config_text(level) == before
+    assert cli_repo.config_text() == repo_config  # the repo level is untouched

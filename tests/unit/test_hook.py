@@ -1,0 +1,181 @@
+"""The import hook: installed by the .pth at start-up, cheap, patches DVC on import.
+
+Start-up behaviour is checked in fresh interpreters of the test's own Python
+(the venv where the project is installed), run from a temporary directory so
+the working tree is not what gets imported by accident.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from dvc_docker_exec import dvc_glue, hook
+
+
+def python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    env["DVC_NO_ANALYTICS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+pytestmark = pytest.mark.skipif(
+    not any(Path(p, "dvc_docker_exec.pth").exists() for p in sys.path if p),
+    reason="dvc_docker_exec.pth is not installed in this environment (pip install -e .)",
+)
+
+
+def test_startup_installs_only_the_finder(tmp_path: Path) -> None:
+    code = (
+        "import sys; print('dvc' in sys.modules, 'docker' in sys.modules, "
+        "any(type(f).__name__=='_Finder' for f in sys.meta_path), "
+        "'voluptuous' in sys.modules, 'dvc_docker_exec.config' in sys.modules)"
+    )
+    assert python("-c", code, cwd=tmp_path).stdout.split() == ["False", "False", "True", "False", "False"]
+
+
+PATCHED = """
+import functools, sys
+import dvc.stage.run
+import dvc.config_schema
+from dvc_docker_exec import dvc_glue
+wrapper = dvc.stage.run.cmd_run
+assert isinstance(wrapper, functools.partial), wrapper
+assert wrapper.func is dvc_glue.cmd_run, wrapper.func
+original = wrapper.args[0]
+assert original.__module__ == "dvc.stage.run" and original.__name__ == "cmd_run"
+assert wrapper.__wrapped__ is original and wrapper.__name__ == "cmd_run"
+assert "docker" in dvc.config_schema.SCHEMA
+assert dvc.stage.run._dvc_docker_exec_patched and dvc.config_schema._dvc_docker_exec_patched
+from dvc.config import Config
+Config.validate({"docker": {"image": "busybox"}})
+try:
+    Config.validate({"docker": {"memory": "lots"}})
+except Exception as exc:
+    assert "docker.memory" in str(exc), exc
+else:
+    raise AssertionError("not validated")
+print("ok")
+"""
+
+
+def test_importing_dvc_patches_it(tmp_path: Path) -> None:
+    proc = python("-c", PATCHED, cwd=tmp_path)
+    assert proc.stdout.strip() == "ok"
+    assert "WARNING" not in proc.stderr
+
+
+LATE = """
+import sys
+from dvc_docker_exec import hook, dvc_glue
+# as if the hook came after DVC: no finder while dvc is imported
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_Finder"]
+import dvc.stage.run, dvc.config_schema
+assert not hasattr(dvc.stage.run.cmd_run, "func"), "patched without the finder?"
+assert "docker" not in dvc.config_schema.SCHEMA
+from dvc.config import get_compiled_schema
+get_compiled_schema()  # memoized before the section exists
+hook.install()
+hook.install()  # idempotent: one finder, no wrapper around the wrapper
+assert sum(type(f).__name__ == "_Finder" for f in sys.meta_path) == 1
+wrapper = dvc.stage.run.cmd_run
+assert wrapper.func is dvc_glue.cmd_run and not hasattr(wrapper.args[0], "func")
+assert "docker" in dvc.config_schema.SCHEMA
+assert "docker" in get_compiled_schema().schema, "memoized schema not refreshed"
+print("ok")
+"""
+
+
+def test_late_install_patches_loaded_modules_once(tmp_path: Path) -> None:
+    assert python("-c", LATE, cwd=tmp_path).stdout.strip() == "ok"
+
+
+def test_python_m_dvc_works(tmp_path: Path) -> None:
+    proc = python("-m", "dvc", "--version", cwd=tmp_path)
+    assert proc.stdout.strip()[0].isdigit()
+    assert "WARNING" not in proc.stderr
+
+
+def test_import_time_is_recorded(tmp_path: Path, record_property) -> None:
+    """Prints the hook's cumulative import time; no assertion on it (machines vary)."""
+    proc = python("-X", "importtime", "-c", "pass", cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.rstrip().endswith("dvc_docker_exec.hook")]
+    assert lines, proc.stderr
+    cumulative_us = int(lines[0].split("|")[1])
+    record_property("hook_import_us", cumulative_us)
+    print(f"dvc_docker_exec.hook cumulative import time: {cumulative_us} us")
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert not {"dvc", "docker", "voluptuous"} & imported
+
+
+# --- in-process: the finder and the loader ------------------------------------------------------
+
+
+def test_finder_ignores_other_modules() -> None:
+    assert hook._Finder().find_spec("json") is None
+    assert hook._Finder().find_spec("dvc.stage") is None
+
+
+def test_finder_wraps_the_target_loader() -> None:
+    import dvc.stage
+
+    spec = hook._Finder().find_spec("dvc.stage.run", dvc.stage.__path__)
+    assert spec is not None
+    assert isinstance(spec.loader, hook._PatchingLoader)
+    # delegated attributes of the real loader
+    assert spec.loader.get_filename("dvc.stage.run").endswith(os.path.join("dvc", "stage", "run.py"))
+
+
+def test_finder_unknown_target_module_returns_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(hook._TARGETS, "no_such_module_xyz", "patch_stage_run")
+    assert hook._Finder().find_spec("no_such_module_xyz") is None
+
+
+def test_loader_patches_after_executing(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: List[str] = []
+
+    class Loader:
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            seen.append("exec")
+            module.cmd_run = lambda *a, **k: None
+
+    monkeypatch.setattr(dvc_glue, "patch_stage_run", lambda module: seen.append(f"patch {module.__name__}"))
+    module = types.ModuleType("dvc.stage.run")
+    hook._PatchingLoader(Loader(), "dvc.stage.run").exec_module(module)
+    assert seen == ["exec", "patch dvc.stage.run"]
+
+
+def test_loader_never_breaks_dvc(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    class Loader:
+        def exec_module(self, module):
+            module.ran = True
+
+    def broken(module):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dvc_glue, "register_config_schema", broken)
+    module = types.ModuleType("dvc.config_schema")
+    hook._PatchingLoader(Loader(), "dvc.config_schema").exec_module(module)
+    assert module.ran
+    assert "WARNING: dvc-docker-exec could not patch dvc.config_schema: RuntimeError('boom')" in capsys.readouterr().err
+
+
+def test_hook_module_is_stdlib_only() -> None:
+    source = Path(hook.__file__).read_text()
+    imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["sys"]
+    assert importlib.util.find_spec("dvc_docker_exec.hook") is not None

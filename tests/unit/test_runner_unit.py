@@ -1,0 +1,484 @@
+"""Unit tests for dvc_docker_exec.runner without a daemon.
+
+``pump`` reads a real socket (``socket.socketpair``) fed by a writer thread
+and writes to temporary files; ``connect`` and ``ImageManager`` get fake
+clients.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+import docker
+import pytest
+from docker.errors import APIError, DockerException, ImageNotFound
+from dvc.stage.exceptions import StageCmdFailedError
+
+from dvc_docker_exec import runner
+from dvc_docker_exec.errors import DockerExecError
+from dvc_docker_exec.runner import (
+    CHUNK,
+    ContainerCmdFailedError,
+    ImageManager,
+    connect,
+    docker_endpoint,
+    pump,
+)
+
+# --- pump ------------------------------------------------------------------------------------
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    """Docker's multiplexed attach frame: [stream, 0, 0, 0, size (big endian)] + payload."""
+    return struct.pack(">BxxxL", stream, len(payload)) + payload
+
+
+class Outputs:
+    """Two temporary files standing in for stdout and stderr."""
+
+    def __init__(self, folder: Path):
+        self.out_path, self.err_path = folder / "out", folder / "err"
+        self.out = os.open(self.out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        self.err = os.open(self.err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    def close(self) -> Tuple[bytes, bytes]:
+        os.close(self.out)
+        os.close(self.err)
+        return self.out_path.read_bytes(), self.err_path.read_bytes()
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Iterator[Outputs]:
+    outs = Outputs(tmp_path)
+    yield outs
+
+
+def run_pump(pieces: Iterable[bytes], outputs: Outputs, tty: bool = False, pause: float = 0.0) -> Tuple[bytes, bytes]:
+    """Send `pieces` one `sendall` each (with a pause, so reads see them apart), then EOF."""
+    reader, writer = socket.socketpair()
+    error: List[BaseException] = []
+
+    def write() -> None:
+        try:
+            for piece in pieces:
+                writer.sendall(piece)
+                if pause:
+                    time.sleep(pause)
+        except BaseException as exc:  # noqa: BLE001
+            error.append(exc)
+        finally:
+            writer.shutdown(socket.SHUT_WR)
+            writer.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        pump(reader, tty, out_fd=outputs.out, err_fd=outputs.err)
+    finally:
+        thread.join(10)
+        reader.close()
+    assert not error
+    return outputs.close()
+
+
+def test_pump_demultiplexes_interleaved_frames(outputs: Outputs) -> None:
+    frames = [frame(1, b"out 1\n"), frame(2, b"err 1\n"), frame(1, b"out 2\n"), frame(2, b"err 2\n"), frame(1, b"")]
+    assert run_pump([b"".join(frames)], outputs) == (b"out 1\nout 2\n", b"err 1\nerr 2\n")
+
+
+def test_pump_frames_split_across_reads(outputs: Outputs) -> None:
+    data = frame(1, b"hello ") + frame(2, b"oops\n") + frame(1, b"world\n")
+    # the header split after 3 and 6 bytes, a payload split in two
+    cuts = [3, 6, 10, 14, 20, len(data) - 1]
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    assert run_pump(pieces, outputs, pause=0.01) == (b"hello world\n", b"oops\n")
+
+
+def test_pump_split_with_a_tiny_read_size(outputs: Outputs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic splits: every read returns at most 5 bytes."""
+    monkeypatch.setattr(runner, "CHUNK", 5)
+    frames = [frame(1 + i % 2, f"line {i}\n".encode()) for i in range(50)]
+    out, err = run_pump([b"".join(frames)], outputs)
+    assert out == b"".join(f"line {i}\n".encode() for i in range(0, 50, 2))
+    assert err == b"".join(f"line {i}\n".encode() for i in range(1, 50, 2))
+
+
+def test_pump_frame_larger_than_chunk(outputs: Outputs) -> None:
+    big = bytes(range(256)) * (3 * CHUNK // 256 + 7)  # 3 MiB and a bit, not a multiple of the chunk
+    small = b"between\n"
+    data = frame(1, big) + frame(2, small) + frame(1, big[::-1])
+    out, err = run_pump([data[i : i + 65536] for i in range(0, len(data), 65536)], outputs)
+    assert out == big + big[::-1]
+    assert err == small
+
+
+def test_pump_stdin_frames_go_to_stdout(outputs: Outputs) -> None:
+    # stream 0 (stdin) never comes from an attach without stdin, but must not be lost or crash
+    assert run_pump([frame(0, b"x"), frame(2, b"y")], outputs) == (b"x", b"y")
+
+
+def test_pump_tty_passes_raw_bytes(outputs: Outputs) -> None:
+    raw = b"\x01\x00\x00\x00\x00\x00\x00\x05not a frame\r\n\x1b[31mred\x1b[0m"
+    assert run_pump([raw[:7], raw[7:]], outputs, tty=True, pause=0.01) == (raw, b"")
+
+
+def test_pump_empty_stream(outputs: Outputs) -> None:
+    assert run_pump([], outputs) == (b"", b"")
+
+
+def test_pump_truncated_last_frame_is_dropped(outputs: Outputs) -> None:
+    # a connection cut mid-frame: what was complete is written, no hang, no crash
+    data = frame(1, b"complete\n") + frame(1, b"cut short")[:-3]
+    assert run_pump([data], outputs) == (b"complete\n", b"")
+
+
+# --- ContainerCmdFailedError -------------------------------------------------------------------
+
+
+def test_cmd_failed_keeps_dvcs_shape() -> None:
+    exc = ContainerCmdFailedError("python train.py", 3, "busybox:1.36")
+    assert isinstance(exc, StageCmdFailedError)
+    assert str(exc).startswith(str(StageCmdFailedError("python train.py", 3)))
+    assert str(exc) == "failed to run: python train.py, exited with 3 in a container of image 'busybox:1.36'"
+    assert (exc.status, exc.image, exc.oom) == (3, "busybox:1.36", False)
+
+
+def test_cmd_failed_oom() -> None:
+    exc = ContainerCmdFailedError("python train.py", 137, "img", oom=True, memory=512 * 1024**2)
+    assert str(exc) == (
+        "failed to run: python train.py, exited with 137 in a container of image 'img': "
+        f"killed, out of memory (docker.memory = {512 * 1024**2} bytes)"
+    )
+    no_limit = ContainerCmdFailedError("x", 137, "img", oom=True)
+    assert str(no_limit).endswith("in a container of image 'img': killed, out of memory")
+
+
+# --- connect ------------------------------------------------------------------------------------
+
+NO_SOCKET = (
+    "Error while fetching server API version: ('Connection aborted.', "
+    "FileNotFoundError(2, 'No such file or directory'))"
+)
+NO_PERMISSION = (
+    "Error while fetching server API version: ('Connection aborted.', "
+    "PermissionError(13, 'Permission denied'))"
+)
+
+
+def raising(message: str):
+    def factory() -> docker.DockerClient:
+        raise DockerException(message)
+
+    return factory
+
+
+def test_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert docker_endpoint() == "unix:///var/run/docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert docker_endpoint() == "tcp://127.0.0.1:2375"
+
+
+def test_connect_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nowhere/docker.sock")
+    with pytest.raises(DockerExecError) as info:
+        connect(raising(NO_SOCKET))
+    message = str(info.value)
+    assert "cannot reach the Docker daemon at 'unix:///tmp/nowhere/docker.sock'" in message
+    assert "No such file or directory" in message
+    assert "systemctl start docker" in message and "DOCKER_HOST" in message
+    assert "dvc config docker.enabled false" in message
+    assert "\n" not in message
+
+
+def test_connect_default_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    with pytest.raises(DockerExecError, match="at 'unix:///var/run/docker.sock'"):
+        connect(raising(NO_SOCKET))
+
+
+def test_connect_permission_denied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/docker.sock")
+    with pytest.raises(DockerExecError) as info:
+        connect(raising(NO_PERMISSION))
+    message = str(info.value)
+    assert message.startswith("permission denied on the Docker socket 'unix:///run/docker.sock'")
+    assert "'docker' group" in message
+
+
+def test_connect_empty_message() -> None:
+    with pytest.raises(DockerExecError, match=r"\(DockerException\)"):
+        connect(raising(""))
+
+
+class FakeClient:
+    def __init__(self, ping_error: Optional[Exception] = None):
+        self.ping_error = ping_error
+        self.pings = 0
+
+    def ping(self) -> bool:
+        self.pings += 1
+        if self.ping_error:
+            raise self.ping_error
+        return True
+
+
+def test_connect_pings() -> None:
+    client = FakeClient()
+    assert connect(lambda: client) is client
+    assert client.pings == 1
+
+
+def test_connect_failed_ping() -> None:
+    with pytest.raises(DockerExecError, match="cannot reach the Docker daemon"):
+        connect(lambda: FakeClient(DockerException(NO_SOCKET)))
+
+
+# --- ImageManager ---------------------------------------------------------------------------------
+
+
+class FakeAPI:
+    """inspect_image/pull of docker-py's APIClient, with an image store."""
+
+    def __init__(self, present: Iterable[str] = (), events: Optional[List[dict]] = None):
+        self.present = set(present)
+        self.events = events
+        self.pulls: List[Tuple[str, Optional[str]]] = []
+        self.inspects = 0
+
+    def inspect_image(self, image: str) -> dict:
+        self.inspects += 1
+        if image not in self.present:
+            raise ImageNotFound(f"No such image: {image}")
+        return {"Id": "sha256:abc"}
+
+    def pull(self, repository: str, tag: Optional[str] = None, stream: bool = False, decode: bool = False):
+        assert stream and decode
+        self.pulls.append((repository, tag))
+        events = self.events or [
+            {"status": "Pulling from library/x", "id": tag},
+            {"status": "Downloading", "id": "l1", "progress": "[==> ]"},
+            {"status": "Pull complete", "id": "l1"},
+            {"status": "Pull complete", "id": "l1"},
+            {"status": f"Digest: sha256:{'0' * 64}"},
+        ]
+        for event in events:
+            yield event
+        self.present.add(f"{repository}:{tag}")
+
+
+class FakeDockerClient:
+    def __init__(self, api: FakeAPI):
+        self.api = api
+
+
+@pytest.fixture(autouse=True)
+def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pull lock files go to our tmp_path, not the machine's /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
+def manager(api: FakeAPI) -> Tuple[ImageManager, io.StringIO]:
+    out = io.StringIO()
+    return ImageManager(FakeDockerClient(api), out=out), out  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["missing", "never"])
+def test_present_image_is_not_pulled(policy: str) -> None:
+    api = FakeAPI(present=["busybox:1.36"])
+    images, out = manager(api)
+    images.ensure("busybox:1.36", policy)
+    assert api.pulls == [] and out.getvalue() == ""
+
+
+def test_never_and_absent() -> None:
+    images, _ = manager(FakeAPI())
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("my/img:1", "never")
+    message = str(info.value)
+    assert "image 'my/img:1' is not present locally and docker.pull is 'never'" in message
+    assert "docker build -t my/img:1 ." in message and "dvc config docker.pull missing" in message
+
+
+def test_missing_and_absent_pulls_once() -> None:
+    api = FakeAPI()
+    images, out = manager(api)
+    images.ensure("python:3.12-slim", "missing")
+    images.ensure("python:3.12-slim", "missing")
+    assert api.pulls == [("python", "3.12-slim")]
+    text = out.getvalue()
+    assert text.startswith("Pulling image 'python:3.12-slim'...\n")
+    assert text.count("l1 Pull complete") == 1  # repeated lines are shown once
+    assert "Downloading" not in text  # progress bars are not
+
+
+def test_missing_pulled_meanwhile_by_another_worker() -> None:
+    """Absent before the lock, present after it: not pulled again."""
+    api = FakeAPI()
+    answers = iter([False, True])
+    images, _ = manager(api)
+    images._present = lambda image: next(answers)  # type: ignore[method-assign]
+    images.ensure("busybox", "missing")
+    assert api.pulls == []
+
+
+def test_untagged_image_pulls_latest() -> None:
+    api = FakeAPI()
+    images, _ = manager(api)
+    images.ensure("localhost:5000/team/img", "missing")
+    assert api.pulls == [("localhost:5000/team/img", "latest")]
+
+
+def test_always_pulls_once_per_process() -> None:
+    api = FakeAPI(present=["busybox:1.36"])
+    images, _ = manager(api)
+    images.ensure("busybox:1.36", "always")
+    images.ensure("busybox:1.36", "always")
+    assert api.pulls == [("busybox", "1.36")]
+    images.ensure("alpine:3", "always")
+    assert api.pulls == [("busybox", "1.36"), ("alpine", "3")]
+
+
+def test_pull_error_event() -> None:
+    api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1': manifest unknown$"):
+        images.ensure("nope:1", "missing")
+    assert "nope:1" not in images._pulled
+
+
+def test_pull_api_error() -> None:
+    api = FakeAPI()
+
+    def pull(*args, **kwargs):
+        raise APIError("500 Server Error", explanation="pull access denied for nope")
+        yield  # pragma: no cover
+
+    api.pull = pull  # type: ignore[method-assign]
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError, match="cannot be pulled: pull access denied for nope"):
+        images.ensure("nope", "missing")
+
+
+# --- ContainerRunner with a fake API ------------------------------------------------------------
+
+
+class FakeRunAPI:
+    """The APIClient calls ContainerRunner.run makes; the attach stream is a socketpair."""
+
+    def __init__(self, status: int = 0, oom: bool = False, output: bytes = b"", fail_in: str = ""):
+        self.status, self.oom, self.output, self.fail_in = status, oom, output, fail_in
+        self.calls: List[str] = []
+        self.removed: List[str] = []
+        self.killed: List[int] = []
+        self.sockets: List[socket.socket] = []
+
+    def _maybe_fail(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail_in == name:
+            raise APIError(f"{name} failed", explanation=f"{name} exploded")
+        if self.fail_in == f"{name}:interrupt":
+            raise KeyboardInterrupt
+
+    def create_host_config(self, **kwargs) -> dict:
+        self.host_config_kwargs = kwargs
+        return {"fake": "host config"}
+
+    def create_container(self, **kwargs) -> dict:
+        self._maybe_fail("create_container")
+        self.create_kwargs = kwargs
+        return {"Id": "c0ffee" * 10}
+
+    def attach_socket(self, cid: str, params: dict) -> socket.socket:
+        self._maybe_fail("attach_socket")
+        reader, writer = socket.socketpair()
+        writer.sendall(self.output)
+        writer.close()
+        self.sockets.append(reader)
+        return reader
+
+    def start(self, cid: str) -> None:
+        self._maybe_fail("start")
+
+    def wait(self, cid: str, timeout: Optional[float] = None) -> dict:
+        self._maybe_fail("wait")
+        return {"StatusCode": self.status}
+
+    def inspect_container(self, cid: str) -> dict:
+        self.calls.append("inspect_container")
+        return {"State": {"OOMKilled": self.oom}}
+
+    def kill(self, cid: str, signal: int) -> None:
+        self.killed.append(signal)
+
+    def remove_container(self, cid: str, force: bool = False) -> None:
+        assert force
+        self.removed.append(cid)
+
+
+def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
+    from dvc_docker_exec.config import DockerSettings
+    from dvc_docker_exec.spec import StageFacts, build_spec
+
+    settings = DockerSettings.from_mapping({"image": "busybox", **({"memory": memory} if memory else {})})
+    facts = StageFacts(addressing="s", wdir="/r", repo_root="/r", mount_paths=("/r",))
+    spec = build_spec(
+        settings,
+        facts,
+        "echo hi",
+        {},
+        lambda p, ro: docker.types.Mount(target=p, source=p, type="bind", read_only=ro),
+        uid=1000,
+        gid=1000,
+        pid=1,
+        tty=True,
+    )
+    client = FakeDockerClient(api)  # type: ignore[arg-type]
+    runner.ContainerRunner(client).run(spec, "echo hi")  # type: ignore[arg-type]
+
+
+def test_run_success_removes_the_container(capfd: pytest.CaptureFixture[str]) -> None:
+    api = FakeRunAPI(output=b"hi\n")
+    run_with(api)
+    assert api.calls == ["create_container", "attach_socket", "start", "wait"]
+    assert api.removed == ["c0ffee" * 10] and api.killed == []
+    assert api.sockets[0].fileno() == -1  # closed
+    assert api.host_config_kwargs["init"] is True
+    assert capfd.readouterr().out == "hi\n"
+
+
+def test_run_failure_raises_dvcs_error_and_removes() -> None:
+    api = FakeRunAPI(status=137, oom=True)
+    with pytest.raises(ContainerCmdFailedError, match="exited with 137 in a container of image 'busybox': killed, out of memory"):
+        run_with(api, memory="64m")
+    assert api.removed and api.calls[-1] == "inspect_container"
+
+
+def test_run_create_error() -> None:
+    api = FakeRunAPI(fail_in="create_container")
+    with pytest.raises(DockerExecError, match="cannot create the container for 'echo hi': create_container exploded"):
+        run_with(api)
+    assert api.removed == []
+
+
+def test_run_api_error_while_running_stops_and_removes() -> None:
+    api = FakeRunAPI(fail_in="start")
+    with pytest.raises(DockerExecError, match="container for 'echo hi' failed: start exploded"):
+        run_with(api)
+    assert api.killed == [15]  # SIGTERM forwarded, then removed
+    assert api.removed == ["c0ffee" * 10]
+
+
+def test_run_interrupted_stops_and_removes() -> None:
+    api = FakeRunAPI(fail_in="start:interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        run_with(api)
+    assert api.killed and api.removed == ["c0ffee" * 10]
