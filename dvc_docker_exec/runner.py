@@ -9,6 +9,7 @@ the command can clean up, and it is killed if it has not stopped within
 from __future__ import annotations
 
 import logging
+import atexit
 import errno
 import fcntl
 import hashlib
@@ -97,6 +98,7 @@ class ImageManager:
         self.client = client
         self.out = out
         self._pulled: set = set()
+        self._known: set = set()  # seen present in this process: no inspect per stage
 
     def _present(self, image: str) -> bool:
         try:
@@ -106,9 +108,10 @@ class ImageManager:
             return False
 
     def ensure(self, image: str, policy: str) -> None:
-        if policy == "always" and image in self._pulled:
+        if image in self._pulled or (policy != "always" and image in self._known):
             return
         if policy != "always" and self._present(image):
+            self._known.add(image)
             return
         if policy == "never":
             raise DockerExecError(
@@ -230,9 +233,21 @@ class ContainerRunner:
     def __init__(self, client: docker.DockerClient):
         self.client = client
         self.api = client.api
+        # Removing an exited container takes the daemon ~15 ms: done in a
+        # thread while DVC hashes the outputs, joined before the next command
+        # and at exit. Stopped (interrupted) containers are removed inline.
+        self._removing: Optional[threading.Thread] = None
+        atexit.register(self.flush)
+
+    def flush(self) -> None:
+        """Wait until the last exited container is removed."""
+        if self._removing is not None:
+            self._removing.join()
+            self._removing = None
 
     def run(self, spec: ContainerSpec, cmd: str) -> None:
         """Run one command line; raise ContainerCmdFailedError on a non-zero exit."""
+        self.flush()
         host_config = self.api.create_host_config(**spec.host_config_kwargs())
         try:
             cid = self.api.create_container(**spec.create_kwargs(host_config))["Id"]
@@ -256,7 +271,11 @@ class ContainerRunner:
                 raise DockerExecError(f"container for '{cmd}' failed: {exc.explanation or exc}") from None
             finally:
                 signals.quiet()
-                self._remove(cid, stop=status is None, sig=signals.received)
+                if status is None:
+                    self._remove(cid, stop=True, sig=signals.received)
+                else:
+                    self._removing = threading.Thread(target=self._remove, args=(cid, False, None), daemon=True)
+                    self._removing.start()
         if status:
             raise ContainerCmdFailedError(cmd, status, spec.image, oom=oom, memory=spec.mem_limit)
 

@@ -1,0 +1,124 @@
+"""Plugin vs hand-written `docker run --rm` in each cmd, measured side by side.
+
+Prints numbers, asserts nothing. Usage (Docker Engine and test images ready,
+see scripts/test.sh):
+
+    python benchmarks/repro_bench.py [--reps 3] [--stages 10] [--mb 100]
+
+1. `dvc repro -f` of a pipeline of N trivial stages: plugin vs the same
+   pipeline with `docker run --rm ...` written into every cmd (same image,
+   mounts, user, network). Repetitions alternate so drift hits both sides.
+2. One stage writing ~100 MB to stdout (DVC's stdout goes to a file).
+3. The import hook's cost at Python start (`python -X importtime -c pass`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+IMAGE = "dvc-docker-exec-test/busybox:latest"
+
+
+def sh(args, cwd, env, out=subprocess.DEVNULL) -> None:
+    proc = subprocess.run(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        sys.exit(f"{shlex.join(map(str, args))} failed in {cwd}:\n{proc.stderr}")
+
+
+def make_repo(root: Path, env: dict, cmds: list, network: str = "host") -> Path:
+    root.mkdir(parents=True)
+    sh(["git", "init", "-q"], root, env)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], root, env)
+    stages = "".join(f"  s{i}:\n    cmd: {json.dumps(cmd)}\n" for i, cmd in enumerate(cmds))  # JSON is YAML
+    (root / "dvc.yaml").write_text("stages:\n" + stages)
+    return root
+
+
+def configure_plugin(root: Path, env: dict, network: str) -> None:
+    for key, value in (("image", IMAGE), ("pull", "never"), ("network", network)):
+        sh([sys.executable, "-m", "dvc", "config", f"docker.{key}", value], root, env)
+
+
+def hand_written(cmd: str, root: Path, network: str = "host") -> str:
+    """What a user writes without the plugin: same image, mount, user, workdir, network."""
+    return (
+        f"docker run --rm --init --network {network} --user {os.getuid()}:{os.getgid()} "
+        f"-v {root}:{root} -w {root} {IMAGE} sh -c {shlex.quote(cmd)}"
+    )
+
+
+def timed_repro(root: Path, env: dict, out_path: Path | None = None) -> float:
+    out = open(out_path, "wb") if out_path else subprocess.DEVNULL
+    try:
+        start = time.perf_counter()
+        sh([sys.executable, "-m", "dvc", "repro", "-f"], root, env, out=out)
+        return time.perf_counter() - start
+    finally:
+        if out_path:
+            out.close()
+
+
+def compare(name: str, plugin: Path, manual: Path, env: dict, reps: int, out_dir: Path | None = None) -> None:
+    times: dict = {"plugin": [], "docker run": []}
+    for rep in range(reps):
+        order = [("plugin", plugin), ("docker run", manual)]
+        if rep % 2:
+            order.reverse()
+        for label, root in order:
+            out = out_dir / f"{label.replace(' ', '_')}.out" if out_dir else None
+            times[label].append(timed_repro(root, env, out))
+    p, m = statistics.median(times["plugin"]), statistics.median(times["docker run"])
+    print(f"{name}")
+    print(f"  plugin       median {p:7.2f} s   runs {', '.join(f'{t:.2f}' for t in times['plugin'])}")
+    print(f"  docker run   median {m:7.2f} s   runs {', '.join(f'{t:.2f}' for t in times['docker run'])}")
+    print(f"  ratio plugin / hand-written docker run: {p / m:.2f}x")
+
+
+def hook_cost() -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if "dvc_docker_exec" in line]
+    total = sum(int(line.split("|")[1]) for line in lines if line.split("|")[2].strip().startswith("dvc_docker_exec"))
+    print("import hook at Python start (python -X importtime -c pass):")
+    for line in lines:
+        print("  " + line.strip())
+    print(f"  cumulative: {total / 1000:.3f} ms (self+children of dvc_docker_exec modules)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--stages", type=int, default=10)
+    parser.add_argument("--mb", type=int, default=100)
+    args = parser.parse_args()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    with tempfile.TemporaryDirectory(prefix="dde-bench-") as tmp:
+        base = Path(tmp)
+        trivial = [f"echo {i} > out{i}.txt" for i in range(args.stages)]
+        for network in ("host", "none", "bridge"):
+            plugin = make_repo(base / f"plugin-{network}", env, trivial)
+            configure_plugin(plugin, env, network)
+            manual_root = base / f"manual-{network}"
+            manual = make_repo(manual_root, env, [hand_written(c, manual_root, network) for c in trivial])
+            compare(f"{args.stages} trivial stages, network {network}", plugin, manual, env, args.reps)
+
+        size = args.mb * 1_000_000
+        big = f"head -c {size} /dev/zero | tr '\\0' 'x'"
+        plugin = make_repo(base / "plugin-big", env, [big])
+        configure_plugin(plugin, env, "host")
+        manual_root = base / "manual-big"
+        manual = make_repo(manual_root, env, [hand_written(big, manual_root)])
+        compare(f"one stage writing {args.mb} MB to stdout (to a file)", plugin, manual, env, args.reps, base)
+        hook_cost()
+
+
+if __name__ == "__main__":
+    main()
