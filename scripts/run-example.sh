@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Run the example pipeline (examples/pipeline) end to end, every stage in a
+# Docker container, on a fresh machine and fully offline:
+#
+#   1. make sure a Docker Engine answers          (scripts/ensure-docker.sh)
+#   2. build the offline base image if missing    (scripts/build-images.sh python)
+#   3. build the stage image $IMAGE from examples/pipeline/Dockerfile on that
+#      base, its Python packages from a host-built wheelhouse (skipped when up
+#      to date: rebuilt when the Dockerfile, requirements.txt or the base change)
+#   4. make the project venv (dvc + this plugin)  (scripts/venv.sh)
+#   5. copy the example into a new Git + DVC repo, `dvc config docker.image`,
+#      `dvc repro`, `dvc metrics show`, one `dvc exp run -S ...`, `dvc exp show`
+#
+# Usage: scripts/run-example.sh [DIR]
+#   DIR: where to create the example repo (must not exist or be empty);
+#        default: a new directory /tmp/dvc-docker-exec-example.XXXXXX
+#
+# Environment: DDE_EXAMPLE_IMAGE (default dvc-docker-exec-example:latest),
+# DDE_EXAMPLE_REBUILD=1 rebuilds the stage image (FORCE=1 goes to build-images.sh
+# and rebuilds the base image too), DDE_CACHE (default
+# ~/.cache/dvc-docker-exec) holds the example's wheelhouse.
+# Exits non-zero on any failure; the last line is the example repo's path.
+set -euo pipefail
+
+PROG=run-example
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+EXAMPLE=$HERE/examples/pipeline
+IMAGE=${DDE_EXAMPLE_IMAGE:-dvc-docker-exec-example:latest}
+BASE=dvc-docker-exec-test/python:bookworm  # what `scripts/build-images.sh python` builds
+CACHE=${DDE_CACHE:-$HOME/.cache/dvc-docker-exec}
+REBUILD=${DDE_EXAMPLE_REBUILD:-0}
+RECIPE_LABEL=dvc-docker-exec-example.recipe
+# The legacy builder needs no buildx plugin and honours --network none.
+export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
+# Offline: no usage analytics from dvc.
+export DVC_NO_ANALYTICS=1
+
+die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
+step() { printf '\n==> %s\n' "$*"; }
+
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+
+T0=$SECONDS
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dde-example-build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------ target dir ---
+if [ -n "${1:-}" ]; then
+    DIR=$1
+    if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
+        die "$DIR exists and is not empty"
+    fi
+    mkdir -p "$DIR"
+else
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/dvc-docker-exec-example.XXXXXX")
+fi
+DIR=$(cd "$DIR" && pwd)
+
+# -------------------------------------------------------------- images ---
+step "Docker engine and the offline base image $BASE"
+"$HERE/scripts/ensure-docker.sh"
+"$HERE/scripts/build-images.sh" python
+
+# A host python whose major.minor is $1 with pip (builds the wheelhouse).
+host_python() {
+    local py
+    for py in /usr/bin/python3 "/usr/bin/python$1" python3 "python$1"; do
+        command -v "$py" >/dev/null 2>&1 || continue
+        [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$1" ] || continue
+        "$py" -m pip --version >/dev/null 2>&1 || continue
+        command -v "$py"
+        return
+    done
+    return 1
+}
+
+# Wheels of requirements.txt for the image's python $1 in $2 (cached); 1 if no host python fits.
+build_wheelhouse() {
+    local pyver=$1 wheels=$2 py want
+    want="python$pyver: $(sha256sum <"$EXAMPLE/requirements.txt" | cut -c1-64)"
+    if [ -f "$wheels/.complete" ] && [ "$(cat "$wheels/.complete")" = "$want" ]; then
+        echo "$PROG: wheelhouse $wheels is up to date"
+        return 0
+    fi
+    if ! py=$(host_python "$pyver"); then
+        # A Debian host whose python3 is the image's but lacks pip.
+        if command -v apt-get >/dev/null 2>&1 &&
+                [ "$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$pyver" ]; then
+            echo "$PROG: installing python3-pip to build the wheelhouse"
+            { "${SUDO[@]}" apt-get update -q &&
+              "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+                  apt-get install -y -q --no-install-recommends python3-pip; } >"$WORK/apt.log" 2>&1 ||
+                { tail -n 30 "$WORK/apt.log" >&2; die "apt-get install python3-pip failed"; }
+        fi
+        py=$(host_python "$pyver") || return 1
+    fi
+    echo "$PROG: building the wheelhouse for python$pyver with $py"
+    rm -rf "$wheels" "$wheels.tmp"
+    mkdir -p "$wheels.tmp"
+    if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$py" -m pip wheel -q -w "$wheels.tmp" \
+            -r "$EXAMPLE/requirements.txt" >"$WORK/wheels.log" 2>&1; then
+        tail -n 30 "$WORK/wheels.log" >&2
+        die "pip wheel -r $EXAMPLE/requirements.txt failed"
+    fi
+    echo "$want" >"$wheels.tmp/.complete"
+    mv "$wheels.tmp" "$wheels"
+}
+
+build_example_image() {
+    local t0=$SECONDS base_id recipe pyver wheels ctx net=(--network none) how="offline, wheels"
+    base_id=$(docker image inspect -f '{{.Id}}' "$BASE") || die "$BASE missing"
+    recipe=$({ cat "$EXAMPLE/Dockerfile" "$EXAMPLE/.dockerignore" "$EXAMPLE/requirements.txt"
+               echo "$base_id"; } | sha256sum | cut -c1-16)
+    if [ "$REBUILD" != 1 ] &&
+            [ "$(docker image inspect -f "{{index .Config.Labels \"$RECIPE_LABEL\"}}" "$IMAGE" 2>/dev/null)" = "$recipe" ]; then
+        echo "$PROG: stage image $IMAGE is up to date"
+        return
+    fi
+    mkdir -p "$CACHE"
+    exec 8>"$CACHE/.example.lock"  # one build at a time
+    flock 8
+    pyver=$(docker run --rm --network none "$BASE" \
+        python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "cannot run python3 in $BASE"
+    ctx=$WORK/context
+    mkdir -p "$ctx"
+    cp "$EXAMPLE/Dockerfile" "$EXAMPLE/.dockerignore" "$EXAMPLE/requirements.txt" "$ctx/"
+    wheels=$CACHE/example-wheels-py$pyver
+    if build_wheelhouse "$pyver" "$wheels"; then
+        cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
+    else
+        echo "$PROG: no host python$pyver with pip: the image build installs from PyPI"
+        net=() how="packages from PyPI"
+    fi
+    echo "$PROG: building $IMAGE (base $BASE, python$pyver)"
+    if ! docker build "${net[@]}" --force-rm -q --build-arg "BASE_IMAGE=$BASE" \
+            --label "$RECIPE_LABEL=$recipe" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1; then
+        tail -n 40 "$WORK/build.log" >&2
+        die "docker build of $IMAGE failed"
+    fi
+    # The untagged venv stage and a replaced older image (both carry the label).
+    docker image prune -f --filter "label=$RECIPE_LABEL" >/dev/null 2>&1 || true
+    exec 8>&-
+    echo "$PROG: built $IMAGE in $((SECONDS - t0))s ($how)"
+}
+
+step "Stage image $IMAGE (examples/pipeline/Dockerfile)"
+build_example_image
+
+step "Project venv (dvc + dvc-docker-exec)"
+VENV=$("$HERE/scripts/venv.sh")
+DVC=$VENV/bin/dvc
+echo "$PROG: $VENV ($("$DVC" --version 2>/dev/null | head -n1 || echo '?'))"
+# The stages need numpy; the host venv does not have it (and needs not).
+
+# ---------------------------------------------------------- example repo ---
+step "Example repo in $DIR"
+# Only the example's sources: nothing generated by an earlier run in place.
+tar -C "$EXAMPLE" --exclude=./.git --exclude=./.dvc --exclude=./wheels --exclude=./data \
+    --exclude=./model --exclude=./plots --exclude=./metrics.json --exclude=./dvc.lock \
+    --exclude=./dvc_plots --exclude=__pycache__ -c . | tar -C "$DIR" -x
+cd "$DIR"
+git init -q
+if [ -z "$(git config user.email || true)" ]; then
+    git config user.name "dvc-docker-exec example"
+    git config user.email "example@dvc-docker-exec.invalid"
+fi
+"$DVC" init -q
+"$DVC" config docker.image "$IMAGE"
+"$DVC" config docker.pull never  # offline: the image is local, never pull it
+git add -A
+git commit -q -m "Example pipeline, stages in containers of $IMAGE"
+echo "$PROG: .dvc/config:"
+sed 's/^/    /' .dvc/config
+
+STAGES=$("$DVC" stage list --name-only | wc -l)
+
+step "dvc repro ($STAGES stages)"
+"$DVC" repro 2>&1 | tee "$WORK/repro.log"
+in_containers=$(grep -c "in a container of image '$IMAGE'" "$WORK/repro.log" || true)
+if grep -q "NOT in a container" "$WORK/repro.log" || [ "$in_containers" -ne "$STAGES" ]; then
+    die "expected all $STAGES stages to run in containers of $IMAGE, saw $in_containers"
+fi
+git add -A
+git commit -q -m "dvc repro"
+
+step "dvc metrics show"
+"$DVC" metrics show
+
+step "dvc exp run -S train.lr=0.5 (prepare is unchanged and skipped)"
+"$DVC" exp run -S train.lr=0.5 2>&1 | tee "$WORK/exp.log"
+if grep -q "NOT in a container" "$WORK/exp.log" ||
+        ! grep -q "in a container of image '$IMAGE'" "$WORK/exp.log"; then
+    die "the experiment's stages did not run in containers of $IMAGE"
+fi
+
+step "dvc exp show"
+"$DVC" exp show --no-pager --md --drop 'Created|State|Executor|^data/|^src/|^model/|^prepare\.|^evaluate\.'
+
+# Files the stages wrote must belong to the invoking user (containers run as
+# the caller's uid:gid), so the repo stays usable without sudo.
+foreign=$(find "$DIR" \( ! -user "$(id -u)" -o ! -group "$(id -g)" \) -print | head -n 5)
+[ -z "$foreign" ] || die "files not owned by $(id -un):$(id -gn): $foreign"
+
+step "Done in $((SECONDS - T0))s: all $STAGES stages ran in containers of $IMAGE; files owned by $(id -un):$(id -gn)"
+echo "Explore it:  cd $DIR && $DVC exp show"
+echo "$DIR"
