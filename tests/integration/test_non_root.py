@@ -74,3 +74,26 @@ def test_outputs_belong_to_invoking_user(tester, busybox_image, no_leftovers):
         assert repo.read("home.txt").strip() == "/tmp/dvc-docker-exec-home"
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_socket_permission_denied_is_one_clear_line(tester, busybox_image):
+    entry, prefix = tester
+    no_group = [arg for arg in prefix if not arg.startswith("--groups")]
+    no_group.insert(-1, "--clear-groups")
+    path = Path(tempfile.mkdtemp(prefix="dde-nonroot-"))
+    SESSION_ROOTS.append(str(path))
+    try:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        repo = DvcRepo(path, {**repo_env(path / "home"), "USER": USER})
+        run = lambda *a: repo.run(*no_group, *a, check=False)  # noqa: E731
+        run("git", "init", "-q")
+        run(sys.executable, "-m", "dvc", "init", "-q")
+        run(sys.executable, "-m", "dvc", "config", "docker.image", busybox_image)
+        run(sys.executable, "-m", "dvc", "stage", "add", "-n", "s", "echo hi")
+        proc = run(sys.executable, "-m", "dvc", "repro")
+        assert proc.returncode != 0
+        err = proc.stderr.strip()
+        assert "permission denied on the Docker socket" in err and "docker' group" in err, err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

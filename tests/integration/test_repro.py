@@ -285,3 +285,37 @@ def test_signal_stops_and_removes_container(repo, docker_client, sig):
     assert "Traceback" not in err, err
     assert not (repo.path / "out.txt").exists()
     assert repo.lock() is None
+
+
+def test_console_script_entry(repo):
+    add_stage(repo, "script", f"{in_container_probe()} > script.txt")
+    dvc_script = os.path.join(os.path.dirname(sys.executable), "dvc")
+    repo.run(dvc_script, "repro")
+    assert "docker-init" in repo.read("script.txt")
+
+
+def test_tty_when_stdout_is_a_terminal(repo):
+    import pty
+
+    add_stage(repo, "tty", "if [ -t 1 ]; then echo yes > tty.txt; else echo no > tty.txt; fi")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dvc", "repro"], cwd=repo.path, env=repo.env, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        output = b""
+        while True:  # drain the terminal so the command never blocks on it
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(timeout=60) == 0, output.decode(errors="replace")
+    finally:
+        os.close(master)
+    assert repo.read("tty.txt") == "yes\n"
+    repo.dvc("repro", "-f")  # captured stdout: no TTY
+    assert repo.read("tty.txt") == "no\n"
