@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers and that the host tools the test images
-# need are installed (busybox-static, debootstrap, docker-compose).
+# need are installed (busybox-static, debootstrap, docker-compose, docker-registry).
 #
 # Idempotent and quiet: prints one status line, or the tail of the relevant
 # log when something fails.  On a machine with only the docker client it
@@ -44,6 +44,8 @@ command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 pkg_installed busybox-static || missing+=(busybox-static)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# a registry on loopback: the pull-policy tests push and pull through it
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 
 install_missing() {
     [ "${#missing[@]}" -eq 0 ] && return 0

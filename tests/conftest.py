@@ -133,8 +133,12 @@ class DvcRepo:
             raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc
 
+    @staticmethod
+    def dvc_argv() -> List[str]:
+        return [sys.executable, "-m", "dvc"]
+
     def dvc(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "dvc", *args, **kwargs)
+        return self.run(*self.dvc_argv(), *args, **kwargs)
 
     def write(self, name: str, text: str) -> Path:
         path = self.path / name

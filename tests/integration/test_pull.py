@@ -1,0 +1,114 @@
+"""Pull policies against a real registry on loopback (Debian's docker-registry)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import _unavailable
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, docker_client, busybox_image):
+    """`127.0.0.1:PORT` serving a copy of the busybox test image (loopback is an allowed insecure registry)."""
+    binary = shutil.which("docker-registry")
+    if not binary:
+        _unavailable("docker-registry is not installed; run scripts/ensure-docker.sh")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("registry")
+    config = folder / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+    )
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def remote_image(registry, docker_client, busybox_image):
+    """An image that exists in the registry but not locally."""
+    name = f"{registry}/dde-pull-{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(busybox_image).tag(name, "1")
+    for line in docker_client.api.push(name, tag="1", stream=True, decode=True):
+        assert "error" not in line, line
+    docker_client.images.remove(f"{name}:1")
+    yield f"{name}:1"
+    try:
+        docker_client.images.remove(f"{name}:1", force=True)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def pull_events(docker_client, image: str, since: int) -> list:
+    until = int(time.time()) + 1
+    events = docker_client.events(since=since, until=until, decode=True, filters={"type": "image", "event": "pull"})
+    return [e for e in events if e.get("id", "").startswith(image.split(":")[0])]
+
+
+def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, docker_client, no_leftovers):
+    repo = make_repo(remote_image)
+    repo.dvc("config", "docker.pull", "missing")
+    repo.dvc("stage", "add", "-n", "p", "echo pulled > out.txt")
+    proc = repo.dvc("repro")
+    assert f"Pulling image '{remote_image}'" in proc.stderr
+    assert repo.read("out.txt") == "pulled\n"
+    docker_client.images.get(remote_image)
+
+
+def test_parallel_processes_pull_once(make_repo, remote_image, docker_client, no_leftovers):
+    """Two dvc processes at once (like `dvc queue start -j 2`): one pull, under a file lock."""
+    repos = [make_repo(remote_image, name=f"r{i}") for i in range(2)]
+    for repo in repos:
+        repo.dvc("config", "docker.pull", "missing")
+        repo.dvc("stage", "add", "-n", "p", "echo ok > out.txt")
+    time.sleep(1.1)  # events are filtered by whole seconds
+    since = int(time.time())
+    procs = [
+        subprocess.Popen(
+            [*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for repo in repos
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert all(repo.read("out.txt") == "ok\n" for repo in repos)
+    assert len(pull_events(docker_client, remote_image, since)) == 1
+
+
+def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docker_client, no_leftovers):
+    repo = make_repo(remote_image)
+    repo.dvc("config", "docker.pull", "always")
+    repo.dvc("stage", "add", "-n", "p", "echo x > out.txt")
+    time.sleep(1.1)
+    since = int(time.time())
+    repo.dvc("repro", "-f")
+    repo.dvc("repro", "-f")
+    assert len(pull_events(docker_client, remote_image, since)) == 2
+
+    docker_client.images.remove(remote_image)
+    repo.dvc("config", "docker.pull", "never")
+    proc = repo.dvc("repro", "-f", check=False)
+    assert proc.returncode != 0 and "docker.pull is 'never'" in proc.stderr
