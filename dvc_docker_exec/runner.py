@@ -9,15 +9,16 @@ the command can clean up, and it is killed if it has not stopped within
 from __future__ import annotations
 
 import logging
-import atexit
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
@@ -230,33 +231,43 @@ class _Signals:
 
 
 class ContainerRunner:
+    """Runs one command line per container, the way `docker run --rm --init` does.
+
+    The daemon removes the container when it exits (AutoRemove), and we learn
+    the exit code from a wait registered *before* the start with condition
+    "removed" (the CLI's own sequence), so a finished command costs no extra
+    round trips, and even a container whose dvc process was SIGKILLed goes
+    away once its command ends. An interrupted one is stopped and removed here.
+    """
+
     def __init__(self, client: docker.DockerClient):
         self.client = client
         self.api = client.api
-        # Removing an exited container takes the daemon ~15 ms: done in a
-        # thread while DVC hashes the outputs, joined before the next command
-        # and at exit. Stopped (interrupted) containers are removed inline.
-        self._removing: Optional[threading.Thread] = None
-        atexit.register(self.flush)
 
-    def flush(self) -> None:
-        """Wait until the last exited container is removed."""
-        if self._removing is not None:
-            self._removing.join()
-            self._removing = None
+    def _register_wait(self, cid: str):
+        # The daemon registers the wait, then sends the headers at once and
+        # the body when the container is gone: stream=True returns after the
+        # headers, so the exit cannot slip by before we listen. docker-py's
+        # own wait() blocks on the body, hence its private helpers here.
+        res = self.api._post(
+            self.api._url("/containers/{0}/wait", cid), params={"condition": "removed"}, stream=True, timeout=None
+        )
+        self.api._raise_for_status(res)
+        return res
 
     def run(self, spec: ContainerSpec, cmd: str) -> None:
         """Run one command line; raise ContainerCmdFailedError on a non-zero exit."""
-        self.flush()
         host_config = self.api.create_host_config(**spec.host_config_kwargs())
         try:
             cid = self.api.create_container(**spec.create_kwargs(host_config))["Id"]
         except APIError as exc:
             raise DockerExecError(f"cannot create the container for '{cmd}': {exc.explanation or exc}") from None
+        started = time.time()
         status: Optional[int] = None
-        oom = False
+        waiter = None
         with _Signals() as signals:
             try:
+                waiter = self._register_wait(cid)
                 sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
                 try:
                     sys.stdout.flush()
@@ -265,34 +276,55 @@ class ContainerRunner:
                     pump(sock, spec.tty)
                 finally:
                     sock.close()
-                status = self.api.wait(cid)["StatusCode"]
-                oom = bool(status) and bool(self.api.inspect_container(cid)["State"].get("OOMKilled"))
+                result = json.loads(waiter.raw.read() or b"{}")
+                if (result.get("Error") or {}).get("Message"):
+                    raise DockerExecError(f"container for '{cmd}' failed: {result['Error']['Message']}")
+                status = int(result["StatusCode"])
             except APIError as exc:
                 raise DockerExecError(f"container for '{cmd}' failed: {exc.explanation or exc}") from None
             finally:
                 signals.quiet()
+                if waiter is not None:
+                    waiter.close()
                 if status is None:
-                    self._remove(cid, stop=True, sig=signals.received)
-                else:
-                    self._removing = threading.Thread(target=self._remove, args=(cid, False, None), daemon=True)
-                    self._removing.start()
+                    self._stop(cid, signals.received)
         if status:
+            oom = status == 137 and self._oom_killed(cid, started)
             raise ContainerCmdFailedError(cmd, status, spec.image, oom=oom, memory=spec.mem_limit)
 
-    def _remove(self, cid: str, stop: bool, sig: Optional[int]) -> None:
-        """Stop (forwarding the signal we got, SIGKILL after STOP_GRACE) and remove."""
+    def _oom_killed(self, cid: str, since: float) -> bool:
+        """The container is gone (AutoRemove): ask the daemon's event log."""
+        try:
+            events = self.api.events(
+                since=int(since) - 1, until=int(time.time()) + 1, filters={"container": cid, "event": "oom"}, decode=True
+            )
+            return any(True for _ in events)
+        except Exception:  # noqa: BLE001 - a diagnosis, never a new failure
+            return False
+
+    def _stop(self, cid: str, sig: Optional[int]) -> None:
+        """Forward the signal we got, SIGKILL after STOP_GRACE, and make sure it is removed."""
         api = self.api
-        if stop:
-            try:
-                api.kill(cid, signal=int(sig or signal.SIGTERM))
-                api.wait(cid, timeout=STOP_GRACE)
-            except Exception:  # noqa: BLE001 - exited already, timed out, or a broken connection
-                # an interrupt may leave the pooled connection mid-request: use a fresh one
-                api = docker.from_env().api
+        try:
+            api.kill(cid, signal=int(sig or signal.SIGTERM))
+            deadline = time.monotonic() + STOP_GRACE
+            while time.monotonic() < deadline:
+                if not api.inspect_container(cid)["State"]["Running"]:
+                    break
+                time.sleep(0.05)
+        except NotFound:
+            return  # exited and auto-removed already
+        except Exception:  # noqa: BLE001 - not running, or a connection broken by the interrupt
+            api = docker.from_env().api
         try:
             api.remove_container(cid, force=True)
         except NotFound:
             pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: the daemon's auto-removal is already under way
+                logger.warning(
+                    "could not remove container %s (%s); remove it with `docker rm -f %s`", cid[:12], exc, cid[:12]
+                )
         except Exception as exc:  # noqa: BLE001
             logger.warning(
                 "could not remove container %s (%s); remove it with `docker rm -f %s`", cid[:12], exc, cid[:12]

@@ -66,9 +66,9 @@ class ContainerSpec:
             # why: PID 1 ignores SIGINT/SIGTERM unless it installs handlers;
             # docker-init forwards them so Ctrl-C stops the command (field notes #3).
             "init": True,
-            # Containers are removed by the runner in `finally`, not by the daemon:
-            # auto-remove races with reading the exit code and OOM state.
-            "auto_remove": False,
+            # The daemon removes the container when it exits (like `--rm`); the
+            # runner learns the exit code from a wait registered before start.
+            "auto_remove": True,
             # A stage must not gain privileges through setuid binaries in the image.
             "security_opt": ["no-new-privileges"],
         }

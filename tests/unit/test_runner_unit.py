@@ -8,12 +8,14 @@ clients.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import struct
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple
 
@@ -408,13 +410,27 @@ class FakeRunAPI:
     def start(self, cid: str) -> None:
         self._maybe_fail("start")
 
-    def wait(self, cid: str, timeout: Optional[float] = None) -> dict:
+    # the wait registered before start: stream=True response whose body comes at the end
+    def _url(self, path: str, *args: str) -> str:
+        return path.format(*args)
+
+    def _post(self, url: str, params: dict, stream: bool, timeout: Optional[float]) -> object:
         self._maybe_fail("wait")
-        return {"StatusCode": self.status}
+        assert params == {"condition": "removed"} and stream
+        body = json.dumps({"StatusCode": self.status, "Error": None}).encode()
+        return types.SimpleNamespace(raw=io.BytesIO(body), close=lambda: None)
+
+    def _raise_for_status(self, res: object) -> None:
+        pass
+
+    def events(self, **kwargs) -> Iterator[dict]:
+        self.calls.append("events")
+        assert kwargs["filters"]["event"] == "oom"
+        return iter([{"status": "oom"}] if self.oom else [])
 
     def inspect_container(self, cid: str) -> dict:
         self.calls.append("inspect_container")
-        return {"State": {"OOMKilled": self.oom}}
+        return {"State": {"Running": False}}
 
     def kill(self, cid: str, signal: int) -> None:
         self.killed.append(signal)
@@ -448,8 +464,9 @@ def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
 def test_run_success_removes_the_container(capfd: pytest.CaptureFixture[str]) -> None:
     api = FakeRunAPI(output=b"hi\n")
     run_with(api)
-    assert api.calls == ["create_container", "attach_socket", "start", "wait"]
-    assert api.removed == ["c0ffee" * 10] and api.killed == []
+    assert api.calls == ["create_container", "wait", "attach_socket", "start"]
+    assert api.removed == [] and api.killed == []  # the daemon removes it (AutoRemove)
+    assert api.host_config_kwargs["auto_remove"] is True
     assert api.sockets[0].fileno() == -1  # closed
     assert api.host_config_kwargs["init"] is True
     assert capfd.readouterr().out == "hi\n"
@@ -459,7 +476,7 @@ def test_run_failure_raises_dvcs_error_and_removes() -> None:
     api = FakeRunAPI(status=137, oom=True)
     with pytest.raises(ContainerCmdFailedError, match="exited with 137 in a container of image 'busybox': killed, out of memory"):
         run_with(api, memory="64m")
-    assert api.removed and api.calls[-1] == "inspect_container"
+    assert api.calls[-1] == "events" and api.killed == []
 
 
 def test_run_create_error() -> None:

@@ -455,7 +455,7 @@ def full_spec() -> ContainerSpec:
 def test_host_config_kwargs_fixed_values() -> None:
     kwargs = full_spec().host_config_kwargs()
     assert kwargs["init"] is True
-    assert kwargs["auto_remove"] is False
+    assert kwargs["auto_remove"] is True
     assert kwargs["security_opt"] == ["no-new-privileges"]
     assert kwargs["network_mode"] == "host"
 
@@ -464,7 +464,7 @@ def test_docker_py_accepts_the_host_config(api: docker.APIClient) -> None:
     spec = full_spec()
     host_config = api.create_host_config(**spec.host_config_kwargs())
     assert host_config["Init"] is True
-    assert host_config.get("AutoRemove", False) is False  # docker-py omits a false value
+    assert host_config["AutoRemove"] is True
     assert host_config["NetworkMode"] == "host"
     assert host_config["SecurityOpt"] == ["no-new-privileges"]
     assert host_config["NanoCpus"] == 2_000_000_000
