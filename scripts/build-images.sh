@@ -440,7 +440,7 @@ build_runner() {
 
 # ------------------------------------------------------------------ main ---
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(busybox python python-dvc)
+[ "${#targets[@]}" -gt 0 ] || targets=(busybox python python-dvc runner)
 T0=$SECONDS
 for t in "${targets[@]}"; do
     case $t in

@@ -1,0 +1,158 @@
+"""The socket pattern end to end: `dvc repro` in the runner image (built from
+the repo's Dockerfile, started through the repo's docker-compose.yml); each
+stage runs in a sibling container created through the host's Docker socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LABEL
+from tests.integration.socket.conftest import CONTAINER_ID, in_volume
+
+pytestmark = pytest.mark.docker
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+# The stage records where it ran and whether it can see a daemon socket.
+STAGE = (
+    f"{CONTAINER_ID} > stage-id.txt; "
+    "if [ -e /var/run/docker.sock ]; then echo yes; else echo no; fi > socket.txt; "
+    "id -u > uid.txt; mkdir -p out && echo payload > out/data.txt"
+)
+STAGE_OUTS = ("-o", "out")
+# The runner prints its own container id first, then runs DVC.
+RUNNER_REPRO = f'echo "runner-id=$({CONTAINER_ID})"; echo "runner-uid=$(id -u)"; exec dvc repro'
+
+
+def _runner_id(stdout: str) -> str:
+    match = re.search(r"^runner-id=([0-9a-f]{64})$", stdout, re.M)
+    assert match, stdout
+    return match.group(1)
+
+
+def _created_stage_containers(client, since: int) -> set:
+    events = client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": LABEL},
+    )
+    return {event["id"] for event in events}
+
+
+def _ok(proc) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stdout
+
+
+def test_bind_mount_at_another_path(runner, make_repo, busybox_image, docker_client, token):
+    """Host dir -> /workspace/project-*: stage mounts are translated back to the host dir."""
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, STAGE)
+    workdir = f"/workspace/project-{token}"
+    assert not os.path.exists(workdir)
+    since = int(time.time())
+
+    out = _ok(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
+
+    assert repo.read("out/data.txt") == "payload\n"
+    assert "out" in (repo.lock() or "")
+    stage_id = repo.read("stage-id.txt").strip()
+    assert HEX64.fullmatch(stage_id), stage_id
+    assert stage_id != _runner_id(out)  # a sibling, not the runner itself
+    assert stage_id in _created_stage_containers(docker_client, since)
+    assert repo.read("socket.txt") == "no\n"  # the socket stays with the runner
+    # the daemon got host paths: nothing was created at the runner-side path
+    assert not os.path.exists(workdir)
+
+
+def test_named_volume(runner, make_repo, busybox_image, docker_client, volume, tmp_path):
+    """Project in a named volume: stages get the whole volume at the same place."""
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "vol", *STAGE_OUTS, STAGE)
+    in_volume(
+        docker_client,
+        volume,
+        "mkdir -p /workspace/project && cp -a /src/. /workspace/project/",
+        image=busybox_image,
+        binds={str(repo.path): {"bind": "/src", "mode": "ro"}},
+    )
+    unused = tmp_path / "unused"
+    unused.mkdir()
+    since = int(time.time())
+
+    # compose v1 wants named volumes declared in the file; `run -v` does not
+    out = _ok(
+        runner.run(
+            RUNNER_REPRO,
+            "-v",
+            f"{volume}:/workspace",
+            "-w",
+            "/workspace/project",
+            env={"DVC_PROJECT": str(unused), "DVC_WORKDIR": "/mnt/unused"},
+        )
+    )
+
+    seen = in_volume(
+        docker_client,
+        volume,
+        "cd /workspace/project && cat out/data.txt stage-id.txt socket.txt && grep -c out dvc.lock",
+        image=busybox_image,
+    ).split()
+    assert seen[0] == "payload" and seen[2] == "no" and int(seen[3]) >= 1, seen
+    assert HEX64.fullmatch(seen[1]) and seen[1] != _runner_id(out)
+    assert seen[1] in _created_stage_containers(docker_client, since)
+    assert not (repo.path / "out").exists()  # the host copy was not touched
+    assert not list(unused.iterdir())
+
+
+def test_non_root_runner_owns_outputs(runner, make_repo, busybox_image, token):
+    """DVC as uid 4242 (no passwd entry) with the socket's group: outputs are 4242's."""
+    uid = gid = 4242
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "own", *STAGE_OUTS, STAGE)
+    for path in [repo.path, *repo.path.rglob("*")]:
+        os.lchown(path, uid, gid)
+    sock_gid = os.stat("/var/run/docker.sock").st_gid
+
+    out = _ok(
+        runner.run(
+            RUNNER_REPRO,
+            env={
+                "DVC_PROJECT": str(repo.path),
+                "DVC_WORKDIR": f"/workspace/project-{token}",
+                "DVC_RUNNER_USER": f"{uid}:{gid}",
+                "DOCKER_GID": str(sock_gid),
+            },
+        )
+    )
+
+    assert f"runner-uid={uid}" in out
+    assert repo.read("uid.txt") == f"{uid}\n"
+    for name in ("out", "out/data.txt", "uid.txt", "dvc.lock"):
+        st = (repo.path / name).stat()
+        assert (st.st_uid, st.st_gid) == (uid, gid), name
+
+
+def test_project_on_no_mount_fails_clearly(runner, busybox_image, tmp_path):
+    """A repo in the runner's own filesystem cannot be shared: one clear error line."""
+    script = (
+        "set -e; mkdir /tmp/r && cd /tmp/r && git init -q && dvc init -q; "
+        f"dvc config docker.image {busybox_image}; dvc config docker.pull never; "
+        "dvc stage add -q -n s 'echo hi > hi.txt'; "
+        'set +e; dvc repro > /tmp/out 2> /tmp/err; echo "rc=$?"; sed "s/^/err: /" /tmp/err'
+    )
+    proc = runner.run(script, env={"DVC_PROJECT": str(tmp_path), "DVC_WORKDIR": "/workspace"})
+    out = _ok(proc)
+    assert "rc=0" not in out and re.search(r"^rc=\d+$", out, re.M), out
+    errors = [line[len("err: ") :] for line in out.splitlines() if line.startswith("err: ")]
+    errors = [line for line in errors if line.strip()]
+    assert len(errors) == 1, out
+    assert "'/tmp/r' is inside the DVC container's own filesystem" in errors[0]
+    assert "mount the project into the DVC container" in errors[0]
+    assert not list(Path(tmp_path).iterdir())
