@@ -230,6 +230,13 @@ class _Signals:
             signal.signal(sig, old)
 
 
+def _explain(exc: APIError) -> str:
+    text = str(exc.explanation or exc)
+    if "could not select device driver" in text:
+        text += " (docker.gpus needs the NVIDIA Container Toolkit on the Docker host)"
+    return text
+
+
 class ContainerRunner:
     """Runs one command line per container, the way `docker run --rm --init` does.
 
@@ -281,7 +288,7 @@ class ContainerRunner:
                     raise DockerExecError(f"container for '{cmd}' failed: {result['Error']['Message']}")
                 status = int(result["StatusCode"])
             except APIError as exc:
-                raise DockerExecError(f"container for '{cmd}' failed: {exc.explanation or exc}") from None
+                raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
             finally:
                 signals.quiet()
                 if waiter is not None:

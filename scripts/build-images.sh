@@ -34,6 +34,8 @@ set -euo pipefail
 
 PROG=build-images
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
 FORCE=${FORCE:-0}
 DDE_REFRESH_CACHE=${DDE_REFRESH_CACHE:-0}
 CACHE=${DDE_CACHE:-$HOME/.cache/dvc-docker-exec}
@@ -181,31 +183,8 @@ build_python() {
     local t0=$SECONDS include=python3,python3-venv,python-is-python3,ca-certificates
     local tarball="$CACHE/rootfs-$SUITE-minbase-python3.tar.gz" how="cached rootfs"
     if [ "$DDE_REFRESH_CACHE" = 1 ] || [ ! -s "$tarball" ]; then
-        command -v debootstrap >/dev/null 2>&1 || die "debootstrap missing"
-        local mirror
-        mirror=$(debian_mirror)
-        ROOTFS=$(mktemp -d "${TMPDIR:-/tmp}/dde-rootfs.XXXXXX")
-        run debootstrap "${SUDO[@]}" debootstrap --variant=minbase --include="$include" \
-            "$SUITE" "$ROOTFS" "$mirror"
-        # Trim: package lists/caches, host files debootstrap copied in
-        # (docker bind-mounts its own resolv.conf, hostname and hosts).
-        "${SUDO[@]}" sh -c "cd '$ROOTFS' &&
-            rm -rf var/lib/apt/lists/* var/cache/apt/*.bin var/cache/apt/archives/*.deb \
-                   var/cache/debconf/*-old var/lib/dpkg/*-old var/log/*.log \
-                   debootstrap &&
-            : > etc/resolv.conf && : > etc/hostname"
-        # --numeric-owner: the ids in the rootfs are the image's, not the host's.
-        if ! "${SUDO[@]}" tar --numeric-owner --one-file-system -C "$ROOTFS" \
-                --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -c . \
-                2>"$WORK/tar.log" | gzip -1 >"$tarball.tmp"; then
-            cat "$WORK/tar.log" >&2
-            rm -f "$tarball.tmp"
-            die "could not tar the rootfs into $tarball"
-        fi
-        mv -f "$tarball.tmp" "$tarball"
-        "${SUDO[@]}" rm -rf --one-file-system "$ROOTFS"
-        ROOTFS=""
-        how="debootstrap from $mirror"
+        debootstrap_tarball "$include" "$tarball"
+        how=$DEBOOTSTRAP_HOW
     fi
     run import docker import \
         --change "ENV PATH=$IMAGE_PATH" \
@@ -217,19 +196,6 @@ build_python() {
 }
 
 # ------------------------------------------------------------ python-dvc ---
-# A host python whose major.minor equals the image's ($1), with pip.
-host_python() {
-    local want=$1 py
-    for py in /usr/bin/python3 "/usr/bin/python$want" python3 "python$want"; do
-        command -v "$py" >/dev/null 2>&1 || continue
-        [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$want" ] ||
-            continue
-        "$py" -m pip --version >/dev/null 2>&1 || continue
-        command -v "$py"
-        return
-    done
-    return 1
-}
 
 build_wheelhouse() {
     local pyver=$1 wheels=$2 py

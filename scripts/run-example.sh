@@ -24,6 +24,8 @@ set -euo pipefail
 
 PROG=run-example
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$HERE/scripts/lib.sh"
 EXAMPLE=$HERE/examples/pipeline
 IMAGE=${DDE_EXAMPLE_IMAGE:-dvc-docker-exec-example:latest}
 BASE=dvc-docker-exec-test/python:bookworm  # what `scripts/build-images.sh python` builds
@@ -63,18 +65,6 @@ step "Docker engine and the offline base image $BASE"
 "$HERE/scripts/ensure-docker.sh"
 "$HERE/scripts/build-images.sh" python
 
-# A host python whose major.minor is $1 with pip (builds the wheelhouse).
-host_python() {
-    local py
-    for py in /usr/bin/python3 "/usr/bin/python$1" python3 "python$1"; do
-        command -v "$py" >/dev/null 2>&1 || continue
-        [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$1" ] || continue
-        "$py" -m pip --version >/dev/null 2>&1 || continue
-        command -v "$py"
-        return
-    done
-    return 1
-}
 
 # Wheels of requirements.txt for the image's python $1 in $2 (cached); 1 if no host python fits.
 build_wheelhouse() {

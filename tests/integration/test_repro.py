@@ -319,3 +319,14 @@ def test_tty_when_stdout_is_a_terminal(repo):
     assert repo.read("tty.txt") == "yes\n"
     repo.dvc("repro", "-f")  # captured stdout: no TTY
     assert repo.read("tty.txt") == "no\n"
+
+
+def test_gpus_reach_the_daemon_as_a_device_request(repo):
+    """No GPU here: the daemon's refusal proves the request got through, as one clear line."""
+    repo.dvc("config", "docker.gpus", "all")
+    add_stage(repo, "gpu", "nvidia-smi")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "could not select device driver" in err and "NVIDIA Container Toolkit" in err, err
+    assert "Traceback" not in err and repo.lock() is None
