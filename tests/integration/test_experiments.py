@@ -1,0 +1,413 @@
+"""`dvc exp run` in every mode (workspace, --temp, queue, run-all) with stages in containers.
+
+Each stage writes where it ran (PID 1 is docker-init inside our containers),
+the experiment variables it saw and, via /proc/uptime (one clock for the host
+and every container), when it started and ended, so parallel queue runs can
+be checked. Queue workers are DVC's celery daemons: they spawn `dvc` from
+PATH, so the venv's bin directory goes first on PATH; they are always stopped
+in `finally`, and `dvc queue start` never writes to a pipe (the daemon would
+keep it open and the caller would block until the worker exits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, Iterable, List, Optional
+
+import pytest
+
+from tests.conftest import LABEL, DvcRepo, our_containers
+
+pytestmark = pytest.mark.docker
+
+QUEUE_TIMEOUT = 120  # seconds: a queue test must fail, not hang
+
+STAGE_SH = r"""set -e
+X=$(sed -n 's/^x: //p' params.yaml)
+S=$(sed -n 's/^sleep: //p' params.yaml)
+start=$(cut -d' ' -f1 /proc/uptime)
+echo "stage-output x=$X"
+{
+  echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"
+  echo "container=$(sed -n 's|.*/containers/\([0-9a-f]*\)/hostname .*|\1|p' /proc/self/mountinfo)"
+  echo "pwd=$(pwd)"
+  echo "root=$DVC_ROOT"
+  echo "name=$DVC_EXP_NAME"
+  echo "baseline=$DVC_EXP_BASELINE_REV"
+  echo "extra=${EXTRA_VAR-unset}"
+  if test -r "$DVC_ROOT/dvc.yaml"; then echo "root_visible=yes"; fi
+} > where.txt
+sleep "$S"
+end=$(cut -d' ' -f1 /proc/uptime)
+echo "{\"x\": $X, \"start\": $start, \"end\": $end}" > metrics.json
+"""
+
+DVC_YAML = """stages:
+  s:
+    cmd: sh stage.sh
+    deps: [stage.sh]
+    params: [x, sleep]
+    outs: [{where.txt: {cache: false}}]
+    metrics: [{metrics.json: {cache: false}}]
+"""
+
+TRAIN_PY = """import os
+import yaml
+from dvclive import Live
+
+params = yaml.safe_load(open("params.yaml"))
+print("seen", " ".join(f"{k}={os.environ.get(k)}" for k in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")))
+with Live() as live:
+    live.log_param("lr", params["lr"])
+    live.log_metric("acc", params["lr"] * 2)
+with open("/proc/1/cmdline") as fobj:
+    open("where.txt", "w").write(fobj.read().replace("\\0", " "))
+"""
+
+TRAIN_YAML = """stages:
+  train:
+    cmd: python train.py
+    deps: [train.py]
+    params: [lr]
+    outs: [{where.txt: {cache: false}}]
+    metrics: [{dvclive/metrics.json: {cache: false}}]
+"""
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+@pytest.fixture
+def exp_repo(make_repo, busybox_image, no_leftovers):
+    """make(image, config) -> committed repo with the probing stage; `dvc` of this venv on PATH."""
+
+    def make(
+        image: str = busybox_image, config: Dict[str, str] = {}, files: Optional[Dict[str, str]] = None  # noqa: B006
+    ) -> DvcRepo:
+        repo = make_repo(image)
+        repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
+        for key, value in config.items():
+            repo.dvc("config", key, value)
+        if files is None:
+            files = {"params.yaml": "x: 1\nsleep: 0\n", "stage.sh": STAGE_SH, "dvc.yaml": DVC_YAML}
+        for name, text in files.items():
+            repo.write(name, text)
+        repo.run("git", "add", "-A")
+        repo.run("git", "commit", "-qm", "pipeline")
+        return repo
+
+    return make
+
+
+def where(text: str) -> Dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def git_show(repo: DvcRepo, rev: str, path: str) -> str:
+    return repo.run("git", "show", f"{rev}:{path}").stdout
+
+
+def experiments(repo: DvcRepo) -> Dict[str, dict]:
+    """name -> {rev, state, params, metrics} of every experiment in `dvc exp show --json`."""
+    found = {}
+    for baseline in json.loads(repo.dvc("exp", "show", "--json").stdout):
+        for group in baseline.get("experiments") or []:
+            for rev in group["revs"]:
+                data = rev.get("data") or {}
+                metrics = {
+                    path: (entry.get("data") or {}) for path, entry in (data.get("metrics") or {}).items()
+                }
+                params = {path: (entry.get("data") or {}) for path, entry in (data.get("params") or {}).items()}
+                state = (group.get("executor") or {}).get("state")  # None once done in the workspace
+                found[rev.get("name") or rev["rev"]] = {
+                    "rev": rev["rev"],
+                    "state": state,
+                    "metrics": metrics,
+                    "params": params,
+                }
+    return found
+
+
+def head(repo: DvcRepo) -> str:
+    return repo.run("git", "rev-parse", "HEAD").stdout.strip()
+
+
+def queue(repo: DvcRepo, name: str, *sets: str) -> None:
+    args = [a for s in sets for a in ("-S", s)]
+    repo.dvc("exp", "run", "--queue", "-n", name, *args)
+
+
+def start_workers(repo: DvcRepo, jobs: int, env: Dict[str, str] = {}) -> None:  # noqa: B006
+    """`dvc queue start -j N`, output to a file: the daemons inherit our stdout."""
+    log = repo.path.parent / f"queue-start-{time.monotonic_ns()}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+            cwd=repo.path,
+            env={**repo.env, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+        )
+    assert proc.returncode == 0, log.read_text()
+
+
+def stop_workers(repo: DvcRepo) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "stop", "--kill"],
+        cwd=repo.path,
+        env=repo.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def queue_status(repo: DvcRepo) -> Dict[str, str]:
+    """name -> Queued/Running/Success/Failed from `dvc queue status`."""
+    table = {}
+    for line in repo.dvc("queue", "status").stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[0] not in ("Task", "Worker"):
+            table[parts[1]] = parts[-1]
+    return table
+
+
+def wait_for_queue(repo: DvcRepo, names: Iterable[str], timeout: float = QUEUE_TIMEOUT) -> Dict[str, str]:
+    names = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = queue_status(repo)
+        if all(status.get(n) in ("Success", "Failed") for n in names):
+            return status
+        assert time.monotonic() < deadline, f"queue not drained after {timeout}s: {status}\n{queue_diagnostics(repo)}"
+        time.sleep(1)
+
+
+def queue_diagnostics(repo: DvcRepo) -> str:
+    """The tails of the worker logs and of every experiment's log, for a failure message."""
+    exps_dir = repo.path / ".dvc" / "tmp" / "exps"
+    parts = []
+    for log in sorted(exps_dir.glob("celery/*.out")) + sorted(exps_dir.glob("run/*/*.out")):
+        lines = log.read_text(errors="replace").splitlines()[-15:]
+        parts.append(f"--- {log.relative_to(repo.path)}\n" + "\n".join(lines))
+    return "\n".join(parts)
+
+
+def repo_containers(client, repo: DvcRepo, running: bool = False) -> List:
+    """Our containers started for this repo (or one of its temporary copies under .dvc/tmp/exps)."""
+    root = str(repo.path)
+    return [
+        c
+        for c in our_containers(client)
+        if c.labels.get(f"{LABEL}.repo", "").startswith(root) and (not running or c.status == "running")
+    ]
+
+
+def wait_for_running_container(client, repo: DvcRepo, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        running = repo_containers(client, repo, running=True)
+        if running:
+            return running[0]
+        assert time.monotonic() < deadline, f"no container started: {queue_status(repo)}"
+        time.sleep(0.2)
+
+
+# --- tests --------------------------------------------------------------------
+
+
+def test_workspace_exp_run_with_param_overrides(exp_repo):
+    repo = exp_repo()
+    baseline = head(repo)
+    first = repo.dvc("exp", "run", "-S", "x=5")
+    repo.dvc("exp", "run", "-n", "six", "-S", "x=6")
+    assert "in a container of image" in first.stdout
+    # the workspace holds the last run
+    seen = where(repo.read("where.txt"))
+    assert "docker-init" in seen["pid1"]
+    assert seen["name"] == "six" and seen["baseline"] == baseline and seen["root"] == str(repo.path)
+    assert seen["pwd"] == str(repo.path)
+    assert json.loads(repo.read("metrics.json"))["x"] == 6
+
+    exps = experiments(repo)
+    assert exps["six"]["metrics"]["metrics.json"]["x"] == 6
+    assert exps["six"]["params"]["params.yaml"]["x"] == 6
+    (other,) = [name for name in exps if name != "six"]
+    assert exps[other]["metrics"]["metrics.json"]["x"] == 5
+    committed = where(git_show(repo, exps[other]["rev"], "where.txt"))
+    assert "docker-init" in committed["pid1"] and committed["name"] == other
+
+
+def test_temp_exp_run_mounts_temp_dir_and_dvc_root(exp_repo):
+    repo = exp_repo()
+    # untracked .dvc/config.local reaches DVC's temporary copy too
+    repo.dvc("config", "--local", "docker.env", "EXTRA_VAR=from-config-local")
+    proc = repo.dvc("exp", "run", "--temp", "-n", "tmpexp", "-S", "x=7")
+    assert "in a container of image" in proc.stdout
+    # the workspace is untouched
+    assert repo.read("params.yaml") == "x: 1\nsleep: 0\n"
+    assert not (repo.path / "metrics.json").exists()
+
+    exp = experiments(repo)["tmpexp"]
+    assert exp["metrics"]["metrics.json"]["x"] == 7
+    seen = where(git_show(repo, exp["rev"], "where.txt"))
+    assert "docker-init" in seen["pid1"]
+    # ran in DVC's temporary copy, with DVC_ROOT pointing at (and mounted from) the parent repo
+    assert seen["pwd"].startswith(str(repo.path / ".dvc" / "tmp" / "exps") + "/"), seen
+    assert seen["root"] == str(repo.path) and seen["root_visible"] == "yes"
+    assert seen["name"] == "tmpexp" and seen["baseline"] == head(repo)
+    assert seen["extra"] == "from-config-local"
+
+
+def test_queue_runs_experiments_in_parallel_containers(exp_repo):
+    # docker.env passes EXTRA_VAR: its value comes from the shell that ran `dvc queue start`
+    repo = exp_repo(config={"docker.env": "EXTRA_VAR"})
+    names = ["q1", "q2", "q3"]
+    for i, name in enumerate(names, start=1):
+        queue(repo, name, f"x={10 + i}", "sleep=3")
+    status = queue_status(repo)
+    assert all(status[n] == "Queued" for n in names), status
+    try:
+        start_workers(repo, 2, env={"EXTRA_VAR": "from-queue-start"})
+        status = wait_for_queue(repo, names)
+        assert all(status[n] == "Success" for n in names), status
+        logs = repo.dvc("queue", "logs", "q2").stdout
+    finally:
+        stop_workers(repo)
+
+    assert "stage-output x=12" in logs and "in a container of image" in logs, logs
+    exps = experiments(repo)
+    runs = []
+    for i, name in enumerate(names, start=1):
+        assert exps[name]["state"] == "success"
+        metrics = exps[name]["metrics"]["metrics.json"]
+        assert metrics["x"] == 10 + i
+        seen = where(git_show(repo, exps[name]["rev"], "where.txt"))
+        # each `dvc exp exec-run` process ran its stage through the plugin
+        assert "docker-init" in seen["pid1"], seen
+        assert seen["name"] == name and seen["root"] == str(repo.path) and seen["root_visible"] == "yes"
+        assert seen["pwd"].startswith(str(repo.path / ".dvc" / "tmp" / "exps") + "/")
+        assert seen["extra"] == "from-queue-start"
+        runs.append((metrics["start"], metrics["end"], seen["container"], seen["pwd"]))
+    assert len({r[2] for r in runs}) == 3 and len({r[3] for r in runs}) == 3  # own container, own copy
+    runs.sort()
+    overlaps = [b[0] < a[1] for a, b in zip(runs, runs[1:])]
+    assert any(overlaps), f"no two containers ran at the same time: {runs}"
+
+
+def test_queue_kill_stops_and_removes_container(exp_repo, docker_client):
+    repo = exp_repo()
+    queue(repo, "victim", "x=21", "sleep=60")
+    try:
+        start_workers(repo, 1)
+        wait_for_running_container(docker_client, repo)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        repo.dvc("queue", "kill", "victim")  # SIGINT to the exec-run process group
+        while repo_containers(docker_client, repo) and time.monotonic() - sent < 15:
+            time.sleep(0.1)
+        gone_after = time.monotonic() - sent
+        assert not repo_containers(docker_client, repo), "container survived `dvc queue kill`"
+        # `dvc queue kill` itself takes ~1 s to start; the runner kills after a 1 s grace
+        assert gone_after < 5, f"container removed only {gone_after:.1f}s after `dvc queue kill`"
+        # DVC sends SIGINT to the whole process group, its worker included: it
+        # shuts down (warm) with or without the plugin; queued experiments wait
+        status = wait_for_queue(repo, ["victim"], timeout=30)
+        assert status["victim"] == "Failed", status
+        logs = repo.dvc("queue", "logs", "victim").stdout
+    finally:
+        stop_workers(repo)
+    assert "Traceback" not in logs, logs
+    victim = experiments(repo)["victim"]
+    assert victim["state"] == "failed" and not victim["metrics"].get("metrics.json"), victim
+
+
+@pytest.mark.parametrize("kill", [("queue", "kill", "--force", "forced"), ("queue", "stop", "--kill")])
+def test_sigkill_leaves_container_findable_by_label(exp_repo, docker_client, kill):
+    """Both send SIGKILL to `dvc exp exec-run`: nobody is left to stop the container.
+
+    It runs on until its command ends (then the daemon's AutoRemove takes it);
+    until then `docker ps --filter label=dvc-docker-exec` finds it.
+    """
+    repo = exp_repo()
+    queue(repo, "forced", "x=22", "sleep=60")
+    try:
+        start_workers(repo, 1)
+        container = wait_for_running_container(docker_client, repo)
+        repo.dvc(*kill)
+        status = wait_for_queue(repo, ["forced"], timeout=30)
+        assert status["forced"] == "Failed"
+    finally:
+        stop_workers(repo)
+    # the container outlives the exec-run process (its command sleeps 60 s)...
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label={LABEL}", "--format", '{{.ID}} {{.Label "dvc-docker-exec.repo"}}'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    mine = [line.split()[0] for line in listed if f" {repo.path}/" in line]
+    assert mine and container.id.startswith(mine[0]), listed
+    # ...and the README's recipe removes it
+    subprocess.run(["docker", "rm", "-f", *mine], check=True, capture_output=True)
+    assert not repo_containers(docker_client, repo)
+
+
+def test_dvclive_in_container_logs_to_the_experiment(exp_repo, python_dvc_image):
+    repo = exp_repo(python_dvc_image, files={"params.yaml": "lr: 0.1\n", "train.py": TRAIN_PY, "dvc.yaml": TRAIN_YAML})
+    baseline = head(repo)
+    proc = repo.dvc("exp", "run", "-n", "myexp", "-S", "lr=0.3")
+    output = proc.stdout + proc.stderr
+    assert f"seen DVC_ROOT={repo.path} DVC_EXP_NAME=myexp DVC_EXP_BASELINE_REV={baseline}" in output, output
+    for complaint in ("config file error", "extra keys not allowed", "Can't save", "Traceback", "WARNING"):
+        assert complaint not in output, output
+    assert "docker-init" in repo.read("where.txt")
+
+    exp = experiments(repo)["myexp"]
+    assert exp["metrics"]["dvclive/metrics.json"]["acc"] == pytest.approx(0.6)
+    assert exp["params"]["params.yaml"]["lr"] == 0.3
+    shown = json.loads(repo.dvc("metrics", "show", "--json").stdout)
+    assert shown[""]["data"]["dvclive/metrics.json"]["data"]["acc"] == pytest.approx(0.6)
+
+
+def test_run_all_then_apply_and_branch(exp_repo):
+    repo = exp_repo()
+    queue(repo, "ra1", "x=31")
+    queue(repo, "ra2", "x=32")
+    log = repo.path.parent / "run-all.log"
+    try:
+        with open(log, "wb") as out:  # --run-all starts queue workers: no pipe, see start_workers
+            proc = subprocess.run(
+                [sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", "2"],
+                cwd=repo.path,
+                env=repo.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=QUEUE_TIMEOUT,
+            )
+        assert proc.returncode == 0, log.read_text()
+        status = wait_for_queue(repo, ["ra1", "ra2"], timeout=30)
+        assert status["ra1"] == status["ra2"] == "Success", status
+    finally:
+        stop_workers(repo)
+    exps = experiments(repo)
+    assert exps["ra1"]["metrics"]["metrics.json"]["x"] == 31
+    assert exps["ra2"]["metrics"]["metrics.json"]["x"] == 32
+
+    repo.dvc("exp", "apply", "ra2")
+    assert "x: 32" in repo.read("params.yaml")
+    assert json.loads(repo.read("metrics.json"))["x"] == 32
+    assert "docker-init" in where(repo.read("where.txt"))["pid1"]
+
+    repo.dvc("exp", "branch", "ra1", "from-ra1")
+    assert json.loads(git_show(repo, "from-ra1", "metrics.json"))["x"] == 31
+    assert "docker-init" in where(git_show(repo, "from-ra1", "where.txt"))["pid1"]
+    assert "x: 31" in git_show(repo, "from-ra1", "params.yaml")
