@@ -126,22 +126,25 @@ def _session():
 
 def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Callable:
     """path -> Mount at the same path; translated when DVC runs in a container."""
-    from docker.types import Mount
-
     key = ("paths", stage.repo.root_dir, settings.host_root)
     if key not in _state:
         if dry and "client" not in _state:
-            _state[key] = None  # --dry does not need the daemon: show paths as DVC sees them
-        else:
-            from .paths import detect_host_paths
+            # --dry does not need the daemon: show paths as DVC sees them (not cached,
+            # so a later real run in this process still detects the socket pattern)
+            from .paths import IdentityPaths
 
-            _session()
-            host_paths = detect_host_paths(_state["client"], repo_root=_git_root(stage), host_root=settings.host_root)
-            logger.debug("host paths: %s", host_paths.describe())
-            _state[key] = host_paths
-    host_paths = _state[key]
-    if host_paths is None:
-        return lambda path, read_only=False: Mount(target=path, source=path, type="bind", read_only=read_only)
+            return _positional(IdentityPaths("dry run"))
+        from .paths import detect_host_paths
+
+        _session()
+        host_paths = detect_host_paths(_state["client"], repo_root=_git_root(stage), host_root=settings.host_root)
+        logger.debug("host paths: %s", host_paths.describe())
+        _state[key] = host_paths
+    return _positional(_state[key])
+
+
+def _positional(host_paths: Any) -> Callable:
+    # spec.build_spec calls mount_for(path, read_only)
     return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
 
 
