@@ -37,7 +37,6 @@ class StageFacts:
     repo_root: str
     mount_paths: Tuple[str, ...]  # directories/files to make visible at the same path
     config_overlays: Tuple[Tuple[str, str], ...] = ()  # (filtered copy, path it hides)
-    repo_id: str = ""
 
 
 @dataclass(frozen=True)
