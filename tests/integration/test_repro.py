@@ -330,3 +330,22 @@ def test_gpus_reach_the_daemon_as_a_device_request(repo):
     err = proc.stderr.strip()
     assert "could not select device driver" in err and "NVIDIA Container Toolkit" in err, err
     assert "Traceback" not in err and repo.lock() is None
+
+
+def test_subdir_project_and_wdir(make_repo, busybox_image, no_leftovers):
+    """`dvc init --subdir`: the Git root is mounted too; a stage's wdir is its working directory."""
+    top = make_repo(None, name="top")
+    top.write("shared.txt", "from the git root\n")
+    project = top.path / "project"
+    project.mkdir()
+    top.dvc("init", "--subdir", "-q", cwd=project)
+    top.dvc("config", "docker.image", busybox_image, cwd=project)
+    top.dvc("config", "docker.pull", "never", cwd=project)
+    (project / "sub").mkdir()
+    (project / "dvc.yaml").write_text(
+        f"stages:\n  s:\n    wdir: sub\n    cmd: pwd > here.txt; cat ../../shared.txt > copy.txt; {in_container_probe()} > where.txt\n"
+    )
+    top.dvc("repro", cwd=project)
+    assert (project / "sub" / "here.txt").read_text() == f"{project}/sub\n"
+    assert (project / "sub" / "copy.txt").read_text() == "from the git root\n"
+    assert "docker-init" in (project / "sub" / "where.txt").read_text()
