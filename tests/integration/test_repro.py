@@ -349,3 +349,19 @@ def test_subdir_project_and_wdir(make_repo, busybox_image, no_leftovers):
     assert (project / "sub" / "here.txt").read_text() == f"{project}/sub\n"
     assert (project / "sub" / "copy.txt").read_text() == "from the git root\n"
     assert "docker-init" in (project / "sub" / "where.txt").read_text()
+
+
+def test_image_as_param_reruns_stage_on_change(repo, busybox_image, docker_client):
+    """The README's recipe: the image as a param, templated into meta.docker."""
+    second = "dvc-docker-exec-test/busybox:second"
+    docker_client.images.get(busybox_image).tag("dvc-docker-exec-test/busybox", "second")
+    repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write(
+        "dvc.yaml",
+        'stages:\n  s:\n    cmd: echo "$DVC_STAGE" >> runs.txt\n    params: [image]\n    meta: {docker: "${image}"}\n',
+    )
+    assert "in a container of image 'dvc-docker-exec-test/busybox:latest'" in repo.dvc("repro").stdout
+    assert "didn't change" in repo.dvc("repro").stdout
+    repo.write("params.yaml", f"image: {second}\n")
+    assert f"in a container of image '{second}'" in repo.dvc("repro").stdout
+    assert repo.read("runs.txt") == "s\ns\n"
