@@ -12,8 +12,8 @@ backs it in the runner:
 
 * on a bind mount of the runner   -> bind ``host source + relative part``;
 * on a named volume of the runner -> the whole volume at the same destination
-  (Docker < 26 has no volume subpath), so callers must dedupe by target, see
-  :func:`merge_mounts`;
+  (Docker < 26 has no volume subpath), so callers must dedupe by target
+  (``spec.dedupe_mounts``);
 * on the runner's own filesystem  -> error (the host daemon cannot reach it);
 * not in a container              -> identity bind mount;
 * ``docker.host_root`` configured -> repo root prefix swap, no detection.
@@ -433,27 +433,3 @@ def detect_host_paths(
     )
     logger.debug("docker paths: identity: %s", reason)
     return IdentityPaths(reason, root=root)
-
-
-def merge_mounts(mounts: Iterable[Mount]) -> list[Mount]:
-    """Dedupe mounts by target (first-seen order); read-write wins over ro.
-
-    Several paths on one named volume all translate to the same whole-volume
-    mount; Docker rejects duplicate targets. Different sources for one target
-    are a real conflict.
-    """
-    merged: dict[str, Mount] = {}
-    for m in mounts:
-        target = m["Target"]
-        seen = merged.get(target)
-        if seen is None:
-            merged[target] = m
-            continue
-        if (seen["Source"], seen["Type"]) != (m["Source"], m["Type"]):
-            raise DockerExecError(
-                f"conflicting mounts for '{target}' in the stage container: "
-                f"'{seen['Source']}' and '{m['Source']}'; mount them at different paths"
-            )
-        if seen["ReadOnly"] and not m["ReadOnly"]:
-            merged[target] = m
-    return list(merged.values())

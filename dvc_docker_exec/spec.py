@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from docker.types import DeviceRequest, Mount
 
 from .config import DockerSettings, env_items
+from .errors import DockerExecError
 
 LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
 HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
@@ -164,10 +165,26 @@ def dedupe_mounts(mounts: Sequence[Mount]) -> Tuple[Mount, ...]:
     """Drop mounts that an outer mount already provides (same storage, same place).
 
     Kept: a nested mount with other storage (e.g. a cache volume inside the
-    repo mount in the socket pattern) and file overlays.
+    repo mount in the socket pattern) and file overlays. Docker refuses two
+    mounts at one target: several paths on one named volume all become that
+    whole volume at one target, so those merge (read-write wins); two kinds of
+    storage for one target are a conflict.
     """
+    by_target: Dict[str, Mount] = {}
+    for mount in mounts:
+        target = os.path.normpath(mount["Target"])
+        seen = by_target.get(target)
+        if seen is None:
+            by_target[target] = mount
+        elif (seen["Type"], seen.get("Source")) != (mount["Type"], mount.get("Source")):
+            raise DockerExecError(
+                f"conflicting mounts for '{target}' in the stage container: "
+                f"'{seen.get('Source')}' and '{mount.get('Source')}'; mount them at different paths"
+            )
+        elif seen.get("ReadOnly") and not mount.get("ReadOnly"):
+            by_target[target] = mount
     kept: List[Mount] = []
-    for mount in sorted(mounts, key=lambda m: (m["Target"].count("/"), m["Target"])):
+    for mount in sorted(by_target.values(), key=lambda m: (m["Target"].count("/"), m["Target"])):
         if not any(_covers(outer, mount) for outer in kept):
             kept.append(mount)
     return tuple(kept)

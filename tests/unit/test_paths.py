@@ -26,7 +26,6 @@ from dvc_docker_exec.paths import (
     container_id_from_mountinfo,
     detect_host_paths,
     is_within,
-    merge_mounts,
     normalize,
 )
 
@@ -510,24 +509,25 @@ def test_host_root_cannot_expose_socket():
         paths.mount("/workspace")
 
 
-# ---------------------------------------------------------------- merge
+# ------------------------------------------------- translated mounts, deduped by spec
 
 
-def test_merge_mounts_dedupes_volume_and_rw_wins(runner):
+def test_paths_on_one_volume_merge_into_one_mount_rw_wins(runner):
+    from dvc_docker_exec.spec import dedupe_mounts
+
     mounts = [
         runner.mount("/workspace/repo"),
         runner.mount("/data/cache", read_only=True),
         runner.mount("/data/outs"),
         runner.mount("/data/more", read_only=True),
     ]
-    merged = merge_mounts(mounts)
-    assert [m["Target"] for m in merged] == ["/workspace/repo", "/data"]
-    assert merged[1]["ReadOnly"] is False
+    merged = dedupe_mounts(mounts)
+    assert [m["Target"] for m in merged] == ["/data", "/workspace/repo"]
+    assert merged[0]["ReadOnly"] is False
 
 
-def test_merge_mounts_conflict():
+def test_two_sources_for_one_target_conflict():
+    from dvc_docker_exec.spec import dedupe_mounts
+
     with pytest.raises(DockerExecError, match="conflicting mounts for '/x'"):
-        merge_mounts([
-            Mount(target="/x", source="/a", type="bind"),
-            Mount(target="/x", source="/b", type="bind"),
-        ])
+        dedupe_mounts([Mount(target="/x", source="/a", type="bind"), Mount(target="/x", source="/b", type="bind")])
