@@ -2,9 +2,10 @@
 
 The runner removes its container whatever happens, except when the dvc
 process itself is killed with SIGKILL (`dvc queue kill --force`, the OOM
-killer): then the container is orphaned. Every container carries the label
-`dvc-docker-exec` and the pid of the dvc process that started it, so
-leftovers can be found (`ps`) and removed (`prune`).
+killer): then the container runs on until its command ends (the daemon then
+removes it, as with `docker run --rm`). Every container carries the label
+`dvc-docker-exec` and the pid of the dvc process that started it, so such
+leftovers can be found (`ps`) and removed (`prune`) before that.
 """
 
 from __future__ import annotations

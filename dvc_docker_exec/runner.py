@@ -268,7 +268,7 @@ class ContainerRunner:
         try:
             cid = self.api.create_container(**spec.create_kwargs(host_config))["Id"]
         except APIError as exc:
-            raise DockerExecError(f"cannot create the container for '{cmd}': {exc.explanation or exc}") from None
+            raise DockerExecError(f"cannot create the container for '{cmd}': {_explain(exc)}") from None
         started = time.time()
         status: Optional[int] = None
         waiter = None
@@ -327,12 +327,9 @@ class ContainerRunner:
             api.remove_container(cid, force=True)
         except NotFound:
             pass
-        except APIError as exc:
-            if exc.status_code != 409:  # 409: the daemon's auto-removal is already under way
-                logger.warning(
-                    "could not remove container %s (%s); remove it with `docker rm -f %s`", cid[:12], exc, cid[:12]
-                )
         except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, APIError) and exc.status_code == 409:
+                return  # the daemon's auto-removal is already under way
             logger.warning(
                 "could not remove container %s (%s); remove it with `docker rm -f %s`", cid[:12], exc, cid[:12]
             )

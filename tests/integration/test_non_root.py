@@ -12,23 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SESSION_ROOTS, DvcRepo, repo_env
+from tests.conftest import SESSION_ROOTS, DvcRepo, _unavailable, repo_env
 
 pytestmark = pytest.mark.docker
 
 USER = "dde-tester"
 
 
-def _fail_or_skip(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def tester():
     if os.getuid() != 0:
-        _fail_or_skip("creating a test user needs root")
+        _unavailable("creating a test user needs root")
     try:
         pwd.getpwnam(USER)
     except KeyError:
@@ -39,7 +33,7 @@ def tester():
     prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", f"--groups={sock_gid}", "--"]
     probe = subprocess.run([*prefix, sys.executable, "-c", "import dvc.repo, dvc_docker_exec"], capture_output=True)
     if probe.returncode != 0:
-        _fail_or_skip(
+        _unavailable(
             f"{sys.executable} is not usable by a non-root user (make the venv with /usr/bin/python3 "
             "in a world-readable place, as scripts/test.sh does)"
         )
