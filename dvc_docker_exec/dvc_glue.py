@@ -115,9 +115,13 @@ def _tty() -> bool:
 
 def _session():
     if "runner" not in _state:
+        from .endpoint import discover
         from .runner import ContainerRunner, ImageManager, connect
 
-        client = connect()
+        endpoint = discover()
+        logger.debug("Docker endpoint %s", endpoint.describe())
+        client = connect(endpoint)
+        _state["endpoint"] = endpoint
         _state["client"] = client
         _state["runner"] = ContainerRunner(client)
         _state["images"] = ImageManager(client)

@@ -28,6 +28,7 @@ from docker.utils import parse_repository_tag
 
 from dvc.stage.exceptions import StageCmdFailedError
 
+from .endpoint import Endpoint, discover
 from .errors import DockerExecError, StageInterruptedError
 from .spec import ContainerSpec
 
@@ -52,28 +53,26 @@ class ContainerCmdFailedError(StageCmdFailedError):
         self.image, self.status, self.oom = image, status, oom
 
 
-def docker_endpoint() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def connect(factory: Callable[[], docker.DockerClient] = docker.from_env) -> docker.DockerClient:
-    """A client that answered a ping, or a one-line error that says how to fix it."""
-    endpoint = docker_endpoint()
+def connect(
+    endpoint: Optional[Endpoint] = None, factory: Optional[Callable[[], docker.DockerClient]] = None
+) -> docker.DockerClient:
+    """A client that answered a ping, or a one-line error that names the endpoint and how to fix it."""
+    endpoint = endpoint or discover()
     try:
-        client = factory()
+        client = (factory or endpoint.client)()
         client.ping()
         return client
     except DockerException as exc:
         text = str(exc)
         if "Permission denied" in text or "PermissionError" in text:
             raise DockerExecError(
-                f"permission denied on the Docker socket '{endpoint}': add your user to the "
+                f"permission denied on the Docker socket {endpoint.describe()}: add your user to the "
                 "'docker' group (then log in again), or point DOCKER_HOST at a socket you may use"
             ) from None
         reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
         raise DockerExecError(
-            f"cannot reach the Docker daemon at '{endpoint}' ({reason}): start Docker "
-            "(e.g. `sudo systemctl start docker`), set DOCKER_HOST, "
+            f"cannot reach the Docker daemon at {endpoint.describe()} ({reason}): start Docker "
+            "(e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
             "or run stages on the host with `dvc config docker.enabled false`"
         ) from None
 
@@ -322,7 +321,7 @@ class ContainerRunner:
         except NotFound:
             return  # exited and auto-removed already
         except Exception:  # noqa: BLE001 - not running, or a connection broken by the interrupt
-            api = docker.from_env().api
+            api = discover().client().api
         try:
             api.remove_container(cid, force=True)
         except NotFound:

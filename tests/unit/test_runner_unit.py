@@ -31,7 +31,6 @@ from dvc_docker_exec.runner import (
     ContainerCmdFailedError,
     ImageManager,
     connect,
-    docker_endpoint,
     pump,
 )
 
@@ -182,17 +181,10 @@ def raising(message: str):
     return factory
 
 
-def test_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DOCKER_HOST", raising=False)
-    assert docker_endpoint() == "unix:///var/run/docker.sock"
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
-    assert docker_endpoint() == "tcp://127.0.0.1:2375"
-
-
 def test_connect_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nowhere/docker.sock")
     with pytest.raises(DockerExecError) as info:
-        connect(raising(NO_SOCKET))
+        connect(factory=raising(NO_SOCKET))
     message = str(info.value)
     assert "cannot reach the Docker daemon at 'unix:///tmp/nowhere/docker.sock'" in message
     assert "No such file or directory" in message
@@ -204,13 +196,13 @@ def test_connect_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_connect_default_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     with pytest.raises(DockerExecError, match="at 'unix:///var/run/docker.sock'"):
-        connect(raising(NO_SOCKET))
+        connect(factory=raising(NO_SOCKET))
 
 
 def test_connect_permission_denied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/docker.sock")
     with pytest.raises(DockerExecError) as info:
-        connect(raising(NO_PERMISSION))
+        connect(factory=raising(NO_PERMISSION))
     message = str(info.value)
     assert message.startswith("permission denied on the Docker socket 'unix:///run/docker.sock'")
     assert "'docker' group" in message
@@ -218,7 +210,7 @@ def test_connect_permission_denied(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_connect_empty_message() -> None:
     with pytest.raises(DockerExecError, match=r"\(DockerException\)"):
-        connect(raising(""))
+        connect(factory=raising(""))
 
 
 class FakeClient:
@@ -235,13 +227,13 @@ class FakeClient:
 
 def test_connect_pings() -> None:
     client = FakeClient()
-    assert connect(lambda: client) is client
+    assert connect(factory=lambda: client) is client
     assert client.pings == 1
 
 
 def test_connect_failed_ping() -> None:
     with pytest.raises(DockerExecError, match="cannot reach the Docker daemon"):
-        connect(lambda: FakeClient(DockerException(NO_SOCKET)))
+        connect(factory=lambda: FakeClient(DockerException(NO_SOCKET)))
 
 
 # --- ImageManager ---------------------------------------------------------------------------------
