@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import functools
+import io
 import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
 from .config import DockerSettings, SettingError, dvc_schema
@@ -77,7 +78,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     )
 
     if dry:
-        facts = stage_facts(stage, env, overlays=())
+        facts = stage_facts(stage, env, overlays=(), settings=None)
         mount_for = _mount_for(stage, settings, dry=True)
         for cmd in commands:
             dvc_run.display_command(cmd)
@@ -85,16 +86,20 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
+    from .runner import StageSignals, pause_point
+
     runner, images = _session()
     images.ensure(settings.image, settings.pull)
     mount_for = _mount_for(stage, settings)
-    with config_overlays(stage) as overlays:
-        facts = stage_facts(stage, env, overlays)
+    # Signals wait for each step to finish: no container in state Created, no copy left behind.
+    with StageSignals() as signals, config_overlays(stage) as overlays:
+        facts = stage_facts(stage, env, overlays, settings)
+        pause_point("overlays", signals)
         for cmd in commands:
             dvc_run.display_command(cmd)
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
             logger.debug("%s", spec.docker_run_line())
-            runner.run(spec, cmd)
+            runner.run(spec, cmd, signals)
 
 
 def _user_name() -> str:
@@ -123,7 +128,7 @@ def _session():
         client = connect(endpoint)
         _state["endpoint"] = endpoint
         _state["client"] = client
-        _state["runner"] = ContainerRunner(client)
+        _state["runner"] = ContainerRunner(client, endpoint)
         _state["images"] = ImageManager(client)
     return _state["runner"], _state["images"]
 
@@ -159,15 +164,18 @@ def _git_root(stage: Any) -> str:
     return os.path.normpath(root or stage.repo.root_dir)
 
 
-def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):
+def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: Optional[DockerSettings]):
+    """`settings` None: a dry run, nothing created on disk (the protection mounts are left out)."""
     from .spec import StageFacts
 
+    paths = tuple(mount_paths(stage, env.get("DVC_ROOT")))
     return StageFacts(
         addressing=stage.addressing,
         wdir=os.path.normpath(stage.wdir),
         repo_root=os.path.normpath(stage.repo.root_dir),
-        mount_paths=tuple(mount_paths(stage, env.get("DVC_ROOT"))),
+        mount_paths=paths,
         config_overlays=overlays,
+        protected=protected_paths(stage, env.get("DVC_ROOT"), paths, settings) if settings else (),
     )
 
 
@@ -198,6 +206,76 @@ def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
     return paths
 
 
+def protected_paths(
+    stage: Any, dvc_root: Optional[str], paths: Sequence[str], settings: DockerSettings
+) -> Tuple[Tuple[str, bool], ...]:
+    """What is mounted again over the stage's mounts so that it cannot reconfigure DVC or us.
+
+    Every `.dvc` folder the stage reaches (this repo's, DVC_ROOT's for `exp
+    run --temp`, the Git root's) is read-only, so neither `config` nor
+    `config.local` can be changed or created there, whether or not it exists
+    yet. Inside, `.dvc/tmp` and the cache stay writable (DVC and dvclive in
+    the stage use them), except `.dvc/tmp/exps` (the queue's broker, other
+    experiments' copies) and `.dvc/tmp/docker-exec` (our config copies).
+    DVC's global and system config folders are read-only too when a mount
+    reaches them. Returns (path, read_only), outermost first.
+    """
+    reach = [*paths, *_volume_sources(stage, settings)]
+    read_only: List[str] = []
+    writable: List[str] = []
+    roots = [stage.repo.root_dir, dvc_root, _git_root(stage)]
+    for dvc_dir in dict.fromkeys(os.path.join(os.path.normpath(r), ".dvc") for r in roots if r):
+        if not os.path.isdir(dvc_dir) or not _inside_any(dvc_dir, reach):
+            continue
+        tmp = os.path.join(dvc_dir, "tmp")
+        # made now if missing: a mount needs an existing source, and an absent
+        # folder under a read-only one could not be created by the stage either
+        for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
+            os.makedirs(folder, exist_ok=True)
+        read_only += [dvc_dir, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)]
+        writable.append(tmp)
+    for level in ("system", "global"):
+        folder = _deepest_existing(os.path.dirname(stage.repo.config.files[level]))
+        if folder and _inside_any(folder, reach) and not any(os.path.normpath(p) == folder for p in reach):
+            read_only.append(folder)
+    # what the stage must write that lies inside a read-only folder: the cache
+    # in .dvc/cache, the temp copy of `exp run --temp` in the parent's .dvc/tmp/exps
+    inner = [p for p in paths if any(_inside(p, ro) and p != ro for ro in read_only)]
+    for path in inner:
+        os.makedirs(path, exist_ok=True)  # the cache folder DVC would make on first use
+    writable += inner
+    found = {os.path.normpath(p): False for p in writable}
+    found.update({os.path.normpath(p): True for p in read_only})
+    return tuple(sorted(found.items(), key=lambda item: (item[0].count("/"), item[0])))
+
+
+def _volume_sources(stage: Any, settings: DockerSettings) -> List[str]:
+    root = os.path.normpath(stage.repo.root_dir)
+    return [os.path.normpath(os.path.join(root, volume.source)) for volume in settings.volumes]
+
+
+def _deepest_existing(path: str) -> Optional[str]:
+    path = os.path.normpath(os.path.abspath(path))
+    while not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return path
+
+
+def _inside(path: str, parent: str) -> bool:
+    path, parent = os.path.normpath(path), os.path.normpath(parent)
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _inside_any(path: str, parents: Sequence[str]) -> bool:
+    return any(_inside(path, parent) for parent in parents)
+
+
+OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
+
+
 @contextmanager
 def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
     """Filtered copies of .dvc/config{,.local} without our section, for the stage.
@@ -207,25 +285,83 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
     data['docker']` and dvclive would lose its DVC integration. The copies live
     in .dvc/tmp (inside the repo, so the socket pattern can translate them) and
     are mounted read-only over the originals; the host files stay untouched.
+
+    A copy may hold secrets (a remote's password in config.local): it keeps
+    the original's mode, in a folder only its owner can enter, and exists only
+    while the stage runs. The folder is locked (flock) while in use, so
+    folders left by a killed process are recognised and removed by the next run.
     """
     dvc_dir = getattr(stage.repo, "dvc_dir", None)
     tmp_dir = getattr(stage.repo, "tmp_dir", None)
     originals = [os.path.join(dvc_dir, name) for name in ("config", "config.local")] if dvc_dir else []
     needs = [path for path in originals if _has_section(path)]
-    if not needs or not tmp_dir:
+    if not tmp_dir:
         yield ()
         return
-    folder = os.path.join(tmp_dir, "docker-exec", f"{os.getpid()}-{os.urandom(3).hex()}")
-    os.makedirs(folder, exist_ok=True)
-    try:
+    parent = os.path.join(tmp_dir, OVERLAY_DIR)
+    reap_stale_overlays(parent)
+    if not needs:
+        yield ()
+        return
+    with private_folder(parent) as folder:
         overlays = []
         for path in needs:
             copy = os.path.join(folder, os.path.basename(path))
             _write_without_section(path, copy)
             overlays.append((copy, path))
         yield tuple(overlays)
+
+
+@contextmanager
+def private_folder(parent: str) -> Iterator[str]:
+    """A fresh mode-700 folder under `parent`, locked while in use, removed at the end."""
+    import fcntl
+    import tempfile
+
+    os.makedirs(parent, exist_ok=True)
+    # made under a name the reaper ignores, locked, then renamed: never seen unlocked
+    staging = tempfile.mkdtemp(prefix=".new-", dir=parent)
+    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = os.path.join(parent, f"{os.getpid()}-{os.urandom(4).hex()}")
+        os.rename(staging, folder)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def reap_stale_overlays(parent: str) -> None:
+    """Remove the copies of dvc processes that died (SIGKILL) before their cleanup."""
+    import fcntl
+
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("."):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not a folder (or someone else's): leave it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live process holds it
+        try:
+            logger.debug("removing config copies left by a dead process: %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _has_section(path: str) -> bool:
@@ -237,11 +373,17 @@ def _has_section(path: str) -> bool:
 
 
 def _write_without_section(src: str, dst: str) -> None:
+    """The copy is created with the original's mode (never wider), not chmod-ed after the fact."""
     from configobj import ConfigObj
 
     conf = ConfigObj(src, encoding="utf-8", interpolation=False)
     for key in [k for k in conf if k.lower() == SECTION]:
         del conf[key]
-    conf.filename = dst
-    conf.write()
-    os.chmod(dst, 0o644)
+    buffer = io.BytesIO()
+    conf.write(buffer)
+    mode = os.stat(src).st_mode & 0o666
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o600)
+    with os.fdopen(fd, "wb") as fobj:
+        fobj.write(buffer.getvalue())
+        # readable by whoever may read the original (a container user other than ours)
+        os.fchmod(fobj.fileno(), mode)
