@@ -274,11 +274,13 @@ class StageSignals:
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.count = 0  # signals so far (the first one decides what we forward)
         self._old: dict = {}
         self._raising = False
 
     def _handle(self, signum, frame):  # noqa: ARG002
         self.received = self.received or signum
+        self.count += 1
         if self._raising:
             self._raising = False  # a second signal during cleanup must not abort it
             self.check()
@@ -329,8 +331,8 @@ def pause_point(phase: str, signals: StageSignals) -> None:
         return
     sys.stderr.write(f"dvc-docker-exec: paused at {phase}\n")
     sys.stderr.flush()
-    deadline = time.monotonic() + 60
-    while signals.received is None and time.monotonic() < deadline:
+    seen, deadline = signals.count, time.monotonic() + 60
+    while signals.count == seen and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -494,10 +496,10 @@ class ContainerRunner:
         try:
             api.remove_container(ref, force=True)
         except NotFound:
-            return f"container {name} was already gone"
+            pass  # the daemon's auto-removal was quicker
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, APIError) and exc.status_code == 409:
-                return f"container {name} was stopped and is being removed by the daemon"
+                return f"container {name} was stopped and removed"  # auto-removal already under way
             reason = _short_reason(exc)
             if not report:
                 logger.warning(

@@ -69,8 +69,18 @@ SESSION_ROOTS: List[str] = []
 
 def our_containers(client, under: Optional[str] = None) -> List:
     """Containers of the plugin whose repo lies under `under` (default: this session's repos)."""
+    import docker
+
     roots = [under] if under else SESSION_ROOTS
-    found = client.containers.list(all=True, filters={"label": LABEL})
+    for _ in range(10):
+        try:
+            found = client.containers.list(all=True, filters={"label": LABEL})
+            break
+        except docker.errors.NotFound:
+            # list() inspects each container: one of another session may go in between
+            continue
+    else:
+        raise AssertionError("containers kept vanishing while being listed")
     return [c for c in found if any(c.labels.get(f"{LABEL}.repo", "").startswith(r) for r in roots)]
 
 
