@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -477,7 +478,7 @@ class ContainerRunner:
         remove is logged as a warning.
         """
         api = self.api
-        name = ref[:12] if len(ref) == 64 else ref
+        name = ref[:12] if re.fullmatch(r"[0-9a-f]{13,64}", ref) else ref  # an id: its short form
         pause_point("stop", signals)
         try:
             api.kill(ref, signal=int(signals.received or signal.SIGTERM))
