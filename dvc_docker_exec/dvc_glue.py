@@ -88,9 +88,21 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
     from .runner import StageSignals, pause_point
 
-    runner, images = _session()
-    images.ensure(settings.image, settings.pull)
-    mount_for = _mount_for(stage, settings)
+    from .runner import CONNECTION_LOST
+
+    try:
+        runner, images = _session()
+        images.ensure(settings.image, settings.pull)
+        mount_for = _mount_for(stage, settings)
+    except CONNECTION_LOST:
+        from .endpoint import discover
+        from .errors import DockerExecError
+
+        endpoint = _state.get("endpoint") or discover()
+        raise DockerExecError(
+            f"lost the connection to the Docker daemon at {endpoint.describe()} before stage "
+            f"'{stage.addressing}' started: nothing was run"
+        ) from None
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
     with StageSignals() as signals, config_overlays(stage) as overlays:
         facts = stage_facts(stage, env, overlays, settings)
