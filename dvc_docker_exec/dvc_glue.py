@@ -235,7 +235,7 @@ def protected_paths(
     reach = [*paths, *_volume_sources(stage, settings)]
     read_only: List[str] = []
     writable: List[str] = []
-    roots = [stage.repo.root_dir, dvc_root, _git_root(stage)]
+    roots = [stage.repo.root_dir, dvc_root, _git_root(stage), *_other_projects(_git_root(stage))]
     for dvc_dir in dict.fromkeys(os.path.join(os.path.normpath(r), ".dvc") for r in roots if r):
         if not os.path.isdir(dvc_dir) or not _inside_any(dvc_dir, reach):
             continue
@@ -259,6 +259,28 @@ def protected_paths(
     found = {os.path.normpath(p): False for p in writable}
     found.update({os.path.normpath(p): True for p in read_only})
     return tuple(sorted(found.items(), key=lambda item: (item[0].count("/"), item[0])))
+
+
+def _other_projects(git_root: str) -> List[str]:
+    """Roots of the DVC projects committed anywhere in the Git repo (a monorepo of `dvc init --subdir`s).
+
+    Why: the whole Git root is mounted, so a stage of one project could
+    otherwise plant a config.local in its neighbour. Asked once per process.
+    """
+    key = ("projects", git_root)
+    if key not in _state:
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["git", "-C", git_root, "ls-files", "-z", "--", ":(glob)**/.dvc/config"],
+                capture_output=True, timeout=30, check=True,
+            ).stdout
+            found = [os.path.join(git_root, os.fsdecode(p)) for p in out.split(b"\0") if p]
+        except (OSError, subprocess.SubprocessError):
+            found = []  # no git binary: the projects DVC itself names are still covered
+        _state[key] = [os.path.dirname(os.path.dirname(p)) for p in found]
+    return _state[key]
 
 
 def _volume_sources(stage: Any, settings: DockerSettings) -> List[str]:

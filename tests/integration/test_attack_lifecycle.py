@@ -101,7 +101,7 @@ def test_stage_cannot_write_global_config_inside_a_mount(repo):
 
 
 def test_stage_cannot_write_the_git_roots_project(make_repo, busybox_image, no_leftovers):
-    """A subdir project mounts the whole Git root: another DVC project there stays read-only."""
+    """A subdir project mounts the whole Git root: the other DVC projects there stay read-only."""
     repo = make_repo(busybox_image)  # the Git root is itself a DVC project
     sub = repo.path / "sub"
     sub.mkdir()
@@ -109,11 +109,17 @@ def test_stage_cannot_write_the_git_roots_project(make_repo, busybox_image, no_l
     subrepo.dvc("init", "--subdir", "-q")
     subrepo.dvc("config", "docker.image", busybox_image)
     subrepo.dvc("config", "docker.pull", "never")
-    two_stage_pipeline(subrepo, [f"{repo.path}/.dvc/config.local", f"{sub}/.dvc/config.local"])
+    neighbour = repo.path / "neighbour"  # another project of the monorepo, committed
+    neighbour.mkdir()
+    DvcRepo(neighbour, repo.env).dvc("init", "--subdir", "-q")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "projects")
+    targets = [f"{repo.path}/.dvc/config.local", f"{sub}/.dvc/config.local", f"{neighbour}/.dvc/config.local"]
+    two_stage_pipeline(subrepo, targets)
     subrepo.dvc("repro")
     assert_refused(subrepo)
-    assert not (repo.path / ".dvc" / "config.local").exists()
-    assert not (sub / ".dvc" / "config.local").exists()
+    for target in targets:
+        assert not Path(target).exists(), target
 
 
 def test_temp_experiment_cannot_write_parent_config_or_queue(make_repo, busybox_image, no_leftovers):
