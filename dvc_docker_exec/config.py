@@ -177,6 +177,27 @@ def parse_shell(value: Any) -> str:
     return text
 
 
+def parse_backend(value: Any) -> str:
+    from .backend import BACKENDS
+
+    text = str(value).strip().lower()
+    if text not in BACKENDS:
+        raise SettingError(f"expected one of {', '.join(BACKENDS)}, got '{value}'")
+    return text
+
+
+_CONSTRAINT = re.compile(r"[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+")
+
+
+def parse_constraints(value: Any) -> Tuple[str, ...]:
+    """Swarm placement constraints like `node.labels.gpu==true`, comma-separated."""
+    items = _as_list(value)
+    for item in items:
+        if not _CONSTRAINT.fullmatch(item):
+            raise SettingError(f"expected placement constraints like 'node.labels.gpu==true', got '{item}'")
+    return tuple(items)
+
+
 def parse_host_root(value: Any) -> str:
     text = str(value).strip()
     if not os.path.isabs(text):
@@ -198,6 +219,8 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "shm_size": parse_size,
     "shell": parse_shell,
     "host_root": parse_host_root,
+    "backend": parse_backend,
+    "constraints": parse_constraints,
 }
 
 # Keys a stage may not override in `meta.docker` (they describe the runner, not the stage).
@@ -246,6 +269,8 @@ class DockerSettings:
     shm_size: Optional[int] = None
     shell: str = DEFAULT_SHELL
     host_root: Optional[str] = None
+    backend: str = "engine"
+    constraints: Tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

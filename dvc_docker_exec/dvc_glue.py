@@ -85,8 +85,10 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    runner, images = _session()
-    images.ensure(settings.image, settings.pull)
+    runner, images = _session(settings.backend)
+    if settings.backend == "engine":
+        # Swarm nodes get the image themselves (from a registry they reach)
+        images.ensure(settings.image, settings.pull)
     mount_for = _mount_for(stage, settings)
     with config_overlays(stage) as overlays:
         facts = stage_facts(stage, env, overlays)
@@ -113,19 +115,23 @@ def _tty() -> bool:
         return False
 
 
-def _session():
-    if "runner" not in _state:
+def _session(backend: str = "engine"):
+    """The client, image manager and backend of this dvc process (one connection each)."""
+    if "client" not in _state:
         from .endpoint import discover
-        from .runner import ContainerRunner, ImageManager, connect
+        from .runner import ImageManager, connect
 
         endpoint = discover()
         logger.debug("Docker endpoint %s", endpoint.describe())
         client = connect(endpoint)
         _state["endpoint"] = endpoint
         _state["client"] = client
-        _state["runner"] = ContainerRunner(client)
         _state["images"] = ImageManager(client)
-    return _state["runner"], _state["images"]
+    if ("backend", backend) not in _state:
+        from .backend import make_backend
+
+        _state[("backend", backend)] = make_backend(backend, _state["client"])
+    return _state[("backend", backend)], _state["images"]
 
 
 def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Callable:

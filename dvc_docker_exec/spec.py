@@ -58,6 +58,7 @@ class ContainerSpec:
     mem_limit: Optional[int] = None
     shm_size: Optional[int] = None
     gpus_cli: Optional[str] = None
+    constraints: Tuple[str, ...] = ()  # Swarm placement (backend swarm only)
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -303,6 +304,7 @@ def build_spec(
         mem_limit=settings.memory,
         shm_size=settings.shm_size,
         gpus_cli=gpus.cli() if gpus else None,
+        constraints=settings.constraints,
     )
 
 

@@ -88,6 +88,11 @@ GOOD: list = [
     ("host_root", "/srv/repo", "/srv/repo"),
     ("host_root", "/srv/repo/", "/srv/repo"),
     ("host_root", "/srv//a/../repo", "/srv/repo"),
+    ("backend", "Swarm", "swarm"),
+    ("backend", "engine", "engine"),
+    ("constraints", "node.labels.gpu==true", ("node.labels.gpu==true",)),
+    ("constraints", "node.role != manager, node.hostname==n1", ("node.role != manager", "node.hostname==n1")),
+    ("constraints", ["node.platform.os==linux"], ("node.platform.os==linux",)),
 ]
 
 
@@ -145,6 +150,11 @@ BAD: list = [
     ("shell", "bin/sh"),
     ("host_root", "relative/path"),
     ("host_root", "~/repo"),
+    ("backend", "k8s"),
+    ("backend", ""),
+    ("constraints", "gpu"),
+    ("constraints", "node.labels.gpu=true"),
+    ("constraints", "==x"),
 ]
 
 
