@@ -1,11 +1,19 @@
-"""Swarm backend: one stage command as a one-shot Swarm job service.
+"""Swarm backend: one stage command as a one-shot Swarm service.
 
 `docker.backend swarm` sends each command line to a Swarm manager instead of
 starting a container on one engine. The same ``ContainerSpec`` that the
 engine backend runs (image, shell + command, user, workdir, environment,
-labels, mounts) becomes a ``replicated-job`` service with one completion and
-restart condition ``none`` (why: a failed job task is restarted otherwise, so
-a failing stage would run again and again). ``docker.cpus``/``memory``/
+labels, mounts) becomes a service of one task with restart condition
+``none`` (why: a failed task is restarted otherwise, so a failing stage
+would run again and again).
+
+Why a ``replicated`` service of one replica and not a ``replicated-job``
+(Engine 20.10 / API 1.41): removing a job service leaves its finished task
+and the task's exited container on the node for good (moby/moby#42789,
+#44312; measured here on 20.10.24: the container was still there minutes
+after `docker service rm`), so "nothing left on any node" cannot hold with
+jobs. A replicated service with restart condition ``none`` runs its task once
+as well, and `service rm` removes its container on the node. ``docker.cpus``/``memory``/
 ``gpus`` become reservations *and* limits, so the scheduler places a stage on
 a node that has room; ``docker.constraints`` become placement constraints.
 
@@ -28,7 +36,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from docker.errors import APIError, NotFound
 from docker.types import (
@@ -112,7 +120,7 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
         "task_template": template,
         "name": spec.name,
         "labels": dict(spec.labels),
-        "mode": ServiceMode("replicated-job", concurrency=1, replicas=1),
+        "mode": ServiceMode("replicated", replicas=1),
     }
 
 
@@ -134,6 +142,7 @@ class SwarmRunner:
         self.client = client
         self.api = client.api
         self._nodes: Dict[str, str] = {}
+        self._capacity: Optional[List[Tuple[int, int]]] = None
 
     def run(self, spec: ContainerSpec, cmd: str) -> None:
         from .runner import _Signals
@@ -149,7 +158,7 @@ class SwarmRunner:
                     raise DockerExecError(f"cannot create the Swarm service for '{cmd}': {exc.explanation or exc}") from None
                 follower = _LogFollower(self.api, service_id, spec.tty)
                 follower.start()
-                task = self._wait(service_id, cmd)
+                task = self._wait(service_id, cmd, spec)
                 follower.finish()
                 status = int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or 0)
                 if task["Status"]["State"] == "failed" and status == 0:
@@ -163,7 +172,7 @@ class SwarmRunner:
                 if service_id is not None:
                     self._remove(service_id)
 
-    def _wait(self, service_id: str, cmd: str) -> dict:
+    def _wait(self, service_id: str, cmd: str, spec: ContainerSpec) -> dict:
         """Poll the job's task until it is final; fail early on an unplaceable task."""
         while True:
             tasks = self.api.tasks(filters={"service": service_id})
@@ -177,10 +186,26 @@ class SwarmRunner:
                         f"Swarm {state} the task for '{cmd}' on node {self._node(task)}: {err or state}"
                         + _hint(err)
                     )
-                if state == "pending" and "no suitable node" in err:
+                if state == "pending" and "no suitable node" in err and not self._may_fit_later(err, spec):
                     # the scheduler would wait forever for a node that fits
                     raise DockerExecError(f"Swarm cannot place the task for '{cmd}': {err}" + _hint(err))
             time.sleep(POLL)
+
+    def _may_fit_later(self, err: str, spec: ContainerSpec) -> bool:
+        """Busy nodes free up (queue -j N); a reservation larger than every node never fits.
+
+        Swarm says "no suitable node (insufficient resources on 3 nodes)" in
+        both cases, and "scheduling constraints not satisfied" when no node
+        matches the placement constraints at all.
+        """
+        if "insufficient resources" not in err:
+            return False
+        if self._capacity is None:  # one nodes call per dvc process
+            self._capacity = [
+                (r.get("NanoCPUs", 0), r.get("MemoryBytes", 0))
+                for r in (n.get("Description", {}).get("Resources", {}) for n in self.api.nodes())
+            ]
+        return any((spec.nano_cpus or 0) <= cpus and (spec.mem_limit or 0) <= mem for cpus, mem in self._capacity)
 
     def _node(self, task: dict) -> str:
         node_id = task.get("NodeID") or ""
