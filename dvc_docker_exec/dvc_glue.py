@@ -45,18 +45,45 @@ def patch_stage_run(module: Any) -> None:
 
 
 def settings_for(stage: Any) -> Optional[DockerSettings]:
-    """The stage's settings if it runs in a container, None for a host run."""
+    """The stage's settings if it runs in a container, None for a host run.
+
+    Repository-supplied settings that widen host access are refused here
+    (see `trust`), before anything starts.
+    """
+    from . import trust
     from .errors import DockerExecError
 
-    section = dict(stage.repo.config.get(SECTION) or {})
+    levels = config_snapshot(stage.repo)
     meta = (stage.meta or {}).get(SECTION) if isinstance(stage.meta, dict) else None
-    if not section and meta is None:
+    if not any(section for _, section in levels) and meta is None:
         return None
     try:
-        settings = DockerSettings.from_mapping(section).override(meta, stage.addressing)
+        settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
+        if settings.active:
+            roots = (os.path.normpath(stage.repo.root_dir), _git_root(stage))
+            trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
     except SettingError as exc:
         raise DockerExecError(str(exc)) from None
     return settings if settings.active else None
+
+
+def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
+    """The `docker` section of each DVC config level, read once per process (first use).
+
+    Why: DVC reloads its config between stages (Repo._reset), so a stage that
+    appends `[docker]` to .dvc/config.local would reconfigure the next stage of
+    the same `dvc repro` (issue 7, hole 1). A change made mid-run takes effect
+    on the next dvc command, like a change to dvc.yaml. Keyed by the config
+    files: `exp run --temp` has a repo (and config.local) of its own.
+    """
+    config = repo.config
+    files = config.files
+    key = ("config", tuple(files.get(level) for level in config.LEVELS))
+    if key not in _state:
+        _state[key] = tuple(
+            (level, dict(config.read(level).get(SECTION) or {})) for level in config.LEVELS if level in files
+        )
+    return _state[key]
 
 
 def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional[dict] = None) -> None:
