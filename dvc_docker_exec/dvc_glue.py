@@ -189,12 +189,14 @@ def _git_root(stage: Any) -> str:
 def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):
     from .spec import StageFacts
 
+    paths = mount_paths(stage, env.get("DVC_ROOT"))
     return StageFacts(
         addressing=stage.addressing,
         wdir=os.path.normpath(stage.wdir),
         repo_root=os.path.normpath(stage.repo.root_dir),
-        mount_paths=tuple(mount_paths(stage, env.get("DVC_ROOT"))),
+        mount_paths=tuple(paths),
         config_overlays=overlays,
+        linked_paths=tuple(linked_paths(stage, paths)),
     )
 
 
@@ -213,16 +215,56 @@ def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
     cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
     if cache:
         paths.append(os.path.normpath(os.path.abspath(cache)))
+    wdir = os.path.normpath(os.path.abspath(stage.wdir))
+    if not os.path.isdir(wdir):
+        # Docker would create it, owned by root, and run the command in it
+        # (empty, and lost if outside the repo); a host run fails.
+        from .errors import DockerExecError
+
+        raise DockerExecError(f"stage '{stage.addressing}': its wdir '{wdir}' is not a directory")
+    if not any(_inside(wdir, root) for root in paths):
+        paths.append(wdir)  # an absolute wdir outside the repo (a host run works there)
     for item in [*stage.deps, *stage.outs]:
         if getattr(item.fs, "protocol", None) != "local" or item.is_in_repo:
             continue
-        path = os.path.normpath(os.path.abspath(item.fs_path))
-        # an out does not exist yet: mount the folder it will appear in
-        if item in stage.outs or not os.path.exists(path):
-            path = os.path.dirname(path)
+        path = _local_path(stage, item)
         if os.path.exists(path):
             paths.append(path)
     return paths
+
+
+def linked_paths(stage: Any, mounted: List[str]) -> List[Tuple[str, str]]:
+    """Stage paths that resolve outside the mounts through symlinks: (where the lookup leaves them, target).
+
+    A dep `in.txt -> /data/in.txt` (or in a symlinked folder) reads on the
+    host; in the container /data does not exist unless it is mounted where
+    the link points. Like deps/outs outside the repo, a host run of the
+    user's own dvc.yaml could read them; daemon sockets are refused anyway.
+    """
+    from .paths import linked_outside
+
+    found = []
+    for path in [os.path.normpath(os.path.abspath(stage.wdir))] + [
+        _local_path(stage, item) for item in [*stage.deps, *stage.outs] if getattr(item.fs, "protocol", None) == "local"
+    ]:
+        link = linked_outside(path, mounted) if os.path.exists(path) else None
+        if link and link not in found:
+            found.append(link)
+    return found
+
+
+def _local_path(stage: Any, item: Any) -> str:
+    path = os.path.normpath(os.path.abspath(item.fs_path))
+    # an out does not exist yet: mount the folder it will appear in
+    if item in stage.outs or not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _inside(path: str, root: str) -> bool:
+    from .paths import is_within
+
+    return is_within(path, root)
 
 
 @contextmanager

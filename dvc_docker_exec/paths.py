@@ -100,6 +100,45 @@ def is_within(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent + "/")
 
 
+def symlink_hops(path: str, limit: int = 40) -> list[str]:
+    """The spellings of ``path`` as the kernel replaces its symlinks, leftmost first.
+
+    ``/repo/in.txt -> /data/in.txt`` with ``/data -> /mnt/d/data`` gives
+    ``['/data/in.txt', '/mnt/d/data/in.txt']``: the places a lookup passes through.
+    """
+    hops: list[str] = []
+    current = normalize(path)
+    while len(hops) < limit:
+        parts = current.split("/")
+        for i in range(2, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if os.path.islink(prefix):
+                target = posixpath.join(posixpath.dirname(prefix), os.readlink(prefix), *parts[i:])
+                current = normalize(target)
+                hops.append(current)
+                break
+        else:
+            break
+    return hops
+
+
+def linked_outside(path: str, mounted: Iterable[str]) -> tuple[str, str] | None:
+    """(where a lookup of ``path`` first leaves ``mounted``, what it resolves to), or None.
+
+    A stage looks ``path`` up in its container, where only ``mounted`` exist:
+    mounting the resolved file or folder at that first outside hop makes the
+    lookup end where it ends on the host (issue 7, hole 8).
+    """
+    roots = [normalize(m) for m in mounted]
+    real = normalize(os.path.realpath(path))
+    if real == normalize(path) or any(is_within(real, root) for root in roots):
+        return None
+    for hop in symlink_hops(path):
+        if not any(is_within(hop, root) for root in roots):
+            return hop, real
+    return None
+
+
 def container_id_from_mountinfo(text: str) -> str | None:
     """Our container id from ``/proc/self/mountinfo``, or None.
 

@@ -38,6 +38,7 @@ class StageFacts:
     repo_root: str
     mount_paths: Tuple[str, ...]  # directories/files to make visible at the same path
     config_overlays: Tuple[Tuple[str, str], ...] = ()  # (filtered copy, path it hides)
+    linked_paths: Tuple[Tuple[str, str], ...] = ()  # (where a symlink lookup leaves the mounts, its target)
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,8 @@ def build_spec(
     user, needs_home = resolve_user(settings, uid, gid)
     environment = dict(env)
     mounts: List[Mount] = [mount_for(path, False) for path in facts.mount_paths]
+    for target, real in facts.linked_paths:
+        mounts.append(_retarget(mount_for(real, False), target, False))
     for volume in settings.volumes:
         source = volume.source if os.path.isabs(volume.source) else os.path.join(facts.repo_root, volume.source)
         base = mount_for(os.path.normpath(source), volume.read_only)
