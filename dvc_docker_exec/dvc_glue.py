@@ -108,7 +108,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         mount_for = _mount_for(stage, settings, dry=True)
         for cmd in commands:
             dvc_run.display_command(cmd)
-            logger.info("%s", build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs).docker_run_line())
+            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)))
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
@@ -120,8 +120,12 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         for cmd in commands:
             dvc_run.display_command(cmd)
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
-            logger.debug("%s", spec.docker_run_line())
+            logger.debug("%s", _run_line(spec))
             runner.run(spec, cmd)
+
+
+def _run_line(spec: Any) -> str:
+    return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join(spec.run_line_differences())})"
 
 
 def _user_name() -> str:
