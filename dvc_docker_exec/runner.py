@@ -319,6 +319,14 @@ class StageSignals:
             self.check()  # a signal that came during the last step still stops DVC
 
 
+def with_signals(signals: Optional[StageSignals], run: Callable[..., None], *args) -> None:
+    """run(*args, signals) with the caller's StageSignals, or with its own ones when there are none."""
+    if signals is not None:
+        return run(*args, signals)
+    with StageSignals() as own:
+        return run(*args, own)
+
+
 PAUSE_ENV = "DVC_DOCKER_EXEC_TEST_PAUSE"  # tests only: stop at one lifecycle phase until a signal comes
 
 
@@ -392,10 +400,7 @@ class ContainerRunner:
         `signals`: the caller's StageSignals when it has more to clean up
         (config copies); otherwise the run installs its own.
         """
-        if signals is None:
-            with StageSignals() as own:
-                return self._run(spec, cmd, own)
-        return self._run(spec, cmd, signals)
+        with_signals(signals, self._run, spec, cmd)
 
     def _run(self, spec: ContainerSpec, cmd: str, signals: StageSignals) -> None:
         signals.check()  # stopped while the previous command line ended: start no other
