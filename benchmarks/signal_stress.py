@@ -27,6 +27,15 @@ import docker
 IMAGE = "dvc-docker-exec-test/busybox:latest"
 
 
+def _exiting(pid: int) -> bool:
+    """A zombie (done, not yet reaped): a signal now changes nothing."""
+    try:
+        with open(f"/proc/{pid}/stat") as fobj:
+            return fobj.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tries", type=int, default=60)
@@ -51,7 +60,7 @@ def main() -> None:
                                     stderr=subprocess.DEVNULL, start_new_session=True)
             time.sleep(random.uniform(0.8, 3.5))
             sig = signal.SIGTERM if i % 2 == 0 else signal.SIGHUP
-            signalled = proc.poll() is None
+            signalled = proc.poll() is None and not _exiting(proc.pid)
             if signalled:
                 os.kill(proc.pid, sig)
             proc.wait(timeout=60)

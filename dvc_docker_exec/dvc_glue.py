@@ -306,7 +306,8 @@ def protected_paths(
     the stage use them), except `.dvc/tmp/exps` (the queue's broker, other
     experiments' copies) and `.dvc/tmp/docker-exec` (our config copies).
     DVC's global and system config folders are read-only too when a mount
-    reaches them. Returns (path, read_only), outermost first.
+    reaches them, and so are Git's hooks and config (they run commands on the
+    host). Returns (path, read_only), outermost first.
     """
     reach = [*paths, *_volume_sources(stage, settings)]
     read_only: List[str] = []
@@ -322,6 +323,14 @@ def protected_paths(
             os.makedirs(folder, exist_ok=True)
         read_only += [dvc_dir, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)]
         writable.append(tmp)
+    for root in dict.fromkeys(os.path.normpath(r) for r in (_git_root(stage), dvc_root) if r):
+        # Git's hooks and config run commands on the host (a hook at the next
+        # `git commit`, core.fsmonitor at the next `git status`): a stage must
+        # not plant them any more than a DVC config
+        git_dir = os.path.join(root, ".git")
+        if os.path.isdir(git_dir) and not os.path.islink(git_dir) and _inside_any(git_dir, reach):
+            os.makedirs(os.path.join(git_dir, "hooks"), exist_ok=True)
+            read_only += [os.path.join(git_dir, name) for name in ("hooks", "config") if os.path.exists(os.path.join(git_dir, name))]
     for level in ("system", "global"):
         folder = _deepest_existing(os.path.dirname(stage.repo.config.files[level]))
         if folder and _inside_any(folder, reach) and not any(os.path.normpath(p) == folder for p in reach):

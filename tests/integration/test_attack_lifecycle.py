@@ -136,6 +136,26 @@ def test_temp_experiment_cannot_write_parent_config_or_queue(make_repo, busybox_
     assert "MARK=[]" in proc.stdout, proc.stdout
 
 
+def test_stage_cannot_plant_git_hooks_or_config(repo):
+    """Git runs hooks and core.* commands on the host: a stage must not plant them (a sibling of hole 1)."""
+    marker = repo.path.parent / "hook-ran"
+    hook = f"#!/bin/sh\ntouch {marker}\n"
+    repo.write("plant.sh", (
+        "log=plant.log\n"
+        f"if printf '{hook}' > .git/hooks/post-commit && chmod +x .git/hooks/post-commit; "
+        "then echo WROTE hook >> $log; else echo refused hook >> $log; fi\n"
+        f"if printf '[core]\\n  fsmonitor = touch {marker}\\n' >> .git/config; "
+        "then echo WROTE config >> $log; else echo refused config >> $log; fi\n"
+    ))
+    repo.dvc("stage", "add", "-n", "plant", "-d", "plant.sh", "sh plant.sh")
+    repo.dvc("repro")
+    assert_refused(repo, "plant.log")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "after the stage")
+    repo.run("git", "status")
+    assert not marker.exists(), "a hook planted by the stage ran on the host"
+
+
 def test_dvc_in_the_stage_still_works_with_read_only_config(make_repo, python_dvc_image, no_leftovers):
     """DVC inside the stage reads its (filtered) config and writes .dvc/tmp; changing the config is refused."""
     repo = make_repo(python_dvc_image)

@@ -255,8 +255,20 @@ def test_protected_paths_cover_every_reachable_dvc_folder(tmp_path: Path) -> Non
         assert found[str(dvc_dir / "tmp" / "exps")] is True
         assert found[str(dvc_dir / "tmp" / "docker-exec")] is True
     assert found[cache] is False and os.path.isdir(cache)
+    assert str(git_root / ".git" / "hooks") not in found  # no .git here: nothing made up
     assert found[str(git_root / "conf")] is True  # nearest folder that exists
     assert "/etc/xdg" not in str(found)  # not mounted: nothing to protect
+
+
+def test_git_hooks_and_config_are_protected(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n")
+    stage = fake_stage(root, root, tmp_path / "nowhere")
+    found = dict(dvc_glue.protected_paths(stage, None, [str(root)], DockerSettings.from_mapping({"image": "b"})))
+    assert found[str(root / ".git" / "config")] is True
+    assert found[str(root / ".git" / "hooks")] is True and (root / ".git" / "hooks").is_dir()
 
 
 def test_protection_follows_every_alias_of_the_repo() -> None:
