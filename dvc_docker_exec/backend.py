@@ -33,7 +33,7 @@ def make_backend(kind: str, client: Any, endpoint: Any = None) -> Backend:
     if kind == "swarm":
         from .swarm import SwarmRunner
 
-        return SwarmRunner(client)
+        return SwarmRunner(client, endpoint)
     from .runner import ContainerRunner
 
     return ContainerRunner(client, endpoint)

@@ -361,6 +361,15 @@ class _ConnectionLost(Exception):
     pass
 
 
+def lost_connection(endpoint: Optional[Endpoint], cmd: str, cleaned: str) -> DockerExecError:
+    """One line instead of docker-py's nested reprs: what broke, what it means, what was cleaned up."""
+    where = endpoint.describe() if endpoint else "(unknown endpoint)"
+    return DockerExecError(
+        f"lost the connection to the Docker daemon at {where} while running '{cmd}': "
+        f"the stage's result is unknown and nothing was recorded; {cleaned}"
+    )
+
+
 def _explain(exc: APIError) -> str:
     text = str(exc.explanation or exc)
     if "could not select device driver" in text:
@@ -456,11 +465,7 @@ class ContainerRunner:
             if status is None and ref is not None:
                 cleaned = self._stop(ref, signals, report=lost is not None)
         if lost is not None:
-            where = self.endpoint.describe() if self.endpoint else "the Docker daemon"
-            raise DockerExecError(
-                f"lost the connection to the Docker daemon at {where} while running '{cmd}': "
-                f"the stage's result is unknown and nothing was recorded; {cleaned}"
-            ) from None
+            raise lost_connection(self.endpoint, cmd, cleaned) from None
         if status:
             oom = status == 137 and self._oom_killed(cid, started)
             raise ContainerCmdFailedError(cmd, status, spec.image, oom=oom, memory=spec.mem_limit)
@@ -506,7 +511,7 @@ class ContainerRunner:
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, APIError) and exc.status_code == 409:
                 return f"container {name} was stopped and removed"  # auto-removal already under way
-            reason = _short_reason(exc)
+            reason = short_reason(exc)
             if not report:
                 logger.warning(
                     "could not remove container %s (%s); remove it with `docker rm -f %s`", name, reason, name
@@ -515,7 +520,7 @@ class ContainerRunner:
         return f"container {name} was stopped and removed"
 
 
-def _short_reason(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     """One line for a docker-py / requests failure, not its nested reprs."""
     if isinstance(exc, APIError):
         return str(exc.explanation or exc)

@@ -312,3 +312,64 @@ def test_protection_skipped_inside_a_named_volume() -> None:
 
 def test_docker_module_is_real() -> None:
     assert docker.types.Mount is Mount
+
+
+# --- the Swarm backend: same guarantees --------------------------------------------------------------
+
+
+class FakeSwarmAPI:
+    """create_service works; then the manager stops answering (or answers again for the cleanup)."""
+
+    def __init__(self, comes_back: bool, signal_in_create: bool = False):
+        self.comes_back, self.signal_in_create = comes_back, signal_in_create
+        self.removed: List[str] = []
+
+    def create_service(self, **kwargs) -> dict:
+        if self.signal_in_create:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"ID": "5e41ce" * 4}
+
+    def _url(self, path: str, *args: str) -> str:
+        return path
+
+    def _get(self, url: str, params: dict, stream: bool):
+        return types.SimpleNamespace(iter_content=lambda size: iter([]), close=lambda: None)
+
+    def _get_raw_response_socket(self, response):
+        raise OSError("no socket")
+
+    def tasks(self, filters: dict) -> list:
+        if self.removed:
+            return []
+        raise runner.RequestsConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed'))")
+
+    def remove_service(self, service_id: str) -> None:
+        if not self.comes_back:
+            raise runner.RequestsConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
+        self.removed.append(service_id)
+
+
+@pytest.mark.parametrize("comes_back", [True, False])
+def test_swarm_lost_manager_is_one_clear_error(comes_back: bool) -> None:
+    from dvc_docker_exec.swarm import SwarmRunner
+
+    api = FakeSwarmAPI(comes_back)
+    endpoint = types.SimpleNamespace(describe=lambda: "'tcp://manager:2375' (from DOCKER_HOST)")
+    with pytest.raises(DockerExecError) as info:
+        SwarmRunner(types.SimpleNamespace(api=api), endpoint).run(spec_for(), "echo hi")
+    text = str(info.value)
+    assert text.startswith("lost the connection to the Docker daemon at 'tcp://manager:2375'") and "\n" not in text
+    assert "Connection aborted" not in text
+    if comes_back:
+        assert "Swarm service 5e41ce5e41ce was removed" in text
+    else:
+        assert "could not be removed (the daemon does not answer): remove it with `docker service rm 5e41ce5e41ce`" in text
+
+
+def test_swarm_signal_during_create_removes_the_service() -> None:
+    from dvc_docker_exec.swarm import SwarmRunner
+
+    api = FakeSwarmAPI(comes_back=True, signal_in_create=True)
+    with pytest.raises(StageInterruptedError):
+        SwarmRunner(types.SimpleNamespace(api=api)).run(spec_for(), "echo hi")
+    assert api.removed == ["5e41ce" * 4]
