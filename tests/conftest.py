@@ -79,21 +79,49 @@ def _session_root(tmp_path_factory) -> None:
     SESSION_ROOTS.append(str(tmp_path_factory.getbasetemp()))
 
 
+# Why a generous bound: a container whose command has ended may still be in
+# the daemon's hands (AutoRemove, or a forced removal that answered 409 because
+# one was under way) for a moment after dvc exits; on a loaded machine that
+# moment can be seconds. Only such containers are waited for: a running or
+# never-started container of ours is a leftover at once.
+REMOVAL_GRACE = 60.0  # seconds
+
+
+def _being_removed(container) -> bool:
+    try:
+        container.reload()
+    except Exception:  # noqa: BLE001 - gone meanwhile
+        return True
+    state = container.attrs.get("State", {})
+    auto_remove = container.attrs.get("HostConfig", {}).get("AutoRemove", False)
+    return state.get("Status") == "removing" or (auto_remove and state.get("Status") in ("exited", "dead"))
+
+
 @pytest.fixture
 def no_leftovers(docker_client) -> Iterator[None]:
     """Every integration test asserts it leaves no container of ours behind."""
     before = {c.id for c in our_containers(docker_client)}
     yield
-    # removal is synchronous in the runner; allow the daemon a moment after a kill
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + REMOVAL_GRACE
     while True:
         left = [c for c in our_containers(docker_client) if c.id not in before]
-        if not left or time.monotonic() > deadline:
+        if not left or not all(_being_removed(c) for c in left) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     for c in left:
         c.remove(force=True)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
+    assert not left, f"containers left behind: {[(c.name, c.status) for c in left]}"
+
+
+def container_events(client, event: str, since: int, until: Optional[int] = None, **labels: str) -> List[dict]:
+    """The daemon's `event` records for containers of ours carrying `labels` (label suffix=value).
+
+    Events are filtered by whole seconds: `since` is inclusive, `until` defaults to now + 1.
+    """
+    filters = {"type": "container", "event": event, "label": [LABEL]}
+    filters["label"] += [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+    until = int(time.time()) + 1 if until is None else until
+    return list(client.events(since=since, until=until, decode=True, filters=filters))
 
 
 def pytest_sessionfinish(session, exitstatus):
