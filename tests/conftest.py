@@ -70,7 +70,7 @@ SESSION_ROOTS: List[str] = []
 def our_containers(client, under: Optional[str] = None) -> List:
     """Containers of the plugin whose repo lies under `under` (default: this session's repos)."""
     roots = [under] if under else SESSION_ROOTS
-    found = client.containers.list(all=True, filters={"label": LABEL})
+    found = client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
     return [c for c in found if any(c.labels.get(f"{LABEL}.repo", "").startswith(r) for r in roots)]
 
 
