@@ -28,7 +28,11 @@ def test_prune_removes_orphans_only(docker_client, busybox_image, tmp_path):
     )
     try:
         ps = subprocess.run([sys.executable, "-m", "dvc_docker_exec.cli", "ps"], capture_output=True, text=True)
-        assert orphan.short_id in ps.stdout and "orphaned" in ps.stdout
+        assert ps.returncode == 0, ps.stderr
+        rows = {line.split()[0]: line.split() for line in ps.stdout.splitlines() if line.strip()}
+        # columns: id, status, state, stage, repo
+        assert rows[orphan.short_id][2:4] == ["orphaned", "orphan"], ps.stdout
+        assert rows[live.short_id][2:4] == ["-", "live"], ps.stdout
         prune = subprocess.run([sys.executable, "-m", "dvc_docker_exec.cli", "prune"], capture_output=True, text=True)
         assert prune.returncode == 0, prune.stderr
         names = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
