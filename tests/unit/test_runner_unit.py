@@ -366,7 +366,12 @@ def test_pull_api_error() -> None:
 
 
 class FakeRunAPI:
-    """The APIClient calls ContainerRunner.run makes; the attach stream is a socketpair."""
+    """The APIClient calls ContainerRunner.run makes; the attach stream is a socketpair.
+
+    Like the daemon, it keeps the containers that exist: one created with
+    AutoRemove is removed when its command exits (the end of the wait body),
+    any other only by remove_container.
+    """
 
     def __init__(self, status: int = 0, oom: bool = False, output: bytes = b"", fail_in: str = ""):
         self.status, self.oom, self.output, self.fail_in = status, oom, output, fail_in
@@ -374,6 +379,7 @@ class FakeRunAPI:
         self.removed: List[str] = []
         self.killed: List[int] = []
         self.sockets: List[socket.socket] = []
+        self.containers: set = set()
 
     def _maybe_fail(self, name: str) -> None:
         self.calls.append(name)
@@ -389,6 +395,7 @@ class FakeRunAPI:
     def create_container(self, **kwargs) -> dict:
         self._maybe_fail("create_container")
         self.create_kwargs = kwargs
+        self.containers.add("c0ffee" * 10)
         return {"Id": "c0ffee" * 10}
 
     def attach_socket(self, cid: str, params: dict) -> socket.socket:
@@ -410,7 +417,13 @@ class FakeRunAPI:
         self._maybe_fail("wait")
         assert params == {"condition": "removed"} and stream
         body = json.dumps({"StatusCode": self.status, "Error": None}).encode()
-        return types.SimpleNamespace(raw=io.BytesIO(body), close=lambda: None)
+
+        def read(*args) -> bytes:  # the command exited: the daemon's AutoRemove, then the body
+            if self.host_config_kwargs.get("auto_remove"):
+                self.containers.discard("c0ffee" * 10)
+            return body
+
+        return types.SimpleNamespace(raw=types.SimpleNamespace(read=read), close=lambda: None)
 
     def _raise_for_status(self, res: object) -> None:
         pass
@@ -430,6 +443,7 @@ class FakeRunAPI:
     def remove_container(self, cid: str, force: bool = False) -> None:
         assert force
         self.removed.append(cid)
+        self.containers.discard(cid)
 
 
 def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
@@ -457,8 +471,8 @@ def test_run_success_removes_the_container(capfd: pytest.CaptureFixture[str]) ->
     api = FakeRunAPI(output=b"hi\n")
     run_with(api)
     assert api.calls == ["create_container", "wait", "attach_socket", "start"]
-    assert api.removed == [] and api.killed == []  # the daemon removes it (AutoRemove)
-    assert api.host_config_kwargs["auto_remove"] is True
+    assert api.containers == set()  # gone when run() returns
+    assert api.removed == [] and api.killed == []  # by the daemon (AutoRemove): no extra round trip
     assert api.sockets[0].fileno() == -1  # closed
     assert api.host_config_kwargs["init"] is True
     assert capfd.readouterr().out == "hi\n"
@@ -469,6 +483,7 @@ def test_run_failure_raises_dvcs_error_and_removes() -> None:
     with pytest.raises(ContainerCmdFailedError, match="exited with 137 in a container of image 'busybox': killed, out of memory"):
         run_with(api, memory="64m")
     assert api.calls[-1] == "events" and api.killed == []
+    assert api.containers == set()
 
 
 def test_run_create_error() -> None:
@@ -484,6 +499,7 @@ def test_run_api_error_while_running_stops_and_removes() -> None:
         run_with(api)
     assert api.killed == [15]  # SIGTERM forwarded, then removed
     assert api.removed == ["c0ffee" * 10]
+    assert api.containers == set()
 
 
 def test_run_interrupted_stops_and_removes() -> None:
@@ -491,3 +507,4 @@ def test_run_interrupted_stops_and_removes() -> None:
     with pytest.raises(KeyboardInterrupt):
         run_with(api)
     assert api.killed and api.removed == ["c0ffee" * 10]
+    assert api.containers == set()
