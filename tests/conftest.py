@@ -124,8 +124,22 @@ def container_events(client, event: str, since: int, until: Optional[int] = None
     return list(client.events(since=since, until=until, decode=True, filters=filters))
 
 
+# Under CI=true a skip proves nothing, whoever wrote it (a plain skipif, an
+# importorskip, a pytest.skip in a new test): the run fails and names them.
+SKIPPED: List[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        SKIPPED.append(f"{report.nodeid}: {reason}")
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """The whole suite leaves no container behind, either."""
+    """The whole suite leaves no container behind, either; under CI=true nothing was skipped."""
+    if SKIPPED:
+        session.exitstatus = 1
+        sys.stderr.write("\nERROR: CI=true but tests were skipped:\n" + "".join(f"  {s}\n" for s in SKIPPED))
     try:
         import docker
 
