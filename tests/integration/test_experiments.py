@@ -319,7 +319,7 @@ def test_queue_runs_experiments_in_parallel_containers(exp_repo):
 
 def test_queue_kill_stops_and_removes_container(exp_repo, docker_client):
     repo = exp_repo()
-    queue(repo, "victim", "x=21", "sleep=60")
+    queue(repo, "victim", "x=21", "sleep=600")
     try:
         start_workers(repo, 1)
         wait_for_running_container(docker_client, repo)
@@ -335,7 +335,8 @@ def test_queue_kill_stops_and_removes_container(exp_repo, docker_client):
             time.sleep(0.1)
         assert not repo_containers(docker_client, repo), "container survived `dvc queue kill`"
         # the stage's command itself received the Ctrl-C
-        assert (repo.path / ".dvc" / "tmp" / "signal-21").read_text() == "INT\n"
+        reported = repo.path / ".dvc" / "tmp" / "signal-21"
+        assert (reported.read_text() if reported.exists() else "no signal\n") == "INT\n"
         # DVC sends SIGINT to the whole process group, its worker included: it
         # shuts down (warm) with or without the plugin; queued experiments wait
         status = wait_for_queue(repo, ["victim"])
