@@ -223,6 +223,9 @@ def test_python_api_and_module_entry(repo):
     add_stage(repo, "api", f"{in_container_probe()} > api.txt")
     repo.run(sys.executable, "-c", "from dvc.repo import Repo; Repo('.').reproduce()")
     assert "docker-init" in repo.read("api.txt")
+    (repo.path / "api.txt").unlink()
+    repo.run(sys.executable, "-m", "dvc", "repro", "-f")
+    assert "docker-init" in repo.read("api.txt")
 
 
 def test_oom_kill_is_reported(repo):
@@ -416,8 +419,12 @@ def test_image_as_param_reruns_stage_on_change(repo, busybox_image, docker_clien
         "dvc.yaml",
         'stages:\n  s:\n    cmd: echo "$DVC_STAGE" >> runs.txt\n    params: [image]\n    meta: {docker: "${image}"}\n',
     )
+    since = int(time.time())
     assert "in a container of image 'dvc-docker-exec-test/busybox:latest'" in repo.dvc("repro").stdout
     assert "didn't change" in repo.dvc("repro").stdout
     repo.write("params.yaml", f"image: {second}\n")
     assert f"in a container of image '{second}'" in repo.dvc("repro").stdout
     assert repo.read("runs.txt") == "s\ns\n"
+    # the daemon's record, not our log line: one container of each image
+    created = container_events(docker_client, "create", since, repo=str(repo.path))
+    assert [e["Actor"]["Attributes"]["image"] for e in created] == [busybox_image, second]
