@@ -157,8 +157,12 @@ def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
         swarm_repo,
         {
             "probe": {
-                # 1.5 of each node's 2 CPUs: at most one experiment per node at a time
-                "cmd": 'sleep 3; printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
+                # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
+                # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
+                # the first three overlap, whatever the load: they must be on three nodes.
+                "cmd": 'mkdir -p "$DVC_ROOT/rdv" && touch "$DVC_ROOT/rdv/${x}"; n=0; '
+                'while [ "$(ls "$DVC_ROOT/rdv" | wc -l)" -lt 3 ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; '
+                'printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
                 "params": ["x"],
                 "metrics": [{"m.json": {"cache": False}}],
                 "meta": {"docker": {"cpus": 1.5}},
