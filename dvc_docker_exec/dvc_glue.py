@@ -44,6 +44,24 @@ def patch_stage_run(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def register_commands(module: Any) -> None:
+    """Add the `dvc docker` command group to DVC's CLI.
+
+    DVC has no entry point for commands: `dvc.cli.parser` builds its parser
+    from the module-level COMMANDS list in an lru_cache'd get_main_parser().
+    We extend the list right after the module runs, before anything builds
+    the parser, and drop the memo in case it was built already.
+    """
+    from . import commands
+
+    if commands not in module.COMMANDS:
+        module.COMMANDS.append(commands)
+    cache_clear = getattr(module.get_main_parser, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+    module._dvc_docker_exec_patched = True
+
+
 def settings_for(stage: Any) -> Optional[DockerSettings]:
     """The stage's settings if it runs in a container, None for a host run."""
     from .errors import DockerExecError
@@ -153,10 +171,14 @@ def _positional(host_paths: Any) -> Callable:
 
 
 def _git_root(stage: Any) -> str:
-    scm = getattr(stage.repo, "scm", None)
+    return repo_git_root(stage.repo)
+
+
+def repo_git_root(repo: Any) -> str:
+    scm = getattr(repo, "scm", None)
     root = getattr(scm, "root_dir", None)
     # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
-    return os.path.normpath(root or stage.repo.root_dir)
+    return os.path.normpath(root or repo.root_dir)
 
 
 def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):

@@ -13,6 +13,7 @@ import sys
 _TARGETS = {
     "dvc.config_schema": "register_config_schema",
     "dvc.stage.run": "patch_stage_run",
+    "dvc.cli.parser": "register_commands",  # `dvc docker ...`
 }
 
 

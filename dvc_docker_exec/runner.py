@@ -20,11 +20,10 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.utils import parse_repository_tag
 
 from dvc.stage.exceptions import StageCmdFailedError
 
@@ -63,18 +62,24 @@ def connect(
         client.ping()
         return client
     except DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            raise DockerExecError(
-                f"permission denied on the Docker socket {endpoint.describe()}: add your user to the "
-                "'docker' group (then log in again), or point DOCKER_HOST at a socket you may use"
-            ) from None
-        reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
-        raise DockerExecError(
-            f"cannot reach the Docker daemon at {endpoint.describe()} ({reason}): start Docker "
-            "(e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
-            "or run stages on the host with `dvc config docker.enabled false`"
-        ) from None
+        what, fix = connect_failure(endpoint, exc)
+        raise DockerExecError(f"{what}: {fix}") from None
+
+
+def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
+    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line)."""
+    text = str(exc)
+    if "Permission denied" in text or "PermissionError" in text:
+        return (
+            f"permission denied on the Docker socket {endpoint.describe()}",
+            "add your user to the 'docker' group (then log in again), or point DOCKER_HOST at a socket you may use",
+        )
+    reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
+    return (
+        f"cannot reach the Docker daemon at {endpoint.describe()} ({reason})",
+        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
+        "or run stages on the host with `dvc config docker.enabled false`",
+    )
 
 
 @contextmanager
@@ -125,22 +130,10 @@ class ImageManager:
         self._pulled.add(image)
 
     def _pull(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
+        from .pulling import pull_image
+
         self.out.write(f"Pulling image '{image}'...\n")
-        try:
-            last = None
-            for event in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise DockerExecError(f"cannot pull image '{image}': {event['error']}")
-                line = " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
-                if line and line != last and "progress" not in event:
-                    self.out.write(f"  {line}\n")
-                    last = line
-            self.out.flush()
-        except APIError as exc:
-            raise DockerExecError(
-                f"image '{image}' is not present locally and cannot be pulled: {exc.explanation or exc}"
-            ) from None
+        pull_image(self.client.api, image, out=self.out)
 
 
 def _write_all(fd: int, data: memoryview) -> None:

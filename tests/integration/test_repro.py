@@ -231,7 +231,7 @@ def test_absent_image(repo):
     repo.dvc("config", "docker.image", "localhost:1/absent:1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
-    assert "cannot be pulled" in proc.stderr and "Traceback" not in proc.stderr
+    assert "cannot pull image 'localhost:1/absent:1' from localhost:1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_key_refused(repo):

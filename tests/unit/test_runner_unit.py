@@ -310,7 +310,7 @@ def test_missing_and_absent_pulls_once() -> None:
     assert api.pulls == [("python", "3.12-slim")]
     text = out.getvalue()
     assert text.startswith("Pulling image 'python:3.12-slim'...\n")
-    assert text.count("l1 Pull complete") == 1  # repeated lines are shown once
+    assert text.count("l1: Pull complete") == 1  # one line per layer when not a terminal
     assert "Downloading" not in text  # progress bars are not
 
 
@@ -344,7 +344,7 @@ def test_always_pulls_once_per_process() -> None:
 def test_pull_error_event() -> None:
     api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1': manifest unknown$"):
+    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1' from docker.io: manifest unknown$"):
         images.ensure("nope:1", "missing")
     assert "nope:1" not in images._pulled
 
@@ -358,7 +358,7 @@ def test_pull_api_error() -> None:
 
     api.pull = pull  # type: ignore[method-assign]
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match="cannot be pulled: pull access denied for nope"):
+    with pytest.raises(DockerExecError, match="^cannot pull image 'nope' from docker.io: pull access denied for nope$"):
         images.ensure("nope", "missing")
 
 

@@ -1,0 +1,77 @@
+"""What every `dvc docker` subcommand shares: the repo, the daemon, the pipeline's stages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
+
+from dvc.cli.command import CmdBase
+
+if TYPE_CHECKING:
+    import docker
+
+    from ..config import DockerSettings
+    from ..endpoint import Endpoint
+
+
+class CmdDocker(CmdBase):
+    """A DVC command in a DVC repo (DVC's own error outside one) that talks to the daemon."""
+
+    _client: Optional["docker.DockerClient"] = None
+    _endpoint: Optional["Endpoint"] = None
+
+    @property
+    def endpoint(self) -> "Endpoint":
+        if self._endpoint is None:
+            from ..endpoint import discover
+
+            self._endpoint = discover()
+        return self._endpoint
+
+    @property
+    def client(self) -> "docker.DockerClient":
+        """A pinged client, or DVC's one-line error naming the endpoint (unreachable, permission)."""
+        if self._client is None:
+            from ..runner import connect
+
+            self._client = connect(self.endpoint)
+        return self._client
+
+    def stages(self, targets: Sequence[str] = ()) -> List[Any]:
+        """The pipeline's stages, or the targets and what they depend on (what `dvc repro` would run)."""
+        if not targets:
+            return list(self.repo.index.stages)
+        seen: dict = {}
+        for target in targets:
+            for stage in self.repo.stage.collect(target, with_deps=True):
+                seen.setdefault(stage.addressing, stage)
+        return list(seen.values())
+
+    def container_stages(self, targets: Sequence[str] = ()) -> List[Tuple[Any, "DockerSettings"]]:
+        """(stage, settings) of every stage that runs in a container; a bad setting is DVC's error."""
+        from ..dvc_glue import settings_for
+
+        found = []
+        for stage in self.stages(targets):
+            if not getattr(stage, "cmd", None):
+                continue  # .dvc files and stages without a command run nothing
+            settings = settings_for(stage)
+            if settings is not None:
+                found.append((stage, settings))
+        return found
+
+
+def add_targets(parser: Any, what: str) -> None:
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="<target>",
+        help=f"Stages (and the stages they depend on) whose {what}. All stages of the pipeline by default.",
+    )
+
+
+def add_json(parser: Any) -> None:
+    parser.add_argument("--json", action="store_true", default=False, help="Show output in JSON format.")
+
+
+def unique(items: Iterable[str]) -> List[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,167 @@
+"""`dvc docker doctor`: is this setup able to run the pipeline's stages in containers?"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Optional, Tuple
+
+from dvc.cli import formatter
+
+from .base import CmdDocker, add_json
+
+HELP = "Check the Docker setup for this repo's pipeline: one line per check, with a fix."
+DESCRIPTION = (
+    HELP + "\n\nChecks the endpoint and where it came from, the socket permission, the daemon, the engine kind"
+    " and its resource limits, the path translation when DVC runs in a container, and every stage's image"
+    " and settings. Exits non-zero when a check is an error."
+)
+
+
+class CmdDockerDoctor(CmdDocker):
+    def run(self) -> int:
+        from dvc.ui import ui
+
+        from ..checks import ERROR, summary
+
+        checks = list(self.checks())
+        failed = any(c.level == ERROR for c in checks)
+        if self.args.json:
+            ui.write_json({"ok": not failed, "checks": [c.as_dict() for c in checks]})
+        else:
+            for check in checks:
+                ui.write(check.line())
+            ui.write(summary(checks))
+        return 1 if failed else 0
+
+    def checks(self) -> Iterator[Any]:
+        from ..checks import ERROR, OK, Check, socket_check
+
+        from ..errors import DockerExecError
+
+        try:
+            endpoint = self.endpoint
+        except DockerExecError as exc:
+            yield Check("endpoint", ERROR, str(exc), "`docker context ls` lists the contexts; `docker context use default`")
+            return
+        yield Check("endpoint", OK, endpoint.describe())
+        socket = socket_check(endpoint.socket_path)
+        if socket is not None:
+            yield socket
+        client, daemon = self._connect()
+        yield daemon
+        stages, stage_checks = self._stages()
+        if client is not None:
+            yield from self._engine_checks(client, stages)
+            yield self._paths_check(client)
+        yield from stage_checks
+        for stage, settings in stages:
+            yield from self._stage_checks(client, stage, settings)
+
+    def _connect(self) -> Tuple[Optional[Any], Any]:
+        from docker.errors import DockerException
+
+        from ..checks import ERROR, Check, daemon_check
+        from ..runner import connect_failure
+
+        try:
+            client = self.endpoint.client()
+            client.ping()
+            version = client.version()
+        except DockerException as exc:
+            what, fix = connect_failure(self.endpoint, exc)
+            return None, Check("daemon", ERROR, what, fix)
+        self._client = client
+        return client, daemon_check(version)
+
+    def _stages(self) -> Tuple[List[Tuple[Any, Any]], List[Any]]:
+        """(stage, settings) of the stages in containers, and an error line for each stage with bad settings."""
+        from ..checks import ERROR, Check
+        from ..dvc_glue import settings_for
+        from ..errors import DockerExecError
+
+        found, errors = [], []
+        for stage in self.stages():
+            if not getattr(stage, "cmd", None):
+                continue
+            try:
+                settings = settings_for(stage)
+            except DockerExecError as exc:
+                errors.append(Check(f"stage '{stage.addressing}'", ERROR, str(exc), "fix the setting it names"))
+                continue
+            if settings is not None:
+                found.append((stage, settings))
+        return found, errors
+
+    def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Any]:
+        from ..checks import engine_check, gpus_check, limits_check
+
+        version, info = client.version(), client.info()
+        yield engine_check(version, info)
+        yield limits_check(info, [s.addressing for s, st in stages if st.memory or st.cpus])
+        gpus = gpus_check(info, [s.addressing for s, st in stages if st.gpus])
+        if gpus is not None:
+            yield gpus
+
+    def _paths_check(self, client: Any) -> Any:
+        from ..checks import ERROR, OK, WARNING, Check
+        from ..config import DockerSettings, SettingError
+        from ..dvc_glue import SECTION, repo_git_root
+        from ..errors import DockerExecError
+        from ..paths import IdentityPaths, detect_host_paths, in_container
+
+        root = repo_git_root(self.repo)
+        fix = "if DVC runs in a container, run it with the project on a bind mount or a named volume, or set `dvc config docker.host_root HOST_PATH`"
+        try:
+            host_root = DockerSettings.from_mapping(self.repo.config.get(SECTION) or {}).host_root
+            paths = detect_host_paths(client, repo_root=root, host_root=host_root)
+            if isinstance(paths, IdentityPaths):
+                if in_container():
+                    return Check(
+                        "paths",
+                        WARNING,
+                        f"DVC looks like it runs in a container ({paths.reason}): paths are mounted as they are,"
+                        " which is right only if DVC runs on the Docker host",
+                        fix,
+                    )
+                return Check("paths", OK, f"DVC runs on the Docker host: {root} is mounted at the same path")
+            mount = paths.mount(root)
+        except (DockerExecError, SettingError) as exc:
+            return Check("paths", ERROR, str(exc), fix)
+        target = f" at {mount['Target']}" if mount["Target"] != root else ""
+        return Check("paths", OK, f"{paths.describe()}; {root} -> {mount['Type']} {mount['Source']}{target}")
+
+    def _stage_checks(self, client: Optional[Any], stage: Any, settings: Any) -> Iterator[Any]:
+        from ..checks import ERROR, OK, WARNING, Check, volume_checks
+
+        name = f"stage '{stage.addressing}'"
+        yield from volume_checks(stage.addressing, [v.source for v in settings.volumes])
+        if client is None:
+            return
+        image = settings.image
+        present = _image_id(client, image)
+        if present:
+            yield Check(name, OK, f"image '{image}' is present ({present[:19]})")
+        elif settings.pull == "never":
+            yield Check(
+                name, ERROR, f"image '{image}' is not present and docker.pull is 'never'", f"`dvc docker pull {stage.addressing}` or `docker build -t {image} .`"
+            )
+        else:
+            yield Check(
+                name, WARNING, f"image '{image}' is not present: the first run pulls it (docker.pull {settings.pull})", f"`dvc docker pull {stage.addressing}`"
+            )
+
+
+def _image_id(client: Any, image: str) -> Optional[str]:
+    from docker.errors import ImageNotFound, NotFound
+
+    try:
+        return client.api.inspect_image(image)["Id"]
+    except (ImageNotFound, NotFound):
+        return None
+
+
+def add_parser(subparsers, parent_parser):
+    parser = subparsers.add_parser(
+        "doctor", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
+    )
+    add_json(parser)
+    parser.set_defaults(func=CmdDockerDoctor)
