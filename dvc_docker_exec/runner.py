@@ -74,12 +74,21 @@ def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
             f"permission denied on the Docker socket {endpoint.describe()}",
             "add your user to the 'docker' group (then log in again), or point DOCKER_HOST at a socket you may use",
         )
-    reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
     return (
-        f"cannot reach the Docker daemon at {endpoint.describe()} ({reason})",
+        f"cannot reach the Docker daemon at {endpoint.describe()} ({_reason(text) or type(exc).__name__})",
         "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
         "or run stages on the host with `dvc config docker.enabled false`",
     )
+
+
+def _reason(text: str) -> str:
+    """The OS's words from requests' nested reprs: "('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))"."""
+    import re
+
+    found = re.search(r"\w+Error\(\d+, '([^']+)'\)", text) or re.search(r"\[Errno \d+\] ([^\"')]+)", text)
+    if found:
+        return found.group(1).strip()
+    return text.split(": ", 1)[-1].strip().splitlines()[0] if text else ""
 
 
 @contextmanager

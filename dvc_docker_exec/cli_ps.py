@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dvc.cli import formatter
 
-from .base import CmdDocker, add_json
+from .cli_base import CmdDocker, add_json
 
 HELP = "List the containers that dvc-docker-exec started for this repo."
 DESCRIPTION = (
@@ -17,7 +17,7 @@ class CmdDockerPs(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from ..containers import list_containers
+        from .containers import list_containers
 
         found = list_containers(self.client, None if self.args.all_repos else self.repo.root_dir)
         if self.args.json:

@@ -8,9 +8,9 @@ their `run()`.
 
 from dvc.cli import formatter
 
-from . import doctor, images, prune, ps, pull
+from . import cli_doctor, cli_images, cli_prune, cli_ps, cli_pull
 
-SUB_COMMANDS = [doctor, images, pull, ps, prune]
+SUB_COMMANDS = [cli_doctor, cli_images, cli_pull, cli_ps, cli_prune]
 DOCKER_HELP = "Run stages in Docker containers: check the setup, list and pull the pipeline's images, list and remove containers."
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dvc.cli import formatter
 
-from .base import CmdDocker
+from .cli_base import CmdDocker
 
 HELP = "Remove this repo's containers whose dvc process is gone."
 DESCRIPTION = (
@@ -18,7 +18,7 @@ class CmdDockerPrune(CmdDocker):
         from docker.errors import NotFound
         from dvc.ui import ui
 
-        from ..containers import list_containers
+        from .containers import list_containers
 
         chosen = [c for c in list_containers(self.client, self.repo.root_dir) if self.args.all or c.orphaned]
         verb = "Would remove" if self.args.dry else "Removed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
 
 from dvc.cli.command import CmdBase
@@ -9,8 +10,11 @@ from dvc.cli.command import CmdBase
 if TYPE_CHECKING:
     import docker
 
-    from ..config import DockerSettings
-    from ..endpoint import Endpoint
+    from .config import DockerSettings
+    from .endpoint import Endpoint
+
+
+logger = logging.getLogger(f"dvc.{__name__}")
 
 
 class CmdDocker(CmdBase):
@@ -22,7 +26,7 @@ class CmdDocker(CmdBase):
     @property
     def endpoint(self) -> "Endpoint":
         if self._endpoint is None:
-            from ..endpoint import discover
+            from .endpoint import discover
 
             self._endpoint = discover()
         return self._endpoint
@@ -31,8 +35,9 @@ class CmdDocker(CmdBase):
     def client(self) -> "docker.DockerClient":
         """A pinged client, or DVC's one-line error naming the endpoint (unreachable, permission)."""
         if self._client is None:
-            from ..runner import connect
+            from .runner import connect
 
+            logger.debug("Docker endpoint %s", self.endpoint.describe())
             self._client = connect(self.endpoint)
         return self._client
 
@@ -48,7 +53,7 @@ class CmdDocker(CmdBase):
 
     def container_stages(self, targets: Sequence[str] = ()) -> List[Tuple[Any, "DockerSettings"]]:
         """(stage, settings) of every stage that runs in a container; a bad setting is DVC's error."""
-        from ..dvc_glue import settings_for
+        from .dvc_glue import settings_for
 
         found = []
         for stage in self.stages(targets):
@@ -71,6 +76,16 @@ def add_targets(parser: Any, what: str) -> None:
 
 def add_json(parser: Any) -> None:
     parser.add_argument("--json", action="store_true", default=False, help="Show output in JSON format.")
+
+
+def image_id(client: Any, image: str) -> Optional[str]:
+    """The local image's id, None when it is not present."""
+    from docker.errors import ImageNotFound, NotFound
+
+    try:
+        return client.api.inspect_image(image)["Id"]
+    except (ImageNotFound, NotFound):
+        return None
 
 
 def unique(items: Iterable[str]) -> List[str]:

@@ -6,7 +6,9 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from dvc.cli import formatter
 
-from .base import CmdDocker, add_json
+from .checks import ERROR, OK, WARNING, Check, daemon_check, engine_check, gpus_check, limits_check, socket_check, summary, volume_checks
+from .cli_base import CmdDocker, add_json, image_id
+from .errors import DockerExecError
 
 HELP = "Check the Docker setup for this repo's pipeline: one line per check, with a fix."
 DESCRIPTION = (
@@ -20,7 +22,6 @@ class CmdDockerDoctor(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from ..checks import ERROR, summary
 
         checks = list(self.checks())
         failed = any(c.level == ERROR for c in checks)
@@ -32,10 +33,8 @@ class CmdDockerDoctor(CmdDocker):
             ui.write(summary(checks))
         return 1 if failed else 0
 
-    def checks(self) -> Iterator[Any]:
-        from ..checks import ERROR, OK, Check, socket_check
+    def checks(self) -> Iterator[Check]:
 
-        from ..errors import DockerExecError
 
         try:
             endpoint = self.endpoint
@@ -59,8 +58,7 @@ class CmdDockerDoctor(CmdDocker):
     def _connect(self) -> Tuple[Optional[Any], Any]:
         from docker.errors import DockerException
 
-        from ..checks import ERROR, Check, daemon_check
-        from ..runner import connect_failure
+        from .runner import connect_failure
 
         try:
             client = self.endpoint.client()
@@ -74,9 +72,7 @@ class CmdDockerDoctor(CmdDocker):
 
     def _stages(self) -> Tuple[List[Tuple[Any, Any]], List[Any]]:
         """(stage, settings) of the stages in containers, and an error line for each stage with bad settings."""
-        from ..checks import ERROR, Check
-        from ..dvc_glue import settings_for
-        from ..errors import DockerExecError
+        from .dvc_glue import settings_for
 
         found, errors = [], []
         for stage in self.stages():
@@ -91,8 +87,7 @@ class CmdDockerDoctor(CmdDocker):
                 found.append((stage, settings))
         return found, errors
 
-    def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Any]:
-        from ..checks import engine_check, gpus_check, limits_check
+    def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
 
         version, info = client.version(), client.info()
         yield engine_check(version, info)
@@ -101,12 +96,10 @@ class CmdDockerDoctor(CmdDocker):
         if gpus is not None:
             yield gpus
 
-    def _paths_check(self, client: Any) -> Any:
-        from ..checks import ERROR, OK, WARNING, Check
-        from ..config import DockerSettings, SettingError
-        from ..dvc_glue import SECTION, repo_git_root
-        from ..errors import DockerExecError
-        from ..paths import IdentityPaths, detect_host_paths, in_container
+    def _paths_check(self, client: Any) -> Check:
+        from .config import DockerSettings, SettingError
+        from .dvc_glue import SECTION, repo_git_root
+        from .paths import IdentityPaths, detect_host_paths, in_container
 
         root = repo_git_root(self.repo)
         fix = "if DVC runs in a container, run it with the project on a bind mount or a named volume, or set `dvc config docker.host_root HOST_PATH`"
@@ -129,15 +122,14 @@ class CmdDockerDoctor(CmdDocker):
         target = f" at {mount['Target']}" if mount["Target"] != root else ""
         return Check("paths", OK, f"{paths.describe()}; {root} -> {mount['Type']} {mount['Source']}{target}")
 
-    def _stage_checks(self, client: Optional[Any], stage: Any, settings: Any) -> Iterator[Any]:
-        from ..checks import ERROR, OK, WARNING, Check, volume_checks
+    def _stage_checks(self, client: Optional[Any], stage: Any, settings: Any) -> Iterator[Check]:
 
         name = f"stage '{stage.addressing}'"
         yield from volume_checks(stage.addressing, [v.source for v in settings.volumes])
         if client is None:
             return
         image = settings.image
-        present = _image_id(client, image)
+        present = image_id(client, image)
         if present:
             yield Check(name, OK, f"image '{image}' is present ({present[:19]})")
         elif settings.pull == "never":
@@ -148,15 +140,6 @@ class CmdDockerDoctor(CmdDocker):
             yield Check(
                 name, WARNING, f"image '{image}' is not present: the first run pulls it (docker.pull {settings.pull})", f"`dvc docker pull {stage.addressing}`"
             )
-
-
-def _image_id(client: Any, image: str) -> Optional[str]:
-    from docker.errors import ImageNotFound, NotFound
-
-    try:
-        return client.api.inspect_image(image)["Id"]
-    except (ImageNotFound, NotFound):
-        return None
 
 
 def add_parser(subparsers, parent_parser):

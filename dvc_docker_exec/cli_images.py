@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dvc.cli import formatter
 
-from .base import CmdDocker, add_json, add_targets
+from .cli_base import CmdDocker, add_json, add_targets, image_id
 
 HELP = "List the image of every stage that runs in a container, and whether it is present."
 
@@ -13,11 +13,9 @@ class CmdDockerImages(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from .doctor import _image_id
-
         rows = []
         for stage, settings in self.container_stages(self.args.targets):
-            present = _image_id(self.client, settings.image)
+            present = image_id(self.client, settings.image)
             rows.append({"stage": stage.addressing, "image": settings.image, "id": present, "present": bool(present)})
         if self.args.json:
             ui.write_json(rows)

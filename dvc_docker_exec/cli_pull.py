@@ -6,7 +6,7 @@ import logging
 
 from dvc.cli import formatter
 
-from .base import CmdDocker, add_targets, unique
+from .cli_base import CmdDocker, add_targets, unique
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -20,8 +20,8 @@ class CmdDockerPull(CmdDocker):
 
         from dvc.ui import ui
 
-        from ..errors import DockerExecError
-        from ..pulling import pull_image
+        from .errors import DockerExecError
+        from .pulling import pull_image
 
         images = unique(settings.image for _, settings in self.container_stages(self.args.targets))
         if not images:
