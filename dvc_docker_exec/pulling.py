@@ -114,8 +114,9 @@ class PullDisplay:
         self.bar.close()
         if self.lines:
             state = self.state
-            size = human_size(state.total_bytes) if state.total_bytes else "nothing new"
-            self._line(f"{state.status or 'pulled'} ({len(state.layers)} layers, {size} downloaded; {state.digest or '?'})")
+            new = sum(1 for layer in state.layers.values() if layer.status == "Pull complete")
+            size = f", {human_size(state.total_bytes)}" if state.total_bytes else ""
+            self._line(f"{state.status or 'pulled'} ({len(state.layers)} layers, {new} downloaded{size}; {state.digest or '?'})")
 
     def _line(self, text: str) -> None:
         self.out.write(f"{self.image}: {text}\n")
