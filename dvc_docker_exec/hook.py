@@ -13,6 +13,11 @@ import sys
 _TARGETS = {
     "dvc.config_schema": "register_config_schema",
     "dvc.stage.run": "patch_stage_run",
+    # provenance: the image as a dependency (dvc_docker_exec/tracking.py)
+    "dvc.stage.loader": "patch_stage_loader",
+    "dvc.stage.serialize": "patch_stage_serialize",
+    "dvc.dvcfile": "patch_dvcfile",
+    "dvc.repo.status": "patch_repo_status",
 }
 
 

@@ -44,6 +44,8 @@ IMAGE_KEY = "image"
 HEADER = "# dvc-docker-exec: the image each container stage of dvc.yaml ran in (README: Provenance)\n"
 
 _SHA = re.compile(r"sha256:([0-9a-f]{64})")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_@-]*\Z")  # a stage name YAML reads as itself
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}  # YAML 1.1 reads these otherwise
 _SKIP_DIRS = {".git", ".dvc", "node_modules", "__pycache__"}
 
 
@@ -195,11 +197,12 @@ def read_record_file(path: str) -> Dict[str, Record]:
 
 
 def format_records(records: Mapping[str, Record]) -> str:
-    """The file text: sorted keys, JSON-quoted scalars (valid YAML, stable diffs)."""
+    """The file text: sorted keys, JSON-quoted values (valid YAML, stable diffs)."""
     lines = [HEADER]
     for key in sorted(records):
         rec = records[key]
-        lines.append(f"{json.dumps(key)}:\n")
+        plain = _PLAIN_KEY.match(key) and key.lower() not in _YAML_WORDS
+        lines.append(f"{key if plain else json.dumps(key)}:\n")
         lines.append(f"  {IMAGE_KEY}: {json.dumps(rec.image)}\n")
         lines.append(f"  {ID_KEY}: {json.dumps(rec.identity)}\n")
     return "".join(lines)

@@ -94,7 +94,13 @@ def test_record_file_round_trip_and_stable_text(tmp_path):
     assert p.write_record_file(path, dict(reversed(list(recs.items())))) is False  # same text
     assert p.read_record_file(path) == recs
     text = open(path).read()
-    assert text.startswith("#") and text.index('"a@1"') < text.index('"train"')
+    assert text.startswith("#") and text.index("\na@1:\n") < text.index("\ntrain:\n")
+    odd = {"yes": p.Record("yes", "i", IMAGE_ID), "a b": p.Record("a b", "i", IMAGE_ID)}
+    p.write_record_file(path, odd)
+    assert p.read_record_file(path) == odd  # keys YAML would read otherwise are quoted
+    import yaml  # YAML 1.1 as well
+
+    assert set(yaml.safe_load(open(path))) == {"yes", "a b"}
 
 
 def test_record_file_is_yaml_dvc_reads_as_params(tmp_path):
