@@ -6,7 +6,8 @@ Public API (stable; ``dvc docker images/doctor/pull`` build on it):
   each ``dvc.lock``.
 * :func:`resolve_identity` — image reference -> immutable identity through a
   docker-py client: the registry digest (``RepoDigests``) when the image came
-  from a registry, else the local image ID (``sha256:...``); None if absent.
+  from a registry (of the reference's repository), else the local image ID
+  (``sha256:...``); None if absent.
 * :class:`IdentityCache` — the same, one inspect per distinct image per process.
 * :class:`Record`, :func:`read_record_file`, :func:`read_records`,
   :func:`write_record_file` — the record format (stage -> reference + identity).
@@ -87,16 +88,21 @@ def _same_repository(a: str, b: str) -> bool:
 def identity_from_inspect(reference: str, attrs: Mapping[str, Any]) -> Optional[str]:
     """The identity from `docker image inspect` data (pure: unit-testable).
 
-    Why a digest first: it names the content in the registry, so the same
-    image pulled on another machine has the same identity; an image that was
-    never pushed or pulled has none, and its local ID is what names it.
-    With several RepoDigests (one image in two repositories), the one of the
-    reference's repository wins, else the smallest, so the choice is stable.
+    Why a digest first: it names the content in the registry the reference
+    points at, so the same image pulled on another machine has the same
+    identity; an image that was never pulled from (or pushed to) that
+    repository has no such digest, and its local ID is what names it. Digests
+    of *other* repositories are ignored: pushing a copy of a local image
+    somewhere else (seen here: a test registry on loopback) must not change
+    the identity of the stages that use it. With several digests for the
+    reference's repository, the smallest wins, so the choice is stable.
     """
-    digests = sorted(d for d in (attrs.get("RepoDigests") or []) if isinstance(d, str) and "@" in d)
+    repo = _repository(reference)
+    digests = sorted(
+        d for d in (attrs.get("RepoDigests") or []) if isinstance(d, str) and "@" in d and _same_repository(_repository(d), repo)
+    )
     if digests:
-        mine = [d for d in digests if _same_repository(_repository(d), _repository(reference))]
-        return (mine or digests)[0]
+        return digests[0]
     image_id = attrs.get("Id")
     return str(image_id) if image_id else None
 

@@ -18,11 +18,14 @@ def test_identity_is_the_registry_digest_of_the_references_repository():
     assert p.identity_from_inspect("docker.io/library/python:3.12", attrs) == f"python@{DIGEST}"
 
 
-def test_identity_falls_back_to_the_smallest_digest_then_to_the_image_id():
-    attrs = {"Id": IMAGE_ID, "RepoDigests": [f"zzz/mirror@{OTHER}", f"aaa/x@{DIGEST}"]}
-    assert p.identity_from_inspect("localhost:5000/other:1", attrs) == f"aaa/x@{DIGEST}"
+def test_identity_ignores_digests_of_other_repositories():
+    """A copy pushed elsewhere does not change what a stage ran in."""
+    attrs = {"Id": IMAGE_ID, "RepoDigests": [f"127.0.0.1:45121/probe@{OTHER}", f"aaa/x@{DIGEST}"]}
+    assert p.identity_from_inspect("my/built:latest", attrs) == IMAGE_ID
     assert p.identity_from_inspect("built:latest", {"Id": IMAGE_ID, "RepoDigests": []}) == IMAGE_ID
     assert p.identity_from_inspect("built:latest", {"Id": IMAGE_ID}) == IMAGE_ID
+    two = {"Id": IMAGE_ID, "RepoDigests": [f"aaa/x@{OTHER}", f"aaa/x@{DIGEST}"]}
+    assert p.identity_from_inspect("aaa/x:1", two) == f"aaa/x@{DIGEST}"  # the smallest: stable
 
 
 def test_repository_of_a_reference_with_a_registry_port():
