@@ -187,6 +187,7 @@ def parse_host_root(value: Any) -> str:
 PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "image": parse_image,
     "enabled": parse_bool,
+    "track": parse_bool,
     "pull": parse_pull,
     "user": parse_user,
     "env": parse_env,
@@ -235,6 +236,7 @@ class DockerSettings:
 
     image: Optional[str] = None
     enabled: bool = True
+    track: bool = True  # record the image identity and rerun when it changes (README "Provenance")
     pull: str = "missing"
     user: Optional[str] = None
     env: Tuple[str, ...] = ()

@@ -62,6 +62,25 @@ def register_commands(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def _patch_with(name: str) -> Callable[[Any], None]:
+    """A hook target that delegates to tracking.<name> (provenance, see tracking.py)."""
+
+    def patch(module: Any) -> None:
+        from . import tracking
+
+        getattr(tracking, name)(module)
+        module._dvc_docker_exec_patched = True
+
+    patch.__name__ = name
+    return patch
+
+
+patch_stage_loader = _patch_with("patch_loader")
+patch_stage_serialize = _patch_with("patch_serialize")
+patch_dvcfile = _patch_with("patch_dvcfile")
+patch_repo_status = _patch_with("patch_status")
+
+
 def settings_for(stage: Any) -> Optional[DockerSettings]:
     """The stage's settings if it runs in a container, None for a host run."""
     from .errors import DockerExecError

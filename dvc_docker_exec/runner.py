@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Tuple
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from dvc.stage.exceptions import StageCmdFailedError
 
 from .endpoint import Endpoint, discover
 from .errors import DockerExecError, StageInterruptedError
+from .provenance import IdentityCache
 from .spec import ContainerSpec
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
@@ -113,13 +114,19 @@ class ImageManager:
         self.out = out
         self._pulled: set = set()
         self._known: set = set()  # seen present in this process: no inspect per stage
+        # one inspect per distinct image per process, shared with provenance
+        self.identities = IdentityCache(client)
 
     def _present(self, image: str) -> bool:
-        try:
-            self.client.api.inspect_image(image)
-            return True
-        except (ImageNotFound, NotFound):
-            return False
+        return self.identities.identity(image) is not None
+
+    def identity(self, image: str, policy: str) -> str:
+        """The identity of the image a stage will run, after applying the pull policy."""
+        self.ensure(image, policy)
+        identity = self.identities.identity(image)
+        if identity is None:  # deleted between the pull and the inspect
+            raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
+        return identity
 
     def ensure(self, image: str, policy: str) -> None:
         if image in self._pulled or (policy != "always" and image in self._known):
@@ -134,8 +141,10 @@ class ImageManager:
             )
         with _file_lock(f"pull:{image}"):
             # another worker may have pulled it while we waited for the lock
+            self.identities.forget(image)
             if policy == "always" or not self._present(image):
                 self._pull(image)
+                self.identities.forget(image)  # the tag may name another image now
         self._pulled.add(image)
 
     def _pull(self, image: str) -> None:
