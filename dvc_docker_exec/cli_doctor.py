@@ -7,7 +7,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 from dvc.cli import formatter
 
 from .checks import ERROR, OK, WARNING, Check, daemon_check, engine_check, gpus_check, limits_check, socket_check, summary, volume_checks
-from .cli_base import CmdDocker, add_json, image_id
+from .cli_base import CmdDocker, add_json, image_rows
 from .errors import DockerExecError
 
 HELP = "Check the Docker setup for this repo's pipeline: one line per check, with a fix."
@@ -52,8 +52,7 @@ class CmdDockerDoctor(CmdDocker):
             yield from self._engine_checks(client, stages)
             yield self._paths_check(client)
         yield from stage_checks
-        for stage, settings in stages:
-            yield from self._stage_checks(client, stage, settings)
+        yield from self._stage_checks(client, stages)
 
     def _connect(self) -> Tuple[Optional[Any], Any]:
         from docker.errors import DockerException
@@ -122,24 +121,41 @@ class CmdDockerDoctor(CmdDocker):
         target = f" at {mount['Target']}" if mount["Target"] != root else ""
         return Check("paths", OK, f"{paths.describe()}; {root} -> {mount['Type']} {mount['Source']}{target}")
 
-    def _stage_checks(self, client: Optional[Any], stage: Any, settings: Any) -> Iterator[Check]:
+    def _stage_checks(self, client: Optional[Any], stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
+        from .provenance import short_identity
 
-        name = f"stage '{stage.addressing}'"
-        yield from volume_checks(stage.addressing, [v.source for v in settings.volumes])
-        if client is None:
-            return
-        image = settings.image
-        present = image_id(client, image)
-        if present:
-            yield Check(name, OK, f"image '{image}' is present ({present[:19]})")
-        elif settings.pull == "never":
-            yield Check(
-                name, ERROR, f"image '{image}' is not present and docker.pull is 'never'", f"`dvc docker pull {stage.addressing}` or `docker build -t {image} .`"
-            )
-        else:
-            yield Check(
-                name, WARNING, f"image '{image}' is not present: the first run pulls it (docker.pull {settings.pull})", f"`dvc docker pull {stage.addressing}`"
-            )
+        rows = {row.stage: row for row in image_rows(client, stages)} if client is not None else {}
+        for stage, settings in stages:
+            yield from volume_checks(stage.addressing, [v.source for v in settings.volumes])
+            row = rows.get(stage.addressing)
+            if row is None:
+                continue
+            name = f"stage '{row.stage}'"
+            recorded = f"dvc.docker.lock records {short_identity(row.recorded)}" if row.recorded else "nothing recorded yet"
+            if row.present and not row.changed:
+                as_recorded = "as recorded" if row.recorded else "not recorded yet: the stage has not run in a container"
+                yield Check(name, OK, f"image '{row.image}' is present, identity {short_identity(row.current)} ({as_recorded})")
+            elif row.present:
+                yield Check(
+                    name,
+                    WARNING,
+                    f"image '{row.image}' is {short_identity(row.current)} but {recorded}: `dvc repro` reruns the stage",
+                    f"`dvc docker pull {row.stage}` to get the recorded image, or `dvc repro {row.stage}` to record this one",
+                )
+            elif row.pull == "never":
+                yield Check(
+                    name,
+                    ERROR,
+                    f"image '{row.image}' is not present and docker.pull is 'never' ({recorded})",
+                    f"`dvc docker pull {row.stage}` or `docker build -t {row.image} .`",
+                )
+            else:
+                yield Check(
+                    name,
+                    WARNING,
+                    f"image '{row.image}' is not present: the first run pulls it (docker.pull {row.pull}; {recorded})",
+                    f"`dvc docker pull {row.stage}`",
+                )
 
 
 def add_parser(subparsers, parent_parser):

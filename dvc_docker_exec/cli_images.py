@@ -4,29 +4,32 @@ from __future__ import annotations
 
 from dvc.cli import formatter
 
-from .cli_base import CmdDocker, add_json, add_targets, image_id
+from .cli_base import CmdDocker, add_json, add_targets, image_rows
 
-HELP = "List the image of every stage that runs in a container, and whether it is present."
+HELP = "List the image of every stage in a container: its identity as recorded in dvc.docker.lock, now, and whether it is present."
 
 
 class CmdDockerImages(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        rows = []
-        for stage, settings in self.container_stages(self.args.targets):
-            present = image_id(self.client, settings.image)
-            rows.append({"stage": stage.addressing, "image": settings.image, "id": present, "present": bool(present)})
+        from .provenance import short_identity
+
+        stages = self.container_stages(self.args.targets)
+        rows = image_rows(self.client, stages) if stages else []
         if self.args.json:
-            ui.write_json(rows)
+            ui.write_json([row.as_dict() for row in rows])
             return 0
         if not rows:
             ui.write("No stage of this pipeline runs in a container.")
             return 0
-        ui.table(
-            [[r["stage"], r["image"], (r["id"] or "-")[:19], "yes" if r["present"] else "no"] for r in rows],
-            headers=["Stage", "Image", "Image ID", "Present"],
-        )
+        table = []
+        for row in rows:
+            now = short_identity(row.current) if row.present else "-"
+            if row.changed:
+                now += " (changed)"
+            table.append([row.stage, row.image, short_identity(row.recorded), now, "yes" if row.present else "no"])
+        ui.table(table, headers=["Stage", "Image", "Recorded", "Now", "Present"])
         return 0
 
 

@@ -1,17 +1,52 @@
-"""`dvc docker pull`: pull every image the pipeline (or the targets) needs, in parallel."""
+"""`dvc docker pull`: pull every image the pipeline (or the targets) needs, by the recorded digest."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set
 
 from dvc.cli import formatter
 
-from .cli_base import CmdDocker, add_targets, unique
+from .cli_base import CmdDocker, ImageRow, add_targets, image_rows
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
-HELP = "Pull the images of the pipeline's stages (or of the targets), each once."
-DESCRIPTION = HELP + "\n\nA progress bar per image on a terminal; one line per layer otherwise."
+HELP = "Pull the images of the pipeline's stages (or of the targets), each once, by the digest dvc.docker.lock records."
+DESCRIPTION = (
+    HELP + "\n\nAn image whose registry digest is recorded is pulled by that digest and tagged with the reference"
+    " the stage names, so `dvc repro` runs exactly the recorded environment. A progress bar per image on a"
+    " terminal; one line per layer otherwise."
+)
+
+
+@dataclass(frozen=True)
+class Pull:
+    source: str  # what to pull: "repo@sha256:..." or the reference as configured
+    tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
+
+
+def pull_plan(rows: Sequence[ImageRow]) -> List[Pull]:
+    """One pull per distinct image: by the recorded registry digest when exactly one is recorded for it.
+
+    A local image ID (an image built here, never pulled) cannot be pulled:
+    such a stage gets its reference as configured. Two stages recording
+    different digests for one reference get both digests and no tag.
+    """
+    digests: Dict[str, Set[str]] = {}
+    for row in rows:
+        found = digests.setdefault(row.image, set())
+        if row.recorded and "@" in row.recorded:
+            found.add(row.recorded)
+    plan = []
+    for image, recorded in digests.items():
+        if len(recorded) == 1:
+            plan.append(Pull(next(iter(recorded)), tag_as=image))
+        elif not recorded:
+            plan.append(Pull(image))
+        else:
+            plan.extend(Pull(digest) for digest in sorted(recorded))
+    return plan
 
 
 class CmdDockerPull(CmdDocker):
@@ -21,28 +56,51 @@ class CmdDockerPull(CmdDocker):
         from dvc.ui import ui
 
         from .errors import DockerExecError
-        from .pulling import pull_image
+        from .provenance import short_identity
 
-        images = unique(settings.image for _, settings in self.container_stages(self.args.targets))
-        if not images:
+        stages = self.container_stages(self.args.targets)
+        if not stages:
             ui.write("No stage of this pipeline runs in a container: nothing to pull.")
             return 0
-        api = self.client.api
-        jobs = max(1, min(self.args.jobs or 4, len(images)))
+        rows = image_rows(self.client, stages)
+        for row in rows:
+            if row.recorded and "@" not in row.recorded:
+                logger.warning(
+                    "stage '%s' recorded a local image ID %s (built here, never pulled): pulling '%s' as configured",
+                    row.stage, short_identity(row.recorded), row.image,
+                )
+        plan = pull_plan(rows)
+        jobs = max(1, min(self.args.jobs or 4, len(plan)))
         failed = []
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [(image, pool.submit(pull_image, api, image, None, i if jobs > 1 else None)) for i, image in enumerate(images)]
-            for image, future in futures:
+            futures = [(item, pool.submit(self._pull, item, i if jobs > 1 else None)) for i, item in enumerate(plan)]
+            for item, future in futures:
                 try:
                     future.result()
                 except DockerExecError as exc:
                     logger.error("%s", exc)
-                    failed.append(image)
-        pulled = len(images) - len(failed)
+                    failed.append(item.source)
         if failed:
-            raise DockerExecError(f"{len(failed)} of {len(images)} images could not be pulled: {', '.join(failed)}")
-        ui.write(f"{pulled} image{'s' if pulled != 1 else ''} pulled: {', '.join(images)}")
+            raise DockerExecError(f"{len(failed)} of {len(plan)} images could not be pulled: {', '.join(failed)}")
+        for item in plan:
+            ui.write(f"Pulled {item.source}" + (f" as {item.tag_as}" if item.tag_as else ""))
         return 0
+
+    def _pull(self, item: Pull, position: Optional[int]) -> None:
+        from docker.errors import APIError
+        from docker.utils import parse_repository_tag
+
+        from .errors import DockerExecError
+        from .pulling import pull_image
+
+        api = self.client.api
+        pull_image(api, item.source, position=position)
+        if item.tag_as:
+            repository, tag = parse_repository_tag(item.tag_as)
+            try:
+                api.tag(item.source, repository, tag or "latest", force=True)
+            except APIError as exc:
+                raise DockerExecError(f"cannot tag '{item.source}' as '{item.tag_as}': {exc.explanation or exc}") from None
 
 
 def add_parser(subparsers, parent_parser):

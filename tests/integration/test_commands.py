@@ -131,7 +131,7 @@ def test_doctor_healthy(make_repo, busybox_image):
     by_name = report["by_name"]
     for name in ("endpoint", "socket", "daemon", "engine", "limits", "stage 'hello'"):
         assert by_name[name]["level"] == "ok", by_name[name]
-    assert by_name["stage 'hello'"]["message"].startswith(f"image '{busybox_image}' is present (sha256:")
+    assert by_name["stage 'hello'"]["message"].startswith(f"image '{busybox_image}' is present, identity sha256:")
     assert "stage 'host'" not in by_name  # runs on the host
     assert by_name["paths"]["level"] in ("ok", "warning")  # this host has /.dockerenv, see the dev guide
     text = repo.dvc("docker", "doctor").stdout
@@ -162,26 +162,38 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
 # --- images / pull against a registry on loopback ---------------------------------------------------
 
 
+def push_new_image(client, busybox_image: str, reference: str) -> str:
+    """Push an image with a new 2 MB layer (one the daemon does not have) as `reference`; its digest."""
+    repository, tag = reference.rsplit(":", 1)
+    maker = client.containers.run(
+        busybox_image, ["sh", "-c", "head -c 2000000 /dev/urandom > /blob"], detach=True, network_mode="none"
+    )
+    maker.wait()
+    image = maker.commit(repository=repository, tag=tag)
+    maker.remove()
+    digest = None
+    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+        digest = (line.get("aux") or {}).get("Digest") or digest
+    client.images.remove(image.id, force=True)
+    assert digest
+    return digest
+
+
 @pytest.fixture
 def new_layer_image(registry, docker_client, busybox_image):  # noqa: F811
     """An image in the registry with a layer (2 MB) that the daemon does not have."""
     import uuid
 
-    name = f"{registry}/dde-i10-{uuid.uuid4().hex[:8]}"
-    maker = docker_client.containers.run(
-        busybox_image, ["sh", "-c", "head -c 2000000 /dev/urandom > /blob"], detach=True, network_mode="none"
-    )
-    maker.wait()
-    image = maker.commit(repository=name, tag="1")
-    maker.remove()
-    for line in docker_client.api.push(name, tag="1", stream=True, decode=True):
-        assert "error" not in line, line
-    docker_client.images.remove(image.id, force=True)
-    yield f"{name}:1"
-    try:
-        docker_client.images.remove(f"{name}:1", force=True)
-    except Exception:  # noqa: BLE001
-        pass
+    reference = f"{registry}/dde-i10-{uuid.uuid4().hex[:8]}:1"
+    push_new_image(docker_client, busybox_image, reference)
+    yield reference
+    _remove_images(docker_client, reference.rsplit(":", 1)[0])
+
+
+def _remove_images(client, repository: str) -> None:
+    for image in client.images.list(name=repository):
+        client.images.remove(image.id, force=True)
 
 
 def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers):
@@ -191,7 +203,10 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
     repo.dvc("stage", "add", "-n", "a", "echo a")
     repo.dvc("stage", "add", "-n", "b", "echo b")
     rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
-    assert [(r["stage"], r["image"], r["present"]) for r in rows] == [("a", remote_image, False), ("b", remote_image, False)]
+    assert [(r["stage"], r["image"], r["recorded"], r["current"], r["present"]) for r in rows] == [
+        ("a", remote_image, None, None, False),
+        ("b", remote_image, None, None, False),
+    ]
 
     time.sleep(1.1)  # events are filtered by whole seconds
     since = int(time.time())
@@ -202,10 +217,46 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
     assert any(line.endswith(": Pull complete (2.0 MB)") for line in layer_lines), proc.stderr
     assert any(line.endswith(": Already exists") for line in layer_lines), proc.stderr  # busybox's layer
     assert layer_lines[-1].startswith(f"{remote_image}: Downloaded newer image for {remote_image}")
-    assert proc.stdout.strip() == f"1 image pulled: {remote_image}"
+    assert proc.stdout.strip() == f"Pulled {remote_image}"
 
-    table = repo.dvc("docker", "images").stdout
-    assert all(remote_image in line and line.rstrip().endswith("yes") for line in table.splitlines()[1:]), table
+    table = repo.dvc("docker", "images").stdout.splitlines()
+    assert table[0].split() == ["Stage", "Image", "Recorded", "Now", "Present"]
+    assert [line.split() for line in table[1:]] == [
+        [stage, remote_image, "none", line.split()[3], "yes"] for stage, line in zip("ab", table[1:])
+    ], table
+
+
+def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_client, busybox_image, no_leftovers):  # noqa: F811
+    """A new machine gets what dvc.docker.lock records, not what the tag names today."""
+    reference = new_layer_image
+    repo = make_repo(reference)
+    repo.dvc("config", "docker.pull", "missing")
+    repo.dvc("stage", "add", "-n", "train", "echo trained")
+    repo.dvc("repro")
+    first = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert first["recorded"] and "@sha256:" in first["recorded"] and first["recorded"] == first["current"]
+
+    moved = push_new_image(docker_client, busybox_image, reference)  # the tag now names another image
+    assert moved not in first["recorded"]
+    _remove_images(docker_client, reference.rsplit(":", 1)[0])  # "a new machine"
+    row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert (row["recorded"], row["current"], row["present"]) == (first["recorded"], None, False)
+    doctor_line = lines_of(repo.dvc("docker", "doctor").stdout, "warning stage 'train': ")
+    assert doctor_line and f"dvc.docker.lock records {first['recorded'].split(':')[0]}" in doctor_line[0]
+
+    proc = repo.dvc("docker", "pull")
+    assert proc.stdout.strip() == f"Pulled {first['recorded']} as {reference}"
+    row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert (row["current"], row["changed"]) == (first["recorded"], False)
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout  # nothing to rerun
+
+    docker_client.api.pull(reference.rsplit(":", 1)[0], tag="1")  # what the tag names today
+    row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert row["changed"] is True and moved in row["current"]
+    proc = repo.dvc("docker", "doctor")
+    assert proc.returncode == 0
+    changed = lines_of(proc.stdout, f"warning stage 'train': image '{reference}' is ")
+    assert changed and "`dvc repro` reruns the stage -> fix: `dvc docker pull train`" in changed[0], proc.stdout
 
 
 def test_pull_progress_on_a_terminal(make_repo, new_layer_image, docker_client):

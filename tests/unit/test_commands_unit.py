@@ -210,3 +210,27 @@ def test_of_repo_whole_components() -> None:
 @pytest.mark.parametrize("seconds,text", [(5, "5s"), (61, "1m"), (7200, "2h"), (200000, "2d"), (-3, "0s")])
 def test_format_age(seconds: float, text: str) -> None:
     assert format_age(seconds) == text
+
+
+# --- pull plan: by the recorded digest -------------------------------------------------------------
+
+
+def _row(stage: str, image: str, recorded=None):
+    from dvc_docker_exec.cli_base import ImageRow
+
+    return ImageRow(stage, image, "missing", recorded, None)
+
+
+def test_pull_plan_by_recorded_digest() -> None:
+    from dvc_docker_exec.cli_pull import Pull, pull_plan
+
+    d1, d2 = "reg/app@sha256:" + "1" * 64, "reg/app@sha256:" + "2" * 64
+    rows = [
+        _row("a", "reg/app:1", d1),
+        _row("b", "reg/app:1", d1),  # same image: pulled once
+        _row("c", "py:3", None),  # nothing recorded: the reference
+        _row("d", "local:1", "sha256:" + "3" * 64),  # a local ID cannot be pulled
+        _row("e", "reg/app:2", d1),
+        _row("f", "reg/app:2", d2),  # two digests for one reference: both, no tag
+    ]
+    assert pull_plan(rows) == [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d1), Pull(d2)]
