@@ -46,7 +46,8 @@ def pull_plan(rows: Sequence[ImageRow]) -> List[Pull]:
             plan.append(Pull(image))
         else:
             plan.extend(Pull(digest) for digest in sorted(recorded))
-    return plan
+    pulled: Set[str] = set()  # each source once (one digest recorded under two references)
+    return [item for item in plan if not (item.source in pulled or pulled.add(item.source))]
 
 
 class CmdDockerPull(CmdDocker):

@@ -233,4 +233,4 @@ def test_pull_plan_by_recorded_digest() -> None:
         _row("e", "reg/app:2", d1),
         _row("f", "reg/app:2", d2),  # two digests for one reference: both, no tag
     ]
-    assert pull_plan(rows) == [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d1), Pull(d2)]
+    assert pull_plan(rows) == [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d2)]
