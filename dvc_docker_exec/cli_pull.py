@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from dvc.cli import formatter
 
@@ -26,15 +26,28 @@ class Pull:
     tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
 
 
-def pull_plan(rows: Sequence[ImageRow]) -> List[Pull]:
+def built_here(row: ImageRow) -> bool:
+    """Present as an image that no registry named (its identity is a local ID) and no digest is recorded."""
+    return bool(row.current) and "@" not in str(row.current) and not (row.recorded and "@" in row.recorded)
+
+
+def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
     """One pull per distinct image: by the recorded registry digest when exactly one is recorded for it.
 
-    A local image ID (an image built here, never pulled) cannot be pulled:
-    such a stage gets its reference as configured. Two stages recording
-    different digests for one reference get both digests and no tag.
+    Returns (pulls, images skipped because they were built here). An image
+    built here (`docker build`, `docker load`) has no registry to come from:
+    pulling its name would fail, or fetch another image of that name. A
+    stage recording a local image ID while the image is absent gets its
+    reference as configured. Two stages recording different digests for one
+    reference get both digests and no tag.
     """
     digests: Dict[str, Set[str]] = {}
+    skipped: List[str] = []
     for row in rows:
+        if built_here(row):
+            if row.image not in skipped:
+                skipped.append(row.image)
+            continue
         found = digests.setdefault(row.image, set())
         if row.recorded and "@" in row.recorded:
             found.add(row.recorded)
@@ -47,7 +60,7 @@ def pull_plan(rows: Sequence[ImageRow]) -> List[Pull]:
         else:
             plan.extend(Pull(digest) for digest in sorted(recorded))
     pulled: Set[str] = set()  # each source once (one digest recorded under two references)
-    return [item for item in plan if not (item.source in pulled or pulled.add(item.source))]
+    return [item for item in plan if not (item.source in pulled or pulled.add(item.source))], skipped
 
 
 class CmdDockerPull(CmdDocker):
@@ -57,20 +70,16 @@ class CmdDockerPull(CmdDocker):
         from dvc.ui import ui
 
         from .errors import DockerExecError
-        from .provenance import short_identity
 
         stages = self.container_stages(self.args.targets)
         if not stages:
             ui.write("No stage of this pipeline runs in a container: nothing to pull.")
             return 0
-        rows = image_rows(self.client, stages)
-        for row in rows:
-            if row.recorded and "@" not in row.recorded:
-                logger.warning(
-                    "stage '%s' recorded a local image ID %s (built here, never pulled): pulling '%s' as configured",
-                    row.stage, short_identity(row.recorded), row.image,
-                )
-        plan = pull_plan(rows)
+        plan, skipped = pull_plan(image_rows(self.client, stages))
+        for image in skipped:
+            ui.write(f"Skipped {image}: built here (no registry digest), present")
+        if not plan:
+            return 0
         jobs = max(1, min(self.args.jobs or 4, len(plan)))
         failed = []
         with ThreadPoolExecutor(max_workers=jobs) as pool:

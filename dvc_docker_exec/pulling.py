@@ -110,13 +110,18 @@ class PullDisplay:
         self.bar.set_msg(f"layers {state.done_layers}/{len(state.layers)}")
         self.bar.update(state.current_bytes - self.bar.n)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.bar.close()
-        if self.lines:
+        if self.lines and not failed:
             state = self.state
-            new = sum(1 for layer in state.layers.values() if layer.status == "Pull complete")
-            size = f", {human_size(state.total_bytes)}" if state.total_bytes else ""
-            self._line(f"{state.status or 'pulled'} ({len(state.layers)} layers, {new} downloaded{size}; {state.digest or '?'})")
+            text = state.status or "pulled"
+            if state.layers:
+                new = sum(1 for layer in state.layers.values() if layer.status == "Pull complete")
+                size = f", {human_size(state.total_bytes)}" if state.total_bytes else ""
+                text += f" ({len(state.layers)} layers, {new} downloaded{size})"
+            if state.digest and state.digest not in text:
+                text += f"; digest {state.digest}"
+            self._line(text)
 
     def _line(self, text: str) -> None:
         self.out.write(f"{self.image}: {text}\n")
@@ -150,9 +155,12 @@ def pull_image(api: Any, image: str, out: Optional[IO[str]] = None, position: Op
                 raise DockerExecError(f"cannot pull image '{image}' from {registry_of(image)}: {event['error']}")
             display.feed(event)
     except APIError as exc:
+        display.close(failed=True)
         raise DockerExecError(
             f"cannot pull image '{image}' from {registry_of(image)}: {exc.explanation or exc}"
         ) from None
-    finally:
-        display.close()
+    except BaseException:
+        display.close(failed=True)
+        raise
+    display.close()
     return display.state

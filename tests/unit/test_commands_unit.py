@@ -150,7 +150,7 @@ def test_one_line_per_layer_when_not_a_terminal() -> None:
         "team/img:1: aaa: Pull complete (2.0 kB)",
         "team/img:1: ccc: Already exists",
         "team/img:1: bbb: Pull complete (3.0 kB)",
-        f"team/img:1: Downloaded newer image for team/img:1 (3 layers, 2 downloaded, 5.0 kB; sha256:{'ab' * 32})",
+        f"team/img:1: Downloaded newer image for team/img:1 (3 layers, 2 downloaded, 5.0 kB); digest sha256:{'ab' * 32}",
     ]
 
 
@@ -215,10 +215,10 @@ def test_format_age(seconds: float, text: str) -> None:
 # --- pull plan: by the recorded digest -------------------------------------------------------------
 
 
-def _row(stage: str, image: str, recorded=None):
+def _row(stage: str, image: str, recorded=None, current=None):
     from dvc_docker_exec.cli_base import ImageRow
 
-    return ImageRow(stage, image, "missing", recorded, None)
+    return ImageRow(stage, image, "missing", recorded, current)
 
 
 def test_pull_plan_by_recorded_digest() -> None:
@@ -232,5 +232,11 @@ def test_pull_plan_by_recorded_digest() -> None:
         _row("d", "local:1", "sha256:" + "3" * 64),  # a local ID cannot be pulled
         _row("e", "reg/app:2", d1),
         _row("f", "reg/app:2", d2),  # two digests for one reference: both, no tag
+        _row("g", "built:1", "sha256:" + "4" * 64, "sha256:" + "5" * 64),  # built here, present: nowhere to pull from
+        _row("h", "built:2", None, "sha256:" + "6" * 64),
+        _row("i", "pulled:1", None, "pulled@sha256:" + "7" * 64),  # present, from a registry: pulled again
     ]
-    assert pull_plan(rows) == [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d2)]
+    assert pull_plan(rows) == (
+        [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d2), Pull("pulled:1")],
+        ["built:1", "built:2"],
+    )
