@@ -86,12 +86,15 @@ class PullDisplay:
     def __init__(self, image: str, out: Optional[IO[str]] = None, position: Optional[int] = None):
         from dvc.progress import Tqdm
 
+        from .provenance import short_identity
+
         self.image = image
+        self.label = short_identity(image)  # `repo@sha256:<12 hex>` for a pull by digest
         self.out = out or sys.stderr
         self.state = PullState()
         self.quiet = logger.getEffectiveLevel() > logging.INFO
         # Tqdm disables itself when `out` is not a terminal or DVC is quiet
-        self.bar = Tqdm(desc=image, bytes=True, file=self.out, position=position, leave=True)
+        self.bar = Tqdm(desc=self.label, bytes=True, file=self.out, position=position, leave=True)
         self._with_total = self.bar.BAR_FMT_DEFAULT_NESTED if self.bar.pos else self.bar.BAR_FMT_DEFAULT
         self.lines = self.bar.disable and not self.quiet
 
@@ -113,18 +116,20 @@ class PullDisplay:
     def close(self, failed: bool = False) -> None:
         self.bar.close()
         if self.lines and not failed:
+            from .provenance import short_identity
+
             state = self.state
-            text = state.status or "pulled"
+            text = short_identity(state.status or "pulled")
             if state.layers:
                 new = sum(1 for layer in state.layers.values() if layer.status == "Pull complete")
                 size = f", {human_size(state.total_bytes)}" if state.total_bytes else ""
                 text += f" ({len(state.layers)} layers, {new} downloaded{size})"
-            if state.digest and state.digest not in text:
+            if state.digest and state.digest not in self.image:
                 text += f"; digest {state.digest}"
             self._line(text)
 
     def _line(self, text: str) -> None:
-        self.out.write(f"{self.image}: {text}\n")
+        self.out.write(f"{self.label}: {text}\n")
         self.out.flush()
 
 

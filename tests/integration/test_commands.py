@@ -291,6 +291,17 @@ def test_pull_progress_on_a_terminal(make_repo, new_layer_image, docker_client):
     docker_client.images.get(remote_image)
 
 
+def test_pull_skips_an_image_built_here(make_repo, busybox_image, docker_client):
+    """The test images are built locally (scripts/build-images.sh): no registry has them."""
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "a", "echo a")
+    time.sleep(1.1)
+    since = int(time.time())
+    proc = repo.dvc("docker", "pull")
+    assert proc.stdout.strip() == f"Skipped {busybox_image}: built here (no registry digest), present"
+    assert pull_events(docker_client, busybox_image, since) == []
+
+
 def test_pull_failure_names_image_and_registry(make_repo, registry):  # noqa: F811
     missing = f"{registry}/dde-never-pushed:1"
     repo = make_repo(missing)
