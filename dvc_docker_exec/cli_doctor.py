@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
 
 from dvc.cli import formatter
 
-from .checks import ERROR, OK, WARNING, Check, daemon_check, engine_check, gpus_check, limits_check, socket_check, summary, volume_checks
 from .cli_base import CmdDocker, add_json, image_rows
 from .errors import DockerExecError
+
+if TYPE_CHECKING:
+    from .checks import Check
 
 HELP = "Check the Docker setup for this repo's pipeline: one line per check, with a fix."
 DESCRIPTION = (
@@ -22,6 +24,7 @@ class CmdDockerDoctor(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
+        from .checks import ERROR, summary
 
         checks = list(self.checks())
         failed = any(c.level == ERROR for c in checks)
@@ -34,7 +37,7 @@ class CmdDockerDoctor(CmdDocker):
         return 1 if failed else 0
 
     def checks(self) -> Iterator[Check]:
-
+        from .checks import ERROR, OK, Check, socket_check
 
         try:
             endpoint = self.endpoint
@@ -57,6 +60,7 @@ class CmdDockerDoctor(CmdDocker):
     def _connect(self) -> Tuple[Optional[Any], Any]:
         from docker.errors import DockerException
 
+        from .checks import ERROR, Check, daemon_check
         from .runner import connect_failure
 
         try:
@@ -71,6 +75,7 @@ class CmdDockerDoctor(CmdDocker):
 
     def _stages(self) -> Tuple[List[Tuple[Any, Any]], List[Any]]:
         """(stage, settings) of the stages in containers, and an error line for each stage with bad settings."""
+        from .checks import ERROR, Check
         from .dvc_glue import settings_for
 
         found, errors = [], []
@@ -87,6 +92,8 @@ class CmdDockerDoctor(CmdDocker):
         return found, errors
 
     def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
+        from .checks import engine_check, gpus_check, limits_check
+
 
         version, info = client.version(), client.info()
         yield engine_check(version, info)
@@ -96,6 +103,7 @@ class CmdDockerDoctor(CmdDocker):
             yield gpus
 
     def _paths_check(self, client: Any) -> Check:
+        from .checks import ERROR, OK, WARNING, Check
         from .config import DockerSettings, SettingError
         from .dvc_glue import SECTION, repo_git_root
         from .paths import IdentityPaths, detect_host_paths, in_container
@@ -122,6 +130,7 @@ class CmdDockerDoctor(CmdDocker):
         return Check("paths", OK, f"{paths.describe()}; {root} -> {mount['Type']} {mount['Source']}{target}")
 
     def _stage_checks(self, client: Optional[Any], stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
+        from .checks import ERROR, OK, WARNING, Check, volume_checks
         from .provenance import short_identity
 
         rows = {row.stage: row for row in image_rows(client, stages)} if client is not None else {}
