@@ -71,7 +71,7 @@ def from_api(version: Mapping[str, Any], info: Optional[Mapping[str, Any]]) -> E
     """Pure: an Engine from the /version and /info answers (info None when denied)."""
     components = version.get("Components") or []
     name = components[0].get("Name") if components and isinstance(components[0], dict) else None
-    name = name or "Docker Engine"
+    name = "Docker Engine" if name in (None, "", "Engine") else name
     rootless = cgroup = None
     if info is not None:
         options = [str(o) for o in info.get("SecurityOptions") or []]
