@@ -199,6 +199,8 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "shm_size": parse_size,
     "shell": parse_shell,
     "host_root": parse_host_root,
+    # run anyway, with a warning, where the engine cannot enforce memory/cpus (engine.check_limits)
+    "allow_unlimited": parse_bool,
 }
 
 # Keys a stage may not override in `meta.docker` (they describe the runner, not the stage).
@@ -248,6 +250,7 @@ class DockerSettings:
     shm_size: Optional[int] = None
     shell: str = DEFAULT_SHELL
     host_root: Optional[str] = None
+    allow_unlimited: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

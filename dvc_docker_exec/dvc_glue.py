@@ -103,6 +103,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
 
     from dvc.stage import run as dvc_run
 
+    from .engine import check_limits
     from .spec import build_spec, container_env
 
     logger.info("Running stage '%s' in a container of image '%s':", stage.addressing, settings.image)
@@ -112,6 +113,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     facts_kwargs = dict(
         uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name(), host=os.uname().nodename
     )
+    if not dry:
+        facts_kwargs.update(_engine_ids())
 
     if dry:
         facts = stage_facts(stage, env, overlays=())
@@ -131,7 +134,15 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             dvc_run.display_command(cmd)
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
             logger.debug("%s", spec.docker_run_line())
+            check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd)
+
+
+def _engine_ids() -> dict:
+    """uid/gid for the stage's default user, as the engine maps them (rootless: root inside = you)."""
+    _session()
+    uid, gid = _state["engine"].stage_ids(os.getuid(), os.getgid())
+    return {"uid": uid, "gid": gid}
 
 
 def _user_name() -> str:
@@ -155,12 +166,15 @@ def _session():
         from .endpoint import discover
         from .runner import ContainerRunner, ImageManager, connect
 
+        from .engine import probe
+
         endpoint = discover()
         logger.debug("Docker endpoint %s", endpoint.describe())
         client = connect(endpoint)
         _state["endpoint"] = endpoint
         _state["client"] = client
-        _state["runner"] = ContainerRunner(client)
+        _state["engine"] = probe(client.api)
+        _state["runner"] = ContainerRunner(client, _state["engine"])
         _state["images"] = ImageManager(client)
     return _state["runner"], _state["images"]
 
@@ -178,7 +192,9 @@ def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Calla
         from .paths import detect_host_paths
 
         _session()
-        host_paths = detect_host_paths(_state["client"], repo_root=_git_root(stage), host_root=settings.host_root)
+        host_paths = detect_host_paths(
+            _state["client"], repo_root=_git_root(stage), host_root=settings.host_root, endpoint=_state["endpoint"]
+        )
         logger.debug("host paths: %s", host_paths.describe())
         _state[key] = host_paths
     return _positional(_state[key])

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import docker.errors
 from docker.types import Mount
 
+from .endpoint import Endpoint, discover
 from .errors import DockerExecError
 
 # Under "dvc." so that `dvc -v` (which only configures the "dvc" logger tree)
@@ -145,9 +146,25 @@ def container_id_from_cgroup(text: str) -> str | None:
     return None
 
 
-def _host_path_exposes_socket(host_path: str) -> str | None:
-    """The known daemon socket that ``host_path`` is or contains, if any."""
-    for sock in KNOWN_SOCKETS:
+def daemon_sockets(endpoint: Endpoint | None = None) -> tuple[str, ...]:
+    """KNOWN_SOCKETS plus the socket of the endpoint actually in use.
+
+    Why: a rootless daemon (``/run/user/UID/docker.sock``), a Podman service
+    or a Docker context may listen anywhere; refusing only the usual paths
+    would hand that socket to a stage (issue 9, item 1). Its resolved path
+    too, when it goes through a symlink (``/var/run`` -> ``/run``).
+    """
+    endpoint = endpoint if endpoint is not None else discover()
+    extra: list[str] = []
+    if endpoint.socket_path:
+        extra.append(normalize(endpoint.socket_path))
+        extra.append(normalize(os.path.realpath(endpoint.socket_path)))
+    return tuple(dict.fromkeys([*KNOWN_SOCKETS, *extra]))
+
+
+def _host_path_exposes_socket(host_path: str, sockets: Iterable[str] = KNOWN_SOCKETS) -> str | None:
+    """The daemon socket that ``host_path`` is or contains, if any."""
+    for sock in sockets:
         if is_within(sock, host_path):
             return sock
     return None
@@ -162,7 +179,9 @@ def _is_socket_file(root: str, path: str) -> bool:
     return stat.S_ISSOCK(mode)
 
 
-def _refuse_socket(requested: str, host_path: str | None, root: str) -> None:
+def _refuse_socket(
+    requested: str, host_path: str | None, root: str, sockets: Iterable[str] = KNOWN_SOCKETS
+) -> None:
     """Raise if mounting ``requested`` would hand a daemon socket to a stage."""
     if _is_socket_file(root, requested):
         raise DockerExecError(
@@ -170,7 +189,7 @@ def _refuse_socket(requested: str, host_path: str | None, root: str) -> None:
             "Unix socket (a Docker socket gives root on the host); "
             "do not list sockets as stage paths"
         )
-    sock = _host_path_exposes_socket(host_path) if host_path else None
+    sock = _host_path_exposes_socket(host_path, sockets) if host_path else None
     if sock:
         raise DockerExecError(
             f"refusing to mount '{requested}' into a stage container: on the "
@@ -201,13 +220,14 @@ class HostPaths(Protocol):
 class IdentityPaths:
     """Runner paths ARE host paths: DVC runs on the daemon's host."""
 
-    def __init__(self, reason: str = "not in a container", *, root: str = "/"):
+    def __init__(self, reason: str = "not in a container", *, root: str = "/", sockets: Iterable[str] = KNOWN_SOCKETS):
         self.reason = reason
         self._root = root
+        self._sockets = tuple(sockets)
 
     def mount(self, path: str, *, read_only: bool = False) -> Mount:
         path = normalize(path)
-        _refuse_socket(path, path, self._root)
+        _refuse_socket(path, path, self._root, self._sockets)
         return _bind(path, path, read_only)
 
     def describe(self) -> str:
@@ -222,10 +242,11 @@ class HostRootPaths:
     passed through unchanged.
     """
 
-    def __init__(self, repo_root: str, host_root: str, *, root: str = "/"):
+    def __init__(self, repo_root: str, host_root: str, *, root: str = "/", sockets: Iterable[str] = KNOWN_SOCKETS):
         self.repo_root = normalize(repo_root)
         self.host_root = normalize(host_root)
         self._root = root
+        self._sockets = tuple(sockets)
 
     def mount(self, path: str, *, read_only: bool = False) -> Mount:
         path = normalize(path)
@@ -234,7 +255,7 @@ class HostRootPaths:
             source = normalize(posixpath.join(self.host_root, rel))
         else:
             source = path
-        _refuse_socket(path, source, self._root)
+        _refuse_socket(path, source, self._root, self._sockets)
         return _bind(path, source, read_only)
 
     def describe(self) -> str:
@@ -255,10 +276,21 @@ class RunnerPaths:
         mounts: Iterable[Mapping[str, Any]],
         *,
         root: str = "/",
+        sockets: Iterable[str] = KNOWN_SOCKETS,
     ):
         self.container_id = container_id
         self.mounts = [dict(m) for m in mounts]
         self._root = root
+        # runner-side socket paths (the endpoint's among them) ...
+        self._runner_sockets = tuple(sockets)
+        # ... and, on the host, whatever backs them in the runner
+        host_sockets = [
+            normalize(m["Source"])
+            for m in self.mounts
+            if m.get("Type") == "bind" and m.get("Source") and posixpath.isabs(m.get("Destination") or "")
+            and normalize(m["Destination"]) in self._runner_sockets
+        ]
+        self._sockets = tuple(dict.fromkeys([*self._runner_sockets, *host_sockets]))
 
     def _find(self, path: str) -> Mapping[str, Any] | None:
         # Ancestors of one path are nested, so the longest matching
@@ -281,7 +313,7 @@ class RunnerPaths:
         names = (posixpath.basename(dest), posixpath.basename(m.get("Source") or ""))
         return (
             any(n.endswith(".sock") for n in names)
-            or dest in KNOWN_SOCKETS
+            or dest in self._runner_sockets
             or _is_socket_file(self._root, dest)
         )
 
@@ -311,10 +343,10 @@ class RunnerPaths:
         if kind == "bind":
             rel = posixpath.relpath(path, dest)
             source = normalize(posixpath.join(m["Source"], rel))
-            _refuse_socket(path, source, self._root)
+            _refuse_socket(path, source, self._root, self._sockets)
             return _bind(path, source, ro)
         if kind == "volume" and m.get("Name"):
-            _refuse_socket(path, None, self._root)
+            _refuse_socket(path, None, self._root, self._sockets)
             # no_copy: never let Docker seed the volume from the stage image.
             return Mount(
                 target=dest, source=m["Name"], type="volume", read_only=ro, no_copy=True
@@ -360,6 +392,7 @@ def detect_host_paths(
     host_root: str | None = None,
     root: str = "/",
     hostname: str | None = None,
+    endpoint: Endpoint | None = None,
 ) -> HostPaths:
     """Pick the translator for this process.
 
@@ -370,7 +403,11 @@ def detect_host_paths(
     Translation happens only if the daemon itself confirms that we are one of
     its containers; every other case is identity, because a wrong
     "translation" would silently mount the wrong host directories.
+
+    ``endpoint`` is the daemon ``client`` talks to (default: ``discover()``):
+    its socket is refused as a stage path like the well-known ones.
     """
+    sockets = daemon_sockets(endpoint)
     if host_root:
         if not posixpath.isabs(host_root):
             raise DockerExecError(
@@ -378,12 +415,12 @@ def detect_host_paths(
                 "to the host path of the repo root, e.g. "
                 "`dvc config docker.host_root /home/me/project`"
             )
-        result: HostPaths = HostRootPaths(repo_root, host_root, root=root)
+        result: HostPaths = HostRootPaths(repo_root, host_root, root=root, sockets=sockets)
         logger.debug("docker paths: %s", result.describe())
         return result
 
     if not in_container(root):
-        return IdentityPaths("not in a container", root=root)
+        return IdentityPaths("not in a container", root=root, sockets=sockets)
 
     candidates: list[tuple[str, str]] = []
     mountinfo = _read(root, "proc/self/mountinfo")
@@ -423,7 +460,7 @@ def detect_host_paths(
         if not full_id.startswith(cid):
             logger.debug("docker paths: %s id %s resolved to %s", origin, cid, full_id)
             continue
-        result = RunnerPaths(full_id, info.get("Mounts") or [], root=root)
+        result = RunnerPaths(full_id, info.get("Mounts") or [], root=root, sockets=sockets)
         logger.debug("docker paths: %s (id from %s)", result.describe(), origin)
         return result
 
@@ -432,4 +469,4 @@ def detect_host_paths(
         + (", ".join(sorted(tried)) if tried else "any id of ours")
     )
     logger.debug("docker paths: identity: %s", reason)
-    return IdentityPaths(reason, root=root)
+    return IdentityPaths(reason, root=root, sockets=sockets)

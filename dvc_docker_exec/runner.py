@@ -9,10 +9,8 @@ the command can clean up, and it is killed if it has not stopped within
 from __future__ import annotations
 
 import logging
-import errno
 import fcntl
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -27,7 +25,9 @@ from docker.errors import APIError, DockerException, NotFound
 
 from dvc.stage.exceptions import StageCmdFailedError
 
+from . import streams
 from .endpoint import Endpoint, discover
+from .engine import Engine
 from .errors import DockerExecError, StageInterruptedError
 from .provenance import IdentityCache
 from .spec import ContainerSpec
@@ -36,8 +36,7 @@ from .spec import ContainerSpec
 logger = logging.getLogger(f"dvc.{__name__}")
 
 STOP_GRACE = 1.0  # seconds between forwarding a signal and SIGKILL (target: gone within 2 s)
-CHUNK = 1 << 20  # read the attach stream in large chunks (100 MB of stdout: see benchmarks/)
-STDOUT, STDERR = 1, 2
+STDOUT, STDERR = streams.STDOUT, streams.STDERR
 
 
 class ContainerCmdFailedError(StageCmdFailedError):
@@ -154,51 +153,9 @@ class ImageManager:
         pull_image(self.client.api, image, out=self.out)
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        try:
-            written = os.write(fd, data)
-        except InterruptedError:
-            continue
-        data = data[written:]
-
-
 def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:
-    """Copy the attach stream to our stdout/stderr until EOF.
-
-    Why not docker-py's log generator: it yields one frame at a time and
-    measured 3.3x slower than the CLI for 100 MB of output. We read large
-    chunks from the raw socket and demultiplex the 8-byte frame headers
-    ourselves, writing straight to the file descriptors.
-    """
-    fd = sock.fileno()
-    buf = bytearray()
-    while True:
-        try:
-            chunk = os.read(fd, CHUNK)
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                continue
-            raise
-        if not chunk:
-            break
-        if tty:
-            _write_all(out_fd, memoryview(chunk))
-            continue
-        buf += chunk
-        view = memoryview(buf)
-        pos = 0
-        while len(view) - pos >= 8:
-            size = int.from_bytes(view[pos + 4 : pos + 8], "big")
-            if len(view) - pos - 8 < size:
-                break
-            stream = view[pos]
-            _write_all(err_fd if stream == STDERR else out_fd, view[pos + 8 : pos + 8 + size])
-            pos += 8 + size
-        view.release()
-        del buf[:pos]
+    """Copy the attach stream to our stdout/stderr until EOF (see streams.pump)."""
+    streams.pump(sock, streams.Output(tty, out_fd, err_fd))
 
 
 class _Signals:
@@ -257,9 +214,10 @@ class ContainerRunner:
     away once its command ends. An interrupted one is stopped and removed here.
     """
 
-    def __init__(self, client: docker.DockerClient):
+    def __init__(self, client: docker.DockerClient, engine: Optional[Engine] = None):
         self.client = client
         self.api = client.api
+        self.engine = engine or Engine("Docker Engine", "?")
 
     def _register_wait(self, cid: str):
         # The daemon registers the wait, then sends the headers at once and
@@ -267,7 +225,7 @@ class ContainerRunner:
         # headers, so the exit cannot slip by before we listen. docker-py's
         # own wait() blocks on the body, hence its private helpers here.
         res = self.api._post(
-            self.api._url("/containers/{0}/wait", cid), params={"condition": "removed"}, stream=True, timeout=None
+            self.api._url("/containers/{0}/wait", cid), params={"condition": self.engine.wait_condition}, stream=True, timeout=None
         )
         self.api._raise_for_status(res)
         return res
@@ -290,13 +248,10 @@ class ContainerRunner:
                     sys.stdout.flush()
                     sys.stderr.flush()
                     self.api.start(cid)
-                    pump(sock, spec.tty)
+                    streams.follow(self.api, cid, sock, streams.Output(spec.tty))
                 finally:
                     sock.close()
-                result = json.loads(waiter.raw.read() or b"{}")
-                if (result.get("Error") or {}).get("Message"):
-                    raise DockerExecError(f"container for '{cmd}' failed: {result['Error']['Message']}")
-                status = int(result["StatusCode"])
+                status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
             except APIError as exc:
                 raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
             finally:

@@ -88,6 +88,8 @@ GOOD: list = [
     ("host_root", "/srv/repo", "/srv/repo"),
     ("host_root", "/srv/repo/", "/srv/repo"),
     ("host_root", "/srv//a/../repo", "/srv/repo"),
+    ("allow_unlimited", "yes", True),
+    ("allow_unlimited", "false", False),
 ]
 
 
@@ -145,6 +147,7 @@ BAD: list = [
     ("shell", "bin/sh"),
     ("host_root", "relative/path"),
     ("host_root", "~/repo"),
+    ("allow_unlimited", "sometimes"),
 ]
 
 

@@ -24,15 +24,15 @@ import pytest
 from docker.errors import APIError, DockerException, ImageNotFound
 from dvc.stage.exceptions import StageCmdFailedError
 
-from dvc_docker_exec import runner
+from dvc_docker_exec import runner, streams
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.runner import (
-    CHUNK,
     ContainerCmdFailedError,
     ImageManager,
     connect,
     pump,
 )
+from dvc_docker_exec.streams import CHUNK
 
 # --- pump ------------------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ def test_pump_frames_split_across_reads(outputs: Outputs) -> None:
 
 def test_pump_split_with_a_tiny_read_size(outputs: Outputs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic splits: every read returns at most 5 bytes."""
-    monkeypatch.setattr(runner, "CHUNK", 5)
+    monkeypatch.setattr(streams, "CHUNK", 5)
     frames = [frame(1 + i % 2, f"line {i}\n".encode()) for i in range(50)]
     out, err = run_pump([b"".join(frames)], outputs)
     assert out == b"".join(f"line {i}\n".encode() for i in range(0, 50, 2))
@@ -456,7 +456,8 @@ def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
 def test_run_success_removes_the_container(capfd: pytest.CaptureFixture[str]) -> None:
     api = FakeRunAPI(output=b"hi\n")
     run_with(api)
-    assert api.calls == ["create_container", "wait", "attach_socket", "start"]
+    # one inspect after the stream ends: had it been cut while the command runs? (streams.follow)
+    assert api.calls == ["create_container", "wait", "attach_socket", "start", "inspect_container"]
     assert api.removed == [] and api.killed == []  # the daemon removes it (AutoRemove)
     assert api.host_config_kwargs["auto_remove"] is True
     assert api.sockets[0].fileno() == -1  # closed
