@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -52,54 +55,44 @@ def socket_check(socket_path: Optional[str], uid: Optional[int] = None) -> Optio
 
 
 def daemon_check(version: Mapping[str, Any]) -> Check:
+    from .engine import from_api
+
     return Check(
         "daemon",
         OK,
-        f"{engine_kind(version, {})} {version.get('Version', '?')} answers (API {version.get('ApiVersion', '?')}, "
+        f"{from_api(version, None).name} {version.get('Version', '?')} answers (API {version.get('ApiVersion', '?')}, "
         f"{version.get('Os', '?')}/{version.get('Arch', '?')})",
     )
 
 
-def is_podman(version: Mapping[str, Any]) -> bool:
-    names = [str(c.get("Name", "")) for c in version.get("Components") or []]
-    names.append(str((version.get("Platform") or {}).get("Name", "")))
-    return any("podman" in name.lower() for name in names)
-
-
-def is_rootless(info: Mapping[str, Any]) -> bool:
-    return any("name=rootless" in str(opt) for opt in info.get("SecurityOptions") or [])
-
-
-def engine_kind(version: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-    kind = "Podman" if is_podman(version) else "Docker Engine"
-    return f"rootless {kind}" if is_rootless(info) else kind
-
-
-def engine_check(version: Mapping[str, Any], info: Mapping[str, Any]) -> Check:
-    driver = info.get("CgroupDriver", "?")
+def engine_check(engine: "Engine", info: Optional[Mapping[str, Any]]) -> Check:
+    """The engine kind (engine.from_api: Docker, rootless Docker, Podman) and its cgroups."""
+    if info is None:
+        return Check("engine", WARNING, f"{engine.name}; GET /info refused (a socket proxy?): rootless and cgroups unknown",
+                     "allow INFO in the socket proxy to have them checked")
+    kind = f"rootless {engine.name}" if engine.rootless else engine.name
     cgroup = info.get("CgroupVersion")
-    cgroups = f"cgroup v{cgroup}, driver {driver}" if cgroup else f"cgroup driver {driver}"
-    return Check("engine", OK, f"{engine_kind(version, info)}, {cgroups}, runtime {info.get('DefaultRuntime', '?')}")
+    cgroups = f"cgroup v{cgroup}, driver {engine.cgroup_driver}" if cgroup else f"cgroup driver {engine.cgroup_driver}"
+    return Check("engine", OK, f"{kind}, {cgroups}, runtime {info.get('DefaultRuntime', '?')}")
 
 
-def limits_enforced(info: Mapping[str, Any]) -> bool:
-    """A daemon without cgroup control (rootless without cgroup v2 delegation) ignores --memory/--cpus."""
-    return info.get("CgroupDriver") != "none" and bool(info.get("MemoryLimit")) and bool(info.get("CpuCfsQuota"))
-
-
-def limits_check(info: Mapping[str, Any], used_by: Sequence[str]) -> Check:
-    """`used_by`: the stages that set docker.memory or docker.cpus."""
-    if limits_enforced(info):
-        return Check("limits", OK, "memory and CPU limits are enforced by this daemon")
+def limits_check(engine: "Engine", used_by: Sequence[str]) -> Check:
+    """`used_by`: the stages that set docker.memory or docker.cpus without docker.allow_unlimited."""
+    if engine.enforces_limits:
+        return Check("limits", OK, "memory and CPU limits are enforced by this engine")
+    if engine.enforces_limits is None:
+        return Check("limits", WARNING, "whether memory and CPU limits are enforced is unknown (GET /info refused)",
+                     "allow INFO in the socket proxy")
     fix = (
         "enable cgroup v2 and systemd delegation for the daemon's user "
         "(https://docs.docker.com/engine/security/rootless/#limiting-resources)"
     )
-    why = f"cgroup driver {info.get('CgroupDriver', '?')}"
+    why = f"cgroup driver {engine.cgroup_driver}"
     if used_by:
         stages = ", ".join(f"'{s}'" for s in used_by)
-        return Check("limits", ERROR, f"docker.memory / docker.cpus of {stages} would be ignored ({why})", fix)
-    return Check("limits", WARNING, f"memory and CPU limits would be ignored by this daemon ({why})", fix)
+        return Check("limits", ERROR, f"this engine would ignore docker.memory / docker.cpus of {stages} ({why}): they fail",
+                     fix + ", unset them, or `dvc config docker.allow_unlimited true`")
+    return Check("limits", WARNING, f"memory and CPU limits would be ignored by this engine ({why})", fix)
 
 
 def gpu_runtime(info: Mapping[str, Any]) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from dvc.cli import formatter
 
@@ -52,10 +52,20 @@ class CmdDockerDoctor(CmdDocker):
         yield daemon
         stages, stage_checks = self._stages()
         if client is not None:
-            yield from self._engine_checks(client, stages)
-            yield self._paths_check(client)
+            yield from self._guarded("engine", lambda: self._engine_checks(client, stages))
+            yield from self._guarded("paths", lambda: [self._paths_check(client)])
         yield from stage_checks
-        yield from self._stage_checks(client, stages)
+        yield from self._guarded("images", lambda: self._stage_checks(client, stages))
+
+    @staticmethod
+    def _guarded(name: str, checks: Callable[[], Iterable[Check]]) -> Iterator[Check]:
+        """A daemon call refused midway (a socket proxy's rules) is that check's error line, not the end of doctor."""
+        from .checks import ERROR, Check
+
+        try:
+            yield from list(checks())
+        except DockerExecError as exc:
+            yield Check(name, ERROR, str(exc), "allow it in the socket proxy, or use a socket that allows it")
 
     def _connect(self) -> Tuple[Optional[Any], Any]:
         from docker.errors import DockerException
@@ -92,13 +102,20 @@ class CmdDockerDoctor(CmdDocker):
         return found, errors
 
     def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
+        from docker.errors import APIError
+
         from .checks import engine_check, gpus_check, limits_check
+        from .engine import from_api
 
-
-        version, info = client.version(), client.info()
-        yield engine_check(version, info)
-        yield limits_check(info, [s.addressing for s, st in stages if st.memory or st.cpus])
-        gpus = gpus_check(info, [s.addressing for s, st in stages if st.gpus])
+        try:
+            info: Optional[dict] = client.info()
+        except (APIError, DockerExecError):  # a socket proxy that denies INFO
+            info = None
+        engine = from_api(client.version(), info)
+        yield engine_check(engine, info)
+        # stages whose limits this engine would refuse to run without (docker.allow_unlimited)
+        yield limits_check(engine, [s.addressing for s, st in stages if (st.memory or st.cpus) and not st.allow_unlimited])
+        gpus = gpus_check(info, [s.addressing for s, st in stages if st.gpus]) if info is not None else None
         if gpus is not None:
             yield gpus
 

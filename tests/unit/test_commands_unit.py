@@ -62,19 +62,32 @@ ROOTFUL_INFO = {"CgroupDriver": "systemd", "CgroupVersion": "2", "MemoryLimit": 
 ROOTLESS_V1_INFO = {"CgroupDriver": "none", "CgroupVersion": "1", "MemoryLimit": False, "CpuCfsQuota": False, "SecurityOptions": ["name=seccomp,profile=default", "name=rootless"], "Runtimes": {"runc": {}}}
 
 
+def _engine(version, info):
+    from dvc_docker_exec.engine import from_api
+
+    return from_api(version, info)
+
+
 def test_engine_kinds() -> None:
-    assert checks.engine_kind(DOCKER_VERSION, ROOTFUL_INFO) == "Docker Engine"
-    assert checks.engine_kind(DOCKER_VERSION, ROOTLESS_V1_INFO) == "rootless Docker Engine"
-    assert checks.engine_kind(PODMAN_VERSION, {}) == "Podman"
-    assert "cgroup v2, driver systemd" in checks.engine_check(DOCKER_VERSION, ROOTFUL_INFO).message
+    rootful = checks.engine_check(_engine(DOCKER_VERSION, ROOTFUL_INFO), ROOTFUL_INFO)
+    assert rootful.message == "Docker Engine, cgroup v2, driver systemd, runtime ?"
+    rootless = checks.engine_check(_engine(DOCKER_VERSION, ROOTLESS_V1_INFO), ROOTLESS_V1_INFO)
+    assert rootless.message.startswith("rootless Docker Engine, cgroup v1, driver none")
+    podman = checks.engine_check(_engine(PODMAN_VERSION, {"CgroupDriver": "systemd"}), {"CgroupDriver": "systemd"})
+    assert podman.message.startswith("Podman Engine, cgroup driver systemd")
+    refused = checks.engine_check(_engine(DOCKER_VERSION, None), None)
+    assert refused.level == WARNING and "GET /info refused" in refused.message
+    assert checks.daemon_check(PODMAN_VERSION).message.startswith("Podman Engine 4.3.1 answers")
 
 
 def test_limits_ignored_by_rootless_without_delegation() -> None:
-    assert checks.limits_check(ROOTFUL_INFO, ["train"]).level == OK
-    unused = checks.limits_check(ROOTLESS_V1_INFO, [])
+    assert checks.limits_check(_engine(DOCKER_VERSION, ROOTFUL_INFO), ["train"]).level == OK
+    rootless = _engine(DOCKER_VERSION, ROOTLESS_V1_INFO)
+    unused = checks.limits_check(rootless, [])
     assert unused.level == WARNING and "driver none" in unused.message and unused.fix
-    used = checks.limits_check(ROOTLESS_V1_INFO, ["train"])
-    assert used.level == ERROR and "'train'" in used.message
+    used = checks.limits_check(rootless, ["train"])
+    assert used.level == ERROR and "'train'" in used.message and "docker.allow_unlimited" in used.fix
+    assert checks.limits_check(_engine(DOCKER_VERSION, None), ["train"]).level == WARNING  # unknown
 
 
 def test_gpus_need_a_gpu_runtime() -> None:
