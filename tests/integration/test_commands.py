@@ -322,6 +322,30 @@ def test_repro_pull_shows_the_same_progress(make_repo, new_layer_image, no_lefto
     assert lines_of(proc.stderr, f"{remote_image}: ") and ": Pull complete (2.0 MB)" in proc.stderr, proc.stderr
 
 
+def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_client, busybox_image):  # noqa: F811
+    other = f"{registry}/dde-i10-other:1"
+    push_new_image(docker_client, busybox_image, other)
+    try:
+        repo = make_repo(new_layer_image)
+        repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "echo a > a.txt")
+        repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "echo b")
+        repo.dvc("stage", "add", "-n", "c", "echo c")
+        text = (repo.path / "dvc.yaml").read_text().replace("cmd: echo c", f"cmd: echo c\n    meta:\n      docker: {other}")
+        (repo.path / "dvc.yaml").write_text(text)
+        rows = json.loads(repo.dvc("docker", "images", "--json", "b").stdout)
+        assert [(r["stage"], r["image"]) for r in rows] == [("a", new_layer_image), ("b", new_layer_image)]  # b and upstream
+
+        proc = repo.dvc("docker", "pull", "-q", "c")
+        assert (proc.stdout, proc.stderr) == ("", "")
+        docker_client.images.get(other)
+        with pytest.raises(Exception):
+            docker_client.images.get(new_layer_image)  # not a target, not upstream of one
+        proc = repo.dvc("docker", "pull", "-j", "2")  # both, at once
+        assert sorted(proc.stdout.split("\n")[:-1]) == sorted([f"Pulled {new_layer_image}", f"Pulled {other}"])
+    finally:
+        _remove_images(docker_client, other.rsplit(":", 1)[0])
+
+
 # --- ps / prune with an orphan of a SIGKILLed dvc ---------------------------------------------------
 
 
