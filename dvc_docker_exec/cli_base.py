@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from dvc.cli.command import CmdBase
 
@@ -52,15 +52,28 @@ class CmdDocker(CmdBase):
                 seen.setdefault(stage.addressing, stage)
         return list(seen.values())
 
-    def container_stages(self, targets: Sequence[str] = ()) -> List[Tuple[Any, "DockerSettings"]]:
-        """(stage, settings) of every stage that runs in a container; a bad setting is DVC's error."""
+    def container_stages(
+        self, targets: Sequence[str] = (), on_error: Optional[Callable[[Any, Exception], None]] = None
+    ) -> List[Tuple[Any, "DockerSettings"]]:
+        """(stage, settings) of every stage that runs in a container.
+
+        A bad setting is DVC's one-line error, or with `on_error` reported
+        there and the stage skipped (doctor reports every stage).
+        """
         from .dvc_glue import settings_for
+        from .errors import DockerExecError
 
         found = []
         for stage in self.stages(targets):
             if not getattr(stage, "cmd", None):
                 continue  # .dvc files and stages without a command run nothing
-            settings = settings_for(stage)
+            try:
+                settings = settings_for(stage)
+            except DockerExecError as exc:
+                if on_error is None:
+                    raise
+                on_error(stage, exc)
+                continue
             if settings is not None:
                 found.append((stage, settings))
         return found

@@ -83,22 +83,19 @@ class CmdDockerDoctor(CmdDocker):
         self._client = client
         return client, daemon_check(version)
 
-    def _stages(self) -> Tuple[List[Tuple[Any, Any]], List[Any]]:
+    def _stages(self) -> Tuple[List[Tuple[Any, Any]], List[Check]]:
         """(stage, settings) of the stages in containers, and an error line for each stage with bad settings."""
         from .checks import ERROR, Check
-        from .dvc_glue import settings_for
 
-        found, errors = [], []
-        for stage in self.stages():
-            if not getattr(stage, "cmd", None):
-                continue
-            try:
-                settings = settings_for(stage)
-            except DockerExecError as exc:
-                errors.append(Check(f"stage '{stage.addressing}'", ERROR, str(exc), "fix the setting it names"))
-                continue
-            if settings is not None:
-                found.append((stage, settings))
+        def name(stage: Any) -> str:
+            return f"stage '{stage.addressing}'"
+
+        errors: List[Check] = []
+        found = self.container_stages(
+            on_error=lambda stage, exc: errors.append(
+                Check(name(stage), ERROR, str(exc).replace(f"{name(stage)} ", "", 1), "fix the setting it names")
+            )
+        )
         return found, errors
 
     def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:

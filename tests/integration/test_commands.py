@@ -151,6 +151,15 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
     report = doctor(repo)
     assert report["rc"] == 0 and report["by_name"]["stage 'train'"]["level"] == "warning"
 
+    repo.dvc("stage", "add", "-n", "bad", "echo bad")
+    text = (repo.path / "dvc.yaml").read_text().replace("cmd: echo bad", "cmd: echo bad\n    meta:\n      docker: {network: 'no such'}")
+    (repo.path / "dvc.yaml").write_text(text)
+    report = doctor(repo)
+    assert report["rc"] == 1 and report["by_name"]["stage 'bad'"]["message"].startswith(
+        "meta.docker.network: expected a network name"
+    ), report["by_name"]["stage 'bad'"]
+    repo.dvc("stage", "add", "-f", "-n", "bad", "echo bad")  # fixed: no meta
+
     repo.dvc("config", "docker.volumes", f"{tmp_path}/not-there:/data")
     repo.dvc("config", "docker.gpus", "all")
     proc = repo.dvc("docker", "doctor", check=False)
