@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from dvc.cli.command import CmdBase
@@ -77,63 +76,6 @@ class CmdDocker(CmdBase):
             if settings is not None:
                 found.append((stage, settings))
         return found
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    """One container stage's image: as configured, as recorded in dvc.docker.lock, as present now."""
-
-    stage: str
-    image: str
-    pull: str  # the stage's docker.pull policy
-    recorded: Optional[str]  # identity in dvc.docker.lock, None if the stage never ran in a container
-    current: Optional[str]  # identity of the local image, None if it is not present
-
-    @property
-    def present(self) -> bool:
-        return self.current is not None
-
-    @property
-    def changed(self) -> Optional[bool]:
-        """Differs from the recorded identity (None: cannot tell, the image is absent)."""
-        from .provenance import identity_changed
-
-        return identity_changed(self.recorded, self.current) if self.recorded else None
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "present": self.present, "changed": self.changed}
-
-
-class RecordedIdentities:
-    """stage -> the identity dvc.docker.lock records for it (each record file read once)."""
-
-    def __init__(self) -> None:
-        self._files: dict = {}
-
-    def __call__(self, stage: Any) -> Optional[str]:
-        from .errors import DockerExecError
-        from .provenance import read_record_file, record_key, record_path
-
-        path = record_path(stage.dvcfile.path)
-        if path not in self._files:
-            try:
-                self._files[path] = read_record_file(path)
-            except ValueError as exc:
-                raise DockerExecError(f"cannot read the image record: {exc}") from None
-        record = self._files[path].get(record_key(stage.name))
-        return record.identity if record else None
-
-
-def image_rows(client: Any, stages: Sequence[Tuple[Any, "DockerSettings"]]) -> List[ImageRow]:
-    """Rows for `dvc docker images` and doctor: one inspect per distinct image."""
-    from .provenance import IdentityCache
-
-    identities = IdentityCache(client)
-    recorded = RecordedIdentities()
-    return [
-        ImageRow(stage.addressing, settings.image, settings.pull, recorded(stage), identities.identity(settings.image))
-        for stage, settings in stages
-    ]
 
 
 def add_targets(parser: Any, what: str) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 
 from dvc.cli import formatter
 
-from .cli_base import CmdDocker, add_json, image_rows
+from .cli_base import CmdDocker, add_json
 from .errors import DockerExecError
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ class CmdDockerDoctor(CmdDocker):
     def _stage_checks(self, client: Optional[Any], stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
         from .checks import ERROR, OK, WARNING, Check, volume_checks
         from .provenance import short_identity
+        from .stage_images import image_rows
 
         rows = {row.stage: row for row in image_rows(client, stages)} if client is not None else {}
         for stage, settings in stages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dvc.cli import formatter
 
-from .cli_base import CmdDocker, add_json, add_targets, image_rows
+from .cli_base import CmdDocker, add_json, add_targets
 
 HELP = "List the image of every stage in a container: its identity as recorded in dvc.docker.lock, now, and whether it is present."
 
@@ -14,6 +14,7 @@ class CmdDockerImages(CmdDocker):
         from dvc.ui import ui
 
         from .provenance import short_identity
+        from .stage_images import image_rows
 
         stages = self.container_stages(self.args.targets)
         rows = image_rows(self.client, stages) if stages else []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Optional
 
 from dvc.cli import formatter
 
-from .cli_base import CmdDocker, ImageRow, add_targets, image_rows
+from .cli_base import CmdDocker, add_targets
+
+if TYPE_CHECKING:
+    from .stage_images import Pull
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -20,49 +22,6 @@ DESCRIPTION = (
 )
 
 
-@dataclass(frozen=True)
-class Pull:
-    source: str  # what to pull: "repo@sha256:..." or the reference as configured
-    tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
-
-
-def built_here(row: ImageRow) -> bool:
-    """Present as an image that no registry named (its identity is a local ID) and no digest is recorded."""
-    return bool(row.current) and "@" not in str(row.current) and not (row.recorded and "@" in row.recorded)
-
-
-def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
-    """One pull per distinct image: by the recorded registry digest when exactly one is recorded for it.
-
-    Returns (pulls, images skipped because they were built here). An image
-    built here (`docker build`, `docker load`) has no registry to come from:
-    pulling its name would fail, or fetch another image of that name. A
-    stage recording a local image ID while the image is absent gets its
-    reference as configured. Two stages recording different digests for one
-    reference get both digests and no tag.
-    """
-    digests: Dict[str, Set[str]] = {}
-    skipped: List[str] = []
-    for row in rows:
-        if built_here(row):
-            if row.image not in skipped:
-                skipped.append(row.image)
-            continue
-        found = digests.setdefault(row.image, set())
-        if row.recorded and "@" in row.recorded:
-            found.add(row.recorded)
-    plan = []
-    for image, recorded in digests.items():
-        if len(recorded) == 1:
-            plan.append(Pull(next(iter(recorded)), tag_as=image))
-        elif not recorded:
-            plan.append(Pull(image))
-        else:
-            plan.extend(Pull(digest) for digest in sorted(recorded))
-    pulled: Set[str] = set()  # each source once (one digest recorded under two references)
-    return [item for item in plan if not (item.source in pulled or pulled.add(item.source))], skipped
-
-
 class CmdDockerPull(CmdDocker):
     def run(self) -> int:
         from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +29,7 @@ class CmdDockerPull(CmdDocker):
         from dvc.ui import ui
 
         from .errors import DockerExecError
+        from .stage_images import image_rows, pull_plan
 
         stages = self.container_stages(self.args.targets)
         if not stages:
@@ -96,7 +56,7 @@ class CmdDockerPull(CmdDocker):
             ui.write(f"Pulled {item.source}" + (f" as {item.tag_as}" if item.tag_as else ""))
         return 0
 
-    def _pull(self, item: Pull, position: Optional[int]) -> None:
+    def _pull(self, item: "Pull", position: Optional[int]) -> None:
         from docker.errors import APIError
         from docker.utils import parse_repository_tag
 

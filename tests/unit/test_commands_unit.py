@@ -229,13 +229,13 @@ def test_format_age(seconds: float, text: str) -> None:
 
 
 def _row(stage: str, image: str, recorded=None, current=None):
-    from dvc_docker_exec.cli_base import ImageRow
+    from dvc_docker_exec.stage_images import ImageRow
 
     return ImageRow(stage, image, "missing", recorded, current)
 
 
 def test_pull_plan_by_recorded_digest() -> None:
-    from dvc_docker_exec.cli_pull import Pull, pull_plan
+    from dvc_docker_exec.stage_images import Pull, pull_plan
 
     d1, d2 = "reg/app@sha256:" + "1" * 64, "reg/app@sha256:" + "2" * 64
     rows = [
