@@ -43,13 +43,11 @@ class CmdDocker(CmdBase):
 
     def stages(self, targets: Sequence[str] = ()) -> List[Any]:
         """The pipeline's stages, or the targets and what they depend on (what `dvc repro` would run)."""
+        every = list(self.repo.index.stages)
         if not targets:
-            return list(self.repo.index.stages)
-        seen: dict = {}
-        for target in targets:
-            for stage in self.repo.stage.collect(target, with_deps=True):
-                seen.setdefault(stage.addressing, stage)
-        return list(seen.values())
+            return every
+        wanted = {stage.addressing for target in targets for stage in self.repo.stage.collect(target, with_deps=True)}
+        return [stage for stage in every if stage.addressing in wanted]  # in dvc.yaml order, each once
 
     def container_stages(
         self, targets: Sequence[str] = (), on_error: Optional[Callable[[Any, Exception], None]] = None
