@@ -68,6 +68,10 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
     from .dvc_glue import settings_for
     from .image_dep import ImageDependency
 
+    if not stage.deps:
+        # DVC reruns a stage without dependencies every time (a "callback
+        # stage"); a dependency of ours would make it a normal stage
+        return None
     key = provenance.param_key(stage.name)
     path = os.path.relpath(_record_path_for(dvcfile), stage.wdir)
     try:
