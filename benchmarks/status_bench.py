@@ -65,7 +65,11 @@ def make_repo(root: Path, env: dict, stages: int, enabled: bool) -> Path:
     dvc(root, env, "init", "-q")
     for key, value in (("image", IMAGE), ("pull", "never"), ("enabled", str(enabled).lower())):
         dvc(root, env, "config", f"docker.{key}", value)
-    text = "".join(f"  s{i}:\n    cmd: echo {i} > out{i}.txt\n    outs: [out{i}.txt]\n" for i in range(stages))
+    # a dependency each: DVC reruns dependency-less stages always, and the plugin leaves those alone
+    (root / "in.txt").write_text("in\n")
+    text = "".join(
+        f"  s{i}:\n    cmd: echo {i} > out{i}.txt\n    deps: [in.txt]\n    outs: [out{i}.txt]\n" for i in range(stages)
+    )
     (root / "dvc.yaml").write_text("stages:\n" + text)
     dvc(root, env, "repro", "-q")
     out = dvc(root, env, "status").stdout

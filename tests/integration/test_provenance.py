@@ -217,6 +217,25 @@ def test_track_false_is_the_old_behaviour(repo, build_image):
     assert "in a container" not in repo.dvc("repro").stdout
 
 
+def test_track_false_per_stage(repo, build_image):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", f"""stages:
+  untracked:
+    cmd: {MARK_CMD} > u.txt
+    deps: [in.txt]
+    outs: [u.txt]
+    meta: {{docker: {{track: false}}}}
+  tracked:
+    cmd: {MARK_CMD} > t.txt
+    deps: [in.txt]
+    outs: [t.txt]
+""")
+    repo.dvc("repro")
+    assert set(records(repo)) == {"tracked"}
+    repo.dvc("config", "docker.image", image_b)
+    assert set(status(repo)) == {"tracked"}
+
+
 def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n  t:\n"
                "    cmd: echo y > t.txt\n    deps: [in.txt]\n    outs: [t.txt]\n")
@@ -308,6 +327,11 @@ def test_params_diff_and_exp_show_show_the_identity(repo, build_image, docker_cl
     repo.dvc("exp", "run", "-n", "back-to-a")
     exps = experiments(repo)
     assert exps["back-to-a"]["params"][RECORD_FILE]["s"]["id"] == image_id(docker_client, busybox_image)
+    exp_diff = json.loads(repo.dvc("exp", "diff", "HEAD", "back-to-a", "--json").stdout)
+    assert exp_diff["params"][RECORD_FILE]["s.id"] == {
+        "old": image_id(docker_client, image_b),
+        "new": image_id(docker_client, busybox_image),
+    }
     table = repo.dvc("exp", "show", "--csv").stdout
     assert "s.id" in table.splitlines()[0] and image_id(docker_client, image_b) in table
 
