@@ -25,6 +25,8 @@ writes the stage's lock entry. Patch points (both DVC 3.50 and latest):
   at load is gone when the plugin is (see README "Provenance").
 * ``serialize.to_pipeline_file`` (wrapped): never writes the injected
   dependency back into ``dvc.yaml``.
+* ``dvc.stage.cache._can_hash`` (wrapped): a stage without dependencies of
+  its own stays out of the run cache, as without the plugin.
 * ``ProjectFile._dump_lockfile`` (wrapped; 3.50 passes one stage, later
   versions a list) and ``Lockfile.remove_stage``: keep ``dvc.docker.lock`` in
   step with ``dvc.lock`` (repro, exp run, commit, remove).
@@ -68,8 +70,8 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
     from .dvc_glue import settings_for
     from .image_dep import ImageDependency
 
-    if not stage.deps:
-        # DVC reruns a stage without dependencies every time (a "callback
+    if stage.is_callback:
+        # DVC reruns a stage without deps and outs every time (a "callback
         # stage"); a dependency of ours would make it a normal stage
         return None
     key = provenance.param_key(stage.name)
@@ -133,6 +135,26 @@ def _without_image_deps(original: Callable) -> Callable:
             stage.deps = deps
 
     return wrapper
+
+
+def patch_stage_cache(module: Any) -> None:
+    """A stage whose only dependency is ours stays out of the run cache, as without the plugin.
+
+    Why: DVC does not run-cache a stage without dependencies (its outputs may
+    come from outside, e.g. a download); the image alone must not make DVC
+    restore such outputs instead of running the command.
+    """
+    can_hash = module._can_hash
+
+    @functools.wraps(can_hash)
+    def _can_hash(stage: Any) -> bool:
+        from .image_dep import ImageDependency
+
+        if stage.deps and all(isinstance(dep, ImageDependency) for dep in stage.deps):
+            return False
+        return can_hash(stage)
+
+    module._can_hash = _can_hash
 
 
 def patch_serialize(module: Any) -> None:
