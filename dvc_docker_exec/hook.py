@@ -19,6 +19,7 @@ _TARGETS = {
     "dvc.stage.cache": "patch_stage_cache",
     "dvc.dvcfile": "patch_dvcfile",
     "dvc.repo.status": "patch_repo_status",
+    "dvc.repo.reproduce": "patch_repo_reproduce",
 }
 
 

@@ -30,9 +30,11 @@ writes the stage's lock entry. Patch points (both DVC 3.50 and latest):
 * ``ProjectFile._dump_lockfile`` (wrapped; 3.50 passes one stage, later
   versions a list) and ``Lockfile.remove_stage``: keep ``dvc.docker.lock`` in
   step with ``dvc.lock`` (repro, exp run, commit, remove).
-* ``dvc.repo.status.status`` (wrapped): inside ``dvc status`` an unreachable
-  daemon or an absent image means "image not checked" (a warning), never a
-  pull; everywhere else (repro, exp run, commit) the daemon error stands.
+* ``dvc.repo.status.status`` and ``dvc.repo.reproduce.reproduce`` with
+  ``dry`` (wrapped, before ``Repo``'s class body imports them): inside
+  ``dvc status`` and ``--dry`` an unreachable daemon or an absent image means
+  "image not checked" (a warning), never a pull; everywhere else (repro, exp
+  run, commit) the daemon error stands.
 """
 
 from __future__ import annotations
@@ -206,15 +208,24 @@ def patch_dvcfile(module: Any) -> None:
     lockfile.remove_stage = _remove_stage
 
 
-def patch_status(module: Any) -> None:
-    original = module.status
-
+def _looking_only(original: Callable, when: Callable[[dict], bool]) -> Callable:
     @functools.wraps(original)
-    def status(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not when(kwargs):
+            return original(*args, **kwargs)
         token = _STATUS_ONLY.set(True)
         try:
             return original(*args, **kwargs)
         finally:
             _STATUS_ONLY.reset(token)
 
-    module.status = status
+    return wrapper
+
+
+def patch_status(module: Any) -> None:
+    module.status = _looking_only(module.status, lambda kwargs: True)
+
+
+def patch_reproduce(module: Any) -> None:
+    # `dvc repro --dry` / `dvc exp run --dry` run nothing: they need no daemon and pull nothing
+    module.reproduce = _looking_only(module.reproduce, lambda kwargs: bool(kwargs.get("dry")))

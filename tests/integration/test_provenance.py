@@ -249,6 +249,9 @@ def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
     assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(repo.dvc("status", "--json", env=gone).stdout) == {}
 
+    dry = repo.dvc("repro", "--dry", env=gone)  # runs nothing: needs no daemon, as before
+    assert "not checked" in dry.stderr and "Data and pipelines are up to date" in dry.stdout
+
     (repo.path / "out.txt").unlink()
     proc = repo.dvc("repro", env=gone, check=False)
     assert proc.returncode != 0
