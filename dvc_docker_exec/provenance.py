@@ -14,6 +14,8 @@ Public API (stable; ``dvc docker images/doctor/pull`` build on it):
 * :func:`identity_changed` — whether a stage's current identity differs from
   the recorded one (None when it cannot be told).
 * :func:`short_identity` — the short form used in messages.
+* For a loaded DVC stage: ``tracking.image_dependency_of(stage)`` (its
+  ``image``, ``recorded()``, ``current()``, ``status()``).
 
 Record format (YAML, human-readable, written by the plugin when DVC writes the
 stage's entry in ``dvc.lock``)::

@@ -66,6 +66,18 @@ def status_only() -> bool:
     return _STATUS_ONLY.get()
 
 
+def image_dependency_of(stage: Any) -> Any:
+    """The ImageDependency of a loaded stage (public API), or None when its image is not tracked.
+
+    Its `image` is the configured reference (None: the stage runs on the host
+    now), `recorded()` the identity in dvc.lock, `current()` the identity now
+    (daemon), `status()` DVC's status entry for it.
+    """
+    from .image_dep import ImageDependency
+
+    return next((dep for dep in stage.deps if isinstance(dep, ImageDependency)), None)
+
+
 def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any:
     """The ImageDependency to add to a freshly loaded pipeline stage, if any."""
     from .config import SettingError
@@ -165,13 +177,11 @@ def patch_serialize(module: Any) -> None:
 
 def write_records(dvcfile: Any, stages: list) -> None:
     """Bring the stages' entries of dvc.docker.lock in step with what dvc.lock got."""
-    from .image_dep import ImageDependency
-
     path = _record_path_for(dvcfile)
     records = provenance.read_record_file(path)
     for stage in stages:
         key = provenance.record_key(stage.name)
-        dep = next((d for d in stage.deps if isinstance(d, ImageDependency)), None)
+        dep = image_dependency_of(stage)
         identity = dep.recorded() if dep is not None and dep.image is not None else None
         if identity is None:
             records.pop(key, None)
