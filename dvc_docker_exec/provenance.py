@@ -193,7 +193,10 @@ def read_record_file(path: str) -> Dict[str, Record]:
         return {}
     from ruamel.yaml import YAML  # a DVC dependency
 
-    data = YAML(typ="safe", pure=True).load(text) or {}
+    try:
+        data = YAML(typ="safe", pure=True).load(text) or {}
+    except Exception as exc:  # ruamel's YAMLError and friends: one kind of error for callers
+        raise ValueError(f"'{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"'{path}' is not a mapping of stage names")
     out: Dict[str, Record] = {}

@@ -178,7 +178,12 @@ def patch_serialize(module: Any) -> None:
 def write_records(dvcfile: Any, stages: list) -> None:
     """Bring the stages' entries of dvc.docker.lock in step with what dvc.lock got."""
     path = _record_path_for(dvcfile)
-    records = provenance.read_record_file(path)
+    try:
+        records = provenance.read_record_file(path)
+    except ValueError as exc:
+        raise DockerExecError(
+            f"{exc}: it is written by dvc-docker-exec; delete it and run `dvc commit` to write it again"
+        ) from None
     for stage in stages:
         key = provenance.record_key(stage.name)
         dep = image_dependency_of(stage)

@@ -156,3 +156,15 @@ def test_records_follow_the_lock(dvc_repo, tmp_path):
     }
     write_records(found["box"].dvcfile, [found["host"]])  # untouched: host has no entry
     assert set(provenance.read_record_file(str(tmp_path / provenance.RECORD_FILE))) == {"box"}
+
+
+def test_a_damaged_record_file_is_a_one_line_error(dvc_repo, tmp_path):
+    from dvc_docker_exec.errors import DockerExecError
+    from dvc_docker_exec.tracking import write_records
+
+    repo, _ = dvc_repo
+    (tmp_path / provenance.RECORD_FILE).write_text("box: [unclosed\n")
+    box = stages(repo)["box"]
+    box.save_deps()
+    with pytest.raises(DockerExecError, match="not valid YAML.*delete it and run `dvc commit`"):
+        write_records(box.dvcfile, [box])
