@@ -77,8 +77,10 @@ def _patch_with(name: str) -> Callable[[Any], None]:
 
 patch_stage_loader = _patch_with("patch_loader")
 patch_stage_serialize = _patch_with("patch_serialize")
+patch_stage_cache = _patch_with("patch_stage_cache")
 patch_dvcfile = _patch_with("patch_dvcfile")
 patch_repo_status = _patch_with("patch_status")
+patch_repo_reproduce = _patch_with("patch_reproduce")
 
 
 def settings_for(stage: Any) -> Optional[DockerSettings]:

@@ -17,8 +17,10 @@ _TARGETS = {
     # provenance: the image as a dependency (dvc_docker_exec/tracking.py)
     "dvc.stage.loader": "patch_stage_loader",
     "dvc.stage.serialize": "patch_stage_serialize",
+    "dvc.stage.cache": "patch_stage_cache",
     "dvc.dvcfile": "patch_dvcfile",
     "dvc.repo.status": "patch_repo_status",
+    "dvc.repo.reproduce": "patch_repo_reproduce",
 }
 
 

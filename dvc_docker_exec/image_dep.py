@@ -85,6 +85,8 @@ class ImageDependency(ParamsDependency):
         return super().dumpd(**kwargs)
 
     def workspace_status(self) -> dict:
+        if self.error is not None:  # an invalid meta.docker: the error names the stage
+            raise self.error
         recorded = self.recorded()
         if self.image is None:
             if recorded is None:

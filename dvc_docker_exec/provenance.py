@@ -14,6 +14,8 @@ Public API (stable; ``dvc docker images/doctor/pull`` build on it):
 * :func:`identity_changed` — whether a stage's current identity differs from
   the recorded one (None when it cannot be told).
 * :func:`short_identity` — the short form used in messages.
+* For a loaded DVC stage: ``tracking.image_dependency_of(stage)`` (its
+  ``image``, ``recorded()``, ``current()``, ``status()``).
 
 Record format (YAML, human-readable, written by the plugin when DVC writes the
 stage's entry in ``dvc.lock``)::
@@ -191,7 +193,10 @@ def read_record_file(path: str) -> Dict[str, Record]:
         return {}
     from ruamel.yaml import YAML  # a DVC dependency
 
-    data = YAML(typ="safe", pure=True).load(text) or {}
+    try:
+        data = YAML(typ="safe", pure=True).load(text) or {}
+    except Exception as exc:  # ruamel's YAMLError and friends: one kind of error for callers
+        raise ValueError(f"'{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"'{path}' is not a mapping of stage names")
     out: Dict[str, Record] = {}

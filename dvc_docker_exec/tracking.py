@@ -25,12 +25,16 @@ writes the stage's lock entry. Patch points (both DVC 3.50 and latest):
   at load is gone when the plugin is (see README "Provenance").
 * ``serialize.to_pipeline_file`` (wrapped): never writes the injected
   dependency back into ``dvc.yaml``.
+* ``dvc.stage.cache._can_hash`` (wrapped): a stage without dependencies of
+  its own stays out of the run cache, as without the plugin.
 * ``ProjectFile._dump_lockfile`` (wrapped; 3.50 passes one stage, later
   versions a list) and ``Lockfile.remove_stage``: keep ``dvc.docker.lock`` in
   step with ``dvc.lock`` (repro, exp run, commit, remove).
-* ``dvc.repo.status.status`` (wrapped): inside ``dvc status`` an unreachable
-  daemon or an absent image means "image not checked" (a warning), never a
-  pull; everywhere else (repro, exp run, commit) the daemon error stands.
+* ``dvc.repo.status.status`` and ``dvc.repo.reproduce.reproduce`` with
+  ``dry`` (wrapped, before ``Repo``'s class body imports them): inside
+  ``dvc status`` and ``--dry`` an unreachable daemon or an absent image means
+  "image not checked" (a warning), never a pull; everywhere else (repro, exp
+  run, commit) the daemon error stands.
 """
 
 from __future__ import annotations
@@ -62,12 +66,28 @@ def status_only() -> bool:
     return _STATUS_ONLY.get()
 
 
+def image_dependency_of(stage: Any) -> Any:
+    """The ImageDependency of a loaded stage (public API), or None when its image is not tracked.
+
+    Its `image` is the configured reference (None: the stage runs on the host
+    now), `recorded()` the identity in dvc.lock, `current()` the identity now
+    (daemon), `status()` DVC's status entry for it.
+    """
+    from .image_dep import ImageDependency
+
+    return next((dep for dep in stage.deps if isinstance(dep, ImageDependency)), None)
+
+
 def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any:
     """The ImageDependency to add to a freshly loaded pipeline stage, if any."""
     from .config import SettingError
     from .dvc_glue import settings_for
     from .image_dep import ImageDependency
 
+    if stage.is_callback:
+        # DVC reruns a stage without deps and outs every time (a "callback
+        # stage"); a dependency of ours would make it a normal stage
+        return None
     key = provenance.param_key(stage.name)
     path = os.path.relpath(_record_path_for(dvcfile), stage.wdir)
     try:
@@ -131,19 +151,42 @@ def _without_image_deps(original: Callable) -> Callable:
     return wrapper
 
 
+def patch_stage_cache(module: Any) -> None:
+    """A stage whose only dependency is ours stays out of the run cache, as without the plugin.
+
+    Why: DVC does not run-cache a stage without dependencies (its outputs may
+    come from outside, e.g. a download); the image alone must not make DVC
+    restore such outputs instead of running the command.
+    """
+    can_hash = module._can_hash
+
+    @functools.wraps(can_hash)
+    def _can_hash(stage: Any) -> bool:
+        from .image_dep import ImageDependency
+
+        if stage.deps and all(isinstance(dep, ImageDependency) for dep in stage.deps):
+            return False
+        return can_hash(stage)
+
+    module._can_hash = _can_hash
+
+
 def patch_serialize(module: Any) -> None:
     module.to_pipeline_file = _without_image_deps(module.to_pipeline_file)
 
 
 def write_records(dvcfile: Any, stages: list) -> None:
     """Bring the stages' entries of dvc.docker.lock in step with what dvc.lock got."""
-    from .image_dep import ImageDependency
-
     path = _record_path_for(dvcfile)
-    records = provenance.read_record_file(path)
+    try:
+        records = provenance.read_record_file(path)
+    except ValueError as exc:
+        raise DockerExecError(
+            f"{exc}: it is written by dvc-docker-exec; delete it and run `dvc commit` to write it again"
+        ) from None
     for stage in stages:
         key = provenance.record_key(stage.name)
-        dep = next((d for d in stage.deps if isinstance(d, ImageDependency)), None)
+        dep = image_dependency_of(stage)
         identity = dep.recorded() if dep is not None and dep.image is not None else None
         if identity is None:
             records.pop(key, None)
@@ -180,15 +223,24 @@ def patch_dvcfile(module: Any) -> None:
     lockfile.remove_stage = _remove_stage
 
 
-def patch_status(module: Any) -> None:
-    original = module.status
-
+def _looking_only(original: Callable, when: Callable[[dict], bool]) -> Callable:
     @functools.wraps(original)
-    def status(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not when(kwargs):
+            return original(*args, **kwargs)
         token = _STATUS_ONLY.set(True)
         try:
             return original(*args, **kwargs)
         finally:
             _STATUS_ONLY.reset(token)
 
-    module.status = status
+    return wrapper
+
+
+def patch_status(module: Any) -> None:
+    module.status = _looking_only(module.status, lambda kwargs: True)
+
+
+def patch_reproduce(module: Any) -> None:
+    # `dvc repro --dry` / `dvc exp run --dry` run nothing: they need no daemon and pull nothing
+    module.reproduce = _looking_only(module.reproduce, lambda kwargs: bool(kwargs.get("dry")))

@@ -54,6 +54,13 @@ def build_image(docker_client, busybox_image, tmp_path) -> Iterator[Callable[[st
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
+@pytest.fixture
+def repo(repo: DvcRepo) -> DvcRepo:
+    """conftest's repo plus in.txt, the dependency of the stages here (see the callback-stage test)."""
+    repo.write("in.txt", "in\n")
+    return repo
+
+
 def image_id(docker_client, ref: str) -> str:
     return docker_client.api.inspect_image(ref)["Id"]
 
@@ -74,6 +81,7 @@ def status(repo: DvcRepo, **kwargs) -> dict:
 PIPELINE = f"""stages:
   box:
     cmd: {MARK_CMD} > box.txt
+    deps: [in.txt]
     outs: [box.txt]
   after:
     cmd: cat box.txt > after.txt
@@ -82,6 +90,7 @@ PIPELINE = f"""stages:
     meta: {{docker: false}}
   pinned:
     cmd: {MARK_CMD} > pinned.txt
+    deps: [in.txt]
     outs: [pinned.txt]
     meta: {{docker: "PINNED"}}
   host:
@@ -134,7 +143,7 @@ def test_image_change_reruns_exactly_the_stages_on_it(repo, build_image, busybox
 
 def test_run_cache_is_keyed_by_the_image_a_b_a(repo, build_image, busybox_image, docker_client):
     image_b = build_image("b", "B")
-    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     assert repo.read("out.txt") == "none\n"
 
@@ -157,7 +166,7 @@ def test_run_cache_is_keyed_by_the_image_a_b_a(repo, build_image, busybox_image,
 def test_rebuild_under_the_same_tag_is_a_change(repo, build_image, docker_client):
     tag = build_image("same", "one")
     repo.dvc("config", "docker.image", tag)
-    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     first = image_id(docker_client, tag)
     assert repo.read("out.txt") == "one\n" and status(repo) == {}
@@ -174,7 +183,7 @@ def test_rebuild_under_the_same_tag_is_a_change(repo, build_image, docker_client
 
 
 def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo):
-    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     repo.dvc("config", "docker.enabled", "false")
     st = status(repo)
@@ -198,7 +207,7 @@ def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo):
 def test_track_false_is_the_old_behaviour(repo, build_image):
     image_b = build_image("b", "B")
     repo.dvc("config", "docker.track", "false")
-    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     assert "params" not in yaml.safe_load(repo.lock())["stages"]["s"]
     assert not (repo.path / RECORD_FILE).exists()
@@ -208,9 +217,28 @@ def test_track_false_is_the_old_behaviour(repo, build_image):
     assert "in a container" not in repo.dvc("repro").stdout
 
 
+def test_track_false_per_stage(repo, build_image):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", f"""stages:
+  untracked:
+    cmd: {MARK_CMD} > u.txt
+    deps: [in.txt]
+    outs: [u.txt]
+    meta: {{docker: {{track: false}}}}
+  tracked:
+    cmd: {MARK_CMD} > t.txt
+    deps: [in.txt]
+    outs: [t.txt]
+""")
+    repo.dvc("repro")
+    assert set(records(repo)) == {"tracked"}
+    repo.dvc("config", "docker.image", image_b)
+    assert set(status(repo)) == {"tracked"}
+
+
 def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
-    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    outs: [out.txt]\n  t:\n"
-               "    cmd: echo y > t.txt\n    outs: [t.txt]\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n  t:\n"
+               "    cmd: echo y > t.txt\n    deps: [in.txt]\n    outs: [t.txt]\n")
     repo.dvc("repro")
     gone = {"DOCKER_HOST": f"unix://{repo.path.parent}/no-daemon.sock"}
     proc = repo.dvc("status", env=gone)
@@ -221,6 +249,9 @@ def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
     assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads(repo.dvc("status", "--json", env=gone).stdout) == {}
 
+    dry = repo.dvc("repro", "--dry", env=gone)  # runs nothing: needs no daemon, as before
+    assert "not checked" in dry.stderr and "Data and pipelines are up to date" in dry.stdout
+
     (repo.path / "out.txt").unlink()
     proc = repo.dvc("repro", env=gone, check=False)
     assert proc.returncode != 0
@@ -228,7 +259,7 @@ def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
 
 
 def test_status_never_pulls_an_absent_image(repo, docker_client):
-    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     absent = f"{TAG_PREFIX}-absent-{uuid.uuid4().hex[:8]}:none"
     repo.dvc("config", "docker.image", absent)
@@ -239,10 +270,10 @@ def test_status_never_pulls_an_absent_image(repo, docker_client):
 
 
 def test_stage_add_and_repro_never_write_the_dependency_into_dvc_yaml(repo):
-    repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "echo a > a.txt")
+    repo.dvc("stage", "add", "-n", "a", "-d", "in.txt", "-o", "a.txt", "echo a > a.txt")
     repo.dvc("repro")
     repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "-o", "b.txt", "cat a.txt > b.txt")
-    repo.dvc("stage", "add", "-f", "-n", "a", "-o", "a.txt", "echo aa > a.txt")  # rewrites a loaded stage
+    repo.dvc("stage", "add", "-f", "-n", "a", "-d", "in.txt", "-o", "a.txt", "echo aa > a.txt")  # rewrites a loaded stage
     repo.dvc("repro")
     repo.dvc("commit", "-f")
     text = repo.read("dvc.yaml")
@@ -250,9 +281,18 @@ def test_stage_add_and_repro_never_write_the_dependency_into_dvc_yaml(repo):
     assert set(records(repo)) == {"a", "b"}
 
 
+def test_a_stage_without_dependencies_still_runs_every_time(repo):
+    """DVC reruns a stage without deps on every repro; a dependency of ours must not change that."""
+    repo.write("dvc.yaml", "stages:\n  cb:\n    cmd: date +%s%N >> runs.txt\n")
+    repo.dvc("repro")
+    repo.dvc("repro")
+    assert len(repo.read("runs.txt").splitlines()) == 2
+    assert not (repo.path / RECORD_FILE).exists()  # nothing to compare: it always reruns
+
+
 def test_commit_records_the_identity(repo, build_image, docker_client):
     image_b = build_image("b", "B")
-    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     repo.dvc("config", "docker.image", image_b)
     repo.dvc("commit", "-f")  # "this output is fine under B"
@@ -261,7 +301,8 @@ def test_commit_records_the_identity(repo, build_image, docker_client):
 
 
 def test_stage_in_a_subfolder_records_next_to_its_lock(repo):
-    repo.write("sub/dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    wdir: .\n    outs: [out.txt]\n")
+    repo.write("sub/in.txt", "in\n")
+    repo.write("sub/dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    wdir: .\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro", "sub/dvc.yaml")
     assert set(records(repo, "sub")) == {"s"} and not (repo.path / RECORD_FILE).exists()
     assert RECORD_FILE in yaml.safe_load(repo.read("sub/dvc.lock"))["stages"]["s"]["params"]
@@ -272,7 +313,7 @@ def test_stage_in_a_subfolder_records_next_to_its_lock(repo):
 
 def test_params_diff_and_exp_show_show_the_identity(repo, build_image, docker_client, busybox_image):
     image_b = build_image("b", "B")
-    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "A")
@@ -289,6 +330,11 @@ def test_params_diff_and_exp_show_show_the_identity(repo, build_image, docker_cl
     repo.dvc("exp", "run", "-n", "back-to-a")
     exps = experiments(repo)
     assert exps["back-to-a"]["params"][RECORD_FILE]["s"]["id"] == image_id(docker_client, busybox_image)
+    exp_diff = json.loads(repo.dvc("exp", "diff", "HEAD", "back-to-a", "--json").stdout)
+    assert exp_diff["params"][RECORD_FILE]["s.id"] == {
+        "old": image_id(docker_client, image_b),
+        "new": image_id(docker_client, busybox_image),
+    }
     table = repo.dvc("exp", "show", "--csv").stdout
     assert "s.id" in table.splitlines()[0] and image_id(docker_client, image_b) in table
 
@@ -296,6 +342,7 @@ def test_params_diff_and_exp_show_show_the_identity(repo, build_image, docker_cl
 IMAGE_PARAM_YAML = f"""stages:
   s:
     cmd: {MARK_CMD} > out.txt
+    deps: [in.txt]
     params: [image]
     outs: [out.txt]
     meta: {{docker: "${{image}}"}}
@@ -309,6 +356,7 @@ def test_queue_j2_records_the_identity_per_experiment(make_repo, busybox_image, 
     repo = make_repo(busybox_image)
     repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
     repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write("in.txt", "in\n")
     repo.write("dvc.yaml", IMAGE_PARAM_YAML)
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
@@ -337,6 +385,7 @@ def test_temp_exp_run_records_the_identity(make_repo, busybox_image, build_image
     image_b = build_image("tb", "TB")
     repo = make_repo(busybox_image)
     repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write("in.txt", "in\n")
     repo.write("dvc.yaml", IMAGE_PARAM_YAML)
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
@@ -356,7 +405,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
     """No crash; it ignores the recorded identities (stages up to date) and drops them when it rewrites dvc.lock."""
-    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    outs: [out.txt]\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     assert lock_identity(repo, "s")
     # that DVC cannot read the docker section: the config lives where it does not look

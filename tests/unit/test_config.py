@@ -102,6 +102,7 @@ def test_parsers_accept(key: str, value: Any, expected: Any) -> None:
 
 BAD: list = [
     ("enabled", "maybe"),
+    ("track", "sometimes"),
     ("enabled", "2"),
     ("image", ""),
     ("image", "my image"),

@@ -129,6 +129,9 @@ def test_bad_record_file_is_an_error(tmp_path):
     path.write_text("- a\n")
     with pytest.raises(ValueError):
         p.read_record_file(str(path))
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        p.read_record_file(str(path))
     path.write_text("train: {image: x}\n")
     with pytest.raises(ValueError, match="no 'id'"):
         p.read_record_file(str(path))
