@@ -12,12 +12,12 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 @dataclass(frozen=True)
 class ImageRow:
-    """One container stage's image: as configured, as recorded in dvc.docker.lock, as present now."""
+    """One container stage's image: as configured, as recorded (dvc.lock / dvc.docker.lock), as present now."""
 
     stage: str
     image: str
     pull: str  # the stage's docker.pull policy
-    recorded: Optional[str]  # identity in dvc.docker.lock, None if the stage never ran in a container
+    recorded: Optional[str]  # identity the lock records, None if the stage never ran in a container (or is untracked)
     current: Optional[str]  # identity of the local image, None if it is not present
 
     @property
@@ -35,35 +35,21 @@ class ImageRow:
         return {**asdict(self), "present": self.present, "changed": self.changed}
 
 
-class RecordedIdentities:
-    """stage -> the identity dvc.docker.lock records for it (each record file read once)."""
+def recorded_identity(stage: Any) -> Optional[str]:
+    """The identity dvc.lock records for the stage (None: never ran in a container, or not tracked)."""
+    from .tracking import image_dependency_of
 
-    def __init__(self) -> None:
-        self._files: dict = {}
-
-    def __call__(self, stage: Any) -> Optional[str]:
-        from .errors import DockerExecError
-        from .provenance import read_record_file, record_key, record_path
-
-        path = record_path(stage.dvcfile.path)
-        if path not in self._files:
-            try:
-                self._files[path] = read_record_file(path)
-            except ValueError as exc:
-                raise DockerExecError(f"cannot read the image record: {exc}") from None
-        record = self._files[path].get(record_key(stage.name))
-        return record.identity if record else None
+    dep = image_dependency_of(stage)
+    return dep.recorded() if dep is not None else None
 
 
 def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]:
-    """`stages`: (stage, DockerSettings) pairs."""
-    # one inspect per distinct image
+    """`stages`: (stage, DockerSettings) pairs; one inspect per distinct image."""
     from .provenance import IdentityCache
 
     identities = IdentityCache(client)
-    recorded = RecordedIdentities()
     return [
-        ImageRow(stage.addressing, settings.image, settings.pull, recorded(stage), identities.identity(settings.image))
+        ImageRow(stage.addressing, settings.image, settings.pull, recorded_identity(stage), identities.identity(settings.image))
         for stage, settings in stages
     ]
 
