@@ -359,21 +359,26 @@ def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_cli
 # --- ps / prune with an orphan of a SIGKILLed dvc ---------------------------------------------------
 
 
-def _wait_for_container(client, under: str, timeout: float = 60):
+def _wait_for_container(client, repo_path: str, dvc: subprocess.Popen, log, timeout: float = 60):
+    """The running stage container of `repo_path` (one list call: no inspect that a removal could race)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [c for c in our_containers(client, under=under) if c.status == "running"]
+        found = client.api.containers(filters={"label": [LABEL, f"{LABEL}.repo={repo_path}"], "status": "running"})
         if found:
-            return found[0]
+            return client.containers.get(found[0]["Id"])
+        if dvc.poll() is not None:
+            break
         time.sleep(0.2)
-    raise AssertionError("the stage container did not start")
+    log.seek(0)
+    raise AssertionError(f"the stage container did not start (dvc exit {dvc.poll()}):\n{log.read()}")
 
 
 def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_client, tmp_path, no_leftovers):
     repo = make_repo(busybox_image)
     repo.dvc("stage", "add", "-n", "slow", "sleep 300")
-    dvc = subprocess.Popen([*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    orphan = _wait_for_container(docker_client, str(repo.path))
+    log = tempfile.TemporaryFile("w+")
+    dvc = subprocess.Popen([*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=log, stderr=subprocess.STDOUT)
+    orphan = _wait_for_container(docker_client, str(repo.path), dvc, log)
     dvc.send_signal(signal.SIGKILL)
     dvc.wait()
     # a container of a live dvc process of this repo, and one of another repo
