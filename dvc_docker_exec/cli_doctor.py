@@ -80,6 +80,8 @@ class CmdDockerDoctor(CmdDocker):
         except DockerException as exc:
             what, fix = connect_failure(self.endpoint, exc)
             return None, Check("daemon", ERROR, what, fix)
+        except DockerExecError as exc:  # e.g. a socket proxy that denies VERSION
+            return None, Check("daemon", ERROR, str(exc), "allow it in the socket proxy, or use a socket that allows it")
         self._client = client
         return client, daemon_check(version)
 
