@@ -12,6 +12,7 @@ from .errors import DockerExecError
 if TYPE_CHECKING:
     from .checks import Check
 
+PROXY_FIX = "allow it in the socket proxy, or use a socket that allows it"
 HELP = "Check the Docker setup for this repo's pipeline: one line per check, with a fix."
 DESCRIPTION = (
     HELP + "\n\nChecks the endpoint and where it came from, the socket permission, the daemon, the engine kind"
@@ -65,7 +66,7 @@ class CmdDockerDoctor(CmdDocker):
         try:
             yield from list(checks())
         except DockerExecError as exc:
-            yield Check(name, ERROR, str(exc), "allow it in the socket proxy, or use a socket that allows it")
+            yield Check(name, ERROR, str(exc), PROXY_FIX)
 
     def _connect(self) -> Tuple[Optional[Any], Any]:
         from docker.errors import DockerException
@@ -81,7 +82,7 @@ class CmdDockerDoctor(CmdDocker):
             what, fix = connect_failure(self.endpoint, exc)
             return None, Check("daemon", ERROR, what, fix)
         except DockerExecError as exc:  # e.g. a socket proxy that denies VERSION
-            return None, Check("daemon", ERROR, str(exc), "allow it in the socket proxy, or use a socket that allows it")
+            return None, Check("daemon", ERROR, str(exc), PROXY_FIX)
         self._client = client
         return client, daemon_check(version)
 
