@@ -21,8 +21,8 @@ _unreachable: List[str] = []  # inside `dvc status`: why the daemon could not be
 _warned: Set[str] = set()  # reasons already given in full
 
 
-class ImageNotChecked(Exception):
-    """The current identity cannot be known now (no daemon, image not present)."""
+class ImageNotChecked(DockerExecError):
+    """The current identity cannot be known now (no daemon, image not present); status/dry only."""
 
 
 class ImageDependency(ParamsDependency):
@@ -74,7 +74,11 @@ class ImageDependency(ParamsDependency):
     def get_hash(self) -> HashInfo:
         # a host stage: truthy (DVC's run cache requires every dep to hash) but
         # serialized as nothing, see dumpd
-        return HashInfo(self.PARAM_PARAMS, self.read_params() or {self.key: None})  # type: ignore[arg-type]
+        try:
+            value = self.read_params() or {self.key: None}
+        except ImageNotChecked:  # `--dry` asks the run cache too: what was recorded stands
+            value = {self.key: self.recorded()}
+        return HashInfo(self.PARAM_PARAMS, value)  # type: ignore[arg-type]
 
     def save(self) -> None:
         self.hash_info = self.get_hash()

@@ -50,7 +50,7 @@ from .errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
-# True while `dvc status` (Repo.status) runs: look, never pull, never fail on the daemon
+# True inside `dvc status` and `--dry` runs: look, never pull, never fail on the daemon
 _STATUS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_exec_status_only", default=False)
 
 
@@ -62,7 +62,7 @@ def _record_path_for(dvcfile: Any) -> str:
 
 
 def status_only() -> bool:
-    """True inside `dvc status`: identities are looked up, never pulled, and may stay unknown."""
+    """True inside `dvc status` / `--dry`: identities are looked up, never pulled, and may stay unknown."""
     return _STATUS_ONLY.get()
 
 

@@ -251,6 +251,9 @@ def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
 
     dry = repo.dvc("repro", "--dry", env=gone)  # runs nothing: needs no daemon, as before
     assert "not checked" in dry.stderr and "Data and pipelines are up to date" in dry.stdout
+    repo.write("in.txt", "changed\n")  # changed for another reason: --dry consults the run cache too
+    dry = repo.dvc("repro", "--dry", env=gone)
+    assert "docker run --rm" in dry.stdout and "Traceback" not in dry.stderr
 
     (repo.path / "out.txt").unlink()
     proc = repo.dvc("repro", env=gone, check=False)
