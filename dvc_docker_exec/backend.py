@@ -25,11 +25,12 @@ class Backend(Protocol):
     def run(self, spec: ContainerSpec, cmd: str) -> None: ...
 
 
-def make_backend(kind: str, client: Any) -> Backend:
+def make_backend(kind: str, client: Any, engine: Any = None) -> Backend:
+    """`engine`: what `engine.probe` found at the endpoint (the engine backend adapts to it)."""
     if kind == "swarm":
         from .swarm import SwarmRunner
 
         return SwarmRunner(client)
     from .runner import ContainerRunner
 
-    return ContainerRunner(client)
+    return ContainerRunner(client, engine)

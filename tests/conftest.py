@@ -70,8 +70,15 @@ SESSION_ROOTS: List[str] = []
 def our_containers(client, under: Optional[str] = None) -> List:
     """Containers of the plugin whose repo lies under `under` (default: this session's repos)."""
     roots = [under] if under else SESSION_ROOTS
+    # ignore_removed: a container removed between the list and its inspect (AutoRemove, another session) is
+    # skipped, not a 404; whole path components: session root .../pytest-13 must not match .../pytest-139/...
     found = client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
-    return [c for c in found if any(c.labels.get(f"{LABEL}.repo", "").startswith(r) for r in roots)]
+    return [c for c in found if any(_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
+
+
+def _within(path: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return path == root or path.startswith(root + "/")
 
 
 @pytest.fixture(scope="session", autouse=True)

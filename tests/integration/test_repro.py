@@ -33,8 +33,11 @@ def test_stage_runs_in_container_and_lock_equals_host_run(repo):
     repo.dvc("config", "docker.enabled", "false")
     repo.dvc("repro", "-f")
     assert "docker-init" not in repo.read("where.txt")
-    assert repo.lock() == in_container
-    assert yaml.safe_load(in_container)["stages"]["hello"]["cmd"] == cmd
+    # the same lock but for the image identity (README "Provenance")
+    recorded = yaml.safe_load(in_container)
+    assert list(recorded["stages"]["hello"].pop("params")) == ["dvc.docker.lock"]
+    assert yaml.safe_load(repo.lock()) == recorded
+    assert recorded["stages"]["hello"]["cmd"] == cmd
 
 
 def test_quoting_pipes_env_and_shell(repo):
@@ -258,7 +261,7 @@ def test_absent_image(repo):
     repo.dvc("config", "docker.image", "localhost:1/absent:1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
-    assert "cannot be pulled" in proc.stderr and "Traceback" not in proc.stderr
+    assert "cannot pull image 'localhost:1/absent:1' from localhost:1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_unknown_key_refused(repo):

@@ -24,15 +24,15 @@ import pytest
 from docker.errors import APIError, DockerException, ImageNotFound
 from dvc.stage.exceptions import StageCmdFailedError
 
-from dvc_docker_exec import runner
+from dvc_docker_exec import runner, streams
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.runner import (
-    CHUNK,
     ContainerCmdFailedError,
     ImageManager,
     connect,
     pump,
 )
+from dvc_docker_exec.streams import CHUNK
 
 # --- pump ------------------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ def test_pump_frames_split_across_reads(outputs: Outputs) -> None:
 
 def test_pump_split_with_a_tiny_read_size(outputs: Outputs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic splits: every read returns at most 5 bytes."""
-    monkeypatch.setattr(runner, "CHUNK", 5)
+    monkeypatch.setattr(streams, "CHUNK", 5)
     frames = [frame(1 + i % 2, f"line {i}\n".encode()) for i in range(50)]
     out, err = run_pump([b"".join(frames)], outputs)
     assert out == b"".join(f"line {i}\n".encode() for i in range(0, 50, 2))
@@ -310,7 +310,7 @@ def test_missing_and_absent_pulls_once() -> None:
     assert api.pulls == [("python", "3.12-slim")]
     text = out.getvalue()
     assert text.startswith("Pulling image 'python:3.12-slim'...\n")
-    assert text.count("l1 Pull complete") == 1  # repeated lines are shown once
+    assert text.count("l1: Pull complete") == 1  # one line per layer when not a terminal
     assert "Downloading" not in text  # progress bars are not
 
 
@@ -344,7 +344,7 @@ def test_always_pulls_once_per_process() -> None:
 def test_pull_error_event() -> None:
     api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1': manifest unknown$"):
+    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1' from docker.io: manifest unknown$"):
         images.ensure("nope:1", "missing")
     assert "nope:1" not in images._pulled
 
@@ -358,7 +358,7 @@ def test_pull_api_error() -> None:
 
     api.pull = pull  # type: ignore[method-assign]
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match="cannot be pulled: pull access denied for nope"):
+    with pytest.raises(DockerExecError, match="^cannot pull image 'nope' from docker.io: pull access denied for nope$"):
         images.ensure("nope", "missing")
 
 
@@ -470,9 +470,11 @@ def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
 def test_run_success_removes_the_container(capfd: pytest.CaptureFixture[str]) -> None:
     api = FakeRunAPI(output=b"hi\n")
     run_with(api)
-    assert api.calls == ["create_container", "wait", "attach_socket", "start"]
+    # one inspect after the stream ends: had it been cut while the command runs? (streams.follow)
+    assert api.calls == ["create_container", "wait", "attach_socket", "start", "inspect_container"]
     assert api.containers == set()  # gone when run() returns
-    assert api.removed == [] and api.killed == []  # by the daemon (AutoRemove): no extra round trip
+    assert api.removed == [] and api.killed == []  # the daemon removes it (AutoRemove): no extra round trip
+    assert api.host_config_kwargs["auto_remove"] is True
     assert api.sockets[0].fileno() == -1  # closed
     assert api.host_config_kwargs["init"] is True
     assert capfd.readouterr().out == "hi\n"
