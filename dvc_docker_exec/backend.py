@@ -29,11 +29,13 @@ class Backend(Protocol):
         """`signals`: the caller's `runner.StageSignals` (it has more to clean up); None: install its own."""
 
 
-def make_backend(kind: str, client: Any, endpoint: Any = None) -> Backend:
+def make_backend(kind: str, client: Any, engine: Any = None, endpoint: Any = None) -> Backend:
+    """`engine`: what `engine.probe` found at the endpoint (the engine backend adapts to it);
+    `endpoint`: where it is, named in errors."""
     if kind == "swarm":
         from .swarm import SwarmRunner
 
         return SwarmRunner(client, endpoint)
     from .runner import ContainerRunner
 
-    return ContainerRunner(client, endpoint)
+    return ContainerRunner(client, engine, endpoint)

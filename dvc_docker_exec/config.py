@@ -259,6 +259,7 @@ def parse_host_root(value: Any) -> str:
 PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "image": parse_image,
     "enabled": parse_bool,
+    "track": parse_bool,
     "pull": parse_pull,
     "user": parse_user,
     "env": parse_env,
@@ -273,6 +274,8 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "backend": parse_backend,
     "constraints": parse_constraints,
     "allow_repo_settings": parse_bool,
+    # run anyway, with a warning, where the engine cannot enforce memory/cpus (engine.check_limits)
+    "allow_unlimited": parse_bool,
 }
 
 # Keys a stage may not set in `meta.docker` (they describe the machine, not the stage).
@@ -315,6 +318,7 @@ class DockerSettings:
 
     image: Optional[str] = None
     enabled: bool = True
+    track: bool = True  # record the image identity and rerun when it changes (README "Provenance")
     pull: str = "missing"
     user: Optional[str] = None
     env: Tuple[str, ...] = ()
@@ -329,6 +333,7 @@ class DockerSettings:
     backend: str = "engine"
     constraints: Tuple[str, ...] = ()
     allow_repo_settings: bool = False
+    allow_unlimited: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # key -> where its value came from: a DVC config level or META (see `trust`)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

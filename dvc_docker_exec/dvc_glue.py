@@ -45,6 +45,45 @@ def patch_stage_run(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def register_commands(module: Any) -> None:
+    """Add the `dvc docker` command group to DVC's CLI.
+
+    DVC has no entry point for commands: `dvc.cli.parser` builds its parser
+    from the module-level COMMANDS list in an lru_cache'd get_main_parser().
+    We extend the list right after the module runs, before anything builds
+    the parser, and drop the memo in case it was built already.
+    """
+    from . import commands
+
+    if commands not in module.COMMANDS:
+        module.COMMANDS.append(commands)
+    cache_clear = getattr(module.get_main_parser, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+    module._dvc_docker_exec_patched = True
+
+
+def _patch_with(name: str) -> Callable[[Any], None]:
+    """A hook target that delegates to tracking.<name> (provenance, see tracking.py)."""
+
+    def patch(module: Any) -> None:
+        from . import tracking
+
+        getattr(tracking, name)(module)
+        module._dvc_docker_exec_patched = True
+
+    patch.__name__ = name
+    return patch
+
+
+patch_stage_loader = _patch_with("patch_loader")
+patch_stage_serialize = _patch_with("patch_serialize")
+patch_stage_cache = _patch_with("patch_stage_cache")
+patch_dvcfile = _patch_with("patch_dvcfile")
+patch_repo_status = _patch_with("patch_status")
+patch_repo_reproduce = _patch_with("patch_reproduce")
+
+
 def settings_for(stage: Any) -> Optional[DockerSettings]:
     """The stage's settings if it runs in a container, None for a host run.
 
@@ -94,6 +133,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
 
     from dvc.stage import run as dvc_run
 
+    from .engine import check_limits
     from .spec import build_spec, container_env
 
     logger.info("Running stage '%s' in a container of image '%s':", stage.addressing, settings.image)
@@ -103,6 +143,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     facts_kwargs = dict(
         uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name(), host=os.uname().nodename
     )
+    if not dry:
+        facts_kwargs.update(_engine_ids())
 
     if dry:
         facts = stage_facts(stage, env, overlays=(), settings=None)
@@ -138,11 +180,21 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             dvc_run.display_command(cmd)
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
             logger.debug("%s", _run_line(spec))
+            if settings.backend == "engine":
+                # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
+                check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd, signals)
 
 
 def _run_line(spec: Any) -> str:
     return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join(spec.run_line_differences())})"
+
+
+def _engine_ids() -> dict:
+    """uid/gid for the stage's default user, as the engine maps them (rootless: root inside = you)."""
+    _session()
+    uid, gid = _state["engine"].stage_ids(os.getuid(), os.getgid())
+    return {"uid": uid, "gid": gid}
 
 
 def _user_name() -> str:
@@ -165,6 +217,7 @@ def _session(backend: str = "engine"):
     """The client, image manager and backend of this dvc process (one connection each)."""
     if "client" not in _state:
         from .endpoint import discover
+        from .engine import probe
         from .runner import ImageManager, connect
 
         endpoint = discover()
@@ -172,11 +225,12 @@ def _session(backend: str = "engine"):
         client = connect(endpoint)
         _state["endpoint"] = endpoint
         _state["client"] = client
+        _state["engine"] = probe(client.api)
         _state["images"] = ImageManager(client)
     if ("backend", backend) not in _state:
         from .backend import make_backend
 
-        _state[("backend", backend)] = make_backend(backend, _state["client"], _state["endpoint"])
+        _state[("backend", backend)] = make_backend(backend, _state["client"], _state["engine"], _state["endpoint"])
     return _state[("backend", backend)], _state["images"]
 
 
@@ -193,7 +247,9 @@ def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Calla
         from .paths import detect_host_paths
 
         _session()
-        host_paths = detect_host_paths(_state["client"], repo_root=_git_root(stage), host_root=settings.host_root)
+        host_paths = detect_host_paths(
+            _state["client"], repo_root=_git_root(stage), host_root=settings.host_root, endpoint=_state["endpoint"]
+        )
         logger.debug("host paths: %s", host_paths.describe())
         _state[key] = host_paths
     return _positional(_state[key])
@@ -205,10 +261,14 @@ def _positional(host_paths: Any) -> Callable:
 
 
 def _git_root(stage: Any) -> str:
-    scm = getattr(stage.repo, "scm", None)
+    return repo_git_root(stage.repo)
+
+
+def repo_git_root(repo: Any) -> str:
+    scm = getattr(repo, "scm", None)
     root = getattr(scm, "root_dir", None)
     # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
-    return os.path.normpath(root or stage.repo.root_dir)
+    return os.path.normpath(root or repo.root_dir)
 
 
 def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: Optional[DockerSettings]):

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import docker.errors
 from docker.types import Mount
 
+from .endpoint import Endpoint, discover
 from .errors import DockerExecError
 from .sockets import WELL_KNOWN, SocketGuard, unescape_mountinfo
 
@@ -199,6 +200,15 @@ def _default_guard(root: str) -> SocketGuard:
     return SocketGuard() if root == "/" else SocketGuard(socket_paths=())
 
 
+def _endpoint_socket() -> str | None:
+    """The socket of the endpoint in use (a rootless or Podman socket may be mounted anywhere)."""
+    try:
+        path = discover().socket_path
+    except DockerExecError:
+        return None
+    return normalize(path) if path else None
+
+
 def _is_socket_file(root: str, path: str) -> bool:
     """True if ``path`` (seen under ``root``) exists and is a Unix socket."""
     try:
@@ -350,6 +360,7 @@ class RunnerPaths:
         return (
             any(n.endswith(".sock") for n in names)
             or dest in KNOWN_SOCKETS
+            or dest == _endpoint_socket()
             or _is_socket_file(self._root, dest)
         )
 
@@ -430,6 +441,7 @@ def detect_host_paths(
     host_root: str | None = None,
     root: str = "/",
     hostname: str | None = None,
+    endpoint: Endpoint | None = None,
 ) -> HostPaths:
     """Pick the translator for this process.
 
@@ -440,7 +452,13 @@ def detect_host_paths(
     Translation happens only if the daemon itself confirms that we are one of
     its containers; every other case is identity, because a wrong
     "translation" would silently mount the wrong host directories.
+
+    ``endpoint``: the daemon ``client`` talks to, when the caller has it;
+    its socket is refused like the ones ``sockets.sockets_in_use`` finds.
     """
+    guard = None
+    if endpoint is not None and endpoint.socket_path and root == "/":
+        guard = SocketGuard(extra=lambda: [endpoint.socket_path])
     if host_root:
         if not posixpath.isabs(host_root):
             raise DockerExecError(
@@ -448,12 +466,12 @@ def detect_host_paths(
                 "to the host path of the repo root, e.g. "
                 "`dvc config docker.host_root /home/me/project`"
             )
-        result: HostPaths = HostRootPaths(repo_root, host_root, root=root)
+        result: HostPaths = HostRootPaths(repo_root, host_root, root=root, guard=guard)
         logger.debug("docker paths: %s", result.describe())
         return result
 
     if not in_container(root):
-        return IdentityPaths("not in a container", root=root)
+        return IdentityPaths("not in a container", root=root, guard=guard)
 
     candidates: list[tuple[str, str]] = []
     mountinfo = _read(root, "proc/self/mountinfo")
@@ -502,4 +520,4 @@ def detect_host_paths(
         + (", ".join(sorted(tried)) if tried else "any id of ours")
     )
     logger.debug("docker paths: identity: %s", reason)
-    return IdentityPaths(reason, root=root)
+    return IdentityPaths(reason, root=root, guard=guard)

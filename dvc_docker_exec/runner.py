@@ -9,10 +9,8 @@ the command can clean up, and it is killed if it has not stopped within
 from __future__ import annotations
 
 import logging
-import errno
 import fcntl
 import hashlib
-import json
 import os
 import re
 import signal
@@ -22,24 +20,25 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional, Tuple
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.utils import parse_repository_tag
+from docker.errors import APIError, DockerException, NotFound
 
 from dvc.stage.exceptions import StageCmdFailedError
 
+from . import streams
 from .endpoint import Endpoint, discover
+from .engine import Engine
 from .errors import DockerExecError, StageInterruptedError
+from .provenance import IdentityCache
 from .spec import ContainerSpec
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
 logger = logging.getLogger(f"dvc.{__name__}")
 
 STOP_GRACE = 1.0  # seconds between forwarding a signal and SIGKILL (target: gone within 2 s)
-CHUNK = 1 << 20  # read the attach stream in large chunks (100 MB of stdout: see benchmarks/)
-STDOUT, STDERR = 1, 2
+STDOUT, STDERR = streams.STDOUT, streams.STDERR
 
 
 class ContainerCmdFailedError(StageCmdFailedError):
@@ -65,18 +64,33 @@ def connect(
         client.ping()
         return client
     except DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            raise DockerExecError(
-                f"permission denied on the Docker socket {endpoint.describe()}: add your user to the "
-                "'docker' group (then log in again), or point DOCKER_HOST at a socket you may use"
-            ) from None
-        reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
-        raise DockerExecError(
-            f"cannot reach the Docker daemon at {endpoint.describe()} ({reason}): start Docker "
-            "(e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
-            "or run stages on the host with `dvc config docker.enabled false`"
-        ) from None
+        what, fix = connect_failure(endpoint, exc)
+        raise DockerExecError(f"{what}: {fix}") from None
+
+
+def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
+    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line)."""
+    text = str(exc)
+    if "Permission denied" in text or "PermissionError" in text:
+        return (
+            f"permission denied on the Docker socket {endpoint.describe()}",
+            "add your user to the 'docker' group (then log in again), or point DOCKER_HOST at a socket you may use",
+        )
+    return (
+        f"cannot reach the Docker daemon at {endpoint.describe()} ({_reason(text) or type(exc).__name__})",
+        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
+        "or run stages on the host with `dvc config docker.enabled false`",
+    )
+
+
+def _reason(text: str) -> str:
+    """The OS's words from requests' nested reprs: "('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))"."""
+    import re
+
+    found = re.search(r"\w+Error\(\d+, '([^']+)'\)", text) or re.search(r"\[Errno \d+\] ([^\"')]+)", text)
+    if found:
+        return found.group(1).strip()
+    return text.split(": ", 1)[-1].strip().splitlines()[0] if text else ""
 
 
 LOCK_TIMEOUT = 900.0  # seconds a process waits for another one's pull before giving up
@@ -163,13 +177,19 @@ class ImageManager:
         self.out = out
         self._pulled: set = set()
         self._known: set = set()  # seen present in this process: no inspect per stage
+        # one inspect per distinct image per process, shared with provenance
+        self.identities = IdentityCache(client)
 
     def _present(self, image: str) -> bool:
-        try:
-            self.client.api.inspect_image(image)
-            return True
-        except (ImageNotFound, NotFound):
-            return False
+        return self.identities.identity(image) is not None
+
+    def identity(self, image: str, policy: str) -> str:
+        """The identity of the image a stage will run, after applying the pull policy."""
+        self.ensure(image, policy)
+        identity = self.identities.identity(image)
+        if identity is None:  # deleted between the pull and the inspect
+            raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
+        return identity
 
     def ensure(self, image: str, policy: str) -> None:
         if image in self._pulled or (policy != "always" and image in self._known):
@@ -184,74 +204,22 @@ class ImageManager:
             )
         with _file_lock(f"pull:{image}", what=f"pulling image '{image}'"):
             # another worker may have pulled it while we waited for the lock
+            self.identities.forget(image)
             if policy == "always" or not self._present(image):
                 self._pull(image)
+                self.identities.forget(image)  # the tag may name another image now
         self._pulled.add(image)
 
     def _pull(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
+        from .pulling import pull_image
+
         self.out.write(f"Pulling image '{image}'...\n")
-        try:
-            last = None
-            for event in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise DockerExecError(f"cannot pull image '{image}': {event['error']}")
-                line = " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
-                if line and line != last and "progress" not in event:
-                    self.out.write(f"  {line}\n")
-                    last = line
-            self.out.flush()
-        except APIError as exc:
-            raise DockerExecError(
-                f"image '{image}' is not present locally and cannot be pulled: {exc.explanation or exc}"
-            ) from None
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        try:
-            written = os.write(fd, data)
-        except InterruptedError:
-            continue
-        data = data[written:]
+        pull_image(self.client.api, image, out=self.out)
 
 
 def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:
-    """Copy the attach stream to our stdout/stderr until EOF.
-
-    Why not docker-py's log generator: it yields one frame at a time and
-    measured 3.3x slower than the CLI for 100 MB of output. We read large
-    chunks from the raw socket and demultiplex the 8-byte frame headers
-    ourselves, writing straight to the file descriptors.
-    """
-    fd = sock.fileno()
-    buf = bytearray()
-    while True:
-        try:
-            chunk = os.read(fd, CHUNK)
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                continue
-            raise
-        if not chunk:
-            break
-        if tty:
-            _write_all(out_fd, memoryview(chunk))
-            continue
-        buf += chunk
-        view = memoryview(buf)
-        pos = 0
-        while len(view) - pos >= 8:
-            size = int.from_bytes(view[pos + 4 : pos + 8], "big")
-            if len(view) - pos - 8 < size:
-                break
-            stream = view[pos]
-            _write_all(err_fd if stream == STDERR else out_fd, view[pos + 8 : pos + 8 + size])
-            pos += 8 + size
-        view.release()
-        del buf[:pos]
+    """Copy the attach stream to our stdout/stderr until EOF (see streams.pump)."""
+    streams.pump(sock, streams.Output(tty, out_fd, err_fd))
 
 
 class StageSignals:
@@ -345,20 +313,8 @@ def pause_point(phase: str, signals: StageSignals) -> None:
         time.sleep(0.02)
 
 
-# What a dropped connection to the daemon looks like, depending on the step it hits.
-try:
-    from requests.exceptions import ChunkedEncodingError
-    from requests.exceptions import ConnectionError as RequestsConnectionError
-    from urllib3.exceptions import ProtocolError
-    from http.client import HTTPException
-
-    CONNECTION_LOST: tuple = (RequestsConnectionError, ChunkedEncodingError, ProtocolError, HTTPException, ConnectionError)
-except ImportError:  # pragma: no cover - docker-py always brings requests and urllib3
-    CONNECTION_LOST = (ConnectionError,)
-
-
-class _ConnectionLost(Exception):
-    pass
+# What a dropped connection to the daemon looks like, whichever step it hits.
+CONNECTION_LOST = streams.CUT
 
 
 def lost_connection(endpoint: Optional[Endpoint], cmd: str, cleaned: str) -> DockerExecError:
@@ -387,9 +343,12 @@ class ContainerRunner:
     away once its command ends. An interrupted one is stopped and removed here.
     """
 
-    def __init__(self, client: docker.DockerClient, endpoint: Optional[Endpoint] = None):
+    def __init__(
+        self, client: docker.DockerClient, engine: Optional[Engine] = None, endpoint: Optional[Endpoint] = None
+    ):
         self.client = client
         self.api = client.api
+        self.engine = engine or Engine("Docker Engine", "?")
         self.endpoint = endpoint
 
     def _register_wait(self, cid: str):
@@ -398,7 +357,7 @@ class ContainerRunner:
         # headers, so the exit cannot slip by before we listen. docker-py's
         # own wait() blocks on the body, hence its private helpers here.
         res = self.api._post(
-            self.api._url("/containers/{0}/wait", cid), params={"condition": "removed"}, stream=True, timeout=None
+            self.api._url("/containers/{0}/wait", cid), params={"condition": self.engine.wait_condition}, stream=True, timeout=None
         )
         self.api._raise_for_status(res)
         return res
@@ -442,18 +401,14 @@ class ContainerRunner:
             self.api.start(cid)
             pause_point("started", signals)
             with signals.interruptible():
-                pump(sock, spec.tty)
-                body = waiter.raw.read()
-            result = json.loads(body or b"{}")
-            if (result.get("Error") or {}).get("Message"):
-                raise DockerExecError(f"container for '{cmd}' failed: {result['Error']['Message']}")
-            if "StatusCode" not in result:
-                raise _ConnectionLost("the wait for the exit status ended without one")
-            status = int(result["StatusCode"])
+                # a connection cut while the stage is silent is resumed there (streams);
+                # a daemon that does not answer at all ends up below as `lost`
+                streams.follow(self.api, cid, sock, streams.Output(spec.tty))
+                status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
             pause_point("exited", signals)
         except APIError as exc:
             raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
-        except (_ConnectionLost, *CONNECTION_LOST) as exc:
+        except CONNECTION_LOST as exc:
             lost = exc
         finally:
             for stream in (sock, waiter):

@@ -11,6 +11,7 @@
 # latter remounts /sys and dockerd fails with "Devices cgroup isn't mounted".
 #
 #   scripts/engines/swarm-netns.sh up [N]   start N nodes (default 3), join them, print the manager's DOCKER_HOST
+#                                           (the last node does not see $HIDDEN/data, see below)
 #   scripts/engines/swarm-netns.sh down     stop every node, remove namespaces and state
 #   scripts/engines/swarm-netns.sh load IMG copy a local image of the main engine to every node
 #
@@ -23,6 +24,7 @@ STATE=${DDE_SWARM_STATE:-/var/lib/$PREFIX}
 RUN=${DDE_SWARM_RUN:-/run/$PREFIX}
 SUBNET=10.213.0
 BR_NS=$PREFIX-br
+HIDDEN=${DDE_SWARM_HIDDEN:-/srv/$PREFIX-hidden}  # present on the host, empty on the last node
 
 die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, dockerd)"
@@ -67,7 +69,15 @@ up() {
             mkdir -p "$STATE/node$n" "$RUN/node$n/exec"
             # --iptables=false --bridge=none: the node has no NAT and no docker0;
             # stage containers use the host network of the node's namespace.
-            setsid nsenter --net="/var/run/netns/$ns" dockerd \
+            # The last node gets a mount namespace of its own in which $HIDDEN is
+            # an empty tmpfs: a path every other node has is missing there, as on
+            # a node whose NFS mount failed (tests of the missing-path error).
+            local wrap=()
+            if [ "$n" -eq "$count" ] && [ "$count" -gt 1 ]; then
+                mkdir -p "$HIDDEN/data"
+                wrap=(unshare -m --propagation private sh -c 'mount -t tmpfs dde-sw-hidden "$0" && exec "$@"' "$HIDDEN")
+            fi
+            setsid nsenter --net="/var/run/netns/$ns" "${wrap[@]}" dockerd \
                 -H "$(node_sock "$n")" --data-root "$STATE/node$n" --exec-root "$RUN/node$n/exec" \
                 --pidfile "$RUN/node$n/docker.pid" --iptables=false --bridge=none --ip-masq=false \
                 --cgroup-parent "$PREFIX-node$n" >"$STATE/node$n.log" 2>&1 < /dev/null &
@@ -102,7 +112,7 @@ down() {
     # containers' overlay mounts under the data roots must go before the folders
     grep " $STATE/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     grep " $RUN/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$STATE" "$RUN"
+    rm -rf "$STATE" "$RUN" "$HIDDEN"
 }
 
 load() {

@@ -462,18 +462,15 @@ def proxy(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("daemon", ["comes-back", "gone"])
-def test_daemon_connection_lost_mid_stage(repo, docker_client, proxy, daemon):
+def test_daemon_gone_mid_stage_is_one_clear_error(repo, docker_client, proxy):
+    """The daemon stops answering while a stage runs (a connection that is only cut is resumed: streams.py)."""
     repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "sleep 60; echo x > out.txt")
     proc, err = start_dvc(repo, "repro", env={"DOCKER_HOST": f"unix://{proxy.path}"})
     running = wait_until(
         lambda: [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"],
         "a running container", proc,
     )
-    if daemon == "gone":
-        proxy.stop()
-    else:
-        proxy.cut()
+    proxy.stop()
     rc = proc.wait(timeout=HANG_GUARD)
     text = err.read_text().strip()
     short = running[0].id[:12]
@@ -481,11 +478,7 @@ def test_daemon_connection_lost_mid_stage(repo, docker_client, proxy, daemon):
         assert rc != 0
         assert f"lost the connection to the Docker daemon at 'unix://{proxy.path}'" in text, text
         assert "the stage's result is unknown" in text, text
-        if daemon == "gone":
-            assert f"container {short} could not be removed" in text and f"docker rm -f {short}" in text, text
-        else:
-            assert f"container {short} was stopped and removed" in text, text
-            assert not our_containers(docker_client, str(repo.path))
+        assert f"container {short} could not be removed" in text and f"docker rm -f {short}" in text, text
         assert len(text.splitlines()) == 1 and "Traceback" not in text and "http+docker" not in text, text
         assert copies(repo) == [] and repo.lock() is None
     finally:

@@ -105,6 +105,8 @@ GOOD: list = [
     ("constraints", "node.labels.gpu==true", ("node.labels.gpu==true",)),
     ("constraints", "node.role != manager, node.hostname==n1", ("node.role != manager", "node.hostname==n1")),
     ("constraints", ["node.platform.os==linux"], ("node.platform.os==linux",)),
+    ("allow_unlimited", "yes", True),
+    ("allow_unlimited", "false", False),
 ]
 
 
@@ -117,6 +119,7 @@ def test_parsers_accept(key: str, value: Any, expected: Any) -> None:
 
 BAD: list = [
     ("enabled", "maybe"),
+    ("track", "sometimes"),
     ("enabled", "2"),
     ("image", ""),
     ("image", "my image"),
@@ -182,6 +185,7 @@ BAD: list = [
     ("constraints", "gpu"),
     ("constraints", "node.labels.gpu=true"),
     ("constraints", "==x"),
+    ("allow_unlimited", "sometimes"),
 ]
 
 

@@ -13,6 +13,8 @@ from typing import List
 import docker
 import pytest
 from docker.types import Mount
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from urllib3.exceptions import ProtocolError
 
 from dvc_docker_exec import dvc_glue, runner
 from dvc_docker_exec.config import DockerSettings
@@ -96,28 +98,36 @@ def test_signal_during_a_call_removes_the_container(during: str) -> None:
 
 
 class LostAPI(FakeRunAPI):
-    """The connection breaks while the command runs; cleanup may or may not reach the daemon."""
+    """The daemon stops answering while the command runs; it answers again for the cleanup, or never."""
 
     def __init__(self, comes_back: bool):
         super().__init__()
         self.comes_back = comes_back
+        self.refusals = 0
+
+    def _refuse(self) -> None:
+        if not self.comes_back or self.refusals == 0:
+            self.refusals += 1
+            raise RequestsConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
 
     def _post(self, url, params, stream, timeout):
         self._maybe_fail("wait")
 
         def read():
-            raise runner.ProtocolError("Connection broken: IncompleteRead(0 bytes read)")
+            raise ProtocolError("Connection broken: IncompleteRead(0 bytes read)")
 
         return types.SimpleNamespace(raw=types.SimpleNamespace(read=read), close=lambda: None)
 
+    def inspect_container(self, cid: str) -> dict:
+        self._refuse()
+        return super().inspect_container(cid)
+
     def kill(self, cid: str, signal: int) -> None:
-        if not self.comes_back:
-            raise runner.RequestsConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
+        self._refuse()
         super().kill(cid, signal)
 
     def remove_container(self, cid: str, force: bool = False) -> None:
-        if not self.comes_back:
-            raise runner.RequestsConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
+        self._refuse()
         super().remove_container(cid, force)
 
 
@@ -126,7 +136,7 @@ def test_lost_daemon_is_one_clear_error(comes_back: bool, monkeypatch: pytest.Mo
     api = LostAPI(comes_back)
     endpoint = types.SimpleNamespace(describe=lambda: "'unix:///x.sock' (from DOCKER_HOST)", client=lambda: FakeDockerClient(api))
     with pytest.raises(DockerExecError) as info:
-        runner.ContainerRunner(FakeDockerClient(api), endpoint).run(spec_for(), "echo hi")  # type: ignore[arg-type]
+        runner.ContainerRunner(FakeDockerClient(api), endpoint=endpoint).run(spec_for(), "echo hi")  # type: ignore[arg-type]
     text = str(info.value)
     assert text.startswith("lost the connection to the Docker daemon at 'unix:///x.sock' (from DOCKER_HOST)")
     assert "result is unknown" in text and "Connection aborted" not in text and "\n" not in text
@@ -341,11 +351,11 @@ class FakeSwarmAPI:
     def tasks(self, filters: dict) -> list:
         if self.removed:
             return []
-        raise runner.RequestsConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed'))")
+        raise RequestsConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed'))")
 
     def remove_service(self, service_id: str) -> None:
         if not self.comes_back:
-            raise runner.RequestsConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
+            raise RequestsConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
         self.removed.append(service_id)
 
 

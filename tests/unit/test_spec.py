@@ -7,13 +7,18 @@ a kwarg docker-py does not know fails here, without a daemon.
 
 from __future__ import annotations
 
+import os
+import pty
 import shlex
+import sys
+import tempfile
 from typing import Any, Dict, Optional
 
 import docker
 import pytest
 from docker.types import DeviceRequest, Mount
 
+from dvc_docker_exec import dvc_glue
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.spec import (
     HOME_IN_CONTAINER,
@@ -201,8 +206,26 @@ def test_network_default_host_and_configurable() -> None:
     assert spec_for(settings(network="none")).network_mode == "none"
 
 
-def test_tty() -> None:
-    assert spec_for(tty=True).tty is True
+@pytest.mark.parametrize("tty", [True, False])
+def test_tty_reaches_the_daemon_and_the_run_line(tty: bool) -> None:
+    """A terminal on dvc's stdout asks the daemon for a TTY (`-t`), else none."""
+    spec = spec_for(tty=tty)
+    assert spec.create_kwargs(host_config={})["tty"] is tty
+    assert spec.create_kwargs(host_config={})["stdin_open"] is False
+    assert ("-t" in shlex.split(spec.docker_run_line())) is tty
+
+
+def test_tty_follows_dvcs_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(os.dup(slave), "w") as terminal, tempfile.TemporaryFile("w") as plain:
+            monkeypatch.setattr(sys, "stdout", terminal)
+            assert dvc_glue._tty() is True
+            monkeypatch.setattr(sys, "stdout", plain)
+            assert dvc_glue._tty() is False
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 @pytest.mark.parametrize(

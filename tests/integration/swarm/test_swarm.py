@@ -74,6 +74,28 @@ def test_failing_stage_reports_exit_code_image_and_node(swarm_repo, swarm_clean)
     assert swarm_repo.lock() is None
 
 
+def test_path_missing_on_the_node_is_one_error_naming_the_node(swarm_repo, swarm_clean):
+    from tests.integration.swarm.conftest import HIDDEN_DATA
+
+    # machine-level config: a path outside the repo (the trust model refuses it from the repo)
+    swarm_repo.dvc("config", "--local", "docker.volumes", f"{HIDDEN_DATA}:/data")
+    write_pipeline(
+        swarm_repo,
+        {
+            "fine": {"cmd": "ls /data > fine.txt", "outs": ["fine.txt"], "meta": {"docker": {"constraints": "node.labels.dde==n1"}}},
+            "lost": {"cmd": "ls /data", "meta": {"docker": {"constraints": "node.labels.dde==n3"}}},
+        },
+    )
+    swarm_repo.dvc("repro", "fine")
+    proc = swarm_repo.dvc("repro", "lost", check=False, timeout=120)
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(error) == 1, proc.stderr
+    assert swarm_clean.nodes["n3"][:12] in error[0]
+    assert "bind source path does not exist" in error[0] and HIDDEN_DATA in error[0]
+    assert "same path on every node" in error[0]
+
+
 def test_unplaceable_stage_fails_with_the_schedulers_reason(swarm_repo):
     write_pipeline(
         swarm_repo, {"gpu": {"cmd": "echo never", "meta": {"docker": {"constraints": "node.labels.gpu==true"}}}}
@@ -135,8 +157,12 @@ def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
         swarm_repo,
         {
             "probe": {
-                # 1.5 of each node's 2 CPUs: at most one experiment per node at a time
-                "cmd": 'sleep 3; printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
+                # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
+                # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
+                # the first three overlap, whatever the load: they must be on three nodes.
+                "cmd": 'mkdir -p "$DVC_ROOT/rdv" && touch "$DVC_ROOT/rdv/${x}"; n=0; '
+                'while [ "$(ls "$DVC_ROOT/rdv" | wc -l)" -lt 3 ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; '
+                'printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
                 "params": ["x"],
                 "metrics": [{"m.json": {"cache": False}}],
                 "meta": {"docker": {"cpus": 1.5}},
