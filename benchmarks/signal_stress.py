@@ -3,9 +3,10 @@
     python benchmarks/signal_stress.py [--tries 60] [--base /tmp/base]
 
 Each try starts `dvc repro -f` of one short stage and signals it after a
-random delay spread over the whole run (start-up, create, start, the command,
+random delay spread over the whole run (as long as one run takes here) (start-up, create, start, the command,
 removal). Afterwards it counts containers of the repo in any state (Created
-included), config copies in .dvc/tmp/docker-exec, and a dvc process that
+included), config copies in .dvc/tmp/docker-exec (cumulative: a copy
+left by one try is counted again by the next ones), and a dvc process that
 exited 0 with a dvc.lock despite the signal. With --base, the package under that folder is used
 (PYTHONPATH), to compare with another version.
 """
@@ -54,11 +55,15 @@ def main() -> None:
                     [*dvc, "config", "docker.pull", "never"], [*dvc, "config", "--local", "docker.network", "none"],
                     [*dvc, "stage", "add", "-n", "s", "-o", "out.txt", "sleep 0.3; echo x > out.txt"]):
             subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+        # delays spread over one whole run, as long as it takes on this machine
+        start = time.monotonic()
+        subprocess.run([*dvc, "repro", "-f"], cwd=repo, env=env, check=True, capture_output=True)
+        duration = time.monotonic() - start
         for i in range(args.tries):
             (repo / "dvc.lock").unlink(missing_ok=True)
             proc = subprocess.Popen([*dvc, "repro", "-f"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(random.uniform(0.8, 3.5))
+            time.sleep(random.uniform(0.0, duration))
             sig = signal.SIGTERM if i % 2 == 0 else signal.SIGHUP
             signalled = proc.poll() is None and not _exiting(proc.pid)
             if signalled:
