@@ -7,7 +7,6 @@ privileged container.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import pwd

@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 from typing import List
 
-import docker
 import pytest
 from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -319,9 +318,6 @@ def test_protection_skipped_inside_a_named_volume() -> None:
     )
     assert [m["Target"] for m in spec.mounts] == ["/repo"]
 
-
-def test_docker_module_is_real() -> None:
-    assert docker.types.Mount is Mount
 
 
 # --- the Swarm backend: same guarantees --------------------------------------------------------------
