@@ -56,7 +56,11 @@ class Endpoint:
             # client binary is what the Docker CLI uses too (`docker system
             # dial-stdio` runs on the remote, so the docker CLI must be there).
             kwargs.setdefault("use_ssh_client", True)
-        return docker.DockerClient(base_url=self.url, tls=self.tls or False, **kwargs)
+        client = docker.DockerClient(base_url=self.url, tls=self.tls or False, **kwargs)
+        from .proxy import denied_hook
+
+        client.api.hooks["response"].append(denied_hook(self.describe()))
+        return client
 
 
 def discover(environ: Optional[Mapping[str, str]] = None) -> Endpoint:

@@ -9,10 +9,8 @@ the command can clean up, and it is killed if it has not stopped within
 from __future__ import annotations
 
 import logging
-import errno
 import fcntl
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -20,15 +18,16 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
-from docker.utils import parse_repository_tag
 
 from dvc.stage.exceptions import StageCmdFailedError
 
+from . import streams
 from .endpoint import Endpoint, discover
+from .engine import Engine
 from .errors import DockerExecError, StageInterruptedError
 from .provenance import IdentityCache
 from .spec import ContainerSpec
@@ -37,8 +36,7 @@ from .spec import ContainerSpec
 logger = logging.getLogger(f"dvc.{__name__}")
 
 STOP_GRACE = 1.0  # seconds between forwarding a signal and SIGKILL (target: gone within 2 s)
-CHUNK = 1 << 20  # read the attach stream in large chunks (100 MB of stdout: see benchmarks/)
-STDOUT, STDERR = 1, 2
+STDOUT, STDERR = streams.STDOUT, streams.STDERR
 
 
 class ContainerCmdFailedError(StageCmdFailedError):
@@ -64,18 +62,33 @@ def connect(
         client.ping()
         return client
     except DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            raise DockerExecError(
-                f"permission denied on the Docker socket {endpoint.describe()}: add your user to the "
-                "'docker' group (then log in again), or point DOCKER_HOST at a socket you may use"
-            ) from None
-        reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
-        raise DockerExecError(
-            f"cannot reach the Docker daemon at {endpoint.describe()} ({reason}): start Docker "
-            "(e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
-            "or run stages on the host with `dvc config docker.enabled false`"
-        ) from None
+        what, fix = connect_failure(endpoint, exc)
+        raise DockerExecError(f"{what}: {fix}") from None
+
+
+def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
+    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line)."""
+    text = str(exc)
+    if "Permission denied" in text or "PermissionError" in text:
+        return (
+            f"permission denied on the Docker socket {endpoint.describe()}",
+            "add your user to the 'docker' group (then log in again), or point DOCKER_HOST at a socket you may use",
+        )
+    return (
+        f"cannot reach the Docker daemon at {endpoint.describe()} ({_reason(text) or type(exc).__name__})",
+        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
+        "or run stages on the host with `dvc config docker.enabled false`",
+    )
+
+
+def _reason(text: str) -> str:
+    """The OS's words from requests' nested reprs: "('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))"."""
+    import re
+
+    found = re.search(r"\w+Error\(\d+, '([^']+)'\)", text) or re.search(r"\[Errno \d+\] ([^\"')]+)", text)
+    if found:
+        return found.group(1).strip()
+    return text.split(": ", 1)[-1].strip().splitlines()[0] if text else ""
 
 
 @contextmanager
@@ -134,69 +147,15 @@ class ImageManager:
         self._pulled.add(image)
 
     def _pull(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
+        from .pulling import pull_image
+
         self.out.write(f"Pulling image '{image}'...\n")
-        try:
-            last = None
-            for event in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise DockerExecError(f"cannot pull image '{image}': {event['error']}")
-                line = " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
-                if line and line != last and "progress" not in event:
-                    self.out.write(f"  {line}\n")
-                    last = line
-            self.out.flush()
-        except APIError as exc:
-            raise DockerExecError(
-                f"image '{image}' is not present locally and cannot be pulled: {exc.explanation or exc}"
-            ) from None
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        try:
-            written = os.write(fd, data)
-        except InterruptedError:
-            continue
-        data = data[written:]
+        pull_image(self.client.api, image, out=self.out)
 
 
 def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:
-    """Copy the attach stream to our stdout/stderr until EOF.
-
-    Why not docker-py's log generator: it yields one frame at a time and
-    measured 3.3x slower than the CLI for 100 MB of output. We read large
-    chunks from the raw socket and demultiplex the 8-byte frame headers
-    ourselves, writing straight to the file descriptors.
-    """
-    fd = sock.fileno()
-    buf = bytearray()
-    while True:
-        try:
-            chunk = os.read(fd, CHUNK)
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                continue
-            raise
-        if not chunk:
-            break
-        if tty:
-            _write_all(out_fd, memoryview(chunk))
-            continue
-        buf += chunk
-        view = memoryview(buf)
-        pos = 0
-        while len(view) - pos >= 8:
-            size = int.from_bytes(view[pos + 4 : pos + 8], "big")
-            if len(view) - pos - 8 < size:
-                break
-            stream = view[pos]
-            _write_all(err_fd if stream == STDERR else out_fd, view[pos + 8 : pos + 8 + size])
-            pos += 8 + size
-        view.release()
-        del buf[:pos]
+    """Copy the attach stream to our stdout/stderr until EOF (see streams.pump)."""
+    streams.pump(sock, streams.Output(tty, out_fd, err_fd))
 
 
 class _Signals:
@@ -255,9 +214,10 @@ class ContainerRunner:
     away once its command ends. An interrupted one is stopped and removed here.
     """
 
-    def __init__(self, client: docker.DockerClient):
+    def __init__(self, client: docker.DockerClient, engine: Optional[Engine] = None):
         self.client = client
         self.api = client.api
+        self.engine = engine or Engine("Docker Engine", "?")
 
     def _register_wait(self, cid: str):
         # The daemon registers the wait, then sends the headers at once and
@@ -265,7 +225,7 @@ class ContainerRunner:
         # headers, so the exit cannot slip by before we listen. docker-py's
         # own wait() blocks on the body, hence its private helpers here.
         res = self.api._post(
-            self.api._url("/containers/{0}/wait", cid), params={"condition": "removed"}, stream=True, timeout=None
+            self.api._url("/containers/{0}/wait", cid), params={"condition": self.engine.wait_condition}, stream=True, timeout=None
         )
         self.api._raise_for_status(res)
         return res
@@ -288,13 +248,10 @@ class ContainerRunner:
                     sys.stdout.flush()
                     sys.stderr.flush()
                     self.api.start(cid)
-                    pump(sock, spec.tty)
+                    streams.follow(self.api, cid, sock, streams.Output(spec.tty))
                 finally:
                     sock.close()
-                result = json.loads(waiter.raw.read() or b"{}")
-                if (result.get("Error") or {}).get("Message"):
-                    raise DockerExecError(f"container for '{cmd}' failed: {result['Error']['Message']}")
-                status = int(result["StatusCode"])
+                status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
             except APIError as exc:
                 raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
             finally:

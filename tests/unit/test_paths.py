@@ -531,3 +531,27 @@ def test_two_sources_for_one_target_conflict():
 
     with pytest.raises(DockerExecError, match="conflicting mounts for '/x'"):
         dedupe_mounts([Mount(target="/x", source="/a", type="bind"), Mount(target="/x", source="/b", type="bind")])
+
+
+# ------------------------------------------------- the endpoint in use (issue 9)
+
+
+# (the endpoint's socket folder, by identity: tests/unit/test_sockets.py and
+# tests/integration/test_attack_mounts.py with a real DOCKER_HOST socket)
+
+
+def test_runner_refuses_host_source_of_the_endpoint_socket():
+    # runner: the endpoint socket /engine/api.sock is a bind of the host's
+    # /srv/podman/podman.sock; /data is a bind of /srv (its parent on the host)
+    paths = RunnerPaths(
+        CID,
+        [
+            {"Type": "bind", "Source": "/srv/podman/podman.sock", "Destination": "/engine/api.sock", "RW": True},
+            {"Type": "bind", "Source": "/srv", "Destination": "/data", "RW": True},
+        ],
+    )
+    with pytest.raises(DockerExecError, match="socket"):
+        paths.mount("/engine/api.sock")
+    with pytest.raises(DockerExecError, match="/srv/podman/podman.sock"):
+        paths.mount("/data/podman")
+    assert paths.mount("/data/repo")["Source"] == "/srv/repo"

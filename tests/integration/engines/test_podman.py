@@ -1,0 +1,47 @@
+"""Podman 4.3's Docker-compatible API (rootful service on a unix socket, scripts/engines/podman.sh)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.engines import scenarios
+from tests.integration.engines.conftest import engine_client, start_engine
+
+pytestmark = [pytest.mark.docker, pytest.mark.engines, pytest.mark.podman]
+
+
+@pytest.fixture(scope="module")
+def engine_url() -> str:
+    return start_engine("podman.sh")
+
+
+@pytest.fixture(scope="module")
+def engine(engine_url):
+    return engine_client(engine_url)
+
+
+def test_exit_status_is_exact_and_nothing_recorded(engine_repo):
+    # finding (a): Podman's wait "removed" said 0 for this; it must fail
+    scenarios.failed_stage_records_nothing(engine_repo)
+
+
+def test_stage_runs_with_catatonit_as_init_and_is_recorded(engine_repo, engine):
+    where = scenarios.stage_runs_and_is_recorded(engine_repo)
+    # --init under Podman is catatonit, mounted as /run/podman-init
+    assert where.startswith("/run/podman-init -- /bin/sh -c"), where
+    assert engine.version()["Components"][0]["Name"] == "Podman Engine"
+
+
+def test_several_lines_stop_at_first_failure(engine_repo):
+    scenarios.several_lines_stop_at_first_failure(engine_repo)
+
+
+def test_sigterm_stops_and_removes_the_container(engine_repo, engine):
+    scenarios.sigterm_stops_and_removes(engine_repo, engine)
+
+
+def test_verbose_names_the_podman_endpoint_and_engine(engine_repo, engine_url):
+    scenarios.add_stage(engine_repo, "v", "echo v > v.txt", "-o", "v.txt")
+    proc = engine_repo.dvc("repro", "-v")
+    assert f"Docker endpoint '{engine_url}' (from DOCKER_HOST)" in proc.stderr + proc.stdout
+    assert "engine: Podman Engine 4.3" in proc.stderr + proc.stdout
