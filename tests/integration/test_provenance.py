@@ -420,6 +420,8 @@ def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
     proc = repo.run(sys.executable, str(script), "status", check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Data and pipelines are up to date" in proc.stdout and "Traceback" not in proc.stderr
+    shown = repo.run(sys.executable, str(script), "exp", "show", "--csv").stdout
+    assert shown.startswith("Experiment,") and "s.id" not in shown  # no dependency on the record there
     proc = repo.run(sys.executable, str(script), "repro", "-f")
     assert lock_identity(repo, "s") is None  # dvc.lock rewritten without the plugin's entry
 
