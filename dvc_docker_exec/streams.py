@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from http.client import HTTPException
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from docker.errors import NotFound
 from requests.exceptions import ChunkedEncodingError
@@ -210,16 +210,21 @@ def exit_status(api: Any, cid: str, waiter: Any, condition: str, since: float, c
     return status
 
 
+def container_events(api: Any, cid: str, since: float, action: str) -> List[dict]:
+    """The container's events named ``action`` ("die", "oom") since ``since``, up to now.
+
+    Filtered here, not by the daemon: Podman 4.3 matches an ``event=die``
+    filter against its own name ("died") and returns nothing, while the
+    events it sends carry ``status: die`` like Docker's (measured).
+    """
+    events = api.events(since=int(since) - 1, until=int(time.time()) + 1, filters={"container": cid}, decode=True)
+    return [e for e in events if (e.get("Action") or e.get("status")) == action]
+
+
 def _status_from_events(api: Any, cid: str, since: float, cmd: str) -> int:
     """A removed container's exit status, from its ``die`` event."""
     try:
-        events = api.events(
-            since=int(since) - 1,
-            until=int(time.time()) + 1,
-            filters={"container": cid, "event": "die"},
-            decode=True,
-        )
-        for event in events:
+        for event in container_events(api, cid, since, "die"):
             code = ((event.get("Actor") or {}).get("Attributes") or {}).get("exitCode")
             if code is not None:
                 return int(code)

@@ -77,3 +77,4 @@ def sigterm_stops_and_removes(repo: DvcRepo, client) -> None:
 
 def file_owner(repo: DvcRepo, name: str) -> int:
     return os.stat(repo.path / name).st_uid
+

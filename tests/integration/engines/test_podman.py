@@ -45,3 +45,12 @@ def test_verbose_names_the_podman_endpoint_and_engine(engine_repo, engine_url):
     proc = engine_repo.dvc("repro", "-v")
     assert f"Docker endpoint '{engine_url}' (from DOCKER_HOST)" in proc.stderr + proc.stdout
     assert "engine: Podman Engine 4.3" in proc.stderr + proc.stdout
+
+
+def test_memory_limit_is_enforced(engine_repo):
+    # Podman 4.3 sends no "oom" event and AutoRemove takes the container's
+    # OOMKilled state with it: the kill is enforced, but not named (README)
+    engine_repo.dvc("config", "docker.memory", "16m")
+    scenarios.add_stage(engine_repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
+    proc = engine_repo.dvc("repro", check=False)
+    assert "exited with 137" in proc.stderr, proc.stderr
