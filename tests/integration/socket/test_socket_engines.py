@@ -32,3 +32,47 @@ def test_runner_behind_a_proxy_with_a_short_timeout(runner, make_repo, busybox_i
     assert repo.read("out/data.txt") == "payload\n"
     assert "out" in (repo.lock() or "")
     assert repo.read("socket.txt") == "no\n"
+
+
+@pytest.mark.rootless
+def test_runner_on_rootless_docker(compose, runner_image, busybox_image, token):
+    """The runner on a rootless daemon with that daemon's socket: outputs belong to its user."""
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import SESSION_ROOTS, DvcRepo, repo_env
+    from tests.integration.engines.conftest import assert_no_leftovers, engine_client
+
+    url = start_engine("rootless.sh", env={"DDE_ROOTLESS_IMAGES": f"{busybox_image} {runner_image}"})
+    client = engine_client(url)
+    user = pwd.getpwnam("dde-rootless")
+    base = Path(tempfile.mkdtemp(prefix="dde-rootless-sp-"))  # the user's daemon must reach it
+    SESSION_ROOTS.append(str(base))
+    repo = DvcRepo(base / "repo", repo_env(base / "home"))
+    repo.path.mkdir()
+    repo.run("git", "init", "-q")
+    repo.dvc("init", "-q")
+    repo.dvc("config", "docker.image", busybox_image)
+    repo.dvc("config", "docker.pull", "never")
+    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, STAGE)
+    for path in [base, *base.rglob("*")]:
+        os.lchown(path, user.pw_uid, user.pw_gid)
+    socket = url[len("unix://") :]
+    env = {"DOCKER_HOST": url, "DOCKER_SOCKET": socket, "DVC_PROJECT": str(repo.path), "DVC_WORKDIR": f"/workspace/p-{token}"}
+    try:
+        _ok(compose.run("exec dvc repro", env=env))
+        assert repo.read("uid.txt") == "0\n"  # root inside the user namespace ...
+        for name in ("out", "out/data.txt", "uid.txt", "dvc.lock"):
+            assert (repo.path / name).stat().st_uid == user.pw_uid, name  # ... is the user outside
+        assert repo.read("socket.txt") == "no\n"
+        assert_no_leftovers(client, str(repo.path))
+    finally:
+        subprocess.run(
+            [*compose.command, "-f", compose.file, "-p", compose.project, "down", "--remove-orphans"],
+            env=compose.env(DOCKER_HOST=url), capture_output=True, timeout=120,
+        )
+        shutil.rmtree(base, ignore_errors=True)
