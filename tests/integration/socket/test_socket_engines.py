@@ -76,3 +76,34 @@ def test_runner_on_rootless_docker(compose, runner_image, busybox_image, token):
             env=compose.env(DOCKER_HOST=url), capture_output=True, timeout=120,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.podman
+def test_runner_under_podman(compose, runner_image, make_repo, busybox_image, token):
+    """The runner as a Podman container (/run/.containerenv) with Podman's socket mounted."""
+    import subprocess
+
+    from tests.integration.engines.conftest import assert_no_leftovers, engine_client
+
+    url = start_engine("podman.sh", env={"DDE_PODMAN_IMAGES": f"{busybox_image} {runner_image}"})
+    client = engine_client(url)
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"test -e /run/.containerenv; {STAGE}")
+    env = {
+        "DOCKER_HOST": url,
+        "DOCKER_SOCKET": url[len("unix://") :],
+        "DVC_PROJECT": str(repo.path),
+        "DVC_WORKDIR": f"/workspace/p-{token}",
+    }
+    script = "test -e /run/.containerenv && echo runner-in-podman; exec dvc repro -v"
+    try:
+        out = _ok(compose.run(script, env=env))
+        assert "runner-in-podman" in out
+        assert repo.read("out/data.txt") == "payload\n" and repo.read("socket.txt") == "no\n"
+        assert "out" in (repo.lock() or "")
+        assert_no_leftovers(client, str(repo.path))
+    finally:
+        subprocess.run(
+            [*compose.command, "-f", compose.file, "-p", compose.project, "down", "--remove-orphans"],
+            env=compose.env(DOCKER_HOST=url), capture_output=True, timeout=120,
+        )
