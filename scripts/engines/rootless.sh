@@ -19,19 +19,9 @@ ensure_packages docker.io rootlesskit slirp4netns uidmap curl
 SCRIPT=$(command -v dockerd-rootless.sh || echo /usr/share/docker.io/contrib/dockerd-rootless.sh)
 [ -x "$SCRIPT" ] || die "dockerd-rootless.sh not found (Debian's docker.io ships it in /usr/share/docker.io/contrib)"
 
-if ! id "$USER_NAME" >/dev/null 2>&1; then
-    useradd --create-home --shell /bin/sh "$USER_NAME"
-    status "created user $USER_NAME"
-fi
+ensure_user "$USER_NAME"
 uid=$(id -u "$USER_NAME") gid=$(id -g "$USER_NAME")
 home=$(getent passwd "$USER_NAME" | cut -d: -f6)
-# subordinate ids: Debian's useradd adds them, an older user may lack them
-for file in /etc/subuid /etc/subgid; do
-    grep -q "^$USER_NAME:" "$file" 2>/dev/null || { usermod --add-subuids 1100000-1165535 --add-subgids 1100000-1165535 "$USER_NAME"; break; }
-done
-# why: slirp4netns opens /dev/net/tun as the user; it is 0600 on these machines (usual mode: 0666)
-[ -c /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }
-chmod 666 /dev/net/tun
 
 RUNDIR=/run/user/$uid
 install -d -m 700 -o "$uid" -g "$gid" "$RUNDIR"

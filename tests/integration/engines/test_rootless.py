@@ -1,4 +1,5 @@
-"""Rootless Docker for a test user of our own (scripts/engines/rootless.sh).
+"""Rootless engines for test users of our own: Docker (scripts/engines/rootless.sh, user
+dde-rootless) and Podman (scripts/engines/podman.sh --rootless, user dde-podman).
 
 DVC runs as that user (setpriv), against its own daemon. Inside the user
 namespace uid 0 is that user, so the plugin runs stages as 0:0 there and
@@ -25,7 +26,8 @@ from tests.integration.engines.conftest import assert_no_leftovers, engine_clien
 
 pytestmark = [pytest.mark.docker, pytest.mark.engines, pytest.mark.rootless]
 
-USER = "dde-rootless"
+# engine -> (start script and its arguments, the user it runs as)
+ROOTLESS = {"docker": (("rootless.sh",), "dde-rootless"), "podman": (("podman.sh", "--rootless"), "dde-podman")}
 
 
 class UserRepo(DvcRepo):
@@ -39,9 +41,15 @@ class UserRepo(DvcRepo):
         return super().run(*self.prefix, *args, **kwargs)
 
 
+@pytest.fixture(scope="module", params=sorted(ROOTLESS))
+def rootless(request):
+    script, user = ROOTLESS[request.param]
+    return start_engine(*script), user
+
+
 @pytest.fixture(scope="module")
-def engine_url() -> str:
-    return start_engine("rootless.sh")
+def engine_url(rootless) -> str:
+    return rootless[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +58,19 @@ def engine(engine_url):
 
 
 @pytest.fixture
-def user_repo(engine_url, engine, busybox_image):
-    entry = pwd.getpwnam(USER)
+def user_repo(rootless, engine_url, engine, busybox_image):
+    user = rootless[1]
+    entry = pwd.getpwnam(user)
     prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
     if subprocess.run([*prefix, sys.executable, "-c", "import dvc_docker_exec"], capture_output=True).returncode:
-        _unavailable(f"{sys.executable} is not usable by {USER} (make the venv with /usr/bin/python3)")
+        _unavailable(f"{sys.executable} is not usable by {user} (make the venv with /usr/bin/python3)")
     # not under pytest's tmp_path: that is private to root
     base = Path(tempfile.mkdtemp(prefix="dde-rootless-"))
     SESSION_ROOTS.append(str(base))
     os.chown(base, entry.pw_uid, entry.pw_gid)
     # PATH: DVC's queue workers run `dvc` from PATH, which must not find root's own (mode 700) first
     path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-    env = {**repo_env(base / "home"), "USER": USER, "DOCKER_HOST": engine_url, "PATH": path}
+    env = {**repo_env(base / "home"), "USER": user, "DOCKER_HOST": engine_url, "PATH": path}
     repo = UserRepo(base / "repo", env, prefix)
     repo.run("mkdir", "-p", str(base / "home"), str(repo.path), cwd=base)
     repo.run("git", "init", "-q")
@@ -104,7 +113,10 @@ def test_sigterm_stops_and_removes_the_container(user_repo, engine):
 
 
 def test_limits_the_daemon_cannot_enforce_are_refused(user_repo, engine):
-    assert engine.info()["CgroupDriver"] == "none"  # what makes the daemon ignore them
+    # what makes the daemon ignore them: Docker says cgroup driver "none"; rootless Podman on cgroup v1
+    # says "Resource limits are not supported and ignored on cgroups V1 rootless systems"
+    info = engine.info()
+    assert info["CgroupDriver"] == "none" or str(info["CgroupVersion"]) == "1"
     user_repo.dvc("config", "docker.memory", "256m")
     scenarios.add_stage(user_repo, "s", "echo hi > o.txt", "-o", "o.txt")
     proc = user_repo.dvc("repro", check=False)
