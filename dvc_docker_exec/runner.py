@@ -239,7 +239,7 @@ class ContainerRunner:
                     self.api.start(cid)
                     streams.follow(self.api, cid, sock, streams.Output(spec.tty))
                 finally:
-                    sock.close()
+                    streams.close_quietly(sock)
                 status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
             except APIError as exc:
                 raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
