@@ -36,8 +36,9 @@ def test_several_lines_stop_at_first_failure(engine_repo):
     scenarios.several_lines_stop_at_first_failure(engine_repo)
 
 
-def test_sigterm_stops_and_removes_the_container(engine_repo, engine):
-    scenarios.sigterm_stops_and_removes(engine_repo, engine)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_and_removes_the_container(engine_repo, engine, sig):
+    scenarios.signal_stops_and_removes(engine_repo, engine, sig)
 
 
 def test_verbose_names_the_podman_endpoint_and_engine(engine_repo, engine_url):

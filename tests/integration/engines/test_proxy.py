@@ -57,8 +57,9 @@ def test_exit_status_is_exact_and_nothing_recorded(engine_repo):
     scenarios.failed_stage_records_nothing(engine_repo)
 
 
-def test_sigterm_stops_and_removes_the_container(engine_repo, engine):
-    scenarios.sigterm_stops_and_removes(engine_repo, engine)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_and_removes_the_container(engine_repo, engine, sig):
+    scenarios.signal_stops_and_removes(engine_repo, engine, sig)
 
 
 @pytest.mark.parametrize(

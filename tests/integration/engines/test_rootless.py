@@ -108,8 +108,9 @@ def test_exit_status_is_exact_and_nothing_recorded(user_repo):
     scenarios.failed_stage_records_nothing(user_repo)
 
 
-def test_sigterm_stops_and_removes_the_container(user_repo, engine):
-    scenarios.sigterm_stops_and_removes(user_repo, engine)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_and_removes_the_container(user_repo, engine, sig):
+    scenarios.signal_stops_and_removes(user_repo, engine, sig)
 
 
 def test_limits_the_daemon_cannot_enforce_are_refused(user_repo, engine):
