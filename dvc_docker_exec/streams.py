@@ -169,18 +169,31 @@ def _log_chunks(api: Any, cid: str) -> Iterable[bytes]:
 
 
 def follow(api: Any, cid: str, sock: Any, output: Output, running: Callable[[Any, str], bool] = _running) -> None:
-    """All of the container's output once, even if the connection is cut while it is silent."""
+    """All of the container's output once, even if the connection is cut while it is silent.
+
+    The attach stream ends the same way when the command ends and when a
+    proxy cuts it; the container's state tells them apart. The log stream
+    that replaces it is replayed until it ends cleanly with the container
+    stopped: a cut log stream is replayed even if the container has stopped
+    meanwhile (Podman delivers followed lines in batches, so the last ones
+    may still be in the log only), until the container is gone.
+    """
     pump(sock, output)
-    while running(api, cid):
+    if not running(api, cid):
+        return
+    while True:
         logger.debug("output stream of container %s ended while it runs (cut by a proxy?): resuming", cid[:12])
         output.replay()
         try:
             for chunk in _log_chunks(api, cid):
                 output.feed(chunk)
         except NotFound:
-            return  # gone in the meantime: AutoRemove after it exited
+            return  # gone: AutoRemove after it exited
         except CUT as exc:
             logger.debug("log stream of container %s cut again (%s)", cid[:12], exc)
+            continue
+        if not running(api, cid):
+            return
 
 
 def parse_wait(body: bytes, cmd: str) -> Optional[int]:
