@@ -45,6 +45,17 @@ def _as_list(value: Any) -> list:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
+def _scalar(value: Any, expected: str) -> str:
+    """The text of a scalar value; a YAML `true`/`false`, a list or a mapping is refused.
+
+    Why: `meta.docker: {cpus: true}` would otherwise read as 1 CPU and
+    `user: true` as a user named 'True' (issue 7, hole 10).
+    """
+    if value is None or isinstance(value, (bool, list, tuple, dict)):
+        raise SettingError(f"expected {expected}, got '{value}'")
+    return str(value).strip()
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -56,10 +67,33 @@ def parse_bool(value: Any) -> bool:
     raise SettingError(f"expected true or false, got '{value}'")
 
 
+# Docker's reference grammar (github.com/distribution/reference, regexp.go):
+#   reference := name [ ":" tag ] [ "@" digest ];  name := [domain "/"] path-component ["/" path-component]*
+# Only the domain may hold uppercase letters; the name is at most 255 characters.
+_ALNUM = r"[a-z0-9]+"
+_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?\Z",
+    re.ASCII,
+)
+NAME_MAX = 255
+
+
 def parse_image(value: Any) -> str:
-    text = str(value).strip() if value is not None else ""
-    if not text or any(c.isspace() for c in text):
-        raise SettingError(f"expected an image reference like 'python:3.12-slim', got '{value}'")
+    """An image reference Docker can use, checked with Docker's own grammar."""
+    text = _scalar(value, "an image reference like 'python:3.12-slim'")
+    match = _REFERENCE.match(text)
+    if match is None:
+        hint = "a name, ':tag' and/or '@sha256:digest', like 'python:3.12-slim'"
+        if _REFERENCE.match(text.lower()):
+            hint = "the repository name must be lowercase"
+        raise SettingError(f"expected an image reference Docker accepts ({hint}), got '{value}'")
+    if len(match["name"]) > NAME_MAX:
+        raise SettingError(f"the repository name must be at most {NAME_MAX} characters, got '{value}'")
     return text
 
 
@@ -71,7 +105,7 @@ def parse_pull(value: Any) -> str:
 
 
 def parse_user(value: Any) -> str:
-    text = str(value).strip()
+    text = _scalar(value, "'uid[:gid]' or 'name[:group]'")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", text):
         raise SettingError(f"expected 'uid[:gid]' or 'name[:group]', got '{value}'")
     return text
@@ -79,6 +113,8 @@ def parse_user(value: Any) -> str:
 
 def parse_env(value: Any) -> Tuple[str, ...]:
     """Names of host variables to pass through, or NAME=VALUE to set one."""
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "variable names like 'HF_TOKEN' or 'NAME=value'")
     items = _as_list(value)
     for item in items:
         name = item.split("=", 1)[0]
@@ -113,11 +149,13 @@ def parse_volume(item: str) -> Volume:
 
 
 def parse_volumes(value: Any) -> Tuple[Volume, ...]:
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "volumes like '/host/path:/container/path[:ro]'")
     return tuple(parse_volume(item) for item in _as_list(value))
 
 
 def parse_network(value: Any) -> str:
-    text = str(value).strip()
+    text = _scalar(value, "a network name such as host, bridge or none")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", text):
         raise SettingError(f"expected a network name such as host, bridge or none, got '{value}'")
     return text
@@ -137,7 +175,8 @@ class Gpus:
 
 
 def parse_gpus(value: Any) -> Gpus:
-    text = ",".join(_as_list(value)) if isinstance(value, (list, tuple)) else str(value).strip()
+    expected = "'all', a number of GPUs or 'device=0,1'"
+    text = ",".join(_as_list(value)) if isinstance(value, (list, tuple)) else _scalar(value, expected)
     if text.lower() == "all":
         return Gpus(count=-1)
     if text.isdigit() and int(text) > 0:
@@ -149,13 +188,18 @@ def parse_gpus(value: Any) -> Gpus:
     raise SettingError(f"expected 'all', a number of GPUs or 'device=0,1', got '{value}'")
 
 
+MIN_CPUS = 0.01  # Docker's minimum ("Range of CPUs is from 0.01 to N"); less rounds to 0 = no limit
+MIN_MEMORY = 6 * 1024**2  # Docker's minimum memory limit (6 MiB)
+
+
 def parse_cpus(value: Any) -> float:
+    expected = f"a number of CPUs of at least {MIN_CPUS} like 2 or 0.5"
     try:
-        cpus = float(value)
-    except (TypeError, ValueError):
+        cpus = float(_scalar(value, expected))
+    except ValueError:
         cpus = 0.0
-    if not 0 < cpus < float("inf"):  # nan and inf too: docker's NanoCpus is an int
-        raise SettingError(f"expected a positive number of CPUs like 2 or 0.5, got '{value}'")
+    if not MIN_CPUS <= cpus < float("inf"):  # nan and inf too: docker's NanoCpus is an int
+        raise SettingError(f"expected {expected}, got '{value}'")
     return cpus
 
 
@@ -163,22 +207,50 @@ def parse_size(value: Any) -> int:
     """`512m`, `2g`, `1.5GB`, or a number of bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    match = _SIZE.match(str(value).strip())
+    match = _SIZE.match(_scalar(value, "a size like '512m' or '2g'"))
     size = int(float(match["num"]) * _UNITS[match["unit"].lower()]) if match else 0
     if size <= 0:  # also '0.5' (bytes): 0 would silently mean "no limit"
         raise SettingError(f"expected a size like '512m' or '2g', got '{value}'")
     return size
 
 
+def parse_memory(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_MEMORY:  # the daemon refuses less with a raw 400 at run time
+        raise SettingError(f"expected a memory limit of at least 6m (Docker's minimum), got '{value}'")
+    return size
+
+
 def parse_shell(value: Any) -> str:
-    text = str(value).strip()
+    text = _scalar(value, "an absolute path to a shell in the image like /bin/bash")
     if not os.path.isabs(text):
         raise SettingError(f"expected an absolute path to a shell in the image like /bin/bash, got '{value}'")
     return text
 
 
+def parse_backend(value: Any) -> str:
+    from .backend import BACKENDS
+
+    text = str(value).strip().lower()
+    if text not in BACKENDS:
+        raise SettingError(f"expected one of {', '.join(BACKENDS)}, got '{value}'")
+    return text
+
+
+_CONSTRAINT = re.compile(r"[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+")
+
+
+def parse_constraints(value: Any) -> Tuple[str, ...]:
+    """Swarm placement constraints like `node.labels.gpu==true`, comma-separated."""
+    items = _as_list(value)
+    for item in items:
+        if not _CONSTRAINT.fullmatch(item):
+            raise SettingError(f"expected placement constraints like 'node.labels.gpu==true', got '{item}'")
+    return tuple(items)
+
+
 def parse_host_root(value: Any) -> str:
-    text = str(value).strip()
+    text = _scalar(value, "the absolute host path of the repo root")
     if not os.path.isabs(text):
         raise SettingError(f"expected the absolute host path of the repo root, got '{value}'")
     return os.path.normpath(text)
@@ -187,6 +259,7 @@ def parse_host_root(value: Any) -> str:
 PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "image": parse_image,
     "enabled": parse_bool,
+    "track": parse_bool,
     "pull": parse_pull,
     "user": parse_user,
     "env": parse_env,
@@ -194,16 +267,24 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "network": parse_network,
     "gpus": parse_gpus,
     "cpus": parse_cpus,
-    "memory": parse_size,
+    "memory": parse_memory,
     "shm_size": parse_size,
     "shell": parse_shell,
     "host_root": parse_host_root,
+    "backend": parse_backend,
+    "constraints": parse_constraints,
+    "allow_repo_settings": parse_bool,
     # run anyway, with a warning, where the engine cannot enforce memory/cpus (engine.check_limits)
     "allow_unlimited": parse_bool,
 }
 
-# Keys a stage may not override in `meta.docker` (they describe the runner, not the stage).
-_REPO_ONLY = ("host_root",)
+# Keys a stage may not set in `meta.docker` (they describe the machine, not the stage).
+_REPO_ONLY = ("host_root", "allow_repo_settings")
+
+# Where a value came from (DVC's config levels, plus a stage's meta.docker).
+MACHINE_LEVELS = ("system", "global", "local")  # chosen by whoever runs dvc on this machine
+REPO_LEVEL = "repo"  # .dvc/config: comes with the repository (a branch, a clone)
+META = "meta"  # meta.docker in dvc.yaml: comes with the repository
 
 
 # --- DVC schema --------------------------------------------------------------
@@ -237,6 +318,7 @@ class DockerSettings:
 
     image: Optional[str] = None
     enabled: bool = True
+    track: bool = True  # record the image identity and rerun when it changes (README "Provenance")
     pull: str = "missing"
     user: Optional[str] = None
     env: Tuple[str, ...] = ()
@@ -248,11 +330,16 @@ class DockerSettings:
     shm_size: Optional[int] = None
     shell: str = DEFAULT_SHELL
     host_root: Optional[str] = None
+    backend: str = "engine"
+    constraints: Tuple[str, ...] = ()
+    allow_repo_settings: bool = False
     allow_unlimited: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # key -> where its value came from: a DVC config level or META (see `trust`)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str = "docker") -> "DockerSettings":
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "docker", origin: str = "") -> "DockerSettings":
         """Parse a config mapping; unknown keys and bad values name `where.key`."""
         values: dict = {}
         for key, raw in data.items():
@@ -262,7 +349,17 @@ class DockerSettings:
                 values[key] = PARSERS[key](raw)
             except SettingError as exc:
                 raise SettingError(f"{where}.{key}: {exc}") from None
-        return cls(raw=dict(data), **values)
+        return cls(raw=dict(data), origins={key: origin for key in data}, **values)
+
+    @classmethod
+    def from_levels(cls, levels: Sequence[Tuple[str, Mapping[str, Any]]]) -> "DockerSettings":
+        """Merge the `docker` sections of DVC's levels (later shadows earlier), remembering each key's level."""
+        merged: dict = {}
+        origins: dict = {}
+        for level, section in levels:
+            merged.update(section)
+            origins.update({key: level for key in section})
+        return replace(cls.from_mapping(merged), origins=origins)
 
     @property
     def active(self) -> bool:
@@ -275,19 +372,24 @@ class DockerSettings:
         if stage_meta is None:
             return self
         if isinstance(stage_meta, bool):
-            return replace(self, enabled=stage_meta)
+            return replace(self, enabled=stage_meta, origins={**self.origins, "enabled": META})
         if isinstance(stage_meta, str):
-            return replace(self, image=_reraise(parse_image, stage_meta, where), enabled=True)
+            image = _reraise(parse_image, stage_meta, where)
+            return replace(self, image=image, enabled=True, origins={**self.origins, "image": META, "enabled": META})
         if not isinstance(stage_meta, Mapping):
             raise SettingError(f"{where}: expected false, an image name or a mapping of docker keys, got '{stage_meta}'")
         for key in _REPO_ONLY:
             if key in stage_meta:
-                raise SettingError(f"{where}.{key}: can only be set with `dvc config docker.{key}`")
+                raise SettingError(
+                    f"{where}.{key}: can only be set on this machine, with `dvc config --local docker.{key}` "
+                    "(or --global, --system)"
+                )
         parsed = DockerSettings.from_mapping(stage_meta, where=where)
         changes = {f.name: getattr(parsed, f.name) for f in fields(self) if f.name in stage_meta}
         if "image" in stage_meta and "enabled" not in stage_meta:
             changes["enabled"] = True
-        return replace(self, raw={**self.raw, **stage_meta}, **changes)
+        origins = {**self.origins, **{key: META for key in changes}}
+        return replace(self, raw={**self.raw, **stage_meta}, origins=origins, **changes)
 
 
 def _reraise(parse: Callable[[Any], Any], value: Any, where: str) -> Any:

@@ -44,19 +44,85 @@ def patch_stage_run(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def register_commands(module: Any) -> None:
+    """Add the `dvc docker` command group to DVC's CLI.
+
+    DVC has no entry point for commands: `dvc.cli.parser` builds its parser
+    from the module-level COMMANDS list in an lru_cache'd get_main_parser().
+    We extend the list right after the module runs, before anything builds
+    the parser, and drop the memo in case it was built already.
+    """
+    from . import commands
+
+    if commands not in module.COMMANDS:
+        module.COMMANDS.append(commands)
+    cache_clear = getattr(module.get_main_parser, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+    module._dvc_docker_exec_patched = True
+
+
+def _patch_with(name: str) -> Callable[[Any], None]:
+    """A hook target that delegates to tracking.<name> (provenance, see tracking.py)."""
+
+    def patch(module: Any) -> None:
+        from . import tracking
+
+        getattr(tracking, name)(module)
+        module._dvc_docker_exec_patched = True
+
+    patch.__name__ = name
+    return patch
+
+
+patch_stage_loader = _patch_with("patch_loader")
+patch_stage_serialize = _patch_with("patch_serialize")
+patch_stage_cache = _patch_with("patch_stage_cache")
+patch_dvcfile = _patch_with("patch_dvcfile")
+patch_repo_status = _patch_with("patch_status")
+patch_repo_reproduce = _patch_with("patch_reproduce")
+
+
 def settings_for(stage: Any) -> Optional[DockerSettings]:
-    """The stage's settings if it runs in a container, None for a host run."""
+    """The stage's settings if it runs in a container, None for a host run.
+
+    Repository-supplied settings that widen host access are refused here
+    (see `trust`), before anything starts.
+    """
+    from . import trust
     from .errors import DockerExecError
 
-    section = dict(stage.repo.config.get(SECTION) or {})
+    levels = config_snapshot(stage.repo)
     meta = (stage.meta or {}).get(SECTION) if isinstance(stage.meta, dict) else None
-    if not section and meta is None:
+    if not any(section for _, section in levels) and meta is None:
         return None
     try:
-        settings = DockerSettings.from_mapping(section).override(meta, stage.addressing)
+        settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
+        if settings.active:
+            roots = (os.path.normpath(stage.repo.root_dir), _git_root(stage))
+            trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
     except SettingError as exc:
         raise DockerExecError(str(exc)) from None
     return settings if settings.active else None
+
+
+def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
+    """The `docker` section of each DVC config level, read once per process (first use).
+
+    Why: DVC reloads its config between stages (Repo._reset), so a stage that
+    appends `[docker]` to .dvc/config.local would reconfigure the next stage of
+    the same `dvc repro` (issue 7, hole 1). A change made mid-run takes effect
+    on the next dvc command, like a change to dvc.yaml. Keyed by the config
+    files: `exp run --temp` has a repo (and config.local) of its own.
+    """
+    config = repo.config
+    files = config.files
+    key = ("config", tuple(files.get(level) for level in config.LEVELS))
+    if key not in _state:
+        _state[key] = tuple(
+            (level, dict(config.read(level).get(SECTION) or {})) for level in config.LEVELS if level in files
+        )
+    return _state[key]
 
 
 def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional[dict] = None) -> None:
@@ -84,21 +150,29 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         mount_for = _mount_for(stage, settings, dry=True)
         for cmd in commands:
             dvc_run.display_command(cmd)
-            logger.info("%s", build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs).docker_run_line())
+            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)))
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    runner, images = _session()
-    images.ensure(settings.image, settings.pull)
+    runner, images = _session(settings.backend)
+    if settings.backend == "engine":
+        # Swarm nodes get the image themselves (from a registry they reach)
+        images.ensure(settings.image, settings.pull)
     mount_for = _mount_for(stage, settings)
     with config_overlays(stage) as overlays:
         facts = stage_facts(stage, env, overlays)
         for cmd in commands:
             dvc_run.display_command(cmd)
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
-            logger.debug("%s", spec.docker_run_line())
-            check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
+            logger.debug("%s", _run_line(spec))
+            if settings.backend == "engine":
+                # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
+                check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd)
+
+
+def _run_line(spec: Any) -> str:
+    return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join(spec.run_line_differences())})"
 
 
 def _engine_ids() -> dict:
@@ -124,12 +198,12 @@ def _tty() -> bool:
         return False
 
 
-def _session():
-    if "runner" not in _state:
+def _session(backend: str = "engine"):
+    """The client, image manager and backend of this dvc process (one connection each)."""
+    if "client" not in _state:
         from .endpoint import discover
-        from .runner import ContainerRunner, ImageManager, connect
-
         from .engine import probe
+        from .runner import ImageManager, connect
 
         endpoint = discover()
         logger.debug("Docker endpoint %s", endpoint.describe())
@@ -137,9 +211,12 @@ def _session():
         _state["endpoint"] = endpoint
         _state["client"] = client
         _state["engine"] = probe(client.api)
-        _state["runner"] = ContainerRunner(client, _state["engine"])
         _state["images"] = ImageManager(client)
-    return _state["runner"], _state["images"]
+    if ("backend", backend) not in _state:
+        from .backend import make_backend
+
+        _state[("backend", backend)] = make_backend(backend, _state["client"], _state["engine"])
+    return _state[("backend", backend)], _state["images"]
 
 
 def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Callable:
@@ -169,21 +246,27 @@ def _positional(host_paths: Any) -> Callable:
 
 
 def _git_root(stage: Any) -> str:
-    scm = getattr(stage.repo, "scm", None)
+    return repo_git_root(stage.repo)
+
+
+def repo_git_root(repo: Any) -> str:
+    scm = getattr(repo, "scm", None)
     root = getattr(scm, "root_dir", None)
     # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
-    return os.path.normpath(root or stage.repo.root_dir)
+    return os.path.normpath(root or repo.root_dir)
 
 
 def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):
     from .spec import StageFacts
 
+    paths = mount_paths(stage, env.get("DVC_ROOT"))
     return StageFacts(
         addressing=stage.addressing,
         wdir=os.path.normpath(stage.wdir),
         repo_root=os.path.normpath(stage.repo.root_dir),
-        mount_paths=tuple(mount_paths(stage, env.get("DVC_ROOT"))),
+        mount_paths=tuple(paths),
         config_overlays=overlays,
+        linked_paths=tuple(linked_paths(stage, paths)),
     )
 
 
@@ -202,16 +285,56 @@ def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
     cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
     if cache:
         paths.append(os.path.normpath(os.path.abspath(cache)))
+    wdir = os.path.normpath(os.path.abspath(stage.wdir))
+    if not os.path.isdir(wdir):
+        # Docker would create it, owned by root, and run the command in it
+        # (empty, and lost if outside the repo); a host run fails.
+        from .errors import DockerExecError
+
+        raise DockerExecError(f"stage '{stage.addressing}': its wdir '{wdir}' is not a directory")
+    if not any(_inside(wdir, root) for root in paths):
+        paths.append(wdir)  # an absolute wdir outside the repo (a host run works there)
     for item in [*stage.deps, *stage.outs]:
         if getattr(item.fs, "protocol", None) != "local" or item.is_in_repo:
             continue
-        path = os.path.normpath(os.path.abspath(item.fs_path))
-        # an out does not exist yet: mount the folder it will appear in
-        if item in stage.outs or not os.path.exists(path):
-            path = os.path.dirname(path)
+        path = _local_path(stage, item)
         if os.path.exists(path):
             paths.append(path)
     return paths
+
+
+def linked_paths(stage: Any, mounted: List[str]) -> List[Tuple[str, str]]:
+    """Stage paths that resolve outside the mounts through symlinks: (where the lookup leaves them, target).
+
+    A dep `in.txt -> /data/in.txt` (or in a symlinked folder) reads on the
+    host; in the container /data does not exist unless it is mounted where
+    the link points. Like deps/outs outside the repo, a host run of the
+    user's own dvc.yaml could read them; daemon sockets are refused anyway.
+    """
+    from .paths import linked_outside
+
+    found = []
+    for path in [os.path.normpath(os.path.abspath(stage.wdir))] + [
+        _local_path(stage, item) for item in [*stage.deps, *stage.outs] if getattr(item.fs, "protocol", None) == "local"
+    ]:
+        link = linked_outside(path, mounted) if os.path.exists(path) else None
+        if link and link not in found:
+            found.append(link)
+    return found
+
+
+def _local_path(stage: Any, item: Any) -> str:
+    path = os.path.normpath(os.path.abspath(item.fs_path))
+    # an out does not exist yet: mount the folder it will appear in
+    if item in stage.outs or not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _inside(path: str, root: str) -> bool:
+    from .paths import is_within
+
+    return is_within(path, root)
 
 
 @contextmanager

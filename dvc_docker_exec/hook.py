@@ -13,6 +13,14 @@ import sys
 _TARGETS = {
     "dvc.config_schema": "register_config_schema",
     "dvc.stage.run": "patch_stage_run",
+    "dvc.cli.parser": "register_commands",  # `dvc docker ...`
+    # provenance: the image as a dependency (dvc_docker_exec/tracking.py)
+    "dvc.stage.loader": "patch_stage_loader",
+    "dvc.stage.serialize": "patch_stage_serialize",
+    "dvc.stage.cache": "patch_stage_cache",
+    "dvc.dvcfile": "patch_dvcfile",
+    "dvc.repo.status": "patch_repo_status",
+    "dvc.repo.reproduce": "patch_repo_reproduce",
 }
 
 

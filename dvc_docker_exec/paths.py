@@ -18,9 +18,12 @@ backs it in the runner:
 * not in a container              -> identity bind mount;
 * ``docker.host_root`` configured -> repo root prefix swap, no detection.
 
-Paths are normalised with ``posixpath.normpath`` but never ``realpath``-ed
-here: symlinks must be resolved (or not) by the caller, in the runner, where
-they mean something.
+Paths are resolved here (``os.path.realpath``, in the process that sees
+them: the runner in the socket pattern) and the resolved path is translated
+and handed to the daemon, so what is checked is what is mounted; the mount
+target stays the path as DVC names it. Every source is refused if it is, or
+contains, a daemon socket: by identity where we can stat it
+(``sockets.SocketGuard``), by name for host paths we cannot see.
 """
 
 from __future__ import annotations
@@ -39,21 +42,16 @@ from docker.types import Mount
 
 from .endpoint import Endpoint, discover
 from .errors import DockerExecError
+from .sockets import WELL_KNOWN, SocketGuard, unescape_mountinfo
 
 # Under "dvc." so that `dvc -v` (which only configures the "dvc" logger tree)
 # shows these messages.
 logger = logging.getLogger("dvc." + __name__)
 
-# Paths of daemon sockets on a host. A stage must never get one of these (or a
-# directory containing one): access to the socket is root on the host.
-KNOWN_SOCKETS: tuple[str, ...] = (
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-    "/run/podman/podman.sock",
-    "/var/run/podman/podman.sock",
-    "/run/containerd/containerd.sock",
-    "/var/run/containerd/containerd.sock",
-)
+# Paths of daemon sockets on a host, for the lexical check of a HOST path we
+# cannot stat (the socket pattern). Everything we can stat is checked by
+# identity (sockets.SocketGuard).
+KNOWN_SOCKETS: tuple[str, ...] = WELL_KNOWN
 
 # Only these mount points carry per-container files whose host source path
 # contains the container id (Docker: .../containers/<id>/hostname, Podman:
@@ -71,7 +69,6 @@ _CGROUP_COMPONENT = re.compile(
 # --hostname, or "vm" on a plain machine) must not be looked up: the API also
 # accepts container *names*, which would be a false positive.
 _HOSTNAME_ID = re.compile(r"^[0-9a-f]{12,64}$")
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 # --------------------------------------------------------------------------
@@ -104,9 +101,43 @@ def is_within(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent + "/")
 
 
-def _unescape_mountinfo(field: str) -> str:
-    # The kernel escapes space, tab, newline and backslash as \ooo.
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+def symlink_hops(path: str, limit: int = 40) -> list[str]:
+    """The spellings of ``path`` as the kernel replaces its symlinks, leftmost first.
+
+    ``/repo/in.txt -> /data/in.txt`` with ``/data -> /mnt/d/data`` gives
+    ``['/data/in.txt', '/mnt/d/data/in.txt']``: the places a lookup passes through.
+    """
+    hops: list[str] = []
+    current = normalize(path)
+    while len(hops) < limit:
+        parts = current.split("/")
+        for i in range(2, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if os.path.islink(prefix):
+                target = posixpath.join(posixpath.dirname(prefix), os.readlink(prefix), *parts[i:])
+                current = normalize(target)
+                hops.append(current)
+                break
+        else:
+            break
+    return hops
+
+
+def linked_outside(path: str, mounted: Iterable[str]) -> tuple[str, str] | None:
+    """(where a lookup of ``path`` first leaves ``mounted``, what it resolves to), or None.
+
+    A stage looks ``path`` up in its container, where only ``mounted`` exist:
+    mounting the resolved file or folder at that first outside hop makes the
+    lookup end where it ends on the host (issue 7, hole 8).
+    """
+    roots = [normalize(m) for m in mounted]
+    real = normalize(os.path.realpath(path))
+    if real == normalize(path) or any(is_within(real, root) for root in roots):
+        return None
+    for hop in symlink_hops(path):
+        if not any(is_within(hop, root) for root in roots):
+            return hop, real
+    return None
 
 
 def container_id_from_mountinfo(text: str) -> str | None:
@@ -119,9 +150,9 @@ def container_id_from_mountinfo(text: str) -> str | None:
     """
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) < 5 or _unescape_mountinfo(fields[4]) not in _ID_FILES:
+        if len(fields) < 5 or unescape_mountinfo(fields[4]) not in _ID_FILES:
             continue
-        match = _MOUNTINFO_ID.search(_unescape_mountinfo(fields[3]))
+        match = _MOUNTINFO_ID.search(unescape_mountinfo(fields[3]))
         if match:
             return match.group(1)
     return None
@@ -146,28 +177,36 @@ def container_id_from_cgroup(text: str) -> str | None:
     return None
 
 
-def daemon_sockets(endpoint: Endpoint | None = None) -> tuple[str, ...]:
-    """KNOWN_SOCKETS plus the socket of the endpoint actually in use.
-
-    Why: a rootless daemon (``/run/user/UID/docker.sock``), a Podman service
-    or a Docker context may listen anywhere; refusing only the usual paths
-    would hand that socket to a stage (issue 9, item 1). Its resolved path
-    too, when it goes through a symlink (``/var/run`` -> ``/run``).
-    """
-    endpoint = endpoint if endpoint is not None else discover()
-    extra: list[str] = []
-    if endpoint.socket_path:
-        extra.append(normalize(endpoint.socket_path))
-        extra.append(normalize(os.path.realpath(endpoint.socket_path)))
-    return tuple(dict.fromkeys([*KNOWN_SOCKETS, *extra]))
-
-
-def _host_path_exposes_socket(host_path: str, sockets: Iterable[str] = KNOWN_SOCKETS) -> str | None:
-    """The daemon socket that ``host_path`` is or contains, if any."""
-    for sock in sockets:
+def _host_path_exposes_socket(host_path: str, host_sockets: Iterable[str] = ()) -> str | None:
+    """The known daemon socket that ``host_path`` is or contains, if any (by name)."""
+    for sock in (*KNOWN_SOCKETS, *host_sockets):
         if is_within(sock, host_path):
             return sock
     return None
+
+
+def _resolve(root: str, path: str) -> str:
+    """What the daemon will mount for ``path``: symlinks, ``/proc/*/root`` and ``..`` resolved.
+
+    Resolved here, in the process that sees ``path`` (the runner in the socket
+    pattern); the result is what we check and what we hand the daemon, so a
+    symlink is not followed a second time on its side. With a test ``root``
+    the paths are not real: lexical only.
+    """
+    return normalize(os.path.realpath(path)) if root == "/" else normalize(path)
+
+
+def _default_guard(root: str) -> SocketGuard:
+    return SocketGuard() if root == "/" else SocketGuard(socket_paths=())
+
+
+def _endpoint_socket() -> str | None:
+    """The socket of the endpoint in use (a rootless or Podman socket may be mounted anywhere)."""
+    try:
+        path = discover().socket_path
+    except DockerExecError:
+        return None
+    return normalize(path) if path else None
 
 
 def _is_socket_file(root: str, path: str) -> bool:
@@ -180,16 +219,26 @@ def _is_socket_file(root: str, path: str) -> bool:
 
 
 def _refuse_socket(
-    requested: str, host_path: str | None, root: str, sockets: Iterable[str] = KNOWN_SOCKETS
+    requested: str,
+    host_path: str | None,
+    root: str,
+    guard: SocketGuard,
+    resolved: str | None = None,
+    host_sockets: Iterable[str] = (),
 ) -> None:
-    """Raise if mounting ``requested`` would hand a daemon socket to a stage."""
+    """Raise if mounting ``requested`` would hand a daemon socket to a stage.
+
+    ``resolved`` is ``requested`` with symlinks resolved in this process: it
+    is checked by identity; ``host_path`` (the daemon's source) by name.
+    """
+    guard.check(resolved or requested, shown=requested)
     if _is_socket_file(root, requested):
         raise DockerExecError(
             f"refusing to mount '{requested}' into a stage container: it is a "
             "Unix socket (a Docker socket gives root on the host); "
             "do not list sockets as stage paths"
         )
-    sock = _host_path_exposes_socket(host_path, sockets) if host_path else None
+    sock = _host_path_exposes_socket(host_path, host_sockets) if host_path else None
     if sock:
         raise DockerExecError(
             f"refusing to mount '{requested}' into a stage container: on the "
@@ -220,15 +269,16 @@ class HostPaths(Protocol):
 class IdentityPaths:
     """Runner paths ARE host paths: DVC runs on the daemon's host."""
 
-    def __init__(self, reason: str = "not in a container", *, root: str = "/", sockets: Iterable[str] = KNOWN_SOCKETS):
+    def __init__(self, reason: str = "not in a container", *, root: str = "/", guard: SocketGuard | None = None):
         self.reason = reason
         self._root = root
-        self._sockets = tuple(sockets)
+        self._guard = guard or _default_guard(root)
 
     def mount(self, path: str, *, read_only: bool = False) -> Mount:
         path = normalize(path)
-        _refuse_socket(path, path, self._root, self._sockets)
-        return _bind(path, path, read_only)
+        source = _resolve(self._root, path)
+        _refuse_socket(path, source, self._root, self._guard, source)
+        return _bind(path, source, read_only)
 
     def describe(self) -> str:
         return f"identity ({self.reason})"
@@ -242,20 +292,21 @@ class HostRootPaths:
     passed through unchanged.
     """
 
-    def __init__(self, repo_root: str, host_root: str, *, root: str = "/", sockets: Iterable[str] = KNOWN_SOCKETS):
+    def __init__(self, repo_root: str, host_root: str, *, root: str = "/", guard: SocketGuard | None = None):
         self.repo_root = normalize(repo_root)
         self.host_root = normalize(host_root)
         self._root = root
-        self._sockets = tuple(sockets)
+        self._guard = guard or _default_guard(root)
 
     def mount(self, path: str, *, read_only: bool = False) -> Mount:
         path = normalize(path)
-        if is_within(path, self.repo_root):
-            rel = posixpath.relpath(path, self.repo_root)
+        resolved = _resolve(self._root, path)
+        if is_within(resolved, self.repo_root):
+            rel = posixpath.relpath(resolved, self.repo_root)
             source = normalize(posixpath.join(self.host_root, rel))
         else:
-            source = path
-        _refuse_socket(path, source, self._root, self._sockets)
+            source = resolved
+        _refuse_socket(path, source, self._root, self._guard, resolved)
         return _bind(path, source, read_only)
 
     def describe(self) -> str:
@@ -276,21 +327,16 @@ class RunnerPaths:
         mounts: Iterable[Mapping[str, Any]],
         *,
         root: str = "/",
-        sockets: Iterable[str] = KNOWN_SOCKETS,
+        guard: SocketGuard | None = None,
     ):
         self.container_id = container_id
         self.mounts = [dict(m) for m in mounts]
         self._root = root
-        # runner-side socket paths (the endpoint's among them) ...
-        self._runner_sockets = tuple(sockets)
-        # ... and, on the host, whatever backs them in the runner
-        host_sockets = [
-            normalize(m["Source"])
-            for m in self.mounts
-            if m.get("Type") == "bind" and m.get("Source") and posixpath.isabs(m.get("Destination") or "")
-            and normalize(m["Destination"]) in self._runner_sockets
-        ]
-        self._sockets = tuple(dict.fromkeys([*self._runner_sockets, *host_sockets]))
+        sockets = [m for m in self.mounts if m.get("Destination") and self._is_socket_mount(m)]
+        # the socket as the runner sees it (checked by identity) and its host path (by name)
+        self._socket_dests = [normalize(m["Destination"]) for m in sockets]
+        self._socket_sources = [m["Source"] for m in sockets if posixpath.isabs(m.get("Source") or "")]
+        self._guard = guard or (SocketGuard(extra=lambda: self._socket_dests) if root == "/" else SocketGuard(()))
 
     def _find(self, path: str) -> Mapping[str, Any] | None:
         # Ancestors of one path are nested, so the longest matching
@@ -313,12 +359,14 @@ class RunnerPaths:
         names = (posixpath.basename(dest), posixpath.basename(m.get("Source") or ""))
         return (
             any(n.endswith(".sock") for n in names)
-            or dest in self._runner_sockets
+            or dest in KNOWN_SOCKETS
+            or dest == _endpoint_socket()
             or _is_socket_file(self._root, dest)
         )
 
     def mount(self, path: str, *, read_only: bool = False) -> Mount:
-        path = normalize(path)
+        requested = normalize(path)
+        path = _resolve(self._root, requested)  # where the path really is, in the runner
         short = self.container_id[:12]
         m = self._find(path)
         if m is None:
@@ -343,10 +391,11 @@ class RunnerPaths:
         if kind == "bind":
             rel = posixpath.relpath(path, dest)
             source = normalize(posixpath.join(m["Source"], rel))
-            _refuse_socket(path, source, self._root, self._sockets)
-            return _bind(path, source, ro)
+            _refuse_socket(requested, source, self._root, self._guard, path, self._socket_sources)
+            return _bind(requested, source, ro)
         if kind == "volume" and m.get("Name"):
-            _refuse_socket(path, None, self._root, self._sockets)
+            # the whole volume is mounted: check all of it
+            _refuse_socket(requested, None, self._root, self._guard, dest)
             # no_copy: never let Docker seed the volume from the stage image.
             return Mount(
                 target=dest, source=m["Name"], type="volume", read_only=ro, no_copy=True
@@ -404,10 +453,12 @@ def detect_host_paths(
     its containers; every other case is identity, because a wrong
     "translation" would silently mount the wrong host directories.
 
-    ``endpoint`` is the daemon ``client`` talks to (default: ``discover()``):
-    its socket is refused as a stage path like the well-known ones.
+    ``endpoint``: the daemon ``client`` talks to, when the caller has it;
+    its socket is refused like the ones ``sockets.sockets_in_use`` finds.
     """
-    sockets = daemon_sockets(endpoint)
+    guard = None
+    if endpoint is not None and endpoint.socket_path and root == "/":
+        guard = SocketGuard(extra=lambda: [endpoint.socket_path])
     if host_root:
         if not posixpath.isabs(host_root):
             raise DockerExecError(
@@ -415,12 +466,12 @@ def detect_host_paths(
                 "to the host path of the repo root, e.g. "
                 "`dvc config docker.host_root /home/me/project`"
             )
-        result: HostPaths = HostRootPaths(repo_root, host_root, root=root, sockets=sockets)
+        result: HostPaths = HostRootPaths(repo_root, host_root, root=root, guard=guard)
         logger.debug("docker paths: %s", result.describe())
         return result
 
     if not in_container(root):
-        return IdentityPaths("not in a container", root=root, sockets=sockets)
+        return IdentityPaths("not in a container", root=root, guard=guard)
 
     candidates: list[tuple[str, str]] = []
     mountinfo = _read(root, "proc/self/mountinfo")
@@ -460,7 +511,7 @@ def detect_host_paths(
         if not full_id.startswith(cid):
             logger.debug("docker paths: %s id %s resolved to %s", origin, cid, full_id)
             continue
-        result = RunnerPaths(full_id, info.get("Mounts") or [], root=root, sockets=sockets)
+        result = RunnerPaths(full_id, info.get("Mounts") or [], root=root)
         logger.debug("docker paths: %s (id from %s)", result.describe(), origin)
         return result
 
@@ -469,4 +520,4 @@ def detect_host_paths(
         + (", ".join(sorted(tried)) if tried else "any id of ours")
     )
     logger.debug("docker paths: identity: %s", reason)
-    return IdentityPaths(reason, root=root, sockets=sockets)
+    return IdentityPaths(reason, root=root, guard=guard)

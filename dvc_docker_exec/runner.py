@@ -18,11 +18,10 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.utils import parse_repository_tag
+from docker.errors import APIError, DockerException, NotFound
 
 from dvc.stage.exceptions import StageCmdFailedError
 
@@ -30,6 +29,7 @@ from . import streams
 from .endpoint import Endpoint, discover
 from .engine import Engine
 from .errors import DockerExecError, StageInterruptedError
+from .provenance import IdentityCache
 from .spec import ContainerSpec
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
@@ -62,18 +62,33 @@ def connect(
         client.ping()
         return client
     except DockerException as exc:
-        text = str(exc)
-        if "Permission denied" in text or "PermissionError" in text:
-            raise DockerExecError(
-                f"permission denied on the Docker socket {endpoint.describe()}: add your user to the "
-                "'docker' group (then log in again), or point DOCKER_HOST at a socket you may use"
-            ) from None
-        reason = text.split(": ", 1)[-1].strip().splitlines()[0] if text else type(exc).__name__
-        raise DockerExecError(
-            f"cannot reach the Docker daemon at {endpoint.describe()} ({reason}): start Docker "
-            "(e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
-            "or run stages on the host with `dvc config docker.enabled false`"
-        ) from None
+        what, fix = connect_failure(endpoint, exc)
+        raise DockerExecError(f"{what}: {fix}") from None
+
+
+def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
+    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line)."""
+    text = str(exc)
+    if "Permission denied" in text or "PermissionError" in text:
+        return (
+            f"permission denied on the Docker socket {endpoint.describe()}",
+            "add your user to the 'docker' group (then log in again), or point DOCKER_HOST at a socket you may use",
+        )
+    return (
+        f"cannot reach the Docker daemon at {endpoint.describe()} ({_reason(text) or type(exc).__name__})",
+        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
+        "or run stages on the host with `dvc config docker.enabled false`",
+    )
+
+
+def _reason(text: str) -> str:
+    """The OS's words from requests' nested reprs: "('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))"."""
+    import re
+
+    found = re.search(r"\w+Error\(\d+, '([^']+)'\)", text) or re.search(r"\[Errno \d+\] ([^\"')]+)", text)
+    if found:
+        return found.group(1).strip()
+    return text.split(": ", 1)[-1].strip().splitlines()[0] if text else ""
 
 
 @contextmanager
@@ -98,13 +113,19 @@ class ImageManager:
         self.out = out
         self._pulled: set = set()
         self._known: set = set()  # seen present in this process: no inspect per stage
+        # one inspect per distinct image per process, shared with provenance
+        self.identities = IdentityCache(client)
 
     def _present(self, image: str) -> bool:
-        try:
-            self.client.api.inspect_image(image)
-            return True
-        except (ImageNotFound, NotFound):
-            return False
+        return self.identities.identity(image) is not None
+
+    def identity(self, image: str, policy: str) -> str:
+        """The identity of the image a stage will run, after applying the pull policy."""
+        self.ensure(image, policy)
+        identity = self.identities.identity(image)
+        if identity is None:  # deleted between the pull and the inspect
+            raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
+        return identity
 
     def ensure(self, image: str, policy: str) -> None:
         if image in self._pulled or (policy != "always" and image in self._known):
@@ -119,27 +140,17 @@ class ImageManager:
             )
         with _file_lock(f"pull:{image}"):
             # another worker may have pulled it while we waited for the lock
+            self.identities.forget(image)
             if policy == "always" or not self._present(image):
                 self._pull(image)
+                self.identities.forget(image)  # the tag may name another image now
         self._pulled.add(image)
 
     def _pull(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
+        from .pulling import pull_image
+
         self.out.write(f"Pulling image '{image}'...\n")
-        try:
-            last = None
-            for event in self.client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise DockerExecError(f"cannot pull image '{image}': {event['error']}")
-                line = " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
-                if line and line != last and "progress" not in event:
-                    self.out.write(f"  {line}\n")
-                    last = line
-            self.out.flush()
-        except APIError as exc:
-            raise DockerExecError(
-                f"image '{image}' is not present locally and cannot be pulled: {exc.explanation or exc}"
-            ) from None
+        pull_image(self.client.api, image, out=self.out)
 
 
 def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:

@@ -2,8 +2,9 @@
 
 Nothing here talks to Docker or reads DVC objects, so it is unit-tested
 without a daemon (like docker-py's ``_create_container_args``). The spec
-renders both the docker-py ``create_container`` kwargs and the equivalent,
-copy-pasteable ``docker run`` line shown by ``dvc repro --dry`` / ``-v``.
+renders both the docker-py ``create_container`` kwargs and the equivalent
+``docker run`` line shown by ``dvc repro --dry`` / ``-v``, with a note of what
+pasting it does not reproduce (``ContainerSpec.run_line_differences``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import secrets
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from docker.types import DeviceRequest, Mount
 
@@ -38,6 +39,7 @@ class StageFacts:
     repo_root: str
     mount_paths: Tuple[str, ...]  # directories/files to make visible at the same path
     config_overlays: Tuple[Tuple[str, str], ...] = ()  # (filtered copy, path it hides)
+    linked_paths: Tuple[Tuple[str, str], ...] = ()  # (where a symlink lookup leaves the mounts, its target)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class ContainerSpec:
     mem_limit: Optional[int] = None
     shm_size: Optional[int] = None
     gpus_cli: Optional[str] = None
+    constraints: Tuple[str, ...] = ()  # Swarm placement (backend swarm only)
+    # variables whose value comes from the host environment (docker.env NAME): never printed
+    passthrough: FrozenSet[str] = frozenset()
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -99,7 +104,15 @@ class ContainerSpec:
         }
 
     def docker_run_line(self) -> str:
-        """The equivalent `docker run` command; values of environment variables are not shown."""
+        """The `docker run` command that creates the same container (see `run_line_differences`).
+
+        Values are shown except those of variables passed from the host
+        (`docker.env NAME`) or named like secrets: `-e NAME` takes the pasting
+        shell's value. `--mount` fields are quoted as the CLI's CSV parser
+        reads them, so paths with commas, quotes or newlines survive.
+        """
+        if self.image.startswith("-"):  # config.parse_image refuses it; never print an option as the image
+            raise DockerExecError(f"'{self.image}' is not an image reference")
         args: List[str] = ["docker", "run", "--rm", "--init", "--security-opt", "no-new-privileges"]
         if self.tty:
             args.append("-t")
@@ -110,18 +123,41 @@ class ContainerSpec:
             args += ["--mount", _mount_cli(mount)]
         args += ["--workdir", self.working_dir]
         for name in sorted(self.environment):
-            # `-e NAME` passes the caller's value: safe to paste, no secrets in logs.
-            args += ["-e", name]
+            hidden = name in self.passthrough or _SECRET_NAME.search(name)
+            args += ["-e", name if hidden else f"{name}={self.environment[name]}"]
         if self.gpus_cli:
             args += ["--gpus", self.gpus_cli]
         if self.nano_cpus:
-            args += ["--cpus", f"{self.nano_cpus / 1e9:g}"]
+            # nine decimals at most: the CLI refuses more ("value is too precise") and rounds nothing
+            args += ["--cpus", f"{self.nano_cpus / 1e9:.9f}".rstrip("0").rstrip(".")]
         if self.mem_limit:
             args += ["--memory", str(self.mem_limit)]
         if self.shm_size:
             args += ["--shm-size", str(self.shm_size)]
         args += ["--entrypoint", self.entrypoint[0], self.image, *self.entrypoint[1:], *self.command]
         return shlex.join(args)
+
+    def run_line_differences(self) -> List[str]:
+        """What pasting `docker_run_line()` does not reproduce, one short clause each."""
+        notes = []
+        hidden = sorted(n for n in self.environment if n in self.passthrough or _SECRET_NAME.search(n))
+        if hidden:
+            notes.append(f"{', '.join(hidden)} take their value from your shell")
+        overlays = [m["Target"] for m in self.mounts if m["Target"].endswith(("/.dvc/config", "/.dvc/config.local"))]
+        if overlays:
+            notes.append("the filtered copies of .dvc/config mounted read-only exist only while the stage runs")
+        notes.append(f"the plugin also sets the container name and {LABEL} labels")
+        return notes
+
+
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def _csv_field(field: str) -> str:
+    """One field as Go's encoding/csv (the CLI's `--mount` parser) reads it back unchanged."""
+    if any(c in field for c in ',"\r\n') or field[:1].isspace():
+        return '"' + field.replace('"', '""') + '"'
+    return field
 
 
 def _mount_cli(mount: Mount) -> str:
@@ -131,7 +167,12 @@ def _mount_cli(mount: Mount) -> str:
     parts.append(f"target={mount['Target']}")
     if mount.get("ReadOnly"):
         parts.append("readonly")
-    return ",".join(parts)
+    if (mount.get("VolumeOptions") or {}).get("NoCopy"):
+        parts.append("volume-nocopy")
+    mode = (mount.get("TmpfsOptions") or {}).get("Mode")
+    if mode is not None:
+        parts.append(f"tmpfs-mode={mode:o}")
+    return ",".join(_csv_field(part) for part in parts)
 
 
 def container_name(addressing: str, pid: int, token: Optional[str] = None) -> str:
@@ -247,6 +288,8 @@ def build_spec(
     user, needs_home = resolve_user(settings, uid, gid)
     environment = dict(env)
     mounts: List[Mount] = [mount_for(path, False) for path in facts.mount_paths]
+    for target, real in facts.linked_paths:
+        mounts.append(_retarget(mount_for(real, False), target, False))
     for volume in settings.volumes:
         source = volume.source if os.path.isabs(volume.source) else os.path.join(facts.repo_root, volume.source)
         base = mount_for(os.path.normpath(source), volume.read_only)
@@ -299,10 +342,12 @@ def build_spec(
         network_mode=settings.network,
         tty=tty,
         device_requests=device_requests,
-        nano_cpus=int(settings.cpus * 1e9) if settings.cpus else None,
+        nano_cpus=round(settings.cpus * 1e9) if settings.cpus else None,
         mem_limit=settings.memory,
         shm_size=settings.shm_size,
         gpus_cli=gpus.cli() if gpus else None,
+        constraints=settings.constraints,
+        passthrough=frozenset(item for item in settings.env if "=" not in item),
     )
 
 

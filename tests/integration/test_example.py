@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, container_events
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+IMAGE = "dvc-docker-exec-example:latest"  # the script's default DDE_EXAMPLE_IMAGE
 
 
 def test_run_example_script(tmp_path, docker_client, no_leftovers):
     target = tmp_path / "example"
-    env = {**os.environ, "DDE_VENV": sys.prefix}  # this venv, already set up
+    env = {k: v for k, v in os.environ.items() if k != "DDE_EXAMPLE_IMAGE"}
+    env["DDE_VENV"] = sys.prefix  # this venv, already set up
+    since = int(time.time())
     proc = subprocess.run(
         [str(ROOT / "scripts" / "run-example.sh"), str(target)],
         env=env,
@@ -24,5 +30,17 @@ def test_run_example_script(tmp_path, docker_client, no_leftovers):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "all 3 stages ran in containers" in proc.stdout
     assert (target / "metrics.json").exists() and (target / "dvc.lock").exists()
+
+    # The daemon's own record, not the plugin's log line: `dvc repro` ran all three
+    # stages in containers of the example image, then `dvc exp run -S train.lr=...`
+    # reran train and evaluate; each container started, exited 0 and was removed.
+    def of(event: str) -> dict:
+        return {e["id"]: e["Actor"]["Attributes"] for e in container_events(docker_client, event, since, repo=str(target))}
+
+    created, started, died, destroyed = of("create"), of("start"), of("die"), of("destroy")
+    stages = collections.Counter(attrs["dvc-docker-exec.stage"] for attrs in created.values())
+    assert stages == {"prepare": 1, "train": 2, "evaluate": 2}, stages
+    assert {attrs["image"] for attrs in created.values()} == {IMAGE}
+    assert set(started) == set(died) == set(destroyed) == set(created)
+    assert {attrs["exitCode"] for attrs in died.values()} == {"0"}

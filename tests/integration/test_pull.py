@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import re
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 import uuid
 
@@ -48,9 +51,20 @@ def registry(tmp_path_factory, docker_client, busybox_image):
 
 @pytest.fixture
 def remote_image(registry, docker_client, busybox_image):
-    """An image that exists in the registry but not locally."""
+    """An image that exists in the registry but not locally, with a layer of its own to download."""
     name = f"{registry}/dde-pull-{uuid.uuid4().hex[:8]}"
-    docker_client.images.get(busybox_image).tag(name, "1")
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        data = name.encode()
+        info = tarfile.TarInfo("dde-pull-marker")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    helper = docker_client.containers.create(busybox_image, "true", network_disabled=True)
+    try:
+        helper.put_archive("/", layer.getvalue())
+        helper.commit(name, "1")
+    finally:
+        helper.remove(force=True)
     for line in docker_client.api.push(name, tag="1", stream=True, decode=True):
         assert "error" not in line, line
     docker_client.images.remove(f"{name}:1")
@@ -62,18 +76,29 @@ def remote_image(registry, docker_client, busybox_image):
 
 
 def pull_events(docker_client, image: str, since: int) -> list:
+    """Pulls of exactly `image` (this test's registry port and unique name), not of any loopback registry."""
     until = int(time.time()) + 1
     events = docker_client.events(since=since, until=until, decode=True, filters={"type": "image", "event": "pull"})
-    return [e for e in events if e.get("id", "").startswith(image.split(":")[0])]
+    return [e for e in events if e.get("id") == image]
 
 
 def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, docker_client, no_leftovers):
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "missing")
     repo.dvc("stage", "add", "-n", "p", "echo pulled > out.txt")
+    since = int(time.time())
     proc = repo.dvc("repro")
-    assert f"Pulling image '{remote_image}'" in proc.stderr
+    lines = proc.stderr.splitlines()
+    start = lines.index(f"Pulling image '{remote_image}'...")
+    progress = lines[start + 1 :]
+    # docker's pull progress, one line per layer step, without the progress bars
+    layer_done = [line for line in progress if re.fullmatch(r"  [0-9a-f]{12} Pull complete", line)]
+    assert layer_done, proc.stderr
+    assert any(re.fullmatch(r"  Digest: sha256:[0-9a-f]{64}", line) for line in progress), proc.stderr
+    assert f"  Status: Downloaded newer image for {remote_image}" in progress, proc.stderr
+    assert not [line for line in progress if "[=" in line or "Downloading" in line], proc.stderr
     assert repo.read("out.txt") == "pulled\n"
+    assert len(pull_events(docker_client, remote_image, since)) == 1
     docker_client.images.get(remote_image)
 
 

@@ -78,16 +78,33 @@ GOOD: list = [
     ("memory", "2g", 2 * 1024**3),
     ("memory", "2G", 2 * 1024**3),
     ("memory", "1.5GB", int(1.5 * 1024**3)),
-    ("memory", "64k", 64 * 1024),
+    ("memory", "6m", 6 * 1024**2),
     ("memory", "1t", 1024**4),
-    ("memory", "100", 100),
-    ("memory", "100b", 100),
-    ("memory", 4096, 4096),
+    ("memory", 6 * 1024**2, 6 * 1024**2),
+    ("shm_size", "64k", 64 * 1024),
+    ("shm_size", "100", 100),
+    ("shm_size", "100b", 100),
+    ("shm_size", 4096, 4096),
+    ("cpus", "0.01", 0.01),
+    ("cpus", 1, 1.0),
+    ("user", 1000, "1000"),
+    ("image", "busybox", "busybox"),
+    ("image", "Registry.Example.com:5000/team/img:V1.2_x", "Registry.Example.com:5000/team/img:V1.2_x"),
+    ("image", "[::1]:5000/img", "[::1]:5000/img"),
+    ("image", "a__b-c---d.e/f_g:latest", "a__b-c---d.e/f_g:latest"),
+    ("image", "sha256:" + "b" * 64, "sha256:" + "b" * 64),
+    ("image", "x" * 255 + ":t", "x" * 255 + ":t"),
+    ("allow_repo_settings", "true", True),
     ("shell", "/bin/bash", "/bin/bash"),
     ("shell", " /bin/sh ", "/bin/sh"),
     ("host_root", "/srv/repo", "/srv/repo"),
     ("host_root", "/srv/repo/", "/srv/repo"),
     ("host_root", "/srv//a/../repo", "/srv/repo"),
+    ("backend", "Swarm", "swarm"),
+    ("backend", "engine", "engine"),
+    ("constraints", "node.labels.gpu==true", ("node.labels.gpu==true",)),
+    ("constraints", "node.role != manager, node.hostname==n1", ("node.role != manager", "node.hostname==n1")),
+    ("constraints", ["node.platform.os==linux"], ("node.platform.os==linux",)),
     ("allow_unlimited", "yes", True),
     ("allow_unlimited", "false", False),
 ]
@@ -102,9 +119,21 @@ def test_parsers_accept(key: str, value: Any, expected: Any) -> None:
 
 BAD: list = [
     ("enabled", "maybe"),
+    ("track", "sometimes"),
     ("enabled", "2"),
     ("image", ""),
     ("image", "my image"),
+    ("image", "-v"),
+    ("image", "--privileged"),
+    ("image", "Python:3.12"),
+    ("image", "team/MyImage"),
+    ("image", "x" * 256),
+    ("image", "img:-tag"),
+    ("image", "img@sha256:short"),
+    ("image", "img:" + "t" * 129),
+    ("image", "a//b"),
+    ("image", "a_/b"),
+    ("allow_repo_settings", "sure"),
     ("pull", "sometimes"),
     ("pull", ""),
     ("user", "1000:"),
@@ -135,6 +164,8 @@ BAD: list = [
     ("cpus", "nan"),
     ("cpus", "inf"),
     ("cpus", ""),
+    ("cpus", "1e-12"),  # issue 7 hole 10: rounded to 0 nano-CPUs, which means no limit
+    ("cpus", "0.009"),
     ("memory", "lots"),
     ("memory", "0"),
     ("memory", "0g"),
@@ -142,11 +173,18 @@ BAD: list = [
     ("memory", "2x"),
     ("memory", "0.5"),  # less than one byte
     ("memory", ""),
+    ("memory", "64k"),  # below Docker's minimum: a raw 400 at run time otherwise
+    ("memory", "100"),
     ("shm_size", "big"),
     ("shell", "bash"),
     ("shell", "bin/sh"),
     ("host_root", "relative/path"),
     ("host_root", "~/repo"),
+    ("backend", "k8s"),
+    ("backend", ""),
+    ("constraints", "gpu"),
+    ("constraints", "node.labels.gpu=true"),
+    ("constraints", "==x"),
     ("allow_unlimited", "sometimes"),
 ]
 
@@ -363,9 +401,38 @@ def test_override_mapping_unknown_key_names_the_stage() -> None:
         BASE.override({"imag": "x"}, "train")
 
 
-def test_override_refuses_host_root() -> None:
-    with pytest.raises(SettingError, match=r"meta\.docker\.host_root: can only be set with `dvc config docker\.host_root`"):
-        BASE.override({"host_root": "/srv"}, "train")
+@pytest.mark.parametrize("key", ["host_root", "allow_repo_settings"])
+def test_override_refuses_machine_keys(key: str) -> None:
+    with pytest.raises(SettingError, match=rf"meta\.docker\.{key}: can only be set on this machine, with `dvc config --local docker\.{key}`"):
+        BASE.override({key: "/srv"}, "train")
+
+
+@pytest.mark.parametrize("key", ["cpus", "memory", "shm_size", "user", "network", "image", "shell", "env", "volumes", "gpus"])
+def test_yaml_true_is_not_a_value(key: str) -> None:
+    """`meta.docker.cpus: true` once meant 1 CPU (issue 7, hole 10); no key but `enabled` takes a boolean."""
+    with pytest.raises(SettingError, match=rf"^stage 'train' meta\.docker\.{key}: expected .*, got 'True'$"):
+        BASE.override({key: True}, "train")
+
+
+def test_from_levels_later_level_shadows_and_origins_are_kept() -> None:
+    settings = DockerSettings.from_levels(
+        [("system", {"image": "a", "memory": "1g"}), ("repo", {"image": "b"}), ("local", {"user": "1:1"})]
+    )
+    assert (settings.image, settings.memory, settings.user) == ("b", 1024**3, "1:1")
+    assert settings.origins == {"image": "repo", "memory": "system", "user": "local"}
+    staged = settings.override({"memory": "2g", "network": "none"}, "s")
+    assert staged.origins == {"image": "repo", "memory": "meta", "user": "local", "network": "meta"}
+    assert settings.override("c", "s").origins["image"] == "meta"
+    assert settings.override(False, "s").origins["enabled"] == "meta"
+
+
+def test_docker_reference_messages() -> None:
+    with pytest.raises(SettingError, match="repository name must be lowercase"):
+        PARSERS["image"]("Python:3.12")
+    with pytest.raises(SettingError, match="at most 255 characters"):
+        PARSERS["image"]("x" * 256)
+    with pytest.raises(SettingError, match="at least 0.01"):
+        PARSERS["cpus"]("1e-12")
 
 
 @pytest.mark.parametrize("meta", [3, ["busybox"], 1.5])

@@ -1,13 +1,17 @@
 """The import hook: installed by the .pth at start-up, cheap, patches DVC on import.
 
 Start-up behaviour is checked in fresh interpreters of the test's own Python
-(the venv where the project is installed), run from a temporary directory so
-the working tree is not what gets imported by accident.
+(the venv where the project is installed), run from a temporary directory with
+every PYTHON* variable cleared, so that neither the working tree nor the test
+runner's sys.path is what gets imported: only what pip installed into
+site-packages. Those tests need the installed .pth (`installed_pth`); without
+it they skip on a laptop and fail under CI=true.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -18,25 +22,61 @@ from typing import List
 import pytest
 
 from dvc_docker_exec import dvc_glue, hook
+from tests.conftest import ROOT, _unavailable
+
+FINDER = "any(type(f).__name__ == '_Finder' for f in sys.meta_path)"
+
+
+def clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "PYTHON"))}
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
 
 
 def python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env["DVC_NO_ANALYTICS"] = "1"
     proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
-pytestmark = pytest.mark.skipif(
-    not any(Path(p, "dvc_docker_exec.pth").exists() for p in sys.path if p),
-    reason="dvc_docker_exec.pth is not installed in this environment (pip install -e .)",
-)
+# Where the installed distribution put its .pth, and which hook module a fresh interpreter imports.
+PROBE = """
+import importlib.metadata as md, json, site, sys
+files = md.distribution("dvc-docker-exec").files or []
+pth = [str(f.locate()) for f in files if f.name == "dvc_docker_exec.pth"]
+import dvc_docker_exec.hook as hook
+print(json.dumps({"pth": pth, "site": site.getsitepackages(), "hook": hook.__file__}))
+"""
 
 
-def test_startup_installs_only_the_finder(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def installed_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dvc_docker_exec.pth that pip installed into this Python's site-packages."""
+    cwd = tmp_path_factory.mktemp("hook-cwd")
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, env=clean_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        _unavailable(f"dvc-docker-exec is not installed in {sys.executable} (pip install -e .): {proc.stderr.strip()}")
+    info = json.loads(proc.stdout)
+    found = [Path(p) for p in info["pth"] if Path(p).is_file() and str(Path(p).parent) in info["site"]]
+    if not found:
+        _unavailable(f"dvc_docker_exec.pth is not installed in the site-packages of {sys.executable} (pip install -e .)")
+    # the installed plugin is this checkout's (editable) or a copy of it, not another checkout's
+    assert Path(info["hook"]).read_bytes() == (ROOT / "dvc_docker_exec" / "hook.py").read_bytes(), info["hook"]
+    assert found[0].read_bytes() == (ROOT / "dvc_docker_exec.pth").read_bytes()
+    return found[0]
+
+
+def test_the_installed_pth_installs_the_finder(installed_pth: Path, tmp_path: Path) -> None:
+    """No site processing, no hook; the installed site-packages alone installs it."""
+    assert python("-S", "-c", f"import sys; print({FINDER})", cwd=tmp_path).stdout.split() == ["False"]
+    code = f"import site, sys; site.addsitedir(sys.argv[1]); print({FINDER})"
+    assert python("-S", "-c", code, str(installed_pth.parent), cwd=tmp_path).stdout.split() == ["True"]
+    assert python("-c", f"import sys; print({FINDER})", cwd=tmp_path).stdout.split() == ["True"]
+
+
+def test_startup_installs_only_the_finder(installed_pth: Path, tmp_path: Path) -> None:
     code = (
         "import sys; print('dvc' in sys.modules, 'docker' in sys.modules, "
         "any(type(f).__name__=='_Finder' for f in sys.meta_path), "
@@ -70,7 +110,7 @@ print("ok")
 """
 
 
-def test_importing_dvc_patches_it(tmp_path: Path) -> None:
+def test_importing_dvc_patches_it(installed_pth: Path, tmp_path: Path) -> None:
     proc = python("-c", PATCHED, cwd=tmp_path)
     assert proc.stdout.strip() == "ok"
     assert "WARNING" not in proc.stderr
@@ -97,17 +137,17 @@ print("ok")
 """
 
 
-def test_late_install_patches_loaded_modules_once(tmp_path: Path) -> None:
+def test_late_install_patches_loaded_modules_once(installed_pth: Path, tmp_path: Path) -> None:
     assert python("-c", LATE, cwd=tmp_path).stdout.strip() == "ok"
 
 
-def test_python_m_dvc_works(tmp_path: Path) -> None:
+def test_python_m_dvc_works(installed_pth: Path, tmp_path: Path) -> None:
     proc = python("-m", "dvc", "--version", cwd=tmp_path)
     assert proc.stdout.strip()[0].isdigit()
     assert "WARNING" not in proc.stderr
 
 
-def test_import_time_is_recorded(tmp_path: Path, record_property) -> None:
+def test_import_time_is_recorded(installed_pth: Path, tmp_path: Path, record_property) -> None:
     """Prints the hook's cumulative import time; no assertion on it (machines vary)."""
     proc = python("-X", "importtime", "-c", "pass", cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.rstrip().endswith("dvc_docker_exec.hook")]

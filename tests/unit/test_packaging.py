@@ -3,7 +3,8 @@
 The project is copied to tmp_path first, so builds leave nothing in the work
 tree. Builds run without isolation (no index needed), so they need
 setuptools >= 64 and a bdist_wheel (the ``wheel`` package, or setuptools >= 70.1)
-in the test's Python; without them these tests skip.
+in the test's Python: the ``tests`` extra declares both. Without them these
+tests skip on a laptop and fail under CI=true (``build_tools``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import List
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, _unavailable
+
 PTH = "dvc_docker_exec.pth"
 PROJECT_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", PTH)
 
@@ -37,7 +39,11 @@ def _can_build() -> str:
     return ""
 
 
-needs_build = pytest.mark.skipif(bool(_can_build()), reason=_can_build() or "can build")
+@pytest.fixture(scope="module")
+def build_tools() -> None:
+    missing = _can_build()
+    if missing:
+        _unavailable(f"cannot build wheels here: {missing} (pip install -e .[tests])")
 
 
 def run(args: List[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -60,7 +66,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wheel(build_tools: None, project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(project)],
@@ -75,7 +81,6 @@ def record(whl: zipfile.ZipFile) -> List[str]:
     return [line.split(",")[0] for line in whl.read(name).decode().splitlines()]
 
 
-@needs_build
 def test_wheel_has_the_pth_at_its_root(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as whl:
         assert PTH in whl.namelist()
@@ -84,8 +89,7 @@ def test_wheel_has_the_pth_at_its_root(wheel: Path) -> None:
         assert "dvc_docker_exec/hook.py" in whl.namelist()
 
 
-@needs_build
-def test_editable_wheel_has_the_pth(project: Path, tmp_path: Path) -> None:
+def test_editable_wheel_has_the_pth(build_tools: None, project: Path, tmp_path: Path) -> None:
     code = "import sys, setuptools.build_meta as b; print(b.build_editable(sys.argv[1]))"
     proc = run([sys.executable, "-c", code, str(tmp_path)], cwd=project)
     built = tmp_path / proc.stdout.strip().splitlines()[-1]
@@ -98,7 +102,6 @@ def test_editable_wheel_has_the_pth(project: Path, tmp_path: Path) -> None:
         assert "dvc_docker_exec/hook.py" not in names  # editable: the source stays in the tree
 
 
-@needs_build
 def test_installed_pth_installs_the_hook(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)], cwd=tmp_path)

@@ -536,35 +536,8 @@ def test_two_sources_for_one_target_conflict():
 # ------------------------------------------------- the endpoint in use (issue 9)
 
 
-def test_daemon_sockets_include_the_endpoint_socket():
-    from dvc_docker_exec.endpoint import Endpoint
-    from dvc_docker_exec.paths import daemon_sockets
-
-    sockets = daemon_sockets(Endpoint("unix:///srv/engines/podman.sock", "DOCKER_HOST"))
-    assert "/srv/engines/podman.sock" in sockets
-    assert "/var/run/docker.sock" in sockets  # the well-known ones stay refused
-    assert daemon_sockets(Endpoint("tcp://10.0.0.1:2375", "DOCKER_HOST")) == daemon_sockets(
-        Endpoint("ssh://me@far", "DOCKER_HOST")
-    )
-
-
-def test_identity_refuses_the_endpoint_socket_folder(tmp_path):
-    # the Docker context's socket lives in an ordinary folder: that folder
-    # must not be handed to a stage, though no well-known path is involved
-    from dvc_docker_exec.endpoint import Endpoint
-
-    root = make_root(tmp_path, marker=None, mountinfo=DOCKER_MOUNTINFO)
-    endpoint = Endpoint("unix:///srv/engines/rootless/docker.sock", "Docker context 'rootless'")
-    paths = detect_host_paths(runner_client(), repo_root="/srv/repo", root=root, endpoint=endpoint)
-    for path in ("/srv/engines", "/srv/engines/rootless"):
-        with pytest.raises(DockerExecError, match="/srv/engines/rootless/docker.sock"):
-            paths.mount(path)
-    assert paths.mount("/srv/repo")["Source"] == "/srv/repo"
-    # without that endpoint the same folder is an ordinary path
-    other = detect_host_paths(
-        runner_client(), repo_root="/srv/repo", root=root, endpoint=Endpoint("tcp://h:2375", "DOCKER_HOST")
-    )
-    assert other.mount("/srv/engines")["Source"] == "/srv/engines"
+# (the endpoint's socket folder, by identity: tests/unit/test_sockets.py and
+# tests/integration/test_attack_mounts.py with a real DOCKER_HOST socket)
 
 
 def test_runner_refuses_host_source_of_the_endpoint_socket():
@@ -576,7 +549,6 @@ def test_runner_refuses_host_source_of_the_endpoint_socket():
             {"Type": "bind", "Source": "/srv/podman/podman.sock", "Destination": "/engine/api.sock", "RW": True},
             {"Type": "bind", "Source": "/srv", "Destination": "/data", "RW": True},
         ],
-        sockets=("/var/run/docker.sock", "/engine/api.sock"),
     )
     with pytest.raises(DockerExecError, match="socket"):
         paths.mount("/engine/api.sock")

@@ -310,7 +310,7 @@ def test_missing_and_absent_pulls_once() -> None:
     assert api.pulls == [("python", "3.12-slim")]
     text = out.getvalue()
     assert text.startswith("Pulling image 'python:3.12-slim'...\n")
-    assert text.count("l1 Pull complete") == 1  # repeated lines are shown once
+    assert text.count("l1: Pull complete") == 1  # one line per layer when not a terminal
     assert "Downloading" not in text  # progress bars are not
 
 
@@ -344,7 +344,7 @@ def test_always_pulls_once_per_process() -> None:
 def test_pull_error_event() -> None:
     api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1': manifest unknown$"):
+    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1' from docker.io: manifest unknown$"):
         images.ensure("nope:1", "missing")
     assert "nope:1" not in images._pulled
 
@@ -358,7 +358,7 @@ def test_pull_api_error() -> None:
 
     api.pull = pull  # type: ignore[method-assign]
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match="cannot be pulled: pull access denied for nope"):
+    with pytest.raises(DockerExecError, match="^cannot pull image 'nope' from docker.io: pull access denied for nope$"):
         images.ensure("nope", "missing")
 
 
@@ -366,7 +366,12 @@ def test_pull_api_error() -> None:
 
 
 class FakeRunAPI:
-    """The APIClient calls ContainerRunner.run makes; the attach stream is a socketpair."""
+    """The APIClient calls ContainerRunner.run makes; the attach stream is a socketpair.
+
+    Like the daemon, it keeps the containers that exist: one created with
+    AutoRemove is removed when its command exits (the end of the wait body),
+    any other only by remove_container.
+    """
 
     def __init__(self, status: int = 0, oom: bool = False, output: bytes = b"", fail_in: str = ""):
         self.status, self.oom, self.output, self.fail_in = status, oom, output, fail_in
@@ -374,6 +379,7 @@ class FakeRunAPI:
         self.removed: List[str] = []
         self.killed: List[int] = []
         self.sockets: List[socket.socket] = []
+        self.containers: set = set()
 
     def _maybe_fail(self, name: str) -> None:
         self.calls.append(name)
@@ -389,6 +395,7 @@ class FakeRunAPI:
     def create_container(self, **kwargs) -> dict:
         self._maybe_fail("create_container")
         self.create_kwargs = kwargs
+        self.containers.add("c0ffee" * 10)
         return {"Id": "c0ffee" * 10}
 
     def attach_socket(self, cid: str, params: dict) -> socket.socket:
@@ -410,7 +417,13 @@ class FakeRunAPI:
         self._maybe_fail("wait")
         assert params == {"condition": "removed"} and stream
         body = json.dumps({"StatusCode": self.status, "Error": None}).encode()
-        return types.SimpleNamespace(raw=io.BytesIO(body), close=lambda: None)
+
+        def read(*args) -> bytes:  # the command exited: the daemon's AutoRemove, then the body
+            if self.host_config_kwargs.get("auto_remove"):
+                self.containers.discard("c0ffee" * 10)
+            return body
+
+        return types.SimpleNamespace(raw=types.SimpleNamespace(read=read), close=lambda: None)
 
     def _raise_for_status(self, res: object) -> None:
         pass
@@ -430,6 +443,7 @@ class FakeRunAPI:
     def remove_container(self, cid: str, force: bool = False) -> None:
         assert force
         self.removed.append(cid)
+        self.containers.discard(cid)
 
 
 def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
@@ -458,7 +472,8 @@ def test_run_success_removes_the_container(capfd: pytest.CaptureFixture[str]) ->
     run_with(api)
     # one inspect after the stream ends: had it been cut while the command runs? (streams.follow)
     assert api.calls == ["create_container", "wait", "attach_socket", "start", "inspect_container"]
-    assert api.removed == [] and api.killed == []  # the daemon removes it (AutoRemove)
+    assert api.containers == set()  # gone when run() returns
+    assert api.removed == [] and api.killed == []  # the daemon removes it (AutoRemove): no extra round trip
     assert api.host_config_kwargs["auto_remove"] is True
     assert api.sockets[0].fileno() == -1  # closed
     assert api.host_config_kwargs["init"] is True
@@ -470,6 +485,7 @@ def test_run_failure_raises_dvcs_error_and_removes() -> None:
     with pytest.raises(ContainerCmdFailedError, match="exited with 137 in a container of image 'busybox': killed, out of memory"):
         run_with(api, memory="64m")
     assert api.calls[-1] == "events" and api.killed == []
+    assert api.containers == set()
 
 
 def test_run_create_error() -> None:
@@ -485,6 +501,7 @@ def test_run_api_error_while_running_stops_and_removes() -> None:
         run_with(api)
     assert api.killed == [15]  # SIGTERM forwarded, then removed
     assert api.removed == ["c0ffee" * 10]
+    assert api.containers == set()
 
 
 def test_run_interrupted_stops_and_removes() -> None:
@@ -492,3 +509,4 @@ def test_run_interrupted_stops_and_removes() -> None:
     with pytest.raises(KeyboardInterrupt):
         run_with(api)
     assert api.killed and api.removed == ["c0ffee" * 10]
+    assert api.containers == set()

@@ -7,13 +7,18 @@ a kwarg docker-py does not know fails here, without a daemon.
 
 from __future__ import annotations
 
+import os
+import pty
 import shlex
+import sys
+import tempfile
 from typing import Any, Dict, Optional
 
 import docker
 import pytest
 from docker.types import DeviceRequest, Mount
 
+from dvc_docker_exec import dvc_glue
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.spec import (
     HOME_IN_CONTAINER,
@@ -201,8 +206,26 @@ def test_network_default_host_and_configurable() -> None:
     assert spec_for(settings(network="none")).network_mode == "none"
 
 
-def test_tty() -> None:
-    assert spec_for(tty=True).tty is True
+@pytest.mark.parametrize("tty", [True, False])
+def test_tty_reaches_the_daemon_and_the_run_line(tty: bool) -> None:
+    """A terminal on dvc's stdout asks the daemon for a TTY (`-t`), else none."""
+    spec = spec_for(tty=tty)
+    assert spec.create_kwargs(host_config={})["tty"] is tty
+    assert spec.create_kwargs(host_config={})["stdin_open"] is False
+    assert ("-t" in shlex.split(spec.docker_run_line())) is tty
+
+
+def test_tty_follows_dvcs_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(os.dup(slave), "w") as terminal, tempfile.TemporaryFile("w") as plain:
+            monkeypatch.setattr(sys, "stdout", terminal)
+            assert dvc_glue._tty() is True
+            monkeypatch.setattr(sys, "stdout", plain)
+            assert dvc_glue._tty() is False
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 @pytest.mark.parametrize(
@@ -402,7 +425,7 @@ def test_docker_run_line() -> None:
     args = shlex.split(line)
     assert args[:3] == ["docker", "run", "--rm"]
     assert "--init" in args
-    assert "s3cr3t" not in line  # values are never shown
+    assert "s3cr3t" not in line  # a secret-looking name: `-e NAME`, the value from the pasting shell
 
     def after(flag: str) -> list:
         return [args[i + 1] for i, a in enumerate(args) if a == flag]
@@ -410,7 +433,8 @@ def test_docker_run_line() -> None:
     assert after("--user") == ["1000:1001"]
     assert after("--workdir") == [f"{REPO}/src"]
     assert after("--network") == ["none"]
-    assert sorted(after("-e")) == ["DVC_ROOT", "HOME", "LOGNAME", "TOKEN", "USER"]
+    assert sorted(after("-e")) == [f"DVC_ROOT={REPO}", f"HOME={HOME_IN_CONTAINER}", "LOGNAME=dvc", "TOKEN", "USER=dvc"]
+    assert "TOKEN take their value from your shell" in spec.run_line_differences()[0]
     assert after("--gpus") == ['"device=0,1"']
     assert after("--cpus") == ["0.5"]
     assert after("--memory") == [str(1024**3)]
@@ -419,11 +443,41 @@ def test_docker_run_line() -> None:
     assert sorted(after("--mount")) == [
         "type=bind,source=/data/ds,target=/ds,readonly",
         f"type=bind,source={REPO},target={REPO}",
-        f"type=tmpfs,target={HOME_IN_CONTAINER}",
+        f"type=tmpfs,target={HOME_IN_CONTAINER},tmpfs-mode=1777",
     ]
     # --entrypoint SHELL IMAGE -c CMD, the command one argument, as given
     i = args.index("--entrypoint")
     assert args[i:] == ["--entrypoint", "/bin/sh", "busybox", "-c", CMD]
+
+
+def test_docker_run_line_quotes_mount_fields_as_csv() -> None:
+    """The CLI reads `--mount` as one CSV record: a comma, quote or newline in a path is quoted (hole 9)."""
+    import csv
+    import io
+
+    weird = '/home/me/a,b "c"\nd'
+    line = spec_for(settings(volumes=[f"{weird}:/w"])).docker_run_line()
+    mounts = [a for i, a in enumerate(shlex.split(line)) if i and shlex.split(line)[i - 1] == "--mount"]
+    fields = [next(csv.reader(io.StringIO(m))) for m in mounts]
+    assert ["type=bind", f"source={weird}", "target=/w"] in fields
+
+
+def test_docker_run_line_env_values_and_cpus_exact() -> None:
+    s = settings(env="FIXED=a b,FROM_HOST,HF_TOKEN", cpus="0.333333333")
+    spec = spec_for(s, env={"FIXED": "a b", "FROM_HOST": "h", "HF_TOKEN": "t", "DVC_STAGE": "train"})
+    args = shlex.split(spec.docker_run_line())
+    env = [args[i + 1] for i, a in enumerate(args) if a == "-e"]
+    assert "FIXED=a b" in env and "DVC_STAGE=train" in env
+    assert "FROM_HOST" in env and "HF_TOKEN" in env  # passed from the host: never printed
+    assert args[args.index("--cpus") + 1] == "0.333333333"
+    assert spec.nano_cpus == 333333333
+
+
+def test_docker_run_line_volume_nocopy() -> None:
+    from dvc_docker_exec.spec import _mount_cli
+
+    mount = Mount(target="/w", source="vol", type="volume", no_copy=True, read_only=True)
+    assert _mount_cli(mount) == "type=volume,source=vol,target=/w,readonly,volume-nocopy"
 
 
 def test_docker_run_line_minimal() -> None:

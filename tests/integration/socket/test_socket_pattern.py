@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import LABEL
 from tests.integration.socket.conftest import CONTAINER_ID, in_volume
@@ -44,6 +45,15 @@ def _created_stage_containers(client, since: int) -> set:
     return {event["id"] for event in events}
 
 
+def assert_locked(lock_text, stage: str) -> None:
+    """dvc.lock records the stage with the user's command and its out `out` (a directory, hashed)."""
+    assert lock_text, "no dvc.lock"
+    locked = yaml.safe_load(lock_text)["stages"][stage]
+    assert locked["cmd"] == STAGE, locked
+    (out,) = locked["outs"]
+    assert out["path"] == "out" and out["md5"].endswith(".dir") and out["nfiles"] == 1, locked
+
+
 def _ok(proc) -> str:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -61,7 +71,7 @@ def test_bind_mount_at_another_path(runner, make_repo, busybox_image, docker_cli
     out = _ok(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
 
     assert repo.read("out/data.txt") == "payload\n"
-    assert "out" in (repo.lock() or "")
+    assert_locked(repo.lock(), "sib")
     stage_id = repo.read("stage-id.txt").strip()
     assert HEX64.fullmatch(stage_id), stage_id
     assert stage_id != _runner_id(out)  # a sibling, not the runner itself
@@ -101,10 +111,11 @@ def test_named_volume(runner, make_repo, busybox_image, docker_client, volume, t
     seen = in_volume(
         docker_client,
         volume,
-        "cd /workspace/project && cat out/data.txt stage-id.txt socket.txt && grep -c out dvc.lock",
+        "cd /workspace/project && cat out/data.txt stage-id.txt socket.txt",
         image=busybox_image,
     ).split()
-    assert seen[0] == "payload" and seen[2] == "no" and int(seen[3]) >= 1, seen
+    assert seen[0] == "payload" and seen[2] == "no", seen
+    assert_locked(in_volume(docker_client, volume, "cat /workspace/project/dvc.lock", image=busybox_image), "vol")
     assert HEX64.fullmatch(seen[1]) and seen[1] != _runner_id(out)
     assert seen[1] in _created_stage_containers(docker_client, since)
     assert not (repo.path / "out").exists()  # the host copy was not touched

@@ -1,0 +1,134 @@
+"""Swarm backend: 1 node vs 3 nodes for a queue, and the per-stage cost of a service.
+
+Prints numbers, asserts nothing. Needs root, the main Docker Engine and the
+test images (scripts/test.sh), and starts the 3-node test swarm itself
+(scripts/engines/swarm-netns.sh, kept up with --keep):
+
+    python benchmarks/swarm_bench.py [--exps 6] [--sleep 5] [--stages 10] [--reps 3]
+
+1. Scale-out: N queued experiments whose stage reserves 1.5 CPUs (of each
+   node's 2, so one experiment per node at a time) and sleeps S seconds,
+   `dvc queue start -j N`, timed until every experiment is collected: all
+   pinned to one node (`docker.constraints node.labels.dde==n1`) vs free to
+   use the 3 nodes.
+2. Overhead: `dvc repro` of K trivial stages (`true`) with `docker.backend
+   swarm` on the swarm vs the engine backend on the main engine, medians of
+   alternating reps; the difference per stage is the price of a service
+   (create, schedule, start, poll, logs, remove) over a plain container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from queue_bench import DVC, IMAGE, drain, sh  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SWARM = ROOT / "scripts" / "engines" / "swarm-netns.sh"
+
+
+def label_nodes(host: str) -> None:
+    import docker
+
+    client = docker.DockerClient(base_url=host)
+    for i in (1, 2, 3):
+        node_id = docker.DockerClient(base_url=host.replace("node1", f"node{i}")).info()["Swarm"]["NodeID"]
+        spec = client.api.inspect_node(node_id)
+        client.api.update_node(node_id, spec["Version"]["Index"], {**spec["Spec"], "Labels": {"dde": f"n{i}"}})
+
+
+def new_repo(root: Path, env: dict, config: dict, dvc_yaml: str) -> Path:
+    root.mkdir(parents=True)
+    sh(["git", "init", "-q"], root, env)
+    sh([*DVC, "init", "-q"], root, env)
+    for key, value in {"docker.image": IMAGE, "docker.pull": "never", **config}.items():
+        sh([*DVC, "config", key, value], root, env)
+    (root / "params.yaml").write_text("x: 0\n")
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "commit", "-qm", "pipeline"], root, env)
+    return root
+
+
+def scale_out(base: Path, env: dict, nodes: int, exps: int, sleep: float) -> float:
+    config = {"docker.backend": "swarm", "docker.cpus": "1.5"}
+    if nodes == 1:
+        config["docker.constraints"] = "node.labels.dde==n1"
+    dvc_yaml = (
+        f"stages:\n  s:\n    cmd: sleep {sleep} && cp params.yaml out.txt\n"
+        "    params: [x]\n    outs: [{out.txt: {cache: false}}]\n"
+    )
+    root = new_repo(base / f"queue-{nodes}-{time.monotonic_ns()}", env, config, dvc_yaml)
+    for i in range(1, exps + 1):
+        sh([*DVC, "exp", "run", "--queue", "-n", f"e{i}", "-S", f"x={i}"], root, env)
+    return drain(root, env, exps, exps, timeout=900)
+
+
+def repro(base: Path, env: dict, backend: str, stages: int, swarm_host: str) -> float:
+    dvc_yaml = "stages:\n" + "".join(f"  s{i}:\n    cmd: 'true'\n    always_changed: true\n" for i in range(stages))
+    root = new_repo(base / f"repro-{backend}-{time.monotonic_ns()}", env, {"docker.backend": backend}, dvc_yaml)
+    run_env = dict(env)
+    if backend == "swarm":
+        run_env["DOCKER_HOST"] = swarm_host
+    start = time.perf_counter()
+    sh([*DVC, "repro"], root, run_env, timeout=600)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--exps", type=int, default=6)
+    parser.add_argument("--sleep", type=float, default=5)
+    parser.add_argument("--stages", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="leave the test swarm running")
+    args = parser.parse_args()
+    up = subprocess.run([str(SWARM), "up", "3"], capture_output=True, text=True, check=True)
+    host = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    subprocess.run([str(SWARM), "load", IMAGE], check=True)
+    label_nodes(host)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_", "DOCKER_"))}
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="dde-swarm-bench-") as tmp:
+            base = Path(tmp)
+            env["HOME"] = str(base / "home")
+            (base / "home").mkdir()
+            queue_env = {**env, "DOCKER_HOST": host}
+            one = scale_out(base, queue_env, 1, args.exps, args.sleep)
+            print(f"  queue on 1 node:  {one:6.2f} s", file=sys.stderr)
+            three = scale_out(base, queue_env, 3, args.exps, args.sleep)
+            print(f"  queue on 3 nodes: {three:6.2f} s", file=sys.stderr)
+            times: dict = {"engine": [], "swarm": []}
+            for rep in range(args.reps):
+                for backend in ("engine", "swarm") if rep % 2 == 0 else ("swarm", "engine"):
+                    times[backend].append(repro(base, env, backend, args.stages, host))
+                    print(f"  repro {backend:6}: {times[backend][-1]:6.2f} s", file=sys.stderr)
+    finally:
+        if not args.keep:
+            subprocess.run([str(SWARM), "down"], check=False)
+    engine, swarm = statistics.median(times["engine"]), statistics.median(times["swarm"])
+    print(f"{args.exps} queued experiments (1.5 CPUs reserved, sleep {args.sleep:g} s), dvc queue start -j {args.exps}:")
+    print(f"  1 node {one:.2f} s, 3 nodes {three:.2f} s -> {one / three:.2f}x faster on 3 nodes")
+    print(f"dvc repro of {args.stages} trivial stages, median of {args.reps}:")
+    print(f"  engine backend {engine:.2f} s, swarm backend {swarm:.2f} s")
+    print(f"  swarm overhead per stage: {(swarm - engine) / args.stages:+.2f} s")
+
+
+if __name__ == "__main__":
+    main()

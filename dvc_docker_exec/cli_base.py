@@ -1,0 +1,93 @@
+"""What every `dvc docker` subcommand shares: the repo, the daemon, the pipeline's stages."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from dvc.cli.command import CmdBase
+
+if TYPE_CHECKING:
+    import docker
+
+    from .config import DockerSettings
+    from .endpoint import Endpoint
+
+
+logger = logging.getLogger(f"dvc.{__name__}")
+
+
+class CmdDocker(CmdBase):
+    """A DVC command in a DVC repo (DVC's own error outside one) that talks to the daemon."""
+
+    _client: Optional["docker.DockerClient"] = None
+    _endpoint: Optional["Endpoint"] = None
+
+    @property
+    def endpoint(self) -> "Endpoint":
+        if self._endpoint is None:
+            from .endpoint import discover
+
+            self._endpoint = discover()
+        return self._endpoint
+
+    @property
+    def client(self) -> "docker.DockerClient":
+        """A pinged client, or DVC's one-line error naming the endpoint (unreachable, permission)."""
+        if self._client is None:
+            from .runner import connect
+
+            logger.debug("Docker endpoint %s", self.endpoint.describe())
+            self._client = connect(self.endpoint)
+        return self._client
+
+    def stages(self, targets: Sequence[str] = ()) -> List[Any]:
+        """The pipeline's stages, or the targets and what they depend on (what `dvc repro` would run)."""
+        every = list(self.repo.index.stages)
+        if not targets:
+            return every
+        wanted = {stage.addressing for target in targets for stage in self.repo.stage.collect(target, with_deps=True)}
+        return [stage for stage in every if stage.addressing in wanted]  # in dvc.yaml order, each once
+
+    def container_stages(
+        self, targets: Sequence[str] = (), on_error: Optional[Callable[[Any, Exception], None]] = None
+    ) -> List[Tuple[Any, "DockerSettings"]]:
+        """(stage, settings) of every stage that runs in a container.
+
+        A bad setting is DVC's one-line error, or with `on_error` reported
+        there and the stage skipped (doctor reports every stage).
+        """
+        from .dvc_glue import settings_for
+        from .errors import DockerExecError
+
+        found = []
+        for stage in self.stages(targets):
+            if not getattr(stage, "cmd", None):
+                continue  # .dvc files and stages without a command run nothing
+            try:
+                settings = settings_for(stage)
+            except DockerExecError as exc:
+                if on_error is None:
+                    raise
+                on_error(stage, exc)
+                continue
+            if settings is not None:
+                found.append((stage, settings))
+        return found
+
+
+def add_targets(parser: Any, what: str) -> None:
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="<target>",
+        help=f"Stages (and the stages they depend on) whose {what}. All stages of the pipeline by default.",
+    )
+
+
+def add_json(parser: Any) -> None:
+    parser.add_argument("--json", action="store_true", default=False, help="Show output in JSON format.")
+
+
+def unique(items: Iterable[str]) -> List[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,43 @@
+"""`dvc docker images`: stage -> image -> identity recorded / now -> present locally."""
+
+from __future__ import annotations
+
+from dvc.cli import formatter
+
+from .cli_base import CmdDocker, add_json, add_targets
+
+HELP = "List the image of every stage in a container: its identity as recorded in dvc.docker.lock, now, and whether it is present."
+
+
+class CmdDockerImages(CmdDocker):
+    def run(self) -> int:
+        from dvc.ui import ui
+
+        from .provenance import short_identity
+        from .stage_images import image_rows
+
+        stages = self.container_stages(self.args.targets)
+        rows = image_rows(self.client, stages) if stages else []
+        if self.args.json:
+            ui.write_json([row.as_dict() for row in rows])
+            return 0
+        if not rows:
+            ui.write("No stage of this pipeline runs in a container.")
+            return 0
+        table = []
+        for row in rows:
+            now = short_identity(row.current) if row.present else "-"
+            if row.changed:
+                now += " (changed)"
+            table.append([row.stage, row.image, short_identity(row.recorded), now, "yes" if row.present else "no"])
+        ui.table(table, headers=["Stage", "Image", "Recorded", "Now", "Present"])
+        return 0
+
+
+def add_parser(subparsers, parent_parser):
+    parser = subparsers.add_parser(
+        "images", parents=[parent_parser], description=HELP, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
+    )
+    add_targets(parser, "images to list")
+    add_json(parser)
+    parser.set_defaults(func=CmdDockerImages)

@@ -1,0 +1,52 @@
+"""`dvc docker prune`: remove this repo's containers whose dvc process is gone."""
+
+from __future__ import annotations
+
+from dvc.cli import formatter
+
+from .cli_base import CmdDocker
+
+HELP = "Remove this repo's containers whose dvc process is gone."
+DESCRIPTION = (
+    HELP + "\n\nSuch orphans are left when dvc itself is killed with SIGKILL"
+    " (`dvc queue kill --force`, the OOM killer) while a stage runs."
+)
+
+
+class CmdDockerPrune(CmdDocker):
+    def run(self) -> int:
+        from docker.errors import NotFound
+        from dvc.ui import ui
+
+        from .containers import list_containers
+
+        chosen = [c for c in list_containers(self.client, self.repo.root_dir) if self.args.all or c.orphaned]
+        verb = "Would remove" if self.args.dry else "Removed"
+        for c in chosen:
+            if not self.args.dry:
+                try:
+                    self.client.api.remove_container(c.id, force=True)
+                except NotFound:
+                    continue  # it ended and the daemon removed it meanwhile
+            ui.write(f"{verb} container {c.short_id} of stage '{c.stage}' (dvc process {c.dvc_process()})")
+        if not chosen:
+            what = "containers" if self.args.all else "orphaned containers"
+            ui.write(f"No {what} of dvc-docker-exec for this repo.")
+        return 0
+
+
+def add_parser(subparsers, parent_parser):
+    parser = subparsers.add_parser(
+        "prune", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-a",
+        "--all",
+        action="store_true",
+        default=False,
+        help="Remove every container of this repo, also those of running dvc processes (their stages fail).",
+    )
+    parser.add_argument(
+        "--dry", action="store_true", default=False, help="Only print what would be removed."
+    )
+    parser.set_defaults(func=CmdDockerPrune)

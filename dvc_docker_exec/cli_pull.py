@@ -1,0 +1,88 @@
+"""`dvc docker pull`: pull every image the pipeline (or the targets) needs, by the recorded digest."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Optional
+
+from dvc.cli import formatter
+
+from .cli_base import CmdDocker, add_targets
+
+if TYPE_CHECKING:
+    from .stage_images import Pull
+
+logger = logging.getLogger(f"dvc.{__name__}")
+
+HELP = "Pull the images of the pipeline's stages (or of the targets), each once, by the digest dvc.docker.lock records."
+DESCRIPTION = (
+    HELP + "\n\nAn image whose registry digest is recorded is pulled by that digest and tagged with the reference"
+    " the stage names, so `dvc repro` runs exactly the recorded environment. A progress bar per image on a"
+    " terminal; one line per layer otherwise."
+)
+
+
+class CmdDockerPull(CmdDocker):
+    def run(self) -> int:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from dvc.ui import ui
+
+        from .errors import DockerExecError
+        from .stage_images import image_rows, pull_plan
+
+        stages = self.container_stages(self.args.targets)
+        if not stages:
+            ui.write("No stage of this pipeline runs in a container: nothing to pull.")
+            return 0
+        plan, skipped = pull_plan(image_rows(self.client, stages))
+        for image in skipped:
+            ui.write(f"Skipped {image}: built here (no registry digest), present")
+        if not plan:
+            return 0
+        jobs = max(1, min(self.args.jobs or 4, len(plan)))
+        failed = []
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [(item, pool.submit(self._pull, item, i if jobs > 1 else None)) for i, item in enumerate(plan)]
+            for item, future in futures:
+                try:
+                    future.result()
+                except DockerExecError as exc:
+                    logger.error("%s", exc)
+                    failed.append(item.source)
+        if failed:
+            raise DockerExecError(f"{len(failed)} of {len(plan)} images could not be pulled: {', '.join(failed)}")
+        for item in plan:
+            ui.write(f"Pulled {item.source}" + (f" as {item.tag_as}" if item.tag_as else ""))
+        return 0
+
+    def _pull(self, item: "Pull", position: Optional[int]) -> None:
+        from docker.errors import APIError
+        from docker.utils import parse_repository_tag
+
+        from .errors import DockerExecError
+        from .pulling import pull_image
+
+        api = self.client.api
+        pull_image(api, item.source, position=position)
+        if item.tag_as:
+            repository, tag = parse_repository_tag(item.tag_as)
+            try:
+                api.tag(item.source, repository, tag or "latest", force=True)
+            except APIError as exc:
+                raise DockerExecError(f"cannot tag '{item.source}' as '{item.tag_as}': {exc.explanation or exc}") from None
+
+
+def add_parser(subparsers, parent_parser):
+    parser = subparsers.add_parser(
+        "pull", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="<number>",
+        help="Number of images to pull at once (default: 4).",
+    )
+    add_targets(parser, "images to pull")
+    parser.set_defaults(func=CmdDockerPull)

@@ -1,0 +1,104 @@
+"""The plugin's containers on the daemon: found by label, judged orphaned by their dvc pid.
+
+The runner removes its container whatever happens, except when the dvc
+process itself is killed with SIGKILL (`dvc queue kill --force`, the OOM
+killer): then the container runs on until its command ends (the daemon then
+removes it, as with `docker run --rm`). Every container carries the label
+`dvc-docker-exec` and the pid and host of the dvc process that started it,
+so such leftovers can be listed (`dvc docker ps`) and removed (`dvc docker
+prune`) before that.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional
+
+from .paths import is_within
+from .spec import LABEL
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class PluginContainer:
+    id: str
+    name: str
+    state: str  # running, exited, created...
+    created: int  # epoch seconds
+    labels: Mapping[str, str]
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> "PluginContainer":
+        """From one item of GET /containers/json (docker-py `api.containers()`)."""
+        names = data.get("Names") or ["?"]
+        return cls(
+            id=data["Id"],
+            name=names[0].lstrip("/"),
+            state=data.get("State", "?"),
+            created=int(data.get("Created", 0)),
+            labels=data.get("Labels") or {},
+        )
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def stage(self) -> str:
+        return self.labels.get(f"{LABEL}.stage", "?")
+
+    @property
+    def repo(self) -> str:
+        return self.labels.get(f"{LABEL}.repo", "?")
+
+    @property
+    def pid(self) -> Optional[int]:
+        try:
+            return int(self.labels.get(f"{LABEL}.pid", ""))
+        except ValueError:
+            return None
+
+    def dvc_process(self, hostname: Optional[str] = None) -> str:
+        """'alive', 'gone' or 'unknown' (started on another host or runner container: its pid means nothing here)."""
+        if self.labels.get(f"{LABEL}.host") != (hostname or os.uname().nodename) or self.pid is None:
+            return "unknown"
+        return "alive" if _pid_alive(self.pid) else "gone"
+
+    @property
+    def orphaned(self) -> bool:
+        return self.dvc_process() == "gone"
+
+    def age(self, now: Optional[float] = None) -> str:
+        return format_age((now or time.time()) - self.created)
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def of_repo(container: PluginContainer, repo_root: str) -> bool:
+    """Started for this repo: its root, or an `exp run --temp` copy under .dvc/tmp/exps."""
+    return os.path.isabs(container.repo) and is_within(os.path.normpath(container.repo), os.path.normpath(repo_root))
+
+
+def list_containers(client: Any, repo_root: Optional[str] = None) -> List[PluginContainer]:
+    """Every container of the plugin (one API call), oldest first; only this repo's with repo_root."""
+    found = [PluginContainer.from_api(d) for d in client.api.containers(all=True, filters={"label": LABEL})]
+    if repo_root is not None:
+        found = [c for c in found if of_repo(c, repo_root)]
+    return sorted(found, key=lambda c: c.created)

@@ -1,0 +1,171 @@
+"""Pulling an image with a progress display, for `dvc docker pull` and `docker.pull missing`.
+
+On a terminal: one bar per image in DVC's own progress style (dvc.progress.Tqdm,
+bytes, "layers 2/5"); otherwise (CI logs, pipes) one line per layer when it
+is done, so a log shows what was fetched without carriage-return noise.
+`-q` silences both, as for DVC's own transfers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, Mapping, Optional
+
+from .errors import DockerExecError
+
+logger = logging.getLogger(f"dvc.{__name__}")
+
+DONE = ("Pull complete", "Already exists")
+
+
+@dataclass
+class Layer:
+    total: int = 0
+    current: int = 0
+    done: bool = False
+    status: str = ""
+
+
+@dataclass
+class PullState:
+    """What the daemon's JSON progress stream told us so far (pure: fed event by event)."""
+
+    layers: Dict[str, Layer] = field(default_factory=dict)
+    digest: Optional[str] = None
+    status: Optional[str] = None  # "Downloaded newer image for ..." / "Image is up to date for ..."
+
+    def feed(self, event: Mapping[str, Any]) -> Optional[str]:
+        """Apply one event; returns the id of a layer that just finished, else None."""
+        status = str(event.get("status") or "")
+        layer_id = event.get("id")
+        if status.startswith("Digest: "):
+            self.digest = status[len("Digest: ") :]
+        elif status.startswith("Status: "):
+            self.status = status[len("Status: ") :]
+        if not layer_id or status.startswith("Pulling from"):
+            return None
+        layer = self.layers.setdefault(str(layer_id), Layer())
+        layer.status = status
+        detail = event.get("progressDetail") or {}
+        if status == "Downloading" and detail.get("total"):
+            layer.total = int(detail["total"])
+            layer.current = int(detail.get("current", 0))
+        elif status in ("Download complete", "Verifying Checksum", "Extracting") or status in DONE:
+            layer.current = layer.total
+        if status in DONE and not layer.done:
+            layer.done = True
+            return str(layer_id)
+        return None
+
+    @property
+    def done_layers(self) -> int:
+        return sum(1 for layer in self.layers.values() if layer.done)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(layer.total for layer in self.layers.values())
+
+    @property
+    def current_bytes(self) -> int:
+        return sum(layer.current for layer in self.layers.values())
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} GB"
+
+
+class PullDisplay:
+    """The progress of one image's pull, drawn as DVC draws its transfers."""
+
+    def __init__(self, image: str, out: Optional[IO[str]] = None, position: Optional[int] = None):
+        from dvc.progress import Tqdm
+
+        from .provenance import short_identity
+
+        self.image = image
+        self.label = short_identity(image)  # `repo@sha256:<12 hex>` for a pull by digest
+        self.out = out or sys.stderr
+        self.state = PullState()
+        self.quiet = logger.getEffectiveLevel() > logging.INFO
+        # Tqdm disables itself when `out` is not a terminal or DVC is quiet
+        self.bar = Tqdm(desc=self.label, bytes=True, file=self.out, position=position, leave=True)
+        self._with_total = self.bar.BAR_FMT_DEFAULT_NESTED if self.bar.pos else self.bar.BAR_FMT_DEFAULT
+        self.lines = self.bar.disable and not self.quiet
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        finished = self.state.feed(event)
+        if self.lines:
+            if finished:
+                layer = self.state.layers[finished]
+                size = f" ({human_size(layer.total)})" if layer.total else ""
+                self._line(f"{finished}: {layer.status}{size}")
+            return
+        state = self.state
+        if state.total_bytes and state.total_bytes != self.bar.total:
+            self.bar.total = state.total_bytes
+            self.bar.bar_format = self._with_total
+        self.bar.set_msg(f"layers {state.done_layers}/{len(state.layers)}")
+        self.bar.update(state.current_bytes - self.bar.n)
+
+    def close(self, failed: bool = False) -> None:
+        self.bar.close()
+        if self.lines and not failed:
+            from .provenance import short_identity
+
+            state = self.state
+            text = short_identity(state.status or "pulled")
+            if state.layers:
+                new = sum(1 for layer in state.layers.values() if layer.status == "Pull complete")
+                size = f", {human_size(state.total_bytes)}" if state.total_bytes else ""
+                text += f" ({len(state.layers)} layers, {new} downloaded{size})"
+            if state.digest and state.digest not in self.image:
+                text += f"; digest {state.digest}"
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        self.out.write(f"{self.label}: {text}\n")
+        self.out.flush()
+
+
+def registry_of(image: str) -> str:
+    from docker.auth import resolve_repository_name
+    from docker.utils import parse_repository_tag
+
+    try:
+        return resolve_repository_name(parse_repository_tag(image)[0])[0]
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"
+
+
+def pull_image(api: Any, image: str, out: Optional[IO[str]] = None, position: Optional[int] = None) -> PullState:
+    """Pull `image` (a tag or a `name@sha256:...` digest) with a progress display.
+
+    Errors name the image, the registry and the registry's reason, as one DVC error line.
+    """
+    from docker.errors import APIError
+    from docker.utils import parse_repository_tag
+
+    repository, tag = parse_repository_tag(image)
+    display = PullDisplay(image, out=out, position=position)
+    try:
+        # why tag "latest": an empty tag makes the daemon pull every tag of the repository
+        for event in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise DockerExecError(f"cannot pull image '{image}' from {registry_of(image)}: {event['error']}")
+            display.feed(event)
+    except APIError as exc:
+        display.close(failed=True)
+        raise DockerExecError(
+            f"cannot pull image '{image}' from {registry_of(image)}: {exc.explanation or exc}"
+        ) from None
+    except BaseException:
+        display.close(failed=True)
+        raise
+    display.close()
+    return display.state

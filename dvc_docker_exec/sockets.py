@@ -1,0 +1,196 @@
+"""Refuse mount sources that would hand a stage a daemon socket: by identity, not by name.
+
+The daemon resolves a bind source on its host (symlinks, ``/proc/<pid>/root``,
+``..``) and mounts it recursively, submounts included. A list of socket paths
+compared as strings misses all of that (issue 7, hole 2). So a source is
+judged by what ``stat`` finds there, as ``(st_dev, st_ino)``:
+
+* it IS a daemon socket: the same inode (also a hard link or a bind mount of it);
+* it CONTAINS one: it is one of the directories above the socket's real path;
+* a mount point below it is either of those (the daemon's bind is recursive);
+* for a directory D and each trailing part R of the socket's path
+  (``docker.sock``, ``run/docker.sock``, ...), ``D/R`` is the socket and lies
+  inside D: this also finds it where we cannot see the host's directories
+  above the socket (the socket pattern, where only the socket file is mounted).
+
+The sockets are those of the daemons in use: the default socket, the endpoint
+actually configured (``endpoint.discover()``: DOCKER_HOST, a Docker context)
+and the well-known sockets of other engines on this machine. They are read
+again at every check: a restarted daemon has a new inode.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+from .errors import DockerExecError
+
+Ident = Tuple[int, int]
+
+# Sockets of engines that give root (or the engine user's rights) to whoever can call them.
+WELL_KNOWN: Tuple[str, ...] = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/podman/podman.sock",
+    "/var/run/podman/podman.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+)
+
+
+@dataclass(frozen=True)
+class DaemonSocket:
+    path: str  # as named (DOCKER_HOST, the default, ...), for messages
+    ident: Ident
+    above: FrozenSet[Ident]  # every directory from the socket's real parent up to /
+    tails: Tuple[str, ...]  # "docker.sock", "run/docker.sock", "var/run/docker.sock", ...
+
+
+def _ident(st: os.stat_result) -> Ident:
+    return (st.st_dev, st.st_ino)
+
+
+def _within(path: str, parent: str) -> bool:
+    return parent == "/" or path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def daemon_socket(path: str) -> Optional[DaemonSocket]:
+    """The socket at `path` (symlinks followed), or None if there is no socket there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return None
+    real = os.path.realpath(path)
+    above = set()
+    folder = real
+    while folder != "/":
+        folder = os.path.dirname(folder)
+        try:
+            above.add(_ident(os.stat(folder)))
+        except OSError:
+            pass
+    tails = set()
+    for spelled in (os.path.normpath(path), real):
+        parts = spelled.strip("/").split("/")
+        tails.update("/".join(parts[i:]) for i in range(len(parts)))
+    return DaemonSocket(path, _ident(st), frozenset(above), tuple(sorted(tails, key=len)))
+
+
+def sockets_in_use(environ: Optional[dict] = None) -> List[str]:
+    """Paths of daemon sockets in use: the default, the configured endpoint's, other engines'."""
+    from .endpoint import DEFAULT_URL, discover
+
+    env = os.environ if environ is None else environ
+    paths = [DEFAULT_URL[len("unix://") :]]
+    try:
+        configured = discover(env).socket_path
+    except DockerExecError:  # a broken context: the run fails on connect, with that message
+        configured = None
+    if configured:
+        paths.append(configured)
+    paths += WELL_KNOWN
+    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    paths += [os.path.join(runtime, "docker.sock"), os.path.join(runtime, "podman", "podman.sock")]
+    return list(dict.fromkeys(paths))
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def unescape_mountinfo(field: str) -> str:
+    """The kernel escapes space, tab, newline and backslash in mountinfo as \\ooo."""
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> List[str]:
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as fobj:
+            lines = fobj.read().splitlines()
+    except OSError:
+        return []
+    return [unescape_mountinfo(line.split()[4]) for line in lines if len(line.split()) > 4]
+
+
+class SocketGuard:
+    """Finds whether a path (as this process sees it) is or contains a daemon socket."""
+
+    def __init__(
+        self,
+        socket_paths: Optional[Sequence[str]] = None,
+        mountinfo: str = "/proc/self/mountinfo",
+        extra: Callable[[], Iterable[str]] = tuple,
+    ):
+        self._socket_paths = socket_paths  # None: sockets_in_use() at each check
+        self._mountinfo = mountinfo
+        self._extra = extra
+
+    def sockets(self) -> List[DaemonSocket]:
+        paths = list(sockets_in_use() if self._socket_paths is None else self._socket_paths)
+        found = (daemon_socket(path) for path in [*paths, *self._extra()])
+        unique = {}
+        for sock in found:
+            if sock is not None:
+                unique.setdefault(sock.ident, sock)
+        return list(unique.values())
+
+    def exposure(self, path: str) -> Optional[str]:
+        """Why mounting `path` exposes a daemon socket ("is ..."/"contains ..."), or None."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None  # nothing there to mount
+        except OSError as exc:
+            # the daemon (root) may resolve what we cannot: do not guess
+            return f"cannot be checked for a daemon socket ({exc.strerror})"
+        sockets = self.sockets()
+        here = _ident(st)
+        for sock in sockets:
+            if here == sock.ident:
+                return f"is the daemon socket '{sock.path}'"
+            if here in sock.above:
+                return f"contains the daemon socket '{sock.path}'"
+        if not stat.S_ISDIR(st.st_mode) or not sockets:
+            return None
+        real = os.path.realpath(path)
+        for top in [real, *(m for m in mount_points(self._mountinfo) if m != real and _within(m, real))]:
+            why = self._inside(top, real, sockets)
+            if why:
+                return why
+        return None
+
+    @staticmethod
+    def _inside(top: str, real: str, sockets: List[DaemonSocket]) -> Optional[str]:
+        for sock in sockets:
+            if top != real:
+                try:
+                    sub = _ident(os.stat(top))
+                except OSError:
+                    continue
+                if sub == sock.ident or sub in sock.above:
+                    return f"contains the daemon socket '{sock.path}' (through the mount at '{top}')"
+            for tail in sock.tails:
+                candidate = os.path.join(top, tail)
+                try:
+                    same = _ident(os.stat(candidate)) == sock.ident
+                except OSError:
+                    continue
+                # a symlink that leaves the folder resolves in the container, not on the host
+                if same and _within(os.path.realpath(candidate), real):
+                    return f"contains the daemon socket '{sock.path}' (as '{candidate}')"
+        return None
+
+    def check(self, path: str, shown: Optional[str] = None) -> None:
+        why = self.exposure(path)
+        if why:
+            raise DockerExecError(
+                f"refusing to mount '{shown or path}' into a stage container: it {why} (after resolving "
+                "symlinks, as the daemon will), and a daemon socket gives root on the host; mount a narrower "
+                "directory"
+            )
+

@@ -1,0 +1,97 @@
+"""The pipeline's images: as configured, as recorded in dvc.docker.lock, as present; what to pull.
+
+Shared by `dvc docker images`, `doctor` and `pull`; loaded only when one of
+them runs (the command modules are imported by every `dvc` invocation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One container stage's image: as configured, as recorded (dvc.lock / dvc.docker.lock), as present now."""
+
+    stage: str
+    image: str
+    pull: str  # the stage's docker.pull policy
+    recorded: Optional[str]  # identity the lock records, None if the stage never ran in a container (or is untracked)
+    current: Optional[str]  # identity of the local image, None if it is not present
+
+    @property
+    def present(self) -> bool:
+        return self.current is not None
+
+    @property
+    def changed(self) -> Optional[bool]:
+        """Differs from the recorded identity (None: cannot tell, the image is absent)."""
+        from .provenance import identity_changed
+
+        return identity_changed(self.recorded, self.current) if self.recorded else None
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "present": self.present, "changed": self.changed}
+
+
+def recorded_identity(stage: Any) -> Optional[str]:
+    """The identity dvc.lock records for the stage (None: never ran in a container, or not tracked)."""
+    from .tracking import image_dependency_of
+
+    dep = image_dependency_of(stage)
+    return dep.recorded() if dep is not None else None
+
+
+def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]:
+    """`stages`: (stage, DockerSettings) pairs; one inspect per distinct image."""
+    from .provenance import IdentityCache
+
+    identities = IdentityCache(client)
+    return [
+        ImageRow(stage.addressing, settings.image, settings.pull, recorded_identity(stage), identities.identity(settings.image))
+        for stage, settings in stages
+    ]
+
+
+@dataclass(frozen=True)
+class Pull:
+    source: str  # what to pull: "repo@sha256:..." or the reference as configured
+    tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
+
+
+def built_here(row: ImageRow) -> bool:
+    """Present as an image that no registry named (its identity is a local ID) and no digest is recorded."""
+    return bool(row.current) and "@" not in str(row.current) and not (row.recorded and "@" in row.recorded)
+
+
+def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
+    """One pull per distinct image: by the recorded registry digest when exactly one is recorded for it.
+
+    Returns (pulls, images skipped because they were built here). An image
+    built here (`docker build`, `docker load`) has no registry to come from:
+    pulling its name would fail, or fetch another image of that name. A
+    stage recording a local image ID while the image is absent gets its
+    reference as configured. Two stages recording different digests for one
+    reference get both digests and no tag.
+    """
+    digests: Dict[str, Set[str]] = {}
+    skipped: List[str] = []
+    for row in rows:
+        if built_here(row):
+            if row.image not in skipped:
+                skipped.append(row.image)
+            continue
+        found = digests.setdefault(row.image, set())
+        if row.recorded and "@" in row.recorded:
+            found.add(row.recorded)
+    plan = []
+    for image, recorded in digests.items():
+        if len(recorded) == 1:
+            plan.append(Pull(next(iter(recorded)), tag_as=image))
+        elif not recorded:
+            plan.append(Pull(image))
+        else:
+            plan.extend(Pull(digest) for digest in sorted(recorded))
+    pulled: Set[str] = set()  # each source once (one digest recorded under two references)
+    return [item for item in plan if not (item.source in pulled or pulled.add(item.source))], skipped

@@ -1,0 +1,309 @@
+"""Swarm backend: one stage command as a one-shot Swarm service.
+
+`docker.backend swarm` sends each command line to a Swarm manager instead of
+starting a container on one engine. The same ``ContainerSpec`` that the
+engine backend runs (image, shell + command, user, workdir, environment,
+labels, mounts) becomes a service of one task with restart condition
+``none`` (why: a failed task is restarted otherwise, so a failing stage
+would run again and again).
+
+Why a ``replicated`` service of one replica and not a ``replicated-job``
+(Engine 20.10 / API 1.41): removing a job service leaves its finished task
+and the task's exited container on the node for good (moby/moby#42789,
+#44312; measured here on 20.10.24: the container was still there minutes
+after `docker service rm`), so "nothing left on any node" cannot hold with
+jobs. A replicated service with restart condition ``none`` runs its task once
+as well, and `service rm` removes its container on the node. ``docker.cpus``/``memory``/
+``gpus`` become reservations *and* limits, so the scheduler places a stage on
+a node that has room; ``docker.constraints`` become placement constraints.
+
+Lifecycle (the engine backend's promises, kept): logs are streamed live with
+stdout and stderr apart; the exit code is the task's
+``Status.ContainerStatus.ExitCode`` (read only for a ``failed``/``complete``
+task: a rejected task reads 0); a task the scheduler cannot place ("no
+suitable node") or a node rejects (missing image, missing bind source) fails
+the stage with the scheduler's reason and the node; SIGINT/SIGTERM/SIGHUP
+and every error remove the service in ``finally`` and wait until its tasks
+are gone, so nothing is left on any node.
+
+Like the engine backend, `run(spec, cmd)` is the whole interface (see
+``backend.Backend``): a Kubernetes Job backend would be a sibling module.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from docker.errors import APIError, NotFound
+from docker.types import (
+    ContainerSpec as SwarmContainerSpec,
+    Mount,
+    Placement,
+    Resources,
+    RestartPolicy,
+    ServiceMode,
+    TaskTemplate,
+)
+
+from .errors import DockerExecError
+from .spec import ContainerSpec
+from .streams import Output
+
+logger = logging.getLogger(f"dvc.{__name__}")
+
+NODE_VAR = "DVC_DOCKER_NODE"  # the stage sees the id of the Swarm node it runs on
+POLL = 0.25  # seconds between task inspections
+STOP_GRACE_NS = 1_000_000_000  # the container's stop grace after `service rm`, as the engine backend's STOP_GRACE
+GONE_TIMEOUT = 30.0  # seconds to wait for the tasks of a removed service to disappear
+FINAL = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
+# Swarm's generic resource that NVIDIA's docs and the daemon's
+# `node-generic-resources` use for GPUs (docs/scale-out.md).
+GPU_RESOURCE = "NVIDIA-GPU"
+# Local-scope networks cannot carry a service; "host" and "none" are swarm-wide.
+_LOCAL_ONLY_NETWORKS = ("bridge", "default")
+
+
+def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
+    """Pure: the engine backend's ContainerSpec -> kwargs of docker-py `APIClient.create_service`."""
+    if spec.network_mode in _LOCAL_ONLY_NETWORKS:
+        raise DockerExecError(
+            f"docker.network '{spec.network_mode}' cannot be used by Swarm services: "
+            "use host (the default), none or an overlay network"
+        )
+    if spec.device_requests and any(r.get("DeviceIDs") for r in spec.device_requests):
+        raise DockerExecError(
+            "docker.gpus 'device=...' cannot select devices on Swarm: ask for a count of GPUs "
+            f"(generic resource {GPU_RESOURCE}) and place with docker.constraints"
+        )
+    mounts: List[Mount] = list(spec.mounts)
+    if spec.shm_size:
+        # Swarm's ContainerSpec has no ShmSize (API 1.41): a sized tmpfs does the same
+        mounts.append(Mount(target="/dev/shm", source=None, type="tmpfs", tmpfs_size=spec.shm_size))
+    container = SwarmContainerSpec(
+        image=spec.image,
+        command=list(spec.entrypoint),
+        args=list(spec.command),
+        # NODE: which node ran the stage (a Swarm template, filled in per task)
+        env=[f"{name}={value}" for name, value in sorted(spec.environment.items())] + [f"{NODE_VAR}={{{{.Node.ID}}}}"],
+        workdir=spec.working_dir,
+        user=spec.user or None,
+        labels=dict(spec.labels),
+        mounts=mounts,
+        stop_grace_period=STOP_GRACE_NS,
+        tty=spec.tty,
+        init=True,
+    )
+    generic = None
+    for request in spec.device_requests:
+        count = request.get("Count")
+        # "all" has no meaning to a scheduler: reserve one GPU
+        generic = {GPU_RESOURCE: 1 if count in (None, -1) else int(count)}
+    resources = Resources(
+        cpu_limit=spec.nano_cpus,
+        cpu_reservation=spec.nano_cpus,
+        mem_limit=spec.mem_limit,
+        mem_reservation=spec.mem_limit,
+        generic_resources=generic,
+    )
+    template = TaskTemplate(
+        container_spec=container,
+        resources=resources,
+        restart_policy=RestartPolicy(condition="none"),
+        placement=Placement(constraints=list(spec.constraints)) if spec.constraints else None,
+        networks=[spec.network_mode],
+    )
+    return {
+        "task_template": template,
+        "name": spec.name,
+        "labels": dict(spec.labels),
+        "mode": ServiceMode("replicated", replicas=1),
+    }
+
+
+def _stage_failed(cmd: str, status: int, image: str, node: str, memory: Optional[int]) -> Exception:
+    from .runner import ContainerCmdFailedError
+
+    # Swarm reports no OOMKilled flag: exit 137 under a memory limit is the OOM killer's signature
+    oom = status == 137 and bool(memory)
+    exc = ContainerCmdFailedError(cmd, status, image, oom=oom, memory=memory)
+    exc.args = (exc.args[0] + f" on Swarm node {node}",)
+    exc.node = node  # type: ignore[attr-defined]
+    return exc
+
+
+class SwarmRunner:
+    """Runs one command line as a Swarm job service on the manager `client` talks to."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.api = client.api
+        self._nodes: Dict[str, str] = {}
+        self._capacity: Optional[List[Tuple[int, int]]] = None
+
+    def run(self, spec: ContainerSpec, cmd: str) -> None:
+        from .runner import _Signals
+
+        kwargs = service_create_kwargs(spec)
+        service_id: Optional[str] = None
+        follower: Optional[_LogFollower] = None
+        with _Signals() as signals:
+            try:
+                try:
+                    service_id = self.api.create_service(**kwargs)["ID"]
+                except APIError as exc:
+                    raise DockerExecError(f"cannot create the Swarm service for '{cmd}': {exc.explanation or exc}") from None
+                follower = _LogFollower(self.api, service_id, spec.tty)
+                follower.start()
+                task = self._wait(service_id, cmd, spec)
+                follower.finish()
+                status = int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or 0)
+                if task["Status"]["State"] == "failed" and status == 0:
+                    status = 1  # failed without an exit code (e.g. the container could not start)
+                if status:
+                    raise _stage_failed(cmd, status, spec.image, self._node(task), spec.mem_limit)
+            finally:
+                signals.quiet()
+                if follower is not None:
+                    follower.close()
+                if service_id is not None:
+                    self._remove(service_id)
+
+    def _wait(self, service_id: str, cmd: str, spec: ContainerSpec) -> dict:
+        """Poll the job's task until it is final; fail early on an unplaceable task."""
+        while True:
+            tasks = self.api.tasks(filters={"service": service_id})
+            for task in tasks:
+                state = task["Status"]["State"]
+                err = task["Status"].get("Err") or ""
+                if state in ("complete", "failed"):
+                    return task
+                if state in FINAL:
+                    raise DockerExecError(
+                        f"Swarm {state} the task for '{cmd}' on node {self._node(task)}: {err or state}"
+                        + _hint(err)
+                    )
+                if state == "pending" and "no suitable node" in err and not self._may_fit_later(err, spec):
+                    # the scheduler would wait forever for a node that fits
+                    raise DockerExecError(f"Swarm cannot place the task for '{cmd}': {err}" + _hint(err))
+            time.sleep(POLL)
+
+    def _may_fit_later(self, err: str, spec: ContainerSpec) -> bool:
+        """Busy nodes free up (queue -j N); a reservation larger than every node never fits.
+
+        Swarm says "no suitable node (insufficient resources on 3 nodes)" in
+        both cases, and "scheduling constraints not satisfied" when no node
+        matches the placement constraints at all.
+        """
+        if "insufficient resources" not in err:
+            return False
+        if self._capacity is None:  # one nodes call per dvc process
+            self._capacity = [
+                (r.get("NanoCPUs", 0), r.get("MemoryBytes", 0))
+                for r in (n.get("Description", {}).get("Resources", {}) for n in self.api.nodes())
+            ]
+        return any((spec.nano_cpus or 0) <= cpus and (spec.mem_limit or 0) <= mem for cpus, mem in self._capacity)
+
+    def _node(self, task: dict) -> str:
+        node_id = task.get("NodeID") or ""
+        if not node_id:
+            return "(none)"
+        if node_id not in self._nodes:
+            try:
+                name = self.api.inspect_node(node_id)["Description"]["Hostname"]
+            except (APIError, KeyError):
+                name = "?"
+            self._nodes[node_id] = f"'{name}' ({node_id[:12]})"
+        return self._nodes[node_id]
+
+    def _remove(self, service_id: str) -> None:
+        """Remove the service and wait until no task of it is left on any node."""
+        try:
+            self.api.remove_service(service_id)
+        except NotFound:
+            return
+        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the stage's own error
+            logger.warning(
+                "could not remove Swarm service %s (%s); remove it with `docker service rm %s`",
+                service_id[:12],
+                exc,
+                service_id[:12],
+            )
+            return
+        deadline = time.monotonic() + GONE_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                if not self.api.tasks(filters={"service": service_id}):
+                    return
+            except Exception:  # noqa: BLE001
+                return
+            time.sleep(POLL)
+        logger.warning("tasks of Swarm service %s are still being removed", service_id[:12])
+
+
+def _hint(err: str) -> str:
+    if "bind source path does not exist" in err:
+        return (
+            " (the repo, the DVC cache and .dvc/tmp must be at the same path on every node: "
+            "see docs/scale-out.md)"
+        )
+    if "No such image" in err:
+        return " (the node cannot get the image: push it to a registry the nodes reach)"
+    return ""
+
+
+class _LogFollower:
+    """Streams a service's logs live; at the end, fetches the rest so nothing is lost.
+
+    Why two reads: `GET /services/{id}/logs?follow=1` never ends for a job
+    service, so it is cut once the task is final; what it had not delivered
+    yet is taken from one non-following read, skipping the bytes already
+    written per stream (stdout/stderr keep their order).
+    """
+
+    def __init__(self, api: Any, service_id: str, tty: bool):
+        self.api = api
+        self.service_id = service_id
+        self.output = Output(tty)
+        self._response = None
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._lock = threading.Lock()
+
+    def _get(self, follow: bool):
+        params = {"follow": int(follow), "stdout": 1, "stderr": 1}
+        return self.api._get(self.api._url("/services/{0}/logs", self.service_id), params=params, stream=True)
+
+    def start(self) -> None:
+        self._response = self._get(follow=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            for chunk in self._response.iter_content(1 << 16):
+                with self._lock:
+                    self.output.feed(chunk)
+        except Exception:  # noqa: BLE001 - the socket is closed under us by finish()
+            pass
+
+    def finish(self) -> None:
+        """The task is final: stop following and write what is still missing."""
+        self.close()
+        self._thread.join(5)
+        with self._lock:
+            self.output.replay()  # skip what the live stream wrote, per stream
+            response = self._get(follow=False)
+            for chunk in response.iter_content(1 << 16):
+                self.output.feed(chunk)
+            response.close()
+
+    def close(self) -> None:
+        if self._response is not None:
+            try:  # wake the reader thread, blocked in a read
+                sock = self.api._get_raw_response_socket(self._response)
+                getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+            except Exception:  # noqa: BLE001 - already closed
+                pass
+            self._response.close()

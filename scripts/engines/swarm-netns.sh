@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# A real multi-node Docker Swarm on one machine, for the Swarm backend's tests
+# and benchmarks (issue 11). Each node is a second Docker Engine in its own
+# network namespace; the nodes' veths meet on a bridge that lives in a
+# namespace of its own, so the host's iptables (FORWARD DROP from the main
+# dockerd) never see the traffic. The nodes share the host's filesystem,
+# which stands in for the shared filesystem (NFS) a real cluster needs.
+#
+# Why not Docker-in-Docker: privileged containers are refused on these
+# machines ("unable to apply caps"). Why nsenter and not `ip netns exec`: the
+# latter remounts /sys and dockerd fails with "Devices cgroup isn't mounted".
+#
+#   scripts/engines/swarm-netns.sh up [N]   start N nodes (default 3), join them, print the manager's DOCKER_HOST
+#                                           (the last node does not see $HIDDEN/data, see below)
+#   scripts/engines/swarm-netns.sh down     stop every node, remove namespaces and state
+#   scripts/engines/swarm-netns.sh load IMG copy a local image of the main engine to every node
+#
+# Addresses are only those of the namespaces made here (10.213.0.0/24).
+set -euo pipefail
+
+PROG=swarm-netns
+PREFIX=${DDE_SWARM_PREFIX:-dde-sw}
+STATE=${DDE_SWARM_STATE:-/var/lib/$PREFIX}
+RUN=${DDE_SWARM_RUN:-/run/$PREFIX}
+SUBNET=10.213.0
+BR_NS=$PREFIX-br
+HIDDEN=${DDE_SWARM_HIDDEN:-/srv/$PREFIX-hidden}  # present on the host, empty on the last node
+
+die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, dockerd)"
+
+node_sock() { echo "unix://$RUN/node$1/docker.sock"; }
+ndocker() { local n=$1; shift; docker -H "$(node_sock "$n")" "$@"; }
+
+wait_node() {
+    local n=$1 i
+    for i in $(seq 1 120); do
+        ndocker "$n" info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    tail -n 30 "$STATE/node$n.log" >&2
+    die "node $n did not answer within 60 s"
+}
+
+up() {
+    local count=${1:-3} n
+    command -v dockerd >/dev/null || die "dockerd missing: run scripts/ensure-docker.sh first"
+    mkdir -p "$STATE" "$RUN"
+    if ! ip netns list | grep -qw "$BR_NS"; then
+        ip netns add "$BR_NS"
+        ip -n "$BR_NS" link add br0 type bridge
+        ip -n "$BR_NS" link set br0 up
+        ip -n "$BR_NS" link set lo up
+    fi
+    for n in $(seq 1 "$count"); do
+        local ns=$PREFIX-$n
+        if ! ip netns list | grep -qw "$ns"; then
+            ip netns add "$ns"
+            ip link add "$PREFIX-h$n" type veth peer name "$PREFIX-n$n"
+            ip link set "$PREFIX-h$n" netns "$BR_NS"
+            ip -n "$BR_NS" link set "$PREFIX-h$n" master br0 up
+            ip link set "$PREFIX-n$n" netns "$ns"
+            ip -n "$ns" link set "$PREFIX-n$n" name eth0
+            ip -n "$ns" addr add "$SUBNET.$((10 + n))/24" dev eth0
+            ip -n "$ns" link set eth0 up
+            ip -n "$ns" link set lo up
+        fi
+        if ! ndocker "$n" info >/dev/null 2>&1; then
+            mkdir -p "$STATE/node$n" "$RUN/node$n/exec"
+            # --iptables=false --bridge=none: the node has no NAT and no docker0;
+            # stage containers use the host network of the node's namespace.
+            # The last node gets a mount namespace of its own in which $HIDDEN is
+            # an empty tmpfs: a path every other node has is missing there, as on
+            # a node whose NFS mount failed (tests of the missing-path error).
+            local wrap=()
+            if [ "$n" -eq "$count" ] && [ "$count" -gt 1 ]; then
+                mkdir -p "$HIDDEN/data"
+                wrap=(unshare -m --propagation private sh -c 'mount -t tmpfs dde-sw-hidden "$0" && exec "$@"' "$HIDDEN")
+            fi
+            setsid nsenter --net="/var/run/netns/$ns" "${wrap[@]}" dockerd \
+                -H "$(node_sock "$n")" --data-root "$STATE/node$n" --exec-root "$RUN/node$n/exec" \
+                --pidfile "$RUN/node$n/docker.pid" --iptables=false --bridge=none --ip-masq=false \
+                --cgroup-parent "$PREFIX-node$n" >"$STATE/node$n.log" 2>&1 < /dev/null &
+        fi
+    done
+    for n in $(seq 1 "$count"); do wait_node "$n"; done
+    if [ "$(ndocker 1 info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+        ndocker 1 swarm init --advertise-addr "$SUBNET.11" >/dev/null
+    fi
+    local token
+    token=$(ndocker 1 swarm join-token -q worker)
+    for n in $(seq 2 "$count"); do
+        if [ "$(ndocker "$n" info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+            ndocker "$n" swarm join --token "$token" "$SUBNET.11:2377" >/dev/null
+        fi
+    done
+    echo "DOCKER_HOST=$(node_sock 1)"
+}
+
+down() {
+    local pidfile pid ns
+    for pidfile in "$RUN"/node*/docker.pid; do
+        [ -e "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
+        ip netns del "$ns"
+    done
+    # containers' overlay mounts under the data roots must go before the folders
+    grep " $STATE/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    grep " $RUN/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$STATE" "$RUN" "$HIDDEN"
+}
+
+load() {
+    local image=$1 n
+    for sock in "$RUN"/node*/docker.sock; do
+        n=$(basename "$(dirname "$sock")"); n=${n#node}
+        docker -H "${DDE_MAIN_DOCKER_HOST:-unix:///var/run/docker.sock}" save "$image" | ndocker "$n" load -q >/dev/null
+    done
+}
+
+case "${1:-}" in
+    up) shift; up "$@" ;;
+    down) down ;;
+    load) shift; [ $# -eq 1 ] || die "usage: $0 load IMAGE"; load "$1" ;;
+    *) die "usage: $0 up [N] | down | load IMAGE" ;;
+esac

@@ -1,0 +1,92 @@
+"""A real 3-node Docker Swarm on this machine (scripts/engines/swarm-netns.sh).
+
+Each node is a Docker Engine in its own network namespace; the nodes share the
+host's filesystem, standing in for the shared filesystem of a real cluster.
+Nodes carry the label `dde=n1..n3` so tests can place stages on purpose.
+Under CI=true a swarm that cannot start fails the tests instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, List
+
+import pytest
+
+from tests.conftest import BUSYBOX, LABEL, ROOT, _unavailable
+
+SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"
+NODES = 3
+HIDDEN_DATA = "/srv/dde-sw-hidden/data"  # on the host and nodes 1-2, missing on node 3 (swarm-netns.sh)
+
+
+@dataclass
+class Swarm:
+    host: str  # DOCKER_HOST of the manager
+    nodes: Dict[str, str]  # label n1..n3 -> node id
+    client: object
+
+    def services(self) -> List[dict]:
+        return self.client.api.services(filters={"label": LABEL})
+
+    def node_containers(self) -> List[str]:
+        """Containers of the plugin on every node (a removed service's tasks must go too)."""
+        import docker
+
+        found = []
+        for n in range(1, NODES + 1):
+            node = docker.DockerClient(base_url=self.host.replace("node1", f"node{n}"))
+            found += [c.name for c in node.containers.list(all=True, filters={"label": LABEL})]
+        return found
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_client, busybox_image) -> Iterator[Swarm]:
+    if os.getuid() != 0:
+        _unavailable("the test swarm needs root (network namespaces)")
+    up = subprocess.run([str(SCRIPT), "up", str(NODES)], capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        _unavailable(f"the test swarm did not start: {up.stderr.strip()[-500:]}")
+    host = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    load = subprocess.run([str(SCRIPT), "load", BUSYBOX], capture_output=True, text=True, timeout=300)
+    assert load.returncode == 0, load.stderr
+    import docker
+
+    client = docker.DockerClient(base_url=host)
+    assert len(client.api.nodes()) == NODES
+    nodes = {}
+    for i in range(1, NODES + 1):
+        # label n<i> = the engine behind node<i>'s socket (the last one lacks HIDDEN/data)
+        node_id = docker.DockerClient(base_url=host.replace("node1", f"node{i}")).info()["Swarm"]["NodeID"]
+        spec = client.api.inspect_node(node_id)
+        body = dict(spec["Spec"])
+        body["Labels"] = {**(body.get("Labels") or {}), "dde": f"n{i}"}
+        client.api.update_node(node_id, spec["Version"]["Index"], body)
+        nodes[f"n{i}"] = node_id
+    try:
+        yield Swarm(host=host, nodes=nodes, client=client)
+    finally:
+        if os.environ.get("DDE_KEEP_SWARM") != "1":
+            subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=300)
+
+
+@pytest.fixture
+def swarm_clean(swarm) -> Iterator[Swarm]:
+    """Each test leaves no service of ours on the swarm and no container on any node."""
+    before = {s["ID"] for s in swarm.services()}
+    yield swarm
+    deadline = time.monotonic() + 60  # generous: node agents remove task containers asynchronously
+    while True:
+        left = [s["Spec"]["Name"] for s in swarm.services() if s["ID"] not in before]
+        on_nodes = swarm.node_containers()
+        if (not left and not on_nodes) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for s in swarm.services():
+        if s["ID"] not in before:
+            swarm.client.api.remove_service(s["ID"])
+    assert not left, f"services left behind: {left}"
+    assert not on_nodes, f"containers left on nodes: {on_nodes}"

@@ -1,0 +1,416 @@
+"""`dvc docker doctor|images|pull|ps|prune` through DVC's own CLI, against the real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LABEL, DvcRepo, our_containers, repo_env
+from tests.integration.test_non_root import tester  # noqa: F401 - fixture
+from tests.integration.test_pull import pull_events, registry  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.docker
+
+SUBCOMMANDS = ("doctor", "images", "pull", "ps", "prune")
+ABSENT = "dvc-docker-exec-test/absent:10"
+
+
+def lines_of(text: str, prefix: str) -> list:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def doctor(repo, *args: str, **kwargs) -> dict:
+    proc = repo.dvc("docker", "doctor", "--json", *args, check=False, **kwargs)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    report["rc"] = proc.returncode
+    report["by_name"] = {c["name"]: c for c in report["checks"]}
+    return report
+
+
+# --- registration, DVC's options and errors --------------------------------------------------------
+
+
+def test_listed_by_dvc_help(make_repo, tmp_path):
+    repo = make_repo()
+    top = repo.dvc("--help").stdout
+    assert any(line.split()[:1] == ["docker"] for line in top.splitlines()), top
+    group = repo.dvc("docker", "--help").stdout
+    assert all(name in group for name in SUBCOMMANDS), group
+    # the old console script is a thin alias of `dvc docker`
+    alias = repo.run(sys.executable, "-m", "dvc_docker_exec.cli", "--help").stdout
+    assert alias.startswith("usage: dvc docker")
+
+
+def test_cd_quiet_verbose_and_not_a_repo(make_repo, busybox_image, tmp_path):
+    repo = make_repo(busybox_image)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = repo.dvc("--cd", str(repo.path), "docker", "ps", cwd=elsewhere)
+    assert proc.stdout.strip() == "No containers of dvc-docker-exec for this repo."
+    assert repo.dvc("docker", "ps", "-q").stdout == ""
+    verbose = repo.dvc("docker", "ps", "-v")
+    assert "DEBUG: Docker endpoint 'unix:///var/run/docker.sock'" in verbose.stderr + verbose.stdout
+    for name in SUBCOMMANDS:
+        proc = repo.dvc("docker", name, check=False, cwd=elsewhere)
+        assert proc.returncode == 253, (name, proc.stderr)
+        assert proc.stderr.strip() == "ERROR: you are not inside of a DVC repository (checked up to mount point '/')"
+
+
+def test_unreachable_daemon_is_one_line(make_repo, busybox_image, tmp_path):
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "s", "echo hi")
+    sock = tmp_path / "no-daemon.sock"
+    env = {"DOCKER_HOST": f"unix://{sock}"}
+    for name in ("images", "pull", "ps", "prune"):
+        proc = repo.dvc("docker", name, check=False, env=env)
+        assert proc.returncode == 255, (name, proc.stderr)
+        err = proc.stderr.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(
+            f"ERROR: cannot reach the Docker daemon at 'unix://{sock}' (from DOCKER_HOST) (No such file or directory): start Docker"
+        ), (name, err)
+    report = doctor(repo, env=env)
+    assert report["rc"] == 1 and report["ok"] is False
+    assert report["by_name"]["endpoint"]["level"] == "ok" and "DOCKER_HOST" in report["by_name"]["endpoint"]["message"]
+    assert report["by_name"]["socket"]["level"] == "error" and report["by_name"]["socket"]["fix"]
+    assert report["by_name"]["daemon"]["level"] == "error" and "cannot reach" in report["by_name"]["daemon"]["message"]
+    text = repo.dvc("docker", "doctor", check=False, env=env)
+    assert text.returncode == 1
+    assert lines_of(text.stdout, "error   daemon: cannot reach the Docker daemon") and " -> fix: start Docker" in text.stdout
+    assert text.stdout.splitlines()[-1] == "2 errors, 0 warnings."
+
+
+def test_permission_denied_is_one_line(tester, busybox_image):  # noqa: F811
+    entry, prefix = tester
+    no_group = [arg for arg in prefix if not arg.startswith("--groups")]
+    no_group.insert(-1, "--clear-groups")
+    path = Path(tempfile.mkdtemp(prefix="dde-i10-"))  # not under /tmp/pytest-of-root (mode 700)
+    try:
+        (path / "repo").mkdir()
+        repo = DvcRepo(path / "repo", repo_env(path / "home"))
+        repo.run("git", "init", "-q")
+        repo.dvc("init", "-q")
+        repo.dvc("config", "docker.image", busybox_image)
+        repo.dvc("stage", "add", "-n", "s", "echo hi")
+        subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(path)], check=True)
+        for name in ("images", "ps"):
+            proc = repo.run(*no_group, *repo.dvc_argv(), "docker", name, check=False)
+            err = proc.stderr.strip()
+            assert proc.returncode == 255 and len(err.splitlines()) == 1, err
+            assert err.startswith("ERROR: permission denied on the Docker socket 'unix:///var/run/docker.sock'"), err
+        proc = repo.run(*no_group, *repo.dvc_argv(), "docker", "doctor", check=False)
+        assert proc.returncode == 1
+        assert lines_of(proc.stdout, f"error   socket: uid {entry.pw_uid} may not read and write /var/run/docker.sock")
+        assert lines_of(proc.stdout, "error   daemon: permission denied on the Docker socket")
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- doctor ------------------------------------------------------------------------------------------
+
+
+def test_doctor_healthy(make_repo, busybox_image):
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "hello", "echo hi")
+    repo.dvc("stage", "add", "-n", "host", "echo on the host")
+    repo.dvc("config", "docker.memory", "64m")
+    with open(repo.path / "dvc.yaml") as fobj:
+        text = fobj.read()
+    (repo.path / "dvc.yaml").write_text(text.replace("cmd: echo on the host", "cmd: echo on the host\n    meta:\n      docker: false"))
+    report = doctor(repo)
+    assert report["rc"] == 0 and report["ok"] is True, report
+    by_name = report["by_name"]
+    for name in ("endpoint", "socket", "daemon", "engine", "limits", "stage 'hello'"):
+        assert by_name[name]["level"] == "ok", by_name[name]
+    assert by_name["stage 'hello'"]["message"].startswith(f"image '{busybox_image}' is present, identity sha256:")
+    assert "stage 'host'" not in by_name  # runs on the host
+    assert by_name["paths"]["level"] in ("ok", "warning")  # this host has /.dockerenv, see the dev guide
+    text = repo.dvc("docker", "doctor").stdout
+    assert lines_of(text, "ok      daemon: Docker Engine")
+
+
+def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
+    repo = make_repo(ABSENT)  # docker.pull never
+    repo.dvc("stage", "add", "-n", "train", "echo hi")
+    report = doctor(repo)
+    assert report["rc"] == 1
+    stage = report["by_name"]["stage 'train'"]
+    assert stage["level"] == "error" and "is not present and docker.pull is 'never'" in stage["message"]
+    assert stage["fix"].startswith("`dvc docker pull train`")
+
+    repo.dvc("config", "docker.pull", "missing")
+    report = doctor(repo)
+    assert report["rc"] == 0 and report["by_name"]["stage 'train'"]["level"] == "warning"
+
+    repo.dvc("stage", "add", "-n", "bad", "echo bad")
+    text = (repo.path / "dvc.yaml").read_text().replace("cmd: echo bad", "cmd: echo bad\n    meta:\n      docker: {network: 'no such'}")
+    (repo.path / "dvc.yaml").write_text(text)
+    report = doctor(repo)
+    assert report["rc"] == 1 and report["by_name"]["stage 'bad'"]["message"].startswith(
+        "meta.docker.network: expected a network name"
+    ), report["by_name"]["stage 'bad'"]
+    repo.dvc("stage", "add", "-f", "-n", "bad", "echo bad")  # fixed: no meta
+
+    repo.dvc("config", "docker.volumes", f"{tmp_path}/not-there:/data")
+    repo.dvc("config", "docker.gpus", "all")
+    proc = repo.dvc("docker", "doctor", check=False)
+    assert proc.returncode == 1
+    assert lines_of(proc.stdout, f"error   stage 'train': docker.volumes source '{tmp_path}/not-there' does not exist")
+    assert lines_of(proc.stdout, "error   gpus: 'train' request GPUs (docker.gpus) but the daemon has no GPU runtime")
+
+
+# --- images / pull against a registry on loopback ---------------------------------------------------
+
+
+def push_new_image(client, busybox_image: str, reference: str) -> str:
+    """Push an image with a new 2 MB layer (one the daemon does not have) as `reference`; its digest."""
+    repository, tag = reference.rsplit(":", 1)
+    maker = client.containers.run(
+        busybox_image, ["sh", "-c", "head -c 2000000 /dev/urandom > /blob"], detach=True, network_mode="none"
+    )
+    maker.wait()
+    image = maker.commit(repository=repository, tag=tag)
+    maker.remove()
+    digest = None
+    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+        digest = (line.get("aux") or {}).get("Digest") or digest
+    client.images.remove(image.id, force=True)
+    assert digest
+    return digest
+
+
+@pytest.fixture
+def new_layer_image(registry, docker_client, busybox_image):  # noqa: F811
+    """An image in the registry with a layer (2 MB) that the daemon does not have."""
+    import uuid
+
+    reference = f"{registry}/dde-i10-{uuid.uuid4().hex[:8]}:1"
+    push_new_image(docker_client, busybox_image, reference)
+    yield reference
+    _remove_images(docker_client, reference.rsplit(":", 1)[0])
+
+
+def _remove_images(client, repository: str) -> None:
+    for image in client.images.list(name=repository):
+        client.images.remove(image.id, force=True)
+
+
+def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers):
+    remote_image = new_layer_image
+    repo = make_repo(remote_image)
+    repo.dvc("config", "docker.pull", "missing")
+    repo.dvc("stage", "add", "-n", "a", "echo a")
+    repo.dvc("stage", "add", "-n", "b", "echo b")
+    rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
+    assert [(r["stage"], r["image"], r["recorded"], r["current"], r["present"]) for r in rows] == [
+        ("a", remote_image, None, None, False),
+        ("b", remote_image, None, None, False),
+    ]
+
+    time.sleep(1.1)  # events are filtered by whole seconds
+    since = int(time.time())
+    proc = repo.dvc("docker", "pull", "-j", "2")
+    assert len(pull_events(docker_client, remote_image, since)) == 1  # once, though two stages use it
+    # not a terminal: one line per layer, then one line for the image
+    layer_lines = lines_of(proc.stderr, f"{remote_image}: ")
+    assert any(line.endswith(": Pull complete (2.0 MB)") for line in layer_lines), proc.stderr
+    assert any(line.endswith(": Already exists") for line in layer_lines), proc.stderr  # busybox's layer
+    assert layer_lines[-1].startswith(f"{remote_image}: Downloaded newer image for {remote_image}")
+    assert proc.stdout.strip() == f"Pulled {remote_image}"
+
+    table = repo.dvc("docker", "images").stdout.splitlines()
+    assert table[0].split() == ["Stage", "Image", "Recorded", "Now", "Present"]
+    assert [line.split() for line in table[1:]] == [
+        [stage, remote_image, "none", line.split()[3], "yes"] for stage, line in zip("ab", table[1:])
+    ], table
+
+
+def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_client, busybox_image, no_leftovers):  # noqa: F811
+    """A new machine gets what dvc.docker.lock records, not what the tag names today."""
+    reference = new_layer_image
+    repo = make_repo(reference)
+    repo.dvc("config", "docker.pull", "missing")
+    # a stage with an output: DVC reruns stages without deps/outs every time (no identity to track)
+    repo.dvc("stage", "add", "-n", "train", "-o", "t.txt", "echo trained > t.txt")
+    repo.dvc("repro")
+    first = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert first["recorded"] and "@sha256:" in first["recorded"] and first["recorded"] == first["current"]
+
+    moved = push_new_image(docker_client, busybox_image, reference)  # the tag now names another image
+    assert moved not in first["recorded"]
+    _remove_images(docker_client, reference.rsplit(":", 1)[0])  # "a new machine"
+    row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert (row["recorded"], row["current"], row["present"]) == (first["recorded"], None, False)
+    doctor_line = lines_of(repo.dvc("docker", "doctor").stdout, "warning stage 'train': ")
+    assert doctor_line and f"dvc.docker.lock records {first['recorded'].split(':')[0]}" in doctor_line[0]
+
+    proc = repo.dvc("docker", "pull")
+    assert proc.stdout.strip() == f"Pulled {first['recorded']} as {reference}"
+    row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert (row["current"], row["changed"]) == (first["recorded"], False)
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout  # nothing to rerun
+
+    docker_client.api.pull(reference.rsplit(":", 1)[0], tag="1")  # what the tag names today
+    row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
+    assert row["changed"] is True and moved in row["current"]
+    proc = repo.dvc("docker", "doctor")
+    assert proc.returncode == 0
+    changed = lines_of(proc.stdout, f"warning stage 'train': image '{reference}' is ")
+    assert changed and "`dvc repro` reruns the stage -> fix: `dvc docker pull train`" in changed[0], proc.stdout
+
+
+def test_pull_progress_on_a_terminal(make_repo, new_layer_image, docker_client):
+    remote_image = new_layer_image
+    repo = make_repo(remote_image)
+    repo.dvc("stage", "add", "-n", "a", "echo a")
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: dvc with a terminal on stdout and stderr
+        # a new pty has 0 columns, and tqdm draws empty bars on it
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+        os.chdir(repo.path)
+        os.execve(sys.executable, [sys.executable, "-m", "dvc", "docker", "pull"], repo.env)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "\r" in text and f"100% {remote_image}|" in text and "| layers " in text, text  # DVC's Tqdm bar
+    assert ": Pull complete" not in text
+    docker_client.images.get(remote_image)
+
+
+def test_pull_skips_an_image_built_here(make_repo, busybox_image, docker_client):
+    """The test images are built locally (scripts/build-images.sh): no registry has them."""
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "a", "echo a")
+    time.sleep(1.1)
+    since = int(time.time())
+    proc = repo.dvc("docker", "pull")
+    assert proc.stdout.strip() == f"Skipped {busybox_image}: built here (no registry digest), present"
+    assert pull_events(docker_client, busybox_image, since) == []
+
+
+def test_pull_failure_names_image_and_registry(make_repo, registry):  # noqa: F811
+    missing = f"{registry}/dde-never-pushed:1"
+    repo = make_repo(missing)
+    repo.dvc("stage", "add", "-n", "a", "echo a")
+    proc = repo.dvc("docker", "pull", check=False)
+    assert proc.returncode == 255
+    errors = lines_of(proc.stderr, "ERROR: ")
+    assert errors[0].startswith(f"ERROR: cannot pull image '{missing}' from {registry}: ") and "unknown" in errors[0], proc.stderr
+    assert errors[-1] == f"ERROR: 1 of 1 images could not be pulled: {missing}"
+
+
+def test_repro_pull_shows_the_same_progress(make_repo, new_layer_image, no_leftovers):
+    remote_image = new_layer_image
+    repo = make_repo(remote_image)
+    repo.dvc("config", "docker.pull", "missing")
+    repo.dvc("stage", "add", "-n", "p", "echo pulled")
+    proc = repo.dvc("repro")
+    assert lines_of(proc.stderr, f"{remote_image}: ") and ": Pull complete (2.0 MB)" in proc.stderr, proc.stderr
+
+
+def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_client, busybox_image):  # noqa: F811
+    other = f"{registry}/dde-i10-other:1"
+    push_new_image(docker_client, busybox_image, other)
+    try:
+        repo = make_repo(new_layer_image)
+        repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "echo a > a.txt")
+        repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "echo b")
+        repo.dvc("stage", "add", "-n", "c", "echo c")
+        text = (repo.path / "dvc.yaml").read_text().replace("cmd: echo c", f"cmd: echo c\n    meta:\n      docker: {other}")
+        (repo.path / "dvc.yaml").write_text(text)
+        rows = json.loads(repo.dvc("docker", "images", "--json", "b").stdout)
+        assert [(r["stage"], r["image"]) for r in rows] == [("a", new_layer_image), ("b", new_layer_image)]  # b and upstream
+
+        proc = repo.dvc("docker", "pull", "-q", "c")
+        assert (proc.stdout, proc.stderr) == ("", "")
+        docker_client.images.get(other)
+        with pytest.raises(Exception):
+            docker_client.images.get(new_layer_image)  # not a target, not upstream of one
+        proc = repo.dvc("docker", "pull", "-j", "2")  # both, at once
+        assert sorted(proc.stdout.split("\n")[:-1]) == sorted([f"Pulled {new_layer_image}", f"Pulled {other}"])
+    finally:
+        _remove_images(docker_client, other.rsplit(":", 1)[0])
+
+
+# --- ps / prune with an orphan of a SIGKILLed dvc ---------------------------------------------------
+
+
+def _wait_for_container(client, repo_path: str, dvc: subprocess.Popen, log, timeout: float = 60):
+    """The running stage container of `repo_path` (one list call: no inspect that a removal could race)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = client.api.containers(filters={"label": [LABEL, f"{LABEL}.repo={repo_path}"], "status": "running"})
+        if found:
+            return client.containers.get(found[0]["Id"])
+        if dvc.poll() is not None:
+            break
+        time.sleep(0.2)
+    log.seek(0)
+    raise AssertionError(f"the stage container did not start (dvc exit {dvc.poll()}):\n{log.read()}")
+
+
+def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_client, tmp_path, no_leftovers):
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "slow", "sleep 300")
+    log = tempfile.TemporaryFile("w+")
+    dvc = subprocess.Popen([*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=log, stderr=subprocess.STDOUT)
+    orphan = _wait_for_container(docker_client, str(repo.path), dvc, log)
+    dvc.send_signal(signal.SIGKILL)
+    dvc.wait()
+    # a container of a live dvc process of this repo, and one of another repo
+    labels = {LABEL: "1", f"{LABEL}.stage": "live", f"{LABEL}.repo": str(repo.path), f"{LABEL}.host": os.uname().nodename, f"{LABEL}.pid": str(os.getpid())}
+    live = docker_client.containers.create(busybox_image, "true", labels=labels)
+    other = docker_client.containers.create(busybox_image, "true", labels={**labels, f"{LABEL}.repo": str(tmp_path / "other"), f"{LABEL}.pid": str(dvc.pid)})
+    try:
+        rows = {r["id"]: r for r in json.loads(repo.dvc("docker", "ps", "--json").stdout)}
+        assert set(rows) == {orphan.id, live.id}
+        assert (rows[orphan.id]["stage"], rows[orphan.id]["state"], rows[orphan.id]["dvc_process"]) == ("slow", "running", "gone")
+        assert rows[live.id]["dvc_process"] == "alive"
+        assert other.id in {r["id"] for r in json.loads(repo.dvc("docker", "ps", "--all-repos", "--json").stdout)}
+        table = repo.dvc("docker", "ps").stdout
+        assert [line.split()[:3] + [line.split()[4]] for line in table.splitlines() if line.startswith(orphan.short_id)] == [
+            [orphan.short_id, "slow", "running", "gone"]
+        ], table
+
+        dry = repo.dvc("docker", "prune", "--dry").stdout
+        assert dry.strip() == f"Would remove container {orphan.short_id} of stage 'slow' (dvc process gone)"
+        orphan.reload()  # still there
+
+        proc = repo.dvc("docker", "prune")
+        assert proc.stdout.strip() == f"Removed container {orphan.short_id} of stage 'slow' (dvc process gone)"
+        remaining = {c.id for c in our_containers(docker_client, under=str(tmp_path))}
+        assert remaining == {live.id, other.id}
+
+        proc = repo.dvc("docker", "prune", "--all")
+        assert proc.stdout.strip() == f"Removed container {live.short_id} of stage 'live' (dvc process alive)"
+        assert {c.id for c in our_containers(docker_client, under=str(tmp_path))} == {other.id}
+    finally:
+        for c in (orphan, live, other):
+            try:
+                c.remove(force=True)
+            except Exception:  # noqa: BLE001
+                pass

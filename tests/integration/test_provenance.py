@@ -1,0 +1,423 @@
+"""Provenance against the real engine: the image identity is a dependency (issue 8).
+
+Images are built here from the offline busybox test image (`docker build`,
+never a pull), under tags unique to this test session, and removed after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Dict, Iterator
+
+import pytest
+import yaml
+
+from dvc_docker_exec.provenance import RECORD_FILE, read_record_file, short_identity
+from tests.conftest import DvcRepo
+from tests.integration.test_experiments import experiments, git_show, queue, start_workers, stop_workers, wait_for_queue
+
+pytestmark = pytest.mark.docker
+
+TAG_PREFIX = "dvc-docker-exec-test/i8-prov"
+# prints the marker file of the image (absent in plain busybox) into out.txt
+MARK_CMD = "(cat /marker 2>/dev/null || echo none)"
+
+
+@pytest.fixture
+def build_image(docker_client, busybox_image, tmp_path) -> Iterator[Callable[[str, str], str]]:
+    """build(tag_suffix, marker) -> image reference; `docker build` FROM the busybox test image."""
+    tags = []
+
+    def build(suffix: str, marker: str) -> str:
+        tag = f"{TAG_PREFIX}-{os.getpid()}-{suffix}"
+        ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
+        ctx.mkdir()
+        (ctx / "marker").write_text(marker + "\n")
+        (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY marker /marker\n")
+        proc = subprocess.run(
+            ["docker", "build", "-q", "--network", "none", "-t", tag, str(ctx)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        tags.append(tag)
+        return tag
+
+    yield build
+    for tag in set(tags):
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture
+def repo(repo: DvcRepo) -> DvcRepo:
+    """conftest's repo plus in.txt, the dependency of the stages here (see the callback-stage test)."""
+    repo.write("in.txt", "in\n")
+    return repo
+
+
+def image_id(docker_client, ref: str) -> str:
+    return docker_client.api.inspect_image(ref)["Id"]
+
+
+def records(repo: DvcRepo, folder: str = ".") -> Dict[str, tuple]:
+    return {k: (r.image, r.identity) for k, r in read_record_file(str(repo.path / folder / RECORD_FILE)).items()}
+
+
+def lock_identity(repo: DvcRepo, stage: str):
+    lock = yaml.safe_load(repo.lock())
+    return (lock["stages"][stage].get("params") or {}).get(RECORD_FILE, {}).get(f"{stage}.id")
+
+
+def status(repo: DvcRepo, **kwargs) -> dict:
+    return json.loads(repo.dvc("status", "--json", **kwargs).stdout)
+
+
+PIPELINE = f"""stages:
+  box:
+    cmd: {MARK_CMD} > box.txt
+    deps: [in.txt]
+    outs: [box.txt]
+  after:
+    cmd: cat box.txt > after.txt
+    deps: [box.txt]
+    outs: [after.txt]
+    meta: {{docker: false}}
+  pinned:
+    cmd: {MARK_CMD} > pinned.txt
+    deps: [in.txt]
+    outs: [pinned.txt]
+    meta: {{docker: "PINNED"}}
+  host:
+    cmd: tr '\\0' ' ' < /proc/1/cmdline > host.txt
+    outs: [host.txt]
+    meta: {{docker: false}}
+"""
+
+
+def test_image_change_reruns_exactly_the_stages_on_it(repo, build_image, busybox_image, docker_client):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", PIPELINE.replace("PINNED", busybox_image))
+    yaml_before = repo.read("dvc.yaml")
+    repo.dvc("repro")
+    a_id = image_id(docker_client, busybox_image)
+    assert records(repo) == {"box": (busybox_image, a_id), "pinned": (busybox_image, a_id)}
+    assert lock_identity(repo, "box") == a_id and lock_identity(repo, "host") is None
+    assert yaml.safe_load(repo.lock())["stages"]["box"]["cmd"] == f"{MARK_CMD} > box.txt"
+    assert status(repo) == {}
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "A")
+
+    repo.dvc("config", "docker.image", image_b)
+    b_id = image_id(docker_client, image_b)
+    text = repo.dvc("status").stdout
+    # in words that name the image, old -> new identity
+    assert f"image '{image_b}' {short_identity(a_id)} -> {short_identity(b_id)}" in text, text
+    assert set(status(repo)) == {"box"}  # pinned and host stages stay up to date
+
+    proc = repo.dvc("repro")
+    assert "Running stage 'box' in a container" in proc.stdout
+    assert "Running stage 'after':" in proc.stdout  # a host stage whose dep (box.txt) changed
+    assert "Running stage 'pinned'" not in proc.stdout
+    assert "Running stage 'host'" not in proc.stdout
+    assert repo.read("box.txt") == "B\n" and repo.read("after.txt") == "B\n" and repo.read("pinned.txt") == "none\n"
+    assert records(repo) == {"box": (image_b, b_id), "pinned": (busybox_image, a_id)}
+    assert lock_identity(repo, "box") == b_id
+    assert repo.read("dvc.yaml") == yaml_before  # never rewritten
+    # git diff shows which stage changed environment
+    diff = repo.run("git", "diff", "--", RECORD_FILE).stdout
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == [
+        f'-  image: "{busybox_image}"',
+        f'-  id: "{a_id}"',
+        f'+  image: "{image_b}"',
+        f'+  id: "{b_id}"',
+    ], diff
+    assert status(repo) == {}
+
+
+def test_run_cache_is_keyed_by_the_image_a_b_a(repo, build_image, busybox_image, docker_client):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    assert repo.read("out.txt") == "none\n"
+
+    repo.dvc("config", "docker.image", image_b)
+    (repo.path / "out.txt").unlink()
+    proc = repo.dvc("repro")  # A's run-cache entry must not be served under B
+    assert "is cached" not in proc.stdout and "in a container of image" in proc.stdout, proc.stdout
+    assert repo.read("out.txt") == "B\n"
+
+    repo.dvc("config", "docker.image", busybox_image)
+    (repo.path / "out.txt").unlink()
+    proc = repo.dvc("repro")  # back to A: A's outputs from the run cache, no container
+    assert "Stage 's' is cached - skipping run" in proc.stdout, proc.stdout
+    assert "in a container" not in proc.stdout
+    assert repo.read("out.txt") == "none\n"
+    assert lock_identity(repo, "s") == image_id(docker_client, busybox_image)
+    assert records(repo)["s"] == (busybox_image, image_id(docker_client, busybox_image))
+
+
+def test_rebuild_under_the_same_tag_is_a_change(repo, build_image, docker_client):
+    tag = build_image("same", "one")
+    repo.dvc("config", "docker.image", tag)
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    first = image_id(docker_client, tag)
+    assert repo.read("out.txt") == "one\n" and status(repo) == {}
+
+    assert build_image("same", "two") == tag  # a changed file, the same tag
+    second = image_id(docker_client, tag)
+    assert second != first
+    text = repo.dvc("status").stdout
+    assert f"{short_identity(first)} -> {short_identity(second)}" in text, text
+    proc = repo.dvc("repro")
+    assert "in a container" in proc.stdout
+    assert repo.read("out.txt") == "two\n"
+    assert records(repo)["s"] == (tag, second)
+
+
+def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo):
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    repo.dvc("config", "docker.enabled", "false")
+    st = status(repo)
+    assert list(st) == ["s"], st
+    assert "runs on the host" in repo.dvc("status").stdout
+    proc = repo.dvc("repro")
+    assert "Running stage 's':" in proc.stdout and "in a container" not in proc.stdout
+    assert lock_identity(repo, "s") is None and "params" not in yaml.safe_load(repo.lock())["stages"]["s"]
+    assert not (repo.path / RECORD_FILE).exists()
+    assert status(repo) == {}
+
+    repo.dvc("config", "docker.enabled", "true")
+    assert "not recorded before" in repo.dvc("status").stdout
+    proc = repo.dvc("repro")
+    # the first container run's outputs come back from the run cache (same image)
+    assert "Stage 's' is cached" in proc.stdout and "Running stage 's':" not in proc.stdout, proc.stdout
+    assert lock_identity(repo, "s") and set(records(repo)) == {"s"}
+    assert status(repo) == {}
+
+
+def test_track_false_is_the_old_behaviour(repo, build_image):
+    image_b = build_image("b", "B")
+    repo.dvc("config", "docker.track", "false")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    assert "params" not in yaml.safe_load(repo.lock())["stages"]["s"]
+    assert not (repo.path / RECORD_FILE).exists()
+    repo.dvc("config", "docker.image", image_b)
+    assert status(repo) == {}
+    assert "Data and pipelines are up to date" in repo.dvc("status").stdout
+    assert "in a container" not in repo.dvc("repro").stdout
+
+
+def test_track_false_per_stage(repo, build_image):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", f"""stages:
+  untracked:
+    cmd: {MARK_CMD} > u.txt
+    deps: [in.txt]
+    outs: [u.txt]
+    meta: {{docker: {{track: false}}}}
+  tracked:
+    cmd: {MARK_CMD} > t.txt
+    deps: [in.txt]
+    outs: [t.txt]
+""")
+    repo.dvc("repro")
+    assert set(records(repo)) == {"tracked"}
+    repo.dvc("config", "docker.image", image_b)
+    assert set(status(repo)) == {"tracked"}
+
+
+def test_daemon_absent_status_says_not_checked_and_repro_fails(repo):
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n  t:\n"
+               "    cmd: echo y > t.txt\n    deps: [in.txt]\n    outs: [t.txt]\n")
+    repo.dvc("repro")
+    gone = {"DOCKER_HOST": f"unix://{repo.path.parent}/no-daemon.sock"}
+    proc = repo.dvc("status", env=gone)
+    assert proc.returncode == 0
+    assert "Data and pipelines are up to date" in proc.stdout  # not changed
+    assert "stage 's': image 'dvc-docker-exec-test/busybox:latest' not checked: cannot reach the Docker daemon" in proc.stderr
+    assert "stage 't': image" in proc.stderr and "not checked" in proc.stderr
+    assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(repo.dvc("status", "--json", env=gone).stdout) == {}
+
+    dry = repo.dvc("repro", "--dry", env=gone)  # runs nothing: needs no daemon, as before
+    assert "not checked" in dry.stderr and "Data and pipelines are up to date" in dry.stdout
+    repo.write("in.txt", "changed\n")  # changed for another reason: --dry consults the run cache too
+    dry = repo.dvc("repro", "--dry", env=gone)
+    assert "docker run --rm" in dry.stdout and "Traceback" not in dry.stderr
+
+    (repo.path / "out.txt").unlink()
+    proc = repo.dvc("repro", env=gone, check=False)
+    assert proc.returncode != 0
+    assert "ERROR" in proc.stderr and "cannot reach the Docker daemon" in proc.stderr
+
+
+def test_status_never_pulls_an_absent_image(repo, docker_client):
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    absent = f"{TAG_PREFIX}-absent-{uuid.uuid4().hex[:8]}:none"
+    repo.dvc("config", "docker.image", absent)
+    repo.dvc("config", "docker.pull", "missing")
+    proc = repo.dvc("status")
+    assert "not present locally" in proc.stderr and "Pulling" not in proc.stderr + proc.stdout
+    assert not docker_client.images.list(name=absent.split(":")[0])
+
+
+def test_stage_add_and_repro_never_write_the_dependency_into_dvc_yaml(repo):
+    repo.dvc("stage", "add", "-n", "a", "-d", "in.txt", "-o", "a.txt", "echo a > a.txt")
+    repo.dvc("repro")
+    repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "-o", "b.txt", "cat a.txt > b.txt")
+    repo.dvc("stage", "add", "-f", "-n", "a", "-d", "in.txt", "-o", "a.txt", "echo aa > a.txt")  # rewrites a loaded stage
+    repo.dvc("repro")
+    repo.dvc("commit", "-f")
+    text = repo.read("dvc.yaml")
+    assert RECORD_FILE not in text and "params" not in text
+    assert set(records(repo)) == {"a", "b"}
+
+
+def test_a_stage_without_dependencies_still_runs_every_time(repo):
+    """DVC reruns a stage without deps on every repro; a dependency of ours must not change that."""
+    repo.write("dvc.yaml", "stages:\n  cb:\n    cmd: date +%s%N >> runs.txt\n")
+    repo.dvc("repro")
+    repo.dvc("repro")
+    assert len(repo.read("runs.txt").splitlines()) == 2
+    assert not (repo.path / RECORD_FILE).exists()  # nothing to compare: it always reruns
+
+
+def test_commit_records_the_identity(repo, build_image, docker_client):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    repo.dvc("config", "docker.image", image_b)
+    repo.dvc("commit", "-f")  # "this output is fine under B"
+    assert records(repo)["s"] == (image_b, image_id(docker_client, image_b))
+    assert status(repo) == {}
+
+
+def test_stage_in_a_subfolder_records_next_to_its_lock(repo):
+    repo.write("sub/in.txt", "in\n")
+    repo.write("sub/dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    wdir: .\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro", "sub/dvc.yaml")
+    assert set(records(repo, "sub")) == {"s"} and not (repo.path / RECORD_FILE).exists()
+    assert RECORD_FILE in yaml.safe_load(repo.read("sub/dvc.lock"))["stages"]["s"]["params"]
+    assert status(repo) == {}
+    repo.dvc("remove", "sub/dvc.yaml:s")
+    assert not (repo.path / "sub" / RECORD_FILE).exists()
+
+
+def test_params_diff_and_exp_show_show_the_identity(repo, build_image, docker_client, busybox_image):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "A")
+    repo.dvc("config", "docker.image", image_b)
+    repo.dvc("repro")
+    diff = json.loads(repo.dvc("params", "diff", "--json").stdout)
+    assert diff[RECORD_FILE]["s.id"] == {
+        "old": image_id(docker_client, busybox_image),
+        "new": image_id(docker_client, image_b),
+    }
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "B")
+    repo.dvc("config", "docker.image", busybox_image)
+    repo.dvc("exp", "run", "-n", "back-to-a")
+    exps = experiments(repo)
+    assert exps["back-to-a"]["params"][RECORD_FILE]["s"]["id"] == image_id(docker_client, busybox_image)
+    exp_diff = json.loads(repo.dvc("exp", "diff", "HEAD", "back-to-a", "--json").stdout)
+    assert exp_diff["params"][RECORD_FILE]["s.id"] == {
+        "old": image_id(docker_client, image_b),
+        "new": image_id(docker_client, busybox_image),
+    }
+    table = repo.dvc("exp", "show", "--csv").stdout
+    assert "s.id" in table.splitlines()[0] and image_id(docker_client, image_b) in table
+
+
+IMAGE_PARAM_YAML = f"""stages:
+  s:
+    cmd: {MARK_CMD} > out.txt
+    deps: [in.txt]
+    params: [image]
+    outs: [out.txt]
+    meta: {{docker: "${{image}}"}}
+"""
+
+
+def test_queue_j2_records_the_identity_per_experiment(make_repo, busybox_image, build_image, docker_client,
+                                                       no_leftovers):
+    """The image as a param templated into meta.docker; two experiments on two images, two workers."""
+    image_b = build_image("qb", "QB")
+    repo = make_repo(busybox_image)
+    repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
+    repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write("in.txt", "in\n")
+    repo.write("dvc.yaml", IMAGE_PARAM_YAML)
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    queue(repo, "on-a", f"image={busybox_image}")
+    queue(repo, "on-b", f"image={image_b}")
+    try:
+        start_workers(repo, 2)
+        st = wait_for_queue(repo, ["on-a", "on-b"])
+        assert st["on-a"] == "Success" and st["on-b"] == "Success", st
+    finally:
+        stop_workers(repo)
+    exps = experiments(repo)
+    expected = {"on-a": (busybox_image, "none\n"), "on-b": (image_b, "QB\n")}
+    for name, (image, out) in expected.items():
+        rev = exps[name]["rev"]
+        recorded = yaml.safe_load(git_show(repo, rev, RECORD_FILE))
+        assert recorded == {"s": {"image": image, "id": image_id(docker_client, image)}}, name
+        lock = yaml.safe_load(git_show(repo, rev, "dvc.lock"))
+        assert lock["stages"]["s"]["params"][RECORD_FILE] == {"s.id": image_id(docker_client, image)}
+        assert exps[name]["params"][RECORD_FILE]["s"]["id"] == image_id(docker_client, image)
+    # the workspace was not touched by the queue
+    assert not (repo.path / RECORD_FILE).exists()
+
+
+def test_temp_exp_run_records_the_identity(make_repo, busybox_image, build_image, docker_client, no_leftovers):
+    image_b = build_image("tb", "TB")
+    repo = make_repo(busybox_image)
+    repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write("in.txt", "in\n")
+    repo.write("dvc.yaml", IMAGE_PARAM_YAML)
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    repo.dvc("exp", "run", "--temp", "-n", "tmp-b", "-S", f"image={image_b}")
+    rev = experiments(repo)["tmp-b"]["rev"]
+    assert yaml.safe_load(git_show(repo, rev, RECORD_FILE)) == {
+        "s": {"image": image_b, "id": image_id(docker_client, image_b)}
+    }
+
+
+VANILLA = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "dvc_docker_exec.hook"]
+from dvc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
+    """No crash; it ignores the recorded identities (stages up to date) and drops them when it rewrites dvc.lock."""
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.dvc("repro")
+    assert lock_identity(repo, "s")
+    # that DVC cannot read the docker section: the config lives where it does not look
+    repo.dvc("config", "--unset", "docker.image")
+    repo.dvc("config", "--unset", "docker.pull")
+    script = tmp_path / "vanilla_dvc.py"
+    script.write_text(VANILLA)
+    proc = repo.run(sys.executable, str(script), "status", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Data and pipelines are up to date" in proc.stdout and "Traceback" not in proc.stderr
+    proc = repo.run(sys.executable, str(script), "repro", "-f")
+    assert lock_identity(repo, "s") is None  # dvc.lock rewritten without the plugin's entry

@@ -1,0 +1,110 @@
+"""Pure parts of the Swarm backend: spec -> service kwargs, log demultiplexing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from docker.types import DeviceRequest, Mount
+
+from dvc_docker_exec.errors import DockerExecError
+from dvc_docker_exec.spec import ContainerSpec
+from dvc_docker_exec.streams import Output
+from dvc_docker_exec.swarm import GPU_RESOURCE, NODE_VAR, _hint, service_create_kwargs
+
+
+def make_spec(**changes) -> ContainerSpec:
+    base = dict(
+        image="img:1",
+        entrypoint=("/bin/sh",),
+        command=("-c", "echo hi"),
+        working_dir="/repo",
+        user="1000:1000",
+        environment={"DVC_STAGE": "s", "HOME": "/tmp/h"},
+        mounts=(Mount(target="/repo", source="/repo", type="bind"),),
+        labels={"dvc-docker-exec": "1"},
+        name="dvc-s-1-abc",
+        network_mode="host",
+        tty=False,
+    )
+    base.update(changes)
+    return ContainerSpec(**base)
+
+
+def test_service_mirrors_the_container_spec() -> None:
+    kwargs = service_create_kwargs(make_spec(constraints=("node.labels.gpu==true",)))
+    template = kwargs["task_template"]
+    container = template["ContainerSpec"]
+    assert container["Image"] == "img:1"
+    assert container["Command"] == ["/bin/sh"] and container["Args"] == ["-c", "echo hi"]
+    assert container["Dir"] == "/repo" and container["User"] == "1000:1000"
+    assert "DVC_STAGE=s" in container["Env"] and "HOME=/tmp/h" in container["Env"]
+    assert f"{NODE_VAR}={{{{.Node.ID}}}}" in container["Env"]
+    assert container["Mounts"][0]["Source"] == "/repo"
+    assert container["Init"] is True
+    assert container["Labels"] == {"dvc-docker-exec": "1"} and kwargs["labels"] == {"dvc-docker-exec": "1"}
+    assert template["RestartPolicy"]["Condition"] == "none"
+    assert template["Placement"]["Constraints"] == ["node.labels.gpu==true"]
+    assert template["Networks"] == [{"Target": "host"}]
+    assert kwargs["mode"] == {"replicated": {"Replicas": 1}}
+    assert kwargs["name"] == "dvc-s-1-abc"
+
+
+def test_resources_are_reservations_and_limits() -> None:
+    spec = make_spec(nano_cpus=1_500_000_000, mem_limit=512 << 20, device_requests=(DeviceRequest(count=2, capabilities=[["gpu"]]),))
+    resources = service_create_kwargs(spec)["task_template"]["Resources"]
+    assert resources["Limits"] == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 512 << 20}
+    assert resources["Reservations"]["NanoCPUs"] == 1_500_000_000
+    assert resources["Reservations"]["MemoryBytes"] == 512 << 20
+    assert resources["Reservations"]["GenericResources"] == [
+        {"DiscreteResourceSpec": {"Kind": GPU_RESOURCE, "Value": 2}}
+    ]
+
+
+def test_shm_size_becomes_a_sized_tmpfs() -> None:
+    mounts = service_create_kwargs(make_spec(shm_size=1 << 30))["task_template"]["ContainerSpec"]["Mounts"]
+    shm = [m for m in mounts if m["Target"] == "/dev/shm"]
+    assert shm and shm[0]["Type"] == "tmpfs" and shm[0]["TmpfsOptions"]["SizeBytes"] == 1 << 30
+
+
+@pytest.mark.parametrize("network", ["bridge", "default"])
+def test_local_networks_are_refused(network: str) -> None:
+    with pytest.raises(DockerExecError, match="cannot be used by Swarm services"):
+        service_create_kwargs(make_spec(network_mode=network))
+
+
+def test_gpu_device_ids_are_refused() -> None:
+    spec = make_spec(device_requests=(DeviceRequest(device_ids=["0"], capabilities=[["gpu"]]),))
+    with pytest.raises(DockerExecError, match="cannot select devices"):
+        service_create_kwargs(spec)
+
+
+def test_hints() -> None:
+    assert "same path on every node" in _hint('invalid mount config for type "bind": bind source path does not exist: /x')
+    assert "registry" in _hint("No such image: a:b")
+    assert _hint("something else") == ""
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+def read_pipe(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return b""
+
+
+def test_final_log_read_writes_only_what_the_live_stream_missed() -> None:
+    """The Swarm follower's two reads: live (cut when the task is final), then whole, skipping."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    output = Output(tty=False, out_fd=out_w, err_fd=err_w)
+    whole = frame(1, b"out1\n") + frame(2, b"err1\n") + frame(1, b"out2\n") + frame(2, b"err2\n")
+    output.feed(whole[:27])  # the live stream got out1, err1 and part of the out2 frame
+    output.replay()
+    output.feed(whole)
+    assert read_pipe(out_r) == b"out1\nout2\n"
+    assert read_pipe(err_r) == b"err1\nerr2\n"

@@ -1,0 +1,111 @@
+"""Unit tests for dvc_docker_exec.trust: repository settings may not widen host access."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from dvc_docker_exec.config import DockerSettings, SettingError
+from dvc_docker_exec.trust import Invoker, check, same_user
+
+
+def settings(repo: dict, meta: Optional[dict] = None, machine: Optional[dict] = None) -> DockerSettings:
+    levels = [("local", {"image": "busybox", **(machine or {})}), ("repo", repo)]
+    return DockerSettings.from_levels(levels).override(meta, "train")
+
+
+@pytest.fixture
+def invoker(tmp_path: Path) -> Invoker:
+    git_root = tmp_path / "git"
+    (git_root / "project").mkdir(parents=True)
+    return Invoker(uid=1000, gid=1000, roots=(str(git_root / "project"), str(git_root)))
+
+
+@pytest.mark.parametrize(
+    ("repo", "meta", "key", "where"),
+    [
+        ({"volumes": "/etc:/x"}, None, "volumes", "the repository's .dvc/config"),
+        ({}, {"volumes": "/proc/self/root:/host"}, "volumes", r"dvc.yaml \(meta.docker\)"),
+        ({}, {"volumes": "../..:/up"}, "volumes", "dvc.yaml"),
+        ({}, {"user": "0:0"}, "user", "dvc.yaml"),
+        ({"user": "1000"}, None, "user", ".dvc/config"),  # group 0 in most images
+        ({}, {"user": "root"}, "user", "dvc.yaml"),
+        ({}, {"user": "1001:1000"}, "user", "dvc.yaml"),
+        ({}, {"network": "container:abc"}, "network", "dvc.yaml"),
+        ({"network": "backend"}, None, "network", ".dvc/config"),
+        ({"host_root": "/"}, None, "host_root", ".dvc/config"),
+    ],
+)
+def test_repository_settings_that_widen_are_refused(invoker, repo, meta, key, where) -> None:
+    with pytest.raises(SettingError) as info:
+        check(settings(repo, meta), "train", invoker)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"stage 'train': docker.{key} from ")
+    assert re.search(where, text), text
+    assert "dvc config --local docker.allow_repo_settings true" in text
+
+
+@pytest.mark.parametrize(
+    ("repo", "meta"),
+    [
+        ({"volumes": "data:/data:ro"}, None),  # inside the repo
+        ({}, {"volumes": "..:/git"}),  # the Git root (dvc init --subdir)
+        ({}, {"user": "1000:1000"}),
+        ({}, {"network": "none", "memory": "1g", "cpus": "0.5", "image": "other", "env": "HF_TOKEN"}),
+        ({"network": "bridge", "gpus": "all"}, None),
+    ],
+)
+def test_repository_settings_that_do_not_widen_pass(invoker, repo, meta) -> None:
+    check(settings(repo, meta), "train", invoker)
+
+
+def test_symlink_in_the_repository_is_judged_by_what_it_resolves_to(invoker) -> None:
+    os.symlink("/", os.path.join(invoker.roots[0], "rootlink"))
+    with pytest.raises(SettingError, match=r"mounts 'rootlink' \(on the host: '/'\) from outside the repository"):
+        check(settings({}, {"volumes": "rootlink:/v"}), "train", invoker)
+
+
+@pytest.mark.parametrize("level", ["local", "global", "system"])
+def test_machine_levels_may_widen(invoker, level) -> None:
+    widening = {"volumes": "/etc:/x", "user": "0:0", "network": "backend", "host_root": "/srv"}
+    check(DockerSettings.from_levels([(level, {"image": "busybox", **widening})]), "train", invoker)
+
+
+def test_the_machine_may_allow_repository_settings(invoker) -> None:
+    allowed = settings({"volumes": "/etc:/x"}, {"user": "0:0"}, machine={"allow_repo_settings": "true"})
+    check(allowed, "train", invoker)
+
+
+def test_the_repository_cannot_allow_itself(invoker) -> None:
+    with pytest.raises(SettingError, match=r"docker.allow_repo_settings from the repository's .dvc/config: a repository cannot allow"):
+        check(settings({"allow_repo_settings": "true"}), "train", invoker)
+
+
+def test_a_machine_value_shadowed_by_the_repository_is_judged_as_the_repository_s(invoker) -> None:
+    levels = [("global", {"image": "b", "volumes": "/data:/data"}), ("repo", {"volumes": "/etc:/data"})]
+    with pytest.raises(SettingError, match="'/etc'"):
+        check(DockerSettings.from_levels(levels), "train", invoker)
+
+
+@pytest.mark.parametrize(
+    ("user", "uid", "gid", "same"),
+    [
+        (None, 1000, 1000, True),
+        ("1000:1000", 1000, 1000, True),
+        ("1000", 1000, 1000, False),
+        ("0:0", 0, 0, True),
+        ("root", 0, 0, True),
+        ("root:root", 0, 0, True),
+        ("0", 0, 0, True),
+        ("0:0", 1000, 1000, False),
+        ("1000:0", 1000, 1000, False),
+        ("me:me", 1000, 1000, False),
+    ],
+)
+def test_same_user(user, uid, gid, same) -> None:
+    assert same_user(user, uid, gid) is same
