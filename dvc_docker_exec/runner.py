@@ -250,7 +250,7 @@ class ContainerRunner:
                     self.api.start(cid)
                     streams.follow(self.api, cid, sock, streams.Output(spec.tty))
                 finally:
-                    sock.close()
+                    streams.close_quietly(sock)
                 status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
             except APIError as exc:
                 raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
@@ -267,10 +267,7 @@ class ContainerRunner:
     def _oom_killed(self, cid: str, since: float) -> bool:
         """The container is gone (AutoRemove): ask the daemon's event log."""
         try:
-            events = self.api.events(
-                since=int(since) - 1, until=int(time.time()) + 1, filters={"container": cid, "event": "oom"}, decode=True
-            )
-            return any(True for _ in events)
+            return bool(streams.container_events(self.api, cid, since, "oom"))
         except Exception:  # noqa: BLE001 - a diagnosis, never a new failure
             return False
 
