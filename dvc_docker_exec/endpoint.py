@@ -52,9 +52,17 @@ class Endpoint:
         import docker
 
         if self.url.startswith("ssh://"):
-            # why: docker-py's default ssh transport needs paramiko; the ssh
-            # client binary is what the Docker CLI uses too (`docker system
-            # dial-stdio` runs on the remote, so the docker CLI must be there).
+            # why: the ssh client binary is what the Docker CLI uses too (it
+            # reads ~/.ssh/config; `docker system dial-stdio` runs on the
+            # remote, so the docker CLI must be there). docker-py still
+            # imports paramiko for its ssh transport, whichever it uses.
+            try:
+                import paramiko  # noqa: F401
+            except ImportError:
+                raise DockerExecError(
+                    f"the Docker endpoint {self.describe()} is an ssh:// URL, which needs paramiko: "
+                    "pip install 'dvc-docker-exec[ssh]'"
+                ) from None
             kwargs.setdefault("use_ssh_client", True)
         client = docker.DockerClient(base_url=self.url, tls=self.tls or False, **kwargs)
         from .proxy import denied_hook

@@ -35,6 +35,7 @@ class Engine:
     version: str
     rootless: Optional[bool] = None  # None: /info was not readable
     cgroup_driver: Optional[str] = None
+    cgroup_version: Optional[str] = None
 
     @property
     def is_podman(self) -> bool:
@@ -48,9 +49,13 @@ class Engine:
     @property
     def enforces_limits(self) -> Optional[bool]:
         """Whether --memory/--cpus take effect; None when unknown."""
+        if self.cgroup_driver == "none":
+            return False
+        if self.rootless and self.cgroup_version == "1":
+            return False  # rootless Podman on cgroup v1 ignores them too ("not supported and ignored")
         if self.cgroup_driver is None:
             return None
-        return self.cgroup_driver != "none"
+        return True
 
     def stage_ids(self, uid: int, gid: int) -> Tuple[int, int]:
         """uid:gid a stage runs as by default so that its outputs belong to the invoking user.
@@ -67,32 +72,56 @@ class Engine:
         return f"{self.name} {self.version}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def from_api(version: Mapping[str, Any], info: Optional[Mapping[str, Any]]) -> Engine:
-    """Pure: an Engine from the /version and /info answers (info None when denied)."""
+def from_api(
+    version: Mapping[str, Any], info: Optional[Mapping[str, Any]], libpod_info: Optional[Mapping[str, Any]] = None
+) -> Engine:
+    """Pure: an Engine from the /version and /info answers (info None when denied).
+
+    Podman's compatible /info does not say "name=rootless"; its own
+    ``/libpod/info`` does (``host.security.rootless``).
+    """
     components = version.get("Components") or []
     name = components[0].get("Name") if components and isinstance(components[0], dict) else None
     name = "Docker Engine" if name in (None, "", "Engine") else name
-    rootless = cgroup = None
+    rootless = cgroup = cgroup_version = None
     if info is not None:
         options = [str(o) for o in info.get("SecurityOptions") or []]
         rootless = any("name=rootless" in o for o in options)
         cgroup = info.get("CgroupDriver") or None
-    return Engine(name=name, version=str(version.get("Version") or "?"), rootless=rootless, cgroup_driver=cgroup)
+        cgroup_version = str(info["CgroupVersion"]) if info.get("CgroupVersion") else None
+    security = ((libpod_info or {}).get("host") or {}).get("security") or {}
+    if "rootless" in security:
+        rootless = bool(security["rootless"])
+    return Engine(
+        name=name,
+        version=str(version.get("Version") or "?"),
+        rootless=rootless,
+        cgroup_driver=cgroup,
+        cgroup_version=cgroup_version,
+    )
 
 
 def probe(api: Any) -> Engine:
     """The engine behind a docker-py APIClient; /info may be refused (socket proxies)."""
-    from docker.errors import APIError
-
     version = api.version()
-    try:
-        info: Optional[Mapping[str, Any]] = api.info()
-    except (APIError, DockerExecError) as exc:
-        logger.debug("engine: GET /info refused (%s): rootless and cgroup driver unknown", exc)
-        info = None
-    engine = from_api(version, info)
+    info = _get(api, lambda: api.info(), "/info")
+    libpod = None
+    if from_api(version, None).is_podman:
+        url = api.base_url + "/v4.0.0/libpod/info"
+        libpod = _get(api, lambda: api._result(api._get(url), True), "/libpod/info")
+    engine = from_api(version, info, libpod)
     logger.debug("engine: %s", engine.describe())
     return engine
+
+
+def _get(api: Any, call: Any, what: str) -> Optional[Mapping[str, Any]]:
+    from docker.errors import APIError
+
+    try:
+        return call()
+    except (APIError, DockerExecError) as exc:
+        logger.debug("engine: GET %s refused (%s): rootless and cgroups unknown", what, exc)
+        return None
 
 
 def check_limits(engine: Engine, memory: Optional[int], nano_cpus: Optional[int], allow_unlimited: bool) -> None:

@@ -428,10 +428,7 @@ class ContainerRunner:
     def _oom_killed(self, cid: str, since: float) -> bool:
         """The container is gone (AutoRemove): ask the daemon's event log."""
         try:
-            events = self.api.events(
-                since=int(since) - 1, until=int(time.time()) + 1, filters={"container": cid, "event": "oom"}, decode=True
-            )
-            return any(True for _ in events)
+            return bool(streams.container_events(self.api, cid, since, "oom"))
         except Exception:  # noqa: BLE001 - a diagnosis, never a new failure
             return False
 

@@ -52,7 +52,7 @@ from docker.types import (
 from .errors import DockerExecError
 from .runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
 from .spec import ContainerSpec
-from .stream import Demux
+from .streams import Output
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -283,7 +283,7 @@ class _LogFollower:
     def __init__(self, api: Any, service_id: str, tty: bool):
         self.api = api
         self.service_id = service_id
-        self.demux = Demux(tty)
+        self.output = Output(tty)
         self._response = None
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._lock = threading.Lock()
@@ -300,7 +300,7 @@ class _LogFollower:
         try:
             for chunk in self._response.iter_content(1 << 16):
                 with self._lock:
-                    self.demux.feed(chunk)
+                    self.output.feed(chunk)
         except Exception:  # noqa: BLE001 - the socket is closed under us by finish()
             pass
 
@@ -309,11 +309,10 @@ class _LogFollower:
         self.close()
         self._thread.join(5)
         with self._lock:
-            done = self.demux.written()
-            rest = Demux(self.demux.tty, skip=done)
+            self.output.replay()  # skip what the live stream wrote, per stream
             response = self._get(follow=False)
             for chunk in response.iter_content(1 << 16):
-                rest.feed(chunk)
+                self.output.feed(chunk)
             response.close()
 
     def close(self) -> None:

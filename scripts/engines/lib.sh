@@ -30,3 +30,19 @@ wait_until() {
         sleep 0.5
     done
 }
+
+# ensure_user NAME: a test user with subordinate ids, and /dev/net/tun usable by it (slirp4netns)
+ensure_user() {
+    if ! id "$1" >/dev/null 2>&1; then
+        useradd --create-home --shell /bin/sh "$1"
+        status "created user $1"
+    fi
+    # Debian's useradd adds subordinate ids; an older user may lack them
+    if ! grep -q "^$1:" /etc/subuid 2>/dev/null || ! grep -q "^$1:" /etc/subgid 2>/dev/null; then
+        local start=$((1100000 + ($(id -u "$1") % 100) * 65536))
+        usermod --add-subuids "$start-$((start + 65535))" --add-subgids "$start-$((start + 65535))" "$1"
+    fi
+    # why: slirp4netns opens /dev/net/tun as the user; it is 0600 on these machines (usual mode: 0666)
+    [ -c /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }
+    chmod 666 /dev/net/tun
+}

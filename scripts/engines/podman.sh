@@ -8,8 +8,12 @@
 # Why default_ulimits: root here lacks CAP_SYS_RESOURCE, so crun's default
 # rlimits fail ("error setting rlimit", field notes "Podman on this machine").
 #
+# Rootless: `podman.sh --rootless` runs the service as a test user of our own
+# (DDE_PODMAN_USER, default dde-podman, created with subordinate ids), its
+# socket in /run/user/UID/podman/podman.sock, its storage in that user's home.
+#
 # Environment:
-#   DDE_PODMAN_DIR   state folder (default /var/lib/dde-podman)
+#   DDE_PODMAN_DIR   state folder (default /var/lib/dde-podman; rootless: ~/.dde-podman)
 #   DDE_PODMAN_SOCK  socket path  (default /run/dde-podman/podman.sock)
 #   DDE_PODMAN_IMAGES images copied from Docker (default: the busybox test image)
 set -euo pipefail
@@ -23,6 +27,21 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 need_root
 ensure_packages podman catatonit runc conmon curl
+
+AS=()  # how to run podman: as root, or as the rootless user
+if [ "${1:-}" = --rootless ]; then
+    ensure_packages uidmap slirp4netns
+    USER_NAME=${DDE_PODMAN_USER:-dde-podman}
+    ensure_user "$USER_NAME"
+    uid=$(id -u "$USER_NAME") gid=$(id -g "$USER_NAME") home=$(getent passwd "$USER_NAME" | cut -d: -f6)
+    install -d -m 700 -o "$uid" -g "$gid" "/run/user/$uid"
+    DIR=${DDE_PODMAN_DIR:-$home/.dde-podman}
+    SOCK=/run/user/$uid/podman/podman.sock
+    AS=(setpriv --reuid="$uid" --regid="$gid" --init-groups env -i HOME="$home" USER="$USER_NAME"
+        XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/bin:/bin:/usr/sbin:/sbin)
+    install -d -m 755 -o "$uid" -g "$gid" "$DIR"
+    install -d -m 700 -o "$uid" -g "$gid" "$(dirname "$SOCK")"
+fi
 
 mkdir -p "$DIR" "$(dirname "$SOCK")"
 CONF=$DIR/containers.conf
@@ -43,8 +62,13 @@ if ! cmp -s "$CONF.new" "$CONF" && [ -s "$PIDFILE" ]; then
     sleep 1
 fi
 mv "$CONF.new" "$CONF"
-export CONTAINERS_CONF=$CONF
-PODMAN=(podman --root "$DIR/storage" --runroot "$DIR/run" --storage-driver overlay)
+chmod 644 "$CONF"
+if [ "${#AS[@]}" -gt 0 ]; then
+    PODMAN=("${AS[@]}" CONTAINERS_CONF="$CONF" podman)  # rootless: the user's own storage
+else
+    export CONTAINERS_CONF=$CONF
+    PODMAN=(podman --root "$DIR/storage" --runroot "$DIR/run" --storage-driver overlay)
+fi
 
 answers() { curl -sf --max-time 5 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1; }
 
@@ -58,7 +82,7 @@ if ! answers; then
 else
     status "podman service already answering on $SOCK"
 fi
-chmod 666 "$SOCK"  # why: the non-root tests use it too, as they use the docker group's socket
+[ "${#AS[@]}" -gt 0 ] || chmod 666 "$SOCK"  # why: non-root tests use it too, as they use the docker group's socket
 
 for image in $IMAGES; do
     id=$(docker image inspect -f '{{.Id}}' "$image")

@@ -86,3 +86,19 @@ def test_unreachable_context_error_names_it(config_dir: Path) -> None:
     message = str(info.value)
     assert "unix:///run/user/4545/docker.sock" in message and "Docker context 'rootless'" in message
     assert "/var/run/docker.sock" not in message
+
+
+def test_ssh_without_paramiko_says_what_to_install(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_paramiko(name, *args, **kwargs):
+        if name == "paramiko":
+            raise ImportError("No module named 'paramiko'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_paramiko)
+    endpoint = discover({"DOCKER_HOST": "ssh://me@build-host"})
+    with pytest.raises(DockerExecError, match=r"ssh:// URL, which needs paramiko: pip install 'dvc-docker-exec\[ssh\]'"):
+        endpoint.client()

@@ -69,3 +69,13 @@ def test_denied_message():
         "(403 Forbidden): a socket proxy in front of the daemon must allow it (CONTAINERS=1 and POST=1 "
         "in docker-socket-proxy terms)"
     )
+
+
+def test_rootless_podman_on_cgroup_v1():
+    # measured: compat /info has no "name=rootless"; /libpod/info does, and cgroup v1 gives it no controllers
+    info = {"SecurityOptions": ["name=seccomp,profile=default"], "CgroupDriver": "cgroupfs", "CgroupVersion": "1"}
+    engine = from_api(PODMAN_VERSION, info, {"host": {"security": {"rootless": True}}})
+    assert engine.rootless and engine.stage_ids(4545, 4545) == (0, 0)
+    assert engine.enforces_limits is False
+    rootful = from_api(PODMAN_VERSION, info, {"host": {"security": {"rootless": False}}})
+    assert rootful.rootless is False and rootful.enforces_limits is True

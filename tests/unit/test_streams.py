@@ -83,7 +83,7 @@ class CutAPI:
         pass
 
     def events(self, **kwargs):
-        assert kwargs["filters"] == {"container": "c" * 64, "event": "die"}
+        assert kwargs["filters"] == {"container": "c" * 64}
         return iter(self.events_list)
 
 
@@ -117,7 +117,7 @@ def test_cut_wait_while_running_waits_again():
 
 
 def test_cut_wait_and_removed_container_reads_the_die_event():
-    api = CutAPI([None], events=[{"status": "die", "Actor": {"Attributes": {"exitCode": "7"}}}])
+    api = CutAPI([None], events=[{"status": "start"}, {"status": "die", "Actor": {"Attributes": {"exitCode": "7"}}}])
     assert streams.exit_status(api, CID, CutWaiter(), "removed", 0, "x") == 7
 
 
@@ -133,3 +133,30 @@ def test_podman_minus_one_is_not_an_exit_status():
     assert streams.parse_wait(b"", "x") is None
     with pytest.raises(DockerExecError, match="boom"):
         streams.parse_wait(b'{"StatusCode":0,"Error":{"Message":"boom"}}', "x")
+
+
+def test_pump_reads_an_ssh_process_stream_without_waiting_for_a_full_chunk(pipes):
+    # docker-py's SSHSocket: the stream is the ssh process's stdout (a BufferedReader);
+    # its fileno() is an unconnected socket. A short frame must come through at once.
+    import threading
+
+    out_w, err_w, read = pipes
+    r, w = os.pipe()
+    proc = types.SimpleNamespace(stdout=os.fdopen(r, "rb"))
+    sock = types.SimpleNamespace(proc=proc, fileno=lambda: (_ for _ in ()).throw(OSError(107, "ENOTCONN")))
+    os.write(w, frame(1, b"first\n"))
+    seen = threading.Event()
+
+    class Watch(streams.Output):
+        def feed(self, chunk):
+            super().feed(chunk)
+            seen.set()
+
+    thread = threading.Thread(target=streams.pump, args=(sock, Watch(False, out_w, err_w)))
+    thread.start()
+    assert seen.wait(10), "the first frame waited for more bytes"
+    os.write(w, frame(2, b"second\n"))
+    os.close(w)
+    thread.join(10)
+    proc.stdout.close()
+    assert read() == (b"first\n", b"second\n")

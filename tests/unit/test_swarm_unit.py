@@ -9,7 +9,7 @@ from docker.types import DeviceRequest, Mount
 
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.spec import ContainerSpec
-from dvc_docker_exec.stream import Demux
+from dvc_docker_exec.streams import Output
 from dvc_docker_exec.swarm import GPU_RESOURCE, NODE_VAR, _hint, service_create_kwargs
 
 
@@ -97,30 +97,14 @@ def read_pipe(fd: int) -> bytes:
         return b""
 
 
-def test_demux_splits_streams_across_chunk_boundaries_and_counts() -> None:
+def test_final_log_read_writes_only_what_the_live_stream_missed() -> None:
+    """The Swarm follower's two reads: live (cut when the task is final), then whole, skipping."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    demux = Demux(tty=False, out_fd=out_w, err_fd=err_w)
-    data = frame(1, b"out1\n") + frame(2, b"err1\n") + frame(1, b"out2\n")
-    for i in range(0, len(data), 3):  # frames split at every odd place
-        demux.feed(data[i : i + 3])
+    output = Output(tty=False, out_fd=out_w, err_fd=err_w)
+    whole = frame(1, b"out1\n") + frame(2, b"err1\n") + frame(1, b"out2\n") + frame(2, b"err2\n")
+    output.feed(whole[:27])  # the live stream got out1, err1 and part of the out2 frame
+    output.replay()
+    output.feed(whole)
     assert read_pipe(out_r) == b"out1\nout2\n"
-    assert read_pipe(err_r) == b"err1\n"
-    assert demux.written() == {1: 10, 2: 5}
-
-
-def test_demux_skip_writes_only_the_rest() -> None:
-    """What a resumed read (Swarm's final log read) must not write twice."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    demux = Demux(tty=False, out_fd=out_w, err_fd=err_w, skip={1: 7, 2: 5})
-    demux.feed(frame(1, b"out1\n") + frame(2, b"err1\n") + frame(1, b"out2\n") + frame(2, b"err2\n"))
-    assert read_pipe(out_r) == b"t2\n"  # 7 of "out1\nout2\n" were written before
-    assert read_pipe(err_r) == b"err2\n"
-
-
-def test_demux_tty_is_one_raw_stream() -> None:
-    out_r, out_w = os.pipe()
-    demux = Demux(tty=True, out_fd=out_w, err_fd=out_w)
-    demux.feed(b"\x01\x00raw bytes")
-    assert read_pipe(out_r) == b"\x01\x00raw bytes"
+    assert read_pipe(err_r) == b"err1\nerr2\n"

@@ -47,16 +47,19 @@ def several_lines_stop_at_first_failure(repo: DvcRepo) -> None:
     assert repo.lock() is None
 
 
-def sigterm_stops_and_removes(repo: DvcRepo, client) -> None:
+def signal_stops_and_removes(repo: DvcRepo, client, sig: str = "SIGTERM") -> None:
+    """SIGTERM to dvc, or Ctrl-C (SIGINT to its process group): the stage container is stopped and removed."""
     add_stage(repo, "sleepy", "echo started; sleep 60; echo never > out.txt", "-o", "out.txt")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
+        [*getattr(repo, "prefix", []), sys.executable, "-m", "dvc", "repro"],
         cwd=repo.path,
         env=repo.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # own process group, like a shell job; SIGINT reset (background jobs inherit SIG_IGN)
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not [c for c in our_containers(client, str(repo.path)) if c.status == "running"]:
@@ -64,7 +67,10 @@ def sigterm_stops_and_removes(repo: DvcRepo, client) -> None:
         assert time.monotonic() < deadline, "container never started"
         time.sleep(0.1)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
+    if sig == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
+    else:
+        proc.send_signal(signal.SIGTERM)  # (setpriv execs: proc.pid is dvc's)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert "Traceback" not in err, err
@@ -77,3 +83,4 @@ def sigterm_stops_and_removes(repo: DvcRepo, client) -> None:
 
 def file_owner(repo: DvcRepo, name: str) -> int:
     return os.stat(repo.path / name).st_uid
+

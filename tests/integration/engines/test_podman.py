@@ -36,8 +36,9 @@ def test_several_lines_stop_at_first_failure(engine_repo):
     scenarios.several_lines_stop_at_first_failure(engine_repo)
 
 
-def test_sigterm_stops_and_removes_the_container(engine_repo, engine):
-    scenarios.sigterm_stops_and_removes(engine_repo, engine)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_and_removes_the_container(engine_repo, engine, sig):
+    scenarios.signal_stops_and_removes(engine_repo, engine, sig)
 
 
 def test_verbose_names_the_podman_endpoint_and_engine(engine_repo, engine_url):
@@ -45,3 +46,12 @@ def test_verbose_names_the_podman_endpoint_and_engine(engine_repo, engine_url):
     proc = engine_repo.dvc("repro", "-v")
     assert f"Docker endpoint '{engine_url}' (from DOCKER_HOST)" in proc.stderr + proc.stdout
     assert "engine: Podman Engine 4.3" in proc.stderr + proc.stdout
+
+
+def test_memory_limit_is_enforced(engine_repo):
+    # Podman 4.3 sends no "oom" event and AutoRemove takes the container's
+    # OOMKilled state with it: the kill is enforced, but not named (README)
+    engine_repo.dvc("config", "docker.memory", "16m")
+    scenarios.add_stage(engine_repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
+    proc = engine_repo.dvc("repro", check=False)
+    assert "exited with 137" in proc.stderr, proc.stderr

