@@ -97,7 +97,7 @@ def test_outputs_belong_to_the_user_and_root_inside(user_repo):
 
 def test_another_uid_inside_cannot_write_and_says_so(user_repo):
     # what happened before: the invoking uid inside maps to a subordinate id outside
-    user_repo.dvc("config", "docker.user", str(user_repo.uid))
+    user_repo.dvc("config", "--local", "docker.user", str(user_repo.uid))  # this machine's choice (trust model)
     scenarios.add_stage(user_repo, "s", "id -u > o.txt", "-o", "o.txt")
     proc = user_repo.dvc("repro", check=False)
     assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
