@@ -158,9 +158,12 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
     assert report["rc"] == 1 and report["by_name"]["stage 'bad'"]["message"].startswith(
         "meta.docker.network: expected a network name"
     ), report["by_name"]["stage 'bad'"]
-    repo.dvc("stage", "add", "-f", "-n", "bad", "echo bad")  # fixed: no meta
+    # fixed (DVC's `stage add -f` keeps meta, so remove the stage instead)
+    (repo.path / "dvc.yaml").write_text(text.replace("    meta:\n      docker: {network: 'no such'}\n", ""))
+    repo.dvc("remove", "bad")
 
-    repo.dvc("config", "docker.volumes", f"{tmp_path}/not-there:/data")
+    # machine-level: a repository may not mount host paths outside itself (trust model)
+    repo.dvc("config", "--local", "docker.volumes", f"{tmp_path}/not-there:/data")
     repo.dvc("config", "docker.gpus", "all")
     proc = repo.dvc("docker", "doctor", check=False)
     assert proc.returncode == 1

@@ -91,11 +91,12 @@ def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, do
     lines = proc.stderr.splitlines()
     start = lines.index(f"Pulling image '{remote_image}'...")
     progress = lines[start + 1 :]
-    # docker's pull progress, one line per layer step, without the progress bars
-    layer_done = [line for line in progress if re.fullmatch(r"  [0-9a-f]{12} Pull complete", line)]
+    # one line per finished layer and a summary (pulling.PullProgress, not on a terminal), no progress bars
+    label = re.escape(remote_image)
+    layer_done = [line for line in progress if re.fullmatch(rf"{label}: [0-9a-f]{{12}}: Pull complete( \(.+\))?", line)]
     assert layer_done, proc.stderr
-    assert any(re.fullmatch(r"  Digest: sha256:[0-9a-f]{64}", line) for line in progress), proc.stderr
-    assert f"  Status: Downloaded newer image for {remote_image}" in progress, proc.stderr
+    summary = [line for line in progress if line.startswith(f"{remote_image}: Downloaded newer image for {remote_image}")]
+    assert summary and re.search(r"; digest sha256:[0-9a-f]{64}$", summary[0]), proc.stderr
     assert not [line for line in progress if "[=" in line or "Downloading" in line], proc.stderr
     assert repo.read("out.txt") == "pulled\n"
     assert len(pull_events(docker_client, remote_image, since)) == 1
