@@ -25,10 +25,10 @@ class CmdDockerPrune(CmdDocker):
         for c in chosen:
             if not self.args.dry:
                 try:
-                    self.client.api.remove_container(c.id, force=True)
+                    c.remove(self.client)
                 except NotFound:
                     continue  # it ended and the daemon removed it meanwhile
-            ui.write(f"{verb} container {c.short_id} of stage '{c.stage}' (dvc process {c.dvc_process()})")
+            ui.write(f"{verb} {c.kind} {c.short_id} of stage '{c.stage}' (dvc process {c.dvc_process()})")
         if not chosen:
             what = "containers" if self.args.all else "orphaned containers"
             ui.write(f"No {what} of dvc-docker-exec for this repo.")

@@ -29,6 +29,7 @@ class CmdDockerPs(CmdDocker):
                         "stage": c.stage,
                         "repo": c.repo,
                         "state": c.state,
+                        "kind": c.kind,
                         "created": c.created,
                         "dvc_process": c.dvc_process(),
                     }

@@ -34,9 +34,10 @@ def _pid_alive(pid: int) -> bool:
 class PluginContainer:
     id: str
     name: str
-    state: str  # running, exited, created...
+    state: str  # running, exited, created... ("service" for a Swarm service)
     created: int  # epoch seconds
     labels: Mapping[str, str]
+    kind: str = "container"  # or "service" (docker.backend swarm)
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> "PluginContainer":
@@ -49,6 +50,26 @@ class PluginContainer:
             created=int(data.get("Created", 0)),
             labels=data.get("Labels") or {},
         )
+
+    @classmethod
+    def from_service(cls, data: Mapping[str, Any]) -> "PluginContainer":
+        """From one item of GET /services (docker-py `api.services()`): a stage of the Swarm backend."""
+        spec = data.get("Spec") or {}
+        return cls(
+            id=data["ID"],
+            name=spec.get("Name", "?"),
+            state="service",
+            created=_epoch(data.get("CreatedAt", "")),
+            labels=spec.get("Labels") or {},
+            kind="service",
+        )
+
+    def remove(self, client: Any) -> None:
+        """Remove it (a service: with its task's container on whichever node)."""
+        if self.kind == "service":
+            client.api.remove_service(self.id)
+        else:
+            client.api.remove_container(self.id, force=True)
 
     @property
     def short_id(self) -> str:
@@ -83,6 +104,16 @@ class PluginContainer:
         return format_age((now or time.time()) - self.created)
 
 
+def _epoch(timestamp: str) -> int:
+    """Swarm's `2026-11-29T17:00:00.123456789Z` -> epoch seconds (0 if unreadable)."""
+    import calendar
+
+    try:
+        return calendar.timegm(time.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0
+
+
 def format_age(seconds: float) -> str:
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -91,14 +122,25 @@ def format_age(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def _services(client: Any) -> List[Mapping[str, Any]]:
+    """The plugin's services when the daemon is a Swarm manager (else none: not an error)."""
+    from docker.errors import APIError
+
+    try:
+        return client.api.services(filters={"label": LABEL})
+    except APIError:  # 503: not a swarm manager
+        return []
+
+
 def of_repo(container: PluginContainer, repo_root: str) -> bool:
     """Started for this repo: its root, or an `exp run --temp` copy under .dvc/tmp/exps."""
     return os.path.isabs(container.repo) and is_within(os.path.normpath(container.repo), os.path.normpath(repo_root))
 
 
 def list_containers(client: Any, repo_root: Optional[str] = None) -> List[PluginContainer]:
-    """Every container of the plugin (one API call), oldest first; only this repo's with repo_root."""
+    """Every container of the plugin, and its Swarm services on a manager, oldest first; only this repo's with repo_root."""
     found = [PluginContainer.from_api(d) for d in client.api.containers(all=True, filters={"label": LABEL})]
+    found += [PluginContainer.from_service(d) for d in _services(client)]
     if repo_root is not None:
         found = [c for c in found if of_repo(c, repo_root)]
     return sorted(found, key=lambda c: c.created)

@@ -160,8 +160,11 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     try:
         runner, images = _session(settings.backend)
         if settings.backend == "engine":
-            # Swarm nodes get the image themselves (from a registry they reach)
             images.ensure(settings.image, settings.pull)
+        else:
+            # Swarm nodes get the image themselves (from a registry they reach): by its
+            # registry digest where the manager knows one, so every node runs the same bytes
+            settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
         from .endpoint import discover
@@ -184,6 +187,17 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd, signals)
+
+
+def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
+    """settings with the image as `repo@sha256:...` when its identity is a registry digest."""
+    from dataclasses import replace
+
+    identity = images.identities.identity(settings.image)
+    if identity and "@sha256:" in identity:
+        logger.debug("image '%s' pinned for the Swarm nodes as '%s'", settings.image, identity)
+        return replace(settings, image=identity)
+    return settings
 
 
 def _run_line(spec: Any) -> str:

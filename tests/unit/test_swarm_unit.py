@@ -108,3 +108,42 @@ def test_final_log_read_writes_only_what_the_live_stream_missed() -> None:
     output.feed(whole)
     assert read_pipe(out_r) == b"out1\nout2\n"
     assert read_pipe(err_r) == b"err1\nerr2\n"
+
+
+def test_swarm_stages_run_the_recorded_registry_digest() -> None:
+    from dataclasses import dataclass
+
+    from dvc_docker_exec.config import DockerSettings
+    from dvc_docker_exec.dvc_glue import _pinned
+
+    @dataclass
+    class Identities:
+        known: dict
+
+        def identity(self, reference: str):
+            return self.known.get(reference)
+
+    class Images:
+        def __init__(self, known: dict):
+            self.identities = Identities(known)
+
+    settings = DockerSettings(image="reg:5000/team/train:1", backend="swarm")
+    digest = "reg:5000/team/train@sha256:" + "a" * 64
+    assert _pinned(settings, Images({"reg:5000/team/train:1": digest})).image == digest
+    # built here (an image ID, no registry digest) or absent on the manager: the reference as configured
+    assert _pinned(settings, Images({"reg:5000/team/train:1": "sha256:" + "b" * 64})).image == settings.image
+    assert _pinned(settings, Images({})).image == settings.image
+
+
+def test_services_listed_like_containers() -> None:
+    from dvc_docker_exec.containers import PluginContainer
+
+    service = PluginContainer.from_service(
+        {
+            "ID": "abcdef0123456789",
+            "CreatedAt": "2026-11-29T17:00:00.123456789Z",
+            "Spec": {"Name": "dvc-s-1-x", "Labels": {"dvc-docker-exec.stage": "s", "dvc-docker-exec.pid": "1"}},
+        }
+    )
+    assert (service.kind, service.state, service.stage, service.short_id) == ("service", "service", "s", "abcdef012345")
+    assert service.created == 1795971600

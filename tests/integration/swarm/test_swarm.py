@@ -185,3 +185,28 @@ def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
         assert metrics["x"] == i
         nodes.add(metrics["node"])
     assert nodes == set(swarm_clean.nodes.values()), nodes
+
+
+def test_ps_and_prune_cover_services_of_a_killed_dvc(swarm_repo, swarm_clean):
+    """SIGKILL cannot be caught: the service outlives dvc; `dvc docker ps`/`prune` find and remove it."""
+    write_pipeline(swarm_repo, {"slow": {"cmd": "sleep 300"}})
+    proc = subprocess.Popen(
+        [*DvcRepo.dvc_argv(), "repro"], cwd=swarm_repo.path, env=swarm_repo.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    ours = []
+    while time.monotonic() < deadline and not ours:
+        ours = [s for s in swarm_clean.services() if s["Spec"]["Labels"].get("dvc-docker-exec.repo") == str(swarm_repo.path)]
+        time.sleep(0.3)
+    assert ours, "the stage's service never appeared"
+    proc.kill()
+    proc.wait(timeout=60)
+    service_id = ours[0]["ID"]
+    listed = json.loads(swarm_repo.dvc("docker", "ps", "--json").stdout)
+    row = [r for r in listed if r["id"] == service_id]
+    assert row and row[0]["kind"] == "service" and row[0]["stage"] == "slow" and row[0]["dvc_process"] == "gone", listed
+    pruned = swarm_repo.dvc("docker", "prune").stdout
+    assert f"Removed service {service_id[:12]} of stage 'slow' (dvc process gone)" in pruned
+    assert service_id not in {s["ID"] for s in swarm_clean.services()}
+    # swarm_clean asserts the task's container is gone from every node too
