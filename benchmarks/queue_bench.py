@@ -41,6 +41,21 @@ def sh(args, cwd, env, timeout: float = 120) -> str:
     return proc.stdout
 
 
+def bench_env(drop: tuple = ("DVC_", "GIT_")) -> dict:
+    """Our environment without DVC/Git variables, with a Git identity; this venv's `dvc` first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+        # queue workers and `dvc exp exec-run` are started as `dvc` from PATH
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    )
+    return env
+
+
 def make_repo(root: Path, env: dict, plugin: bool, exps: int, sleep: float) -> Path:
     root.mkdir(parents=True)
     sh(["git", "init", "-q"], root, env)
@@ -105,16 +120,7 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=3)
     parser.add_argument("--reps", type=int, default=1)
     args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
-    env.update(
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
-        # queue workers and `dvc exp exec-run` are started as `dvc` from PATH
-        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-    )
+    env = bench_env()
     times: dict = {(mode, jobs): [] for mode in ("native", "plugin") for jobs in (1, 2)}
     with tempfile.TemporaryDirectory(prefix="dde-queue-bench-") as tmp:
         base = Path(tmp)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from queue_bench import DVC, IMAGE, drain, sh  # noqa: E402
+from queue_bench import DVC, IMAGE, bench_env, drain, sh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SWARM = ROOT / "scripts" / "engines" / "swarm-netns.sh"
@@ -95,15 +95,7 @@ def main() -> None:
     host = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
     subprocess.run([str(SWARM), "load", IMAGE], check=True)
     label_nodes(host)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_", "DOCKER_"))}
-    env.update(
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
-        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-    )
+    env = bench_env(drop=("DVC_", "GIT_", "DOCKER_"))
     try:
         with tempfile.TemporaryDirectory(prefix="dde-swarm-bench-") as tmp:
             base = Path(tmp)

@@ -14,23 +14,28 @@ Swarm cluster). A Kubernetes Job backend would be a third sibling
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from .runner import StageSignals
 
 BACKENDS = ("engine", "swarm")
 
 
 class Backend(Protocol):
-    def run(self, spec: ContainerSpec, cmd: str) -> None: ...
+    def run(self, spec: ContainerSpec, cmd: str, signals: "Optional[StageSignals]" = None) -> None:
+        """`signals`: the caller's `runner.StageSignals` (it has more to clean up); None: install its own."""
 
 
-def make_backend(kind: str, client: Any, engine: Any = None) -> Backend:
-    """`engine`: what `engine.probe` found at the endpoint (the engine backend adapts to it)."""
+def make_backend(kind: str, client: Any, engine: Any = None, endpoint: Any = None) -> Backend:
+    """`engine`: what `engine.probe` found at the endpoint (the engine backend adapts to it);
+    `endpoint`: where it is, named in errors."""
     if kind == "swarm":
         from .swarm import SwarmRunner
 
-        return SwarmRunner(client)
+        return SwarmRunner(client, endpoint)
     from .runner import ContainerRunner
 
-    return ContainerRunner(client, engine)
+    return ContainerRunner(client, engine, endpoint)

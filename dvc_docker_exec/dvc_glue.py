@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import functools
+import io
 import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
 from .config import DockerSettings, SettingError, dvc_schema
@@ -146,7 +147,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         facts_kwargs.update(_engine_ids())
 
     if dry:
-        facts = stage_facts(stage, env, overlays=())
+        facts = stage_facts(stage, env, overlays=(), settings=None)
         mount_for = _mount_for(stage, settings, dry=True)
         for cmd in commands:
             dvc_run.display_command(cmd)
@@ -154,13 +155,27 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    runner, images = _session(settings.backend)
-    if settings.backend == "engine":
-        # Swarm nodes get the image themselves (from a registry they reach)
-        images.ensure(settings.image, settings.pull)
-    mount_for = _mount_for(stage, settings)
-    with config_overlays(stage) as overlays:
-        facts = stage_facts(stage, env, overlays)
+    from .runner import CONNECTION_LOST, StageSignals, pause_point
+
+    try:
+        runner, images = _session(settings.backend)
+        if settings.backend == "engine":
+            # Swarm nodes get the image themselves (from a registry they reach)
+            images.ensure(settings.image, settings.pull)
+        mount_for = _mount_for(stage, settings)
+    except CONNECTION_LOST:
+        from .endpoint import discover
+        from .errors import DockerExecError
+
+        endpoint = _state.get("endpoint") or discover()
+        raise DockerExecError(
+            f"lost the connection to the Docker daemon at {endpoint.describe()} before stage "
+            f"'{stage.addressing}' started: nothing was run"
+        ) from None
+    # Signals wait for each step to finish: no container in state Created, no copy left behind.
+    with StageSignals() as signals, config_overlays(stage) as overlays:
+        facts = stage_facts(stage, env, overlays, settings)
+        pause_point("overlays", signals)
         for cmd in commands:
             dvc_run.display_command(cmd)
             spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
@@ -168,7 +183,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
-            runner.run(spec, cmd)
+            runner.run(spec, cmd, signals)
 
 
 def _run_line(spec: Any) -> str:
@@ -215,7 +230,7 @@ def _session(backend: str = "engine"):
     if ("backend", backend) not in _state:
         from .backend import make_backend
 
-        _state[("backend", backend)] = make_backend(backend, _state["client"], _state["engine"])
+        _state[("backend", backend)] = make_backend(backend, _state["client"], _state["engine"], _state["endpoint"])
     return _state[("backend", backend)], _state["images"]
 
 
@@ -256,7 +271,8 @@ def repo_git_root(repo: Any) -> str:
     return os.path.normpath(root or repo.root_dir)
 
 
-def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):
+def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: Optional[DockerSettings]):
+    """`settings` None: a dry run, nothing created on disk (the protection mounts are left out)."""
     from .spec import StageFacts
 
     paths = mount_paths(stage, env.get("DVC_ROOT"))
@@ -267,6 +283,7 @@ def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...]):
         mount_paths=tuple(paths),
         config_overlays=overlays,
         linked_paths=tuple(linked_paths(stage, paths)),
+        protected=protected_paths(stage, env.get("DVC_ROOT"), paths, settings) if settings else (),
     )
 
 
@@ -337,6 +354,102 @@ def _inside(path: str, root: str) -> bool:
     return is_within(path, root)
 
 
+def protected_paths(
+    stage: Any, dvc_root: Optional[str], paths: Sequence[str], settings: DockerSettings
+) -> Tuple[Tuple[str, bool], ...]:
+    """What is mounted again over the stage's mounts so that it cannot reconfigure DVC or us.
+
+    Every `.dvc` folder the stage reaches (this repo's, DVC_ROOT's for `exp
+    run --temp`, the Git root's) is read-only, so neither `config` nor
+    `config.local` can be changed or created there, whether or not it exists
+    yet. Inside, `.dvc/tmp` and the cache stay writable (DVC and dvclive in
+    the stage use them), except `.dvc/tmp/exps` (the queue's broker, other
+    experiments' copies) and `.dvc/tmp/docker-exec` (our config copies).
+    DVC's global and system config folders are read-only too when a mount
+    reaches them, and so are Git's hooks and config (they run commands on the
+    host). Returns (path, read_only), outermost first.
+    """
+    reach = [*paths, *_volume_sources(stage, settings)]
+    read_only: List[str] = []
+    writable: List[str] = []
+    roots = [stage.repo.root_dir, dvc_root, _git_root(stage), *_other_projects(_git_root(stage))]
+    for dvc_dir in dict.fromkeys(os.path.join(os.path.normpath(r), ".dvc") for r in roots if r):
+        if not os.path.isdir(dvc_dir) or not _inside_any(dvc_dir, reach):
+            continue
+        tmp = os.path.join(dvc_dir, "tmp")
+        # made now if missing: a mount needs an existing source, and an absent
+        # folder under a read-only one could not be created by the stage either
+        for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
+            os.makedirs(folder, exist_ok=True)
+        read_only += [dvc_dir, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)]
+        writable.append(tmp)
+    for root in dict.fromkeys(os.path.normpath(r) for r in (_git_root(stage), dvc_root) if r):
+        # Git's hooks and config run commands on the host (a hook at the next
+        # `git commit`, core.fsmonitor at the next `git status`): a stage must
+        # not plant them any more than a DVC config
+        git_dir = os.path.join(root, ".git")
+        if os.path.isdir(git_dir) and not os.path.islink(git_dir) and _inside_any(git_dir, reach):
+            os.makedirs(os.path.join(git_dir, "hooks"), exist_ok=True)
+            read_only += [os.path.join(git_dir, name) for name in ("hooks", "config") if os.path.exists(os.path.join(git_dir, name))]
+    for level in ("system", "global"):
+        folder = _deepest_existing(os.path.dirname(stage.repo.config.files[level]))
+        if folder and _inside_any(folder, reach) and not any(os.path.normpath(p) == folder for p in reach):
+            read_only.append(folder)
+    # what the stage must write that lies inside a read-only folder: the cache
+    # in .dvc/cache, the temp copy of `exp run --temp` in the parent's .dvc/tmp/exps
+    inner = [p for p in paths if any(_inside(p, ro) and p != ro for ro in read_only)]
+    for path in inner:
+        os.makedirs(path, exist_ok=True)  # the cache folder DVC would make on first use
+    writable += inner
+    found = {os.path.normpath(p): False for p in writable}
+    found.update({os.path.normpath(p): True for p in read_only})
+    return tuple(sorted(found.items(), key=lambda item: (item[0].count("/"), item[0])))
+
+
+def _other_projects(git_root: str) -> List[str]:
+    """Roots of the DVC projects committed anywhere in the Git repo (a monorepo of `dvc init --subdir`s).
+
+    Why: the whole Git root is mounted, so a stage of one project could
+    otherwise plant a config.local in its neighbour. Asked once per process.
+    """
+    key = ("projects", git_root)
+    if key not in _state:
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["git", "-C", git_root, "ls-files", "-z", "--", ":(glob)**/.dvc/config"],
+                capture_output=True, timeout=30, check=True,
+            ).stdout
+            found = [os.path.join(git_root, os.fsdecode(p)) for p in out.split(b"\0") if p]
+        except (OSError, subprocess.SubprocessError):
+            found = []  # no git binary: the projects DVC itself names are still covered
+        _state[key] = [os.path.dirname(os.path.dirname(p)) for p in found]
+    return _state[key]
+
+
+def _volume_sources(stage: Any, settings: DockerSettings) -> List[str]:
+    root = os.path.normpath(stage.repo.root_dir)
+    return [os.path.normpath(os.path.join(root, volume.source)) for volume in settings.volumes]
+
+
+def _deepest_existing(path: str) -> Optional[str]:
+    path = os.path.normpath(os.path.abspath(path))
+    while not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return path
+
+
+def _inside_any(path: str, parents: Sequence[str]) -> bool:
+    return any(_inside(path, parent) for parent in parents)
+
+
+OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
+
+
 @contextmanager
 def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
     """Filtered copies of .dvc/config{,.local} without our section, for the stage.
@@ -346,25 +459,83 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
     data['docker']` and dvclive would lose its DVC integration. The copies live
     in .dvc/tmp (inside the repo, so the socket pattern can translate them) and
     are mounted read-only over the originals; the host files stay untouched.
+
+    A copy may hold secrets (a remote's password in config.local): it keeps
+    the original's mode, in a folder only its owner can enter, and exists only
+    while the stage runs. The folder is locked (flock) while in use, so
+    folders left by a killed process are recognised and removed by the next run.
     """
     dvc_dir = getattr(stage.repo, "dvc_dir", None)
     tmp_dir = getattr(stage.repo, "tmp_dir", None)
     originals = [os.path.join(dvc_dir, name) for name in ("config", "config.local")] if dvc_dir else []
     needs = [path for path in originals if _has_section(path)]
-    if not needs or not tmp_dir:
+    if not tmp_dir:
         yield ()
         return
-    folder = os.path.join(tmp_dir, "docker-exec", f"{os.getpid()}-{os.urandom(3).hex()}")
-    os.makedirs(folder, exist_ok=True)
-    try:
+    parent = os.path.join(tmp_dir, OVERLAY_DIR)
+    reap_stale_overlays(parent)
+    if not needs:
+        yield ()
+        return
+    with private_folder(parent) as folder:
         overlays = []
         for path in needs:
             copy = os.path.join(folder, os.path.basename(path))
             _write_without_section(path, copy)
             overlays.append((copy, path))
         yield tuple(overlays)
+
+
+@contextmanager
+def private_folder(parent: str) -> Iterator[str]:
+    """A fresh mode-700 folder under `parent`, locked while in use, removed at the end."""
+    import fcntl
+    import tempfile
+
+    os.makedirs(parent, exist_ok=True)
+    # made under a name the reaper ignores, locked, then renamed: never seen unlocked
+    staging = tempfile.mkdtemp(prefix=".new-", dir=parent)
+    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = os.path.join(parent, f"{os.getpid()}-{os.urandom(4).hex()}")
+        os.rename(staging, folder)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def reap_stale_overlays(parent: str) -> None:
+    """Remove the copies of dvc processes that died (SIGKILL) before their cleanup."""
+    import fcntl
+
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("."):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # not a folder (or someone else's): leave it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live process holds it
+        try:
+            logger.debug("removing config copies left by a dead process: %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 def _has_section(path: str) -> bool:
@@ -376,11 +547,17 @@ def _has_section(path: str) -> bool:
 
 
 def _write_without_section(src: str, dst: str) -> None:
+    """The copy is created with the original's mode (never wider), not chmod-ed after the fact."""
     from configobj import ConfigObj
 
     conf = ConfigObj(src, encoding="utf-8", interpolation=False)
     for key in [k for k in conf if k.lower() == SECTION]:
         del conf[key]
-    conf.filename = dst
-    conf.write()
-    os.chmod(dst, 0o644)
+    buffer = io.BytesIO()
+    conf.write(buffer)
+    mode = os.stat(src).st_mode & 0o666
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o600)
+    with os.fdopen(fd, "wb") as fobj:
+        fobj.write(buffer.getvalue())
+        # readable by whoever may read the original (a container user other than ours)
+        os.fchmod(fobj.fileno(), mode)

@@ -12,13 +12,15 @@ import logging
 import fcntl
 import hashlib
 import os
+import re
 import signal
+import stat
 import sys
 import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Mapping, Optional, Tuple
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -91,18 +93,80 @@ def _reason(text: str) -> str:
     return text.split(": ", 1)[-1].strip().splitlines()[0] if text else ""
 
 
+LOCK_TIMEOUT = 900.0  # seconds a process waits for another one's pull before giving up
+
+
+def lock_folder(environ: Optional[Mapping[str, str]] = None, uid: Optional[int] = None) -> str:
+    """A folder only this user can write: where the processes of one user meet.
+
+    Why not a fixed name in /tmp: another user can create it first (a symlink
+    into the victim's home, or a folder with a lock held forever). Candidates
+    are verified without following symlinks; a foreign or shared one is
+    skipped, never used.
+    """
+    env = os.environ if environ is None else environ
+    uid = os.getuid() if uid is None else uid
+    candidates = []
+    if env.get("XDG_RUNTIME_DIR"):
+        candidates.append(os.path.join(env["XDG_RUNTIME_DIR"], "dvc-docker-exec"))
+    candidates.append(os.path.join(tempfile.gettempdir(), f"dvc-docker-exec-{uid}"))
+    if env.get("HOME"):
+        candidates.append(os.path.join(env["HOME"], ".cache", "dvc-docker-exec"))
+    refused = []
+    for folder in candidates:
+        problem = _private_folder(folder, uid)
+        if problem is None:
+            return folder
+        logger.debug("not using %s as lock folder: %s", folder, problem)
+        refused.append(f"{folder} ({problem})")
+    raise DockerExecError("no private folder for dvc-docker-exec's locks: " + "; ".join(refused))
+
+
+def _private_folder(folder: str, uid: int) -> Optional[str]:
+    """None if `folder` is (now) a real folder owned by `uid` that nobody else may write, else why not."""
+    try:
+        os.makedirs(os.path.dirname(folder), mode=0o700, exist_ok=True)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        return "not a folder"
+    if info.st_uid != uid:
+        return f"owned by uid {info.st_uid}"
+    if info.st_mode & 0o022:
+        return f"writable by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
 @contextmanager
-def _file_lock(name: str) -> Iterator[None]:
-    """A lock shared by every dvc process of this user (parallel queue workers)."""
-    folder = os.path.join(tempfile.gettempdir(), f"dvc-docker-exec-{os.getuid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+def _file_lock(name: str, timeout: Optional[float] = None, what: str = "") -> Iterator[None]:
+    """A lock shared by every dvc process of this user (parallel queue workers); never waits forever."""
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    folder = lock_folder()
     path = os.path.join(folder, hashlib.sha1(name.encode()).hexdigest() + ".lock")
-    with open(path, "a") as fobj:
-        fcntl.flock(fobj, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fobj, fcntl.LOCK_UN)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise DockerExecError(
+                        f"gave up after {timeout:g}s waiting for another dvc process (pid {holder}) "
+                        f"{what or 'holding ' + path}; run again once it is done, or remove {path}"
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class ImageManager:
@@ -138,7 +202,7 @@ class ImageManager:
                 f"image '{image}' is not present locally and docker.pull is 'never': "
                 f"build or load it (`docker build -t {image} .`), or set `dvc config docker.pull missing`"
             )
-        with _file_lock(f"pull:{image}"):
+        with _file_lock(f"pull:{image}", what=f"pulling image '{image}'"):
             # another worker may have pulled it while we waited for the lock
             self.identities.forget(image)
             if policy == "always" or not self._present(image):
@@ -158,43 +222,108 @@ def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:
     streams.pump(sock, streams.Output(tty, out_fd, err_fd))
 
 
-class _Signals:
-    """While a container runs: SIGINT/SIGTERM raise, so `finally` stops and removes it.
+class StageSignals:
+    """While a stage runs in a container: SIGINT, SIGTERM and SIGHUP stop it, never half-way.
 
     DVC ignores SIGINT while a host command runs (the command, in the same
     process group, gets the terminal's SIGINT). A container is not in our
-    process group, so we catch the signal and forward it. SIGINT may also be
-    inherited as ignored (background jobs, queue workers), so we install the
-    handler explicitly. Only possible in the main thread.
+    process group, so we catch the signal and forward it. SIGHUP (terminal
+    closed, ssh dropped) kills a host command too, so it is treated like
+    SIGTERM, unless it was ignored when we started (`nohup dvc repro`).
+    SIGINT may be inherited as ignored (background jobs, queue workers), so
+    its handler is installed explicitly.
+
+    By default a signal is only remembered: a lifecycle step (writing the
+    config copies, create, start, remove) is never cut in the middle, which
+    would leave a container in state Created or a copy behind. It takes
+    effect at the next ``check()``, at once inside ``interruptible()`` (while
+    the command runs), and at the latest when the block ends. Only possible
+    in the main thread; elsewhere nothing is installed.
     """
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.count = 0  # signals so far (the first one decides what we forward)
         self._old: dict = {}
+        self._raising = False
 
-    def _raise(self, signum, frame):  # noqa: ARG002
-        self.received = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise StageInterruptedError(f"stage interrupted by {signal.Signals(signum).name}")
-
-    def _remember(self, signum, frame):  # noqa: ARG002
+    def _handle(self, signum, frame):  # noqa: ARG002
         self.received = self.received or signum
+        self.count += 1
+        if self._raising:
+            self._raising = False  # a second signal during cleanup must not abort it
+            self.check()
 
-    def __enter__(self) -> "_Signals":
+    def check(self) -> None:
+        """Raise for a signal received so far: KeyboardInterrupt for SIGINT, else StageInterruptedError."""
+        if self.received is None:
+            return
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise StageInterruptedError(f"stage interrupted by {signal.Signals(self.received).name}")
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self.check()
+        self._raising = True
+        try:
+            yield
+        finally:
+            self._raising = False
+
+    def __enter__(self) -> "StageSignals":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._raise)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # nohup: the user asked to survive a hang-up
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def quiet(self) -> None:
-        """During cleanup a second Ctrl-C must not abort the removal."""
-        for sig in self._old:
-            signal.signal(sig, self._remember)
-
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old.clear()
+        if exc_type is None:
+            self.check()  # a signal that came during the last step still stops DVC
+
+
+def with_signals(signals: Optional[StageSignals], run: Callable[..., None], *args) -> None:
+    """run(*args, signals) with the caller's StageSignals, or with its own ones when there are none."""
+    if signals is not None:
+        return run(*args, signals)
+    with StageSignals() as own:
+        return run(*args, own)
+
+
+PAUSE_ENV = "DVC_DOCKER_EXEC_TEST_PAUSE"  # tests only: stop at one lifecycle phase until a signal comes
+
+
+def pause_point(phase: str, signals: StageSignals) -> None:
+    """Test hook: with DVC_DOCKER_EXEC_TEST_PAUSE=<phase>, wait here (at most 60 s) for a signal.
+
+    Why: a signal must be able to arrive at every step of the lifecycle;
+    pausing there makes that deterministic instead of a timing lottery.
+    """
+    if os.environ.get(PAUSE_ENV) != phase:
+        return
+    sys.stderr.write(f"dvc-docker-exec: paused at {phase}\n")
+    sys.stderr.flush()
+    seen, deadline = signals.count, time.monotonic() + 60
+    while signals.count == seen and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+# What a dropped connection to the daemon looks like, whichever step it hits.
+CONNECTION_LOST = streams.CUT
+
+
+def lost_connection(endpoint: Optional[Endpoint], cmd: str, cleaned: str) -> DockerExecError:
+    """One line instead of docker-py's nested reprs: what broke, what it means, what was cleaned up."""
+    where = endpoint.describe() if endpoint else "(unknown endpoint)"
+    return DockerExecError(
+        f"lost the connection to the Docker daemon at {where} while running '{cmd}': "
+        f"the stage's result is unknown and nothing was recorded; {cleaned}"
+    )
 
 
 def _explain(exc: APIError) -> str:
@@ -214,10 +343,13 @@ class ContainerRunner:
     away once its command ends. An interrupted one is stopped and removed here.
     """
 
-    def __init__(self, client: docker.DockerClient, engine: Optional[Engine] = None):
+    def __init__(
+        self, client: docker.DockerClient, engine: Optional[Engine] = None, endpoint: Optional[Endpoint] = None
+    ):
         self.client = client
         self.api = client.api
         self.engine = engine or Engine("Docker Engine", "?")
+        self.endpoint = endpoint
 
     def _register_wait(self, cid: str):
         # The daemon registers the wait, then sends the headers at once and
@@ -230,36 +362,65 @@ class ContainerRunner:
         self.api._raise_for_status(res)
         return res
 
-    def run(self, spec: ContainerSpec, cmd: str) -> None:
-        """Run one command line; raise ContainerCmdFailedError on a non-zero exit."""
+    def run(self, spec: ContainerSpec, cmd: str, signals: Optional[StageSignals] = None) -> None:
+        """Run one command line; raise ContainerCmdFailedError on a non-zero exit.
+
+        `signals`: the caller's StageSignals when it has more to clean up
+        (config copies); otherwise the run installs its own.
+        """
+        with_signals(signals, self._run, spec, cmd)
+
+    def _run(self, spec: ContainerSpec, cmd: str, signals: StageSignals) -> None:
+        signals.check()  # stopped while the previous command line ended: start no other
         host_config = self.api.create_host_config(**spec.host_config_kwargs())
-        try:
-            cid = self.api.create_container(**spec.create_kwargs(host_config))["Id"]
-        except APIError as exc:
-            raise DockerExecError(f"cannot create the container for '{cmd}': {_explain(exc)}") from None
         started = time.time()
+        cid: Optional[str] = None
+        # what to remove if we stop early: by its unique name until we know its
+        # id (a create cut by a lost connection may still have made it)
+        ref: Optional[str] = spec.name
         status: Optional[int] = None
-        waiter = None
-        with _Signals() as signals:
+        waiter = sock = None
+        lost: Optional[BaseException] = None
+        cleaned = "nothing was created"
+        try:
+            pause_point("create", signals)
             try:
-                waiter = self._register_wait(cid)
-                sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    self.api.start(cid)
-                    streams.follow(self.api, cid, sock, streams.Output(spec.tty))
-                finally:
-                    streams.close_quietly(sock)
-                status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
+                cid = self.api.create_container(**spec.create_kwargs(host_config))["Id"]
             except APIError as exc:
-                raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
-            finally:
-                signals.quiet()
-                if waiter is not None:
-                    waiter.close()
-                if status is None:
-                    self._stop(cid, signals.received)
+                ref = None  # refused: nothing was made
+                raise DockerExecError(f"cannot create the container for '{cmd}': {_explain(exc)}") from None
+            ref = cid
+            pause_point("created", signals)
+            signals.check()
+            waiter = self._register_wait(cid)
+            sock = self.api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1})
+            pause_point("attached", signals)
+            signals.check()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.api.start(cid)
+            pause_point("started", signals)
+            with signals.interruptible():
+                # a connection cut while the stage is silent is resumed there (streams);
+                # a daemon that does not answer at all ends up below as `lost`
+                streams.follow(self.api, cid, sock, streams.Output(spec.tty))
+                status = streams.exit_status(self.api, cid, waiter, self.engine.wait_condition, started, cmd)
+            pause_point("exited", signals)
+        except APIError as exc:
+            raise DockerExecError(f"container for '{cmd}' failed: {_explain(exc)}") from None
+        except CONNECTION_LOST as exc:
+            lost = exc
+        finally:
+            for stream in (sock, waiter):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except Exception:  # noqa: BLE001 - the connection may be gone already
+                        pass
+            if status is None and ref is not None:
+                cleaned = self._stop(ref, signals, report=lost is not None)
+        if lost is not None:
+            raise lost_connection(self.endpoint, cmd, cleaned) from None
         if status:
             oom = status == 137 and self._oom_killed(cid, started)
             raise ContainerCmdFailedError(cmd, status, spec.image, oom=oom, memory=spec.mem_limit)
@@ -271,27 +432,51 @@ class ContainerRunner:
         except Exception:  # noqa: BLE001 - a diagnosis, never a new failure
             return False
 
-    def _stop(self, cid: str, sig: Optional[int]) -> None:
-        """Forward the signal we got, SIGKILL after STOP_GRACE, and make sure it is removed."""
+    def _stop(self, ref: str, signals: StageSignals, report: bool = False) -> str:
+        """Forward the signal we got, SIGKILL after STOP_GRACE, make sure it is removed; say what happened.
+
+        `ref` is the container's id or (unique) name. With `report` the
+        caller puts the outcome into its error, otherwise a failure to
+        remove is logged as a warning.
+        """
         api = self.api
+        name = ref[:12] if re.fullmatch(r"[0-9a-f]{13,64}", ref) else ref  # an id: its short form
+        pause_point("stop", signals)
         try:
-            api.kill(cid, signal=int(sig or signal.SIGTERM))
+            api.kill(ref, signal=int(signals.received or signal.SIGTERM))
             deadline = time.monotonic() + STOP_GRACE
             while time.monotonic() < deadline:
-                if not api.inspect_container(cid)["State"]["Running"]:
+                if not api.inspect_container(ref)["State"]["Running"]:
                     break
                 time.sleep(0.05)
         except NotFound:
-            return  # exited and auto-removed already
+            return f"container {name} was already gone"
         except Exception:  # noqa: BLE001 - not running, or a connection broken by the interrupt
-            api = discover().client().api
+            try:
+                api = (self.endpoint or discover()).client().api
+            except Exception:  # noqa: BLE001
+                pass
         try:
-            api.remove_container(cid, force=True)
+            api.remove_container(ref, force=True)
         except NotFound:
-            pass
+            pass  # the daemon's auto-removal was quicker
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, APIError) and exc.status_code == 409:
-                return  # the daemon's auto-removal is already under way
-            logger.warning(
-                "could not remove container %s (%s); remove it with `docker rm -f %s`", cid[:12], exc, cid[:12]
-            )
+                return f"container {name} was stopped and removed"  # auto-removal already under way
+            reason = short_reason(exc)
+            if not report:
+                logger.warning(
+                    "could not remove container %s (%s); remove it with `docker rm -f %s`", name, reason, name
+                )
+            return f"container {name} could not be removed ({reason}): remove it with `docker rm -f {name}`"
+        return f"container {name} was stopped and removed"
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line for a docker-py / requests failure, not its nested reprs."""
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    if isinstance(exc, CONNECTION_LOST) or "Connection" in type(exc).__name__:
+        return "the daemon does not answer"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

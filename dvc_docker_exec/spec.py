@@ -40,6 +40,9 @@ class StageFacts:
     mount_paths: Tuple[str, ...]  # directories/files to make visible at the same path
     config_overlays: Tuple[Tuple[str, str], ...] = ()  # (filtered copy, path it hides)
     linked_paths: Tuple[Tuple[str, str], ...] = ()  # (where a symlink lookup leaves the mounts, its target)
+    # (path, read_only) mounted again over the mounts above, outermost first:
+    # DVC's config folders read-only, the parts a stage may write inside them writable
+    protected: Tuple[Tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -295,12 +298,25 @@ def build_spec(
         base = mount_for(os.path.normpath(source), volume.read_only)
         mounts.append(_retarget(base, volume.target, volume.read_only))
     mounts = list(dedupe_mounts(mounts))
+    binds = [m for m in mounts if m["Type"] == "bind"]
+    extra: List[Mount] = []
+    for path, read_only in facts.protected:
+        source = mount_for(path, read_only)
+        # A path inside a named volume cannot be mounted on its own (README: socket pattern).
+        if source["Type"] == "bind":
+            extra += _at_every_alias(source["Source"], source, binds, read_only)
     for copy, hidden in facts.config_overlays:
-        overlay = mount_for(copy, True)
+        overlay, original = mount_for(copy, True), mount_for(hidden, True)
         # A file inside a named volume cannot be bind-mounted on its own; the
         # stage then sees the unfiltered config (README: socket pattern).
-        if overlay["Type"] == "bind":
-            mounts.append(_retarget(overlay, hidden, True))
+        if overlay["Type"] == "bind" and original["Type"] == "bind":
+            extra += _at_every_alias(original["Source"], overlay, binds, True)
+    taken = {os.path.normpath(m["Target"]) for m in mounts}
+    for mount in extra:
+        target = os.path.normpath(mount["Target"])
+        if target not in taken:  # a user's volume at that very place wins; Docker refuses two
+            taken.add(target)
+            mounts.append(mount)
     if needs_home:
         environment.setdefault("HOME", HOME_IN_CONTAINER)
         # the uid usually has no passwd entry in the image: getpwuid() fails
@@ -349,6 +365,21 @@ def build_spec(
         constraints=settings.constraints,
         passthrough=frozenset(item for item in settings.env if "=" not in item),
     )
+
+
+def _at_every_alias(host_path: str, storage: Mount, binds: Sequence[Mount], read_only: bool) -> List[Mount]:
+    """`storage` mounted wherever a bind mount shows `host_path` (the repo at its path, a volume `.:/work`).
+
+    Why every alias: a config folder made read-only at one place must not
+    stay writable through another mount of the same host folder.
+    """
+    found = []
+    for bind in binds:
+        rel = _relative(host_path, bind["Source"])
+        if rel is not None:
+            target = os.path.normpath(os.path.join(bind["Target"], rel))
+            found.append(_retarget(storage, target, read_only or bool(bind.get("ReadOnly"))))
+    return found
 
 
 def _retarget(mount: Mount, target: str, read_only: bool) -> Mount:

@@ -50,6 +50,7 @@ from docker.types import (
 )
 
 from .errors import DockerExecError
+from .runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
 from .spec import ContainerSpec
 from .streams import Output
 
@@ -138,39 +139,49 @@ def _stage_failed(cmd: str, status: int, image: str, node: str, memory: Optional
 class SwarmRunner:
     """Runs one command line as a Swarm job service on the manager `client` talks to."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, endpoint: Any = None):
         self.client = client
         self.api = client.api
+        self.endpoint = endpoint
         self._nodes: Dict[str, str] = {}
         self._capacity: Optional[List[Tuple[int, int]]] = None
 
-    def run(self, spec: ContainerSpec, cmd: str) -> None:
-        from .runner import _Signals
+    def run(self, spec: ContainerSpec, cmd: str, signals: Optional[StageSignals] = None) -> None:
+        with_signals(signals, self._run, spec, cmd)
 
+    def _run(self, spec: ContainerSpec, cmd: str, signals: StageSignals) -> None:
+        signals.check()
         kwargs = service_create_kwargs(spec)
         service_id: Optional[str] = None
         follower: Optional[_LogFollower] = None
-        with _Signals() as signals:
+        lost: Optional[BaseException] = None
+        cleaned = "nothing was created"
+        try:
+            # a signal during the create waits for its answer: the service is then known and removed
             try:
-                try:
-                    service_id = self.api.create_service(**kwargs)["ID"]
-                except APIError as exc:
-                    raise DockerExecError(f"cannot create the Swarm service for '{cmd}': {exc.explanation or exc}") from None
-                follower = _LogFollower(self.api, service_id, spec.tty)
-                follower.start()
+                service_id = self.api.create_service(**kwargs)["ID"]
+            except APIError as exc:
+                raise DockerExecError(f"cannot create the Swarm service for '{cmd}': {exc.explanation or exc}") from None
+            signals.check()
+            follower = _LogFollower(self.api, service_id, spec.tty)
+            follower.start()
+            with signals.interruptible():
                 task = self._wait(service_id, cmd, spec)
                 follower.finish()
-                status = int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or 0)
-                if task["Status"]["State"] == "failed" and status == 0:
-                    status = 1  # failed without an exit code (e.g. the container could not start)
-                if status:
-                    raise _stage_failed(cmd, status, spec.image, self._node(task), spec.mem_limit)
-            finally:
-                signals.quiet()
-                if follower is not None:
-                    follower.close()
-                if service_id is not None:
-                    self._remove(service_id)
+            status = int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or 0)
+            if task["Status"]["State"] == "failed" and status == 0:
+                status = 1  # failed without an exit code (e.g. the container could not start)
+            if status:
+                raise _stage_failed(cmd, status, spec.image, self._node(task), spec.mem_limit)
+        except CONNECTION_LOST as exc:
+            lost = exc
+        finally:
+            if follower is not None:
+                follower.close()
+            if service_id is not None:
+                cleaned = self._remove(service_id, report=lost is not None)
+        if lost is not None:
+            raise lost_connection(self.endpoint, cmd, cleaned) from None
 
     def _wait(self, service_id: str, cmd: str, spec: ContainerSpec) -> dict:
         """Poll the job's task until it is final; fail early on an unplaceable task."""
@@ -219,29 +230,34 @@ class SwarmRunner:
             self._nodes[node_id] = f"'{name}' ({node_id[:12]})"
         return self._nodes[node_id]
 
-    def _remove(self, service_id: str) -> None:
-        """Remove the service and wait until no task of it is left on any node."""
+    def _remove(self, service_id: str, report: bool = False) -> str:
+        """Remove the service and wait until no task of it is left on any node; say what happened.
+
+        With `report` the caller puts the outcome into its error instead of a warning.
+        """
+        short = service_id[:12]
         try:
             self.api.remove_service(service_id)
         except NotFound:
-            return
+            return f"Swarm service {short} was already gone"
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the stage's own error
-            logger.warning(
-                "could not remove Swarm service %s (%s); remove it with `docker service rm %s`",
-                service_id[:12],
-                exc,
-                service_id[:12],
-            )
-            return
+            reason = short_reason(exc)
+            if not report:
+                logger.warning(
+                    "could not remove Swarm service %s (%s); remove it with `docker service rm %s`", short, reason, short
+                )
+            return f"Swarm service {short} could not be removed ({reason}): remove it with `docker service rm {short}`"
         deadline = time.monotonic() + GONE_TIMEOUT
         while time.monotonic() < deadline:
             try:
                 if not self.api.tasks(filters={"service": service_id}):
-                    return
+                    return f"Swarm service {short} was removed"
             except Exception:  # noqa: BLE001
-                return
+                break
             time.sleep(POLL)
-        logger.warning("tasks of Swarm service %s are still being removed", service_id[:12])
+        if not report:
+            logger.warning("tasks of Swarm service %s are still being removed", short)
+        return f"Swarm service {short} was removed (its tasks may still be stopping)"
 
 
 def _hint(err: str) -> str:

@@ -69,6 +69,8 @@ SESSION_ROOTS: List[str] = []
 
 def our_containers(client, under: Optional[str] = None) -> List:
     """Containers of the plugin whose repo lies under `under` (default: this session's repos)."""
+    import docker
+
     roots = [under] if under else SESSION_ROOTS
     # ignore_removed: a container removed between the list and its inspect (AutoRemove, another session) is
     # skipped, not a 404; whole path components: session root .../pytest-13 must not match .../pytest-139/...

@@ -20,6 +20,7 @@ import yaml
 from dvc_docker_exec.provenance import RECORD_FILE, read_record_file, short_identity
 from tests.conftest import DvcRepo
 from tests.integration.test_experiments import experiments, git_show, queue, start_workers, stop_workers, wait_for_queue
+from tests.integration.test_pull import registry  # noqa: F401  (a fixture: the registry on loopback)
 
 pytestmark = pytest.mark.docker
 
@@ -419,5 +420,47 @@ def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
     proc = repo.run(sys.executable, str(script), "status", check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Data and pipelines are up to date" in proc.stdout and "Traceback" not in proc.stderr
+    shown = repo.run(sys.executable, str(script), "exp", "show", "--csv").stdout
+    assert shown.startswith("Experiment,") and "s.id" not in shown  # no dependency on the record there
     proc = repo.run(sys.executable, str(script), "repro", "-f")
     assert lock_identity(repo, "s") is None  # dvc.lock rewritten without the plugin's entry
+
+
+def _push(docker_client, source: str, name: str, tag: str) -> None:
+    docker_client.images.get(source).tag(name, tag)
+    for line in docker_client.api.push(name, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    docker_client.images.remove(f"{name}:{tag}")
+
+
+def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
+    repo, registry, build_image, busybox_image, docker_client
+):
+    """Registry on loopback (test_pull's fixture): digest identity; a tag moved in the registry, then pulled."""
+    name = f"{registry}/dde-prov-{uuid.uuid4().hex[:8]}"
+    ref = f"{name}:1"
+    _push(docker_client, busybox_image, name, "1")
+    try:
+        repo.dvc("config", "docker.image", ref)
+        repo.dvc("config", "docker.pull", "missing")
+        repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+        repo.dvc("repro")  # pulls the absent image first
+        first = records(repo)["s"][1]
+        assert first.startswith(f"{name}@sha256:"), first  # the registry digest, not the image ID
+        assert first in docker_client.api.inspect_image(ref)["RepoDigests"]
+
+        _push(docker_client, build_image("moved", "MOVED"), name, "1")  # the tag moves in the registry
+        docker_client.images.get(first).tag(name, "1")  # locally it still names the first image
+        assert status(repo) == {}  # status never pulls: the local tag has not moved
+        assert "Pulling" not in repo.dvc("status").stderr
+        repo.dvc("config", "docker.pull", "always")
+        proc = repo.dvc("repro")
+        assert "Pulling image" in proc.stderr + proc.stdout and "in a container" in proc.stdout
+        assert repo.read("out.txt") == "MOVED\n"
+        second = records(repo)["s"][1]
+        assert second.startswith(f"{name}@sha256:") and second != first
+    finally:
+        try:
+            docker_client.images.remove(ref, force=True)
+        except Exception:  # noqa: BLE001
+            pass
