@@ -126,9 +126,13 @@ def _services(client: Any) -> List[Mapping[str, Any]]:
     """The plugin's services when the daemon is a Swarm manager (else none: not an error)."""
     from docker.errors import APIError
 
+    from .errors import DockerExecError
+
     try:
         return client.api.services(filters={"label": LABEL})
     except APIError:  # 503: not a swarm manager
+        return []
+    except DockerExecError:  # a socket proxy that denies SERVICES: then no service of ours runs there either
         return []
 
 
