@@ -299,7 +299,9 @@ def test_pull_progress_on_a_terminal(make_repo, new_layer_image, docker_client):
     _, status = os.waitpid(pid, 0)
     text = b"".join(chunks).decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0, text
-    assert "\r" in text and f"100% {remote_image}|" in text and "| layers " in text, text  # DVC's Tqdm bar
+    # DVC's Tqdm bar, redrawn in place. (Its "layers n/m" text shows only in the redraws between
+    # events, which a fast loopback pull may not get: DVC's Tqdm.close clears it, so not asserted.)
+    assert "\r" in text and f"100% {remote_image}|" in text and "B/s]" in text, text
     assert ": Pull complete" not in text
     docker_client.images.get(remote_image)
 
