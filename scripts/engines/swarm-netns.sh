@@ -15,6 +15,9 @@
 #   scripts/engines/swarm-netns.sh down     stop every node, remove namespaces and state
 #   scripts/engines/swarm-netns.sh load IMG copy a local image of the main engine to every node
 #
+# DDE_SWARM_PREFIX (default dde-sw) names the namespaces, state and sockets, so
+# separate swarms can run side by side (each has its own bridge namespace).
+#
 # Addresses are only those of the namespaces made here (10.213.0.0/24).
 set -euo pipefail
 

@@ -20,7 +20,9 @@ from tests.conftest import BUSYBOX, LABEL, ROOT, _unavailable
 
 SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"
 NODES = 3
-HIDDEN_DATA = "/srv/dde-sw-hidden/data"  # on the host and nodes 1-2, missing on node 3 (swarm-netns.sh)
+# DDE_SWARM_PREFIX (swarm-netns.sh) lets two test runs keep separate swarms on one machine
+PREFIX = os.environ.get("DDE_SWARM_PREFIX", "dde-sw")
+HIDDEN_DATA = f"/srv/{PREFIX}-hidden/data"  # on the host and nodes 1-2, missing on node 3 (swarm-netns.sh)
 
 
 @dataclass
