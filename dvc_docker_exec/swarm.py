@@ -237,6 +237,9 @@ class SwarmRunner:
         """
         short = service_id[:12]
         try:
+            # Why the task ids: once the service is removed, `tasks?filters=service=ID`
+            # answers 404, so the wait below follows the tasks themselves.
+            task_ids = [t["ID"] for t in self.api.tasks(filters={"service": service_id})]
             self.api.remove_service(service_id)
         except NotFound:
             return f"Swarm service {short} was already gone"
@@ -250,7 +253,8 @@ class SwarmRunner:
         deadline = time.monotonic() + GONE_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                if not self.api.tasks(filters={"service": service_id}):
+                # the manager forgets a task once its node has shut it down
+                if not task_ids or not self.api.tasks(filters={"id": task_ids}):
                     return f"Swarm service {short} was removed"
             except Exception:  # noqa: BLE001
                 break

@@ -147,3 +147,40 @@ def test_services_listed_like_containers() -> None:
     )
     assert (service.kind, service.state, service.stage, service.short_id) == ("service", "service", "s", "abcdef012345")
     assert service.created == 1795971600
+
+
+class FakeManager:
+    """A manager's answers around `service rm`: the service filter 404s once the service is gone."""
+
+    def __init__(self, polls_until_gone: int):
+        self.removed = False
+        self.polls_left = polls_until_gone
+        self.id_polls = 0
+
+    def tasks(self, filters: dict) -> list:
+        from docker.errors import NotFound
+
+        if "service" in filters:
+            if self.removed:
+                raise NotFound("service s1 not found")
+            return [{"ID": "t1"}]
+        assert filters == {"id": ["t1"]}
+        self.id_polls += 1
+        self.polls_left -= 1
+        return [{"ID": "t1"}] if self.polls_left > 0 else []
+
+    def remove_service(self, service_id: str) -> None:
+        self.removed = True
+
+
+def test_remove_waits_for_the_tasks_not_the_removed_service(monkeypatch, caplog) -> None:
+    from dvc_docker_exec import swarm
+
+    monkeypatch.setattr(swarm, "POLL", 0)
+    manager = FakeManager(polls_until_gone=3)
+    runner = swarm.SwarmRunner.__new__(swarm.SwarmRunner)
+    runner.api = manager
+    with caplog.at_level("WARNING"):
+        assert runner._remove("s1") == "Swarm service s1 was removed"
+    assert manager.id_polls == 3  # waited until the manager forgot the task
+    assert not caplog.records  # no "still being removed" warning on a clean removal
