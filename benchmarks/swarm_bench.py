@@ -17,7 +17,9 @@ test images (scripts/test.sh), and starts the 3-node test swarm itself
    their `dvc exp exec-run` processes all start at once, and that start
    (DVC's own, measured without the plugin as "DVC alone") does not shrink
    with more nodes; it bounds the wall-time ratio for short stages.
-2. Overhead: `dvc repro` of K trivial stages (`true`) with `docker.backend
+2. Interrupt: SIGINT to `dvc repro` while its task runs on node 2, until
+   dvc exits and until node 2 has no container of the plugin left.
+3. Overhead: `dvc repro` of K trivial stages (`true`) with `docker.backend
    swarm` on the swarm vs the engine backend on the main engine, medians of
    alternating reps; the difference per stage is the price of a service
    (create, schedule, start, poll, logs, remove) over a plain container.
@@ -128,6 +130,33 @@ def dvc_alone_start(base: Path, env: dict, exps: int) -> float:
     return min(float(x) for x in stamps.read_text().split()) - began
 
 
+def interrupt(base: Path, env: dict, host: str) -> Tuple[float, float]:
+    """SIGINT to `dvc repro` while its task runs on node 2: seconds until dvc exits, and until node 2 has no
+    container of the plugin left (the service removed and its task's container gone)."""
+    import signal
+
+    import docker
+
+    node2 = docker.DockerClient(base_url=host.replace("node1", "node2"))
+    dvc_yaml = "stages:\n  slow:\n    cmd: sleep 300\n    meta: {docker: {constraints: node.labels.dde==n2}}\n"
+    root = new_repo(base / f"sigint-{time.monotonic_ns()}", env, {"docker.backend": "swarm"}, dvc_yaml)
+    proc = subprocess.Popen(
+        [*DVC, "repro"], cwd=root, env={**env, "DOCKER_HOST": host},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    ours = {"label": "dvc-docker-exec.stage=slow", "status": "running"}
+    while not node2.containers.list(filters=ours):
+        time.sleep(0.05)
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    exited = time.perf_counter() - sent
+    while node2.containers.list(all=True, filters={"label": "dvc-docker-exec.stage=slow"}):
+        time.sleep(0.05)
+    return exited, time.perf_counter() - sent
+
+
 def repro(base: Path, env: dict, backend: str, stages: int, swarm_host: str) -> float:
     dvc_yaml = "stages:\n" + "".join(f"  s{i}:\n    cmd: 'true'\n    always_changed: true\n" for i in range(stages))
     root = new_repo(base / f"repro-{backend}-{time.monotonic_ns()}", env, {"docker.backend": backend}, dvc_yaml)
@@ -165,6 +194,7 @@ def main() -> None:
                 for nodes in (1, 3):
                     queue[(sleep, nodes)] = scale_out(base, queue_env, nodes, args.exps, sleep, host)
                     print(f"  sleep {sleep:g}, {nodes} node(s): {queue[(sleep, nodes)][0]:6.2f} s", file=sys.stderr)
+            stops = [interrupt(base, env, host) for _ in range(args.reps)]
             times: dict = {"engine": [], "swarm": []}
             for rep in range(args.reps):
                 for backend in ("engine", "swarm") if rep % 2 == 0 else ("swarm", "engine"):
@@ -185,6 +215,11 @@ def main() -> None:
             f"  sleep {sleep:g} s: 3 nodes {one[0] / three[0]:.2f}x faster than 1 in wall time, "
             f"{one[2] / three[2]:.2f}x in the stage phase"
         )
+    print(f"SIGINT to dvc repro with a running task, median of {args.reps}:")
+    print(
+        f"  dvc exited after {statistics.median(s[0] for s in stops):.2f} s, "
+        f"the node had no container of it after {statistics.median(s[1] for s in stops):.2f} s"
+    )
     print(f"dvc repro of {args.stages} trivial stages, median of {args.reps}:")
     print(f"  engine backend {engine:.2f} s, swarm backend {swarm:.2f} s")
     print(f"  swarm overhead per stage: {(swarm - engine) / args.stages:+.2f} s")
