@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 
 import pytest
+from docker.errors import NotFound
 from docker.types import DeviceRequest, Mount
 
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.spec import ContainerSpec
 from dvc_docker_exec.streams import Output
-from dvc_docker_exec.swarm import GPU_RESOURCE, NODE_VAR, _hint, service_create_kwargs
+from dvc_docker_exec.swarm import (
+    GPU_RESOURCE,
+    NODE_VAR,
+    SwarmRunner,
+    _hint,
+    never_fits,
+    node_capacity,
+    reservation,
+    service_create_kwargs,
+)
 
 
 def make_spec(**changes) -> ContainerSpec:
@@ -77,6 +87,147 @@ def test_gpu_device_ids_are_refused() -> None:
     spec = make_spec(device_requests=(DeviceRequest(device_ids=["0"], capabilities=[["gpu"]]),))
     with pytest.raises(DockerExecError, match="cannot select devices"):
         service_create_kwargs(spec)
+
+
+def test_gpus_all_is_refused() -> None:
+    """A reservation is a number: one GPU in place of "all" would be a silent slowdown."""
+    spec = make_spec(device_requests=(DeviceRequest(count=-1, capabilities=[["gpu"]]),))
+    with pytest.raises(DockerExecError, match="'all' cannot be reserved on Swarm: ask for a number of GPUs"):
+        service_create_kwargs(spec)
+
+
+GPU_NODE = {
+    "Description": {
+        "Resources": {
+            "NanoCPUs": 2_000_000_000,
+            "MemoryBytes": 8 << 30,
+            "GenericResources": [
+                {"NamedResourceSpec": {"Kind": GPU_RESOURCE, "Value": "GPU-1"}},
+                {"NamedResourceSpec": {"Kind": GPU_RESOURCE, "Value": "GPU-2"}},
+                {"DiscreteResourceSpec": {"Kind": "SSD", "Value": 3}},
+            ],
+        }
+    }
+}
+PLAIN_NODE = {"Description": {"Resources": {"NanoCPUs": 4_000_000_000, "MemoryBytes": 16 << 30}}}
+
+
+def test_node_capacity_counts_named_and_discrete_generic_resources() -> None:
+    assert node_capacity(GPU_NODE) == {"NanoCPUs": 2_000_000_000, "MemoryBytes": 8 << 30, GPU_RESOURCE: 2, "SSD": 3}
+    assert node_capacity({"Description": {}}) == {"NanoCPUs": 0, "MemoryBytes": 0}
+
+
+def test_reservation_of_a_service() -> None:
+    spec = make_spec(nano_cpus=1_000_000_000, device_requests=(DeviceRequest(count=3, capabilities=[["gpu"]]),))
+    assert reservation(service_create_kwargs(spec)) == {"NanoCPUs": 1_000_000_000, GPU_RESOURCE: 3}
+    assert reservation(service_create_kwargs(make_spec())) == {}
+
+
+@pytest.mark.parametrize(
+    "wanted, why",
+    [
+        ({GPU_RESOURCE: 2}, None),  # the GPU node, once free
+        ({GPU_RESOURCE: 1, "NanoCPUs": 2_000_000_000}, None),
+        ({}, None),
+        ({GPU_RESOURCE: 3}, f"the task reserves 3 {GPU_RESOURCE} (the most a node has is 2 {GPU_RESOURCE})"),
+        ({"NanoCPUs": 512_000_000_000}, "the task reserves 512 CPUs (the most a node has is 4 CPUs)"),
+        ({"MemoryBytes": 32 << 30}, "the task reserves 32768 MiB of memory (the most a node has is 16384 MiB of memory)"),
+        # each alone fits a node, together none
+        ({GPU_RESOURCE: 1, "NanoCPUs": 3_000_000_000}, f"no node has 1 {GPU_RESOURCE} and 3 CPUs at once"),
+    ],
+)
+def test_never_fits(wanted, why) -> None:
+    assert never_fits(wanted, [node_capacity(GPU_NODE), node_capacity(PLAIN_NODE)]) == why
+
+
+class PendingAPI:
+    """A task the scheduler keeps pending with `err`; fails the test if polled as if forever."""
+
+    def __init__(self, err: str):
+        self.err, self.polls = err, 0
+
+    def tasks(self, filters: dict) -> list:
+        self.polls += 1
+        assert self.polls < 5, "the runner would wait forever"
+        return [{"ID": "t1", "Status": {"State": "pending", "Err": self.err}}]
+
+    def nodes(self) -> list:
+        return [GPU_NODE, PLAIN_NODE]
+
+
+def runner_of(api) -> SwarmRunner:
+    import types
+
+    return SwarmRunner(types.SimpleNamespace(api=api))
+
+
+def test_more_gpus_than_any_node_fails_fast(monkeypatch) -> None:
+    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    err = "no suitable node (insufficient resources on 2 nodes)"
+    with pytest.raises(DockerExecError) as info:
+        runner_of(PendingAPI(err))._wait("svc", "train", {GPU_RESOURCE: 4})
+    assert str(info.value) == (
+        f"Swarm cannot place the task for 'train': {err}: the task reserves 4 {GPU_RESOURCE} (the most a node has is 2 {GPU_RESOURCE})"
+    )
+
+
+def test_busy_gpu_node_is_waited_for(monkeypatch) -> None:
+    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    with pytest.raises(AssertionError, match="wait forever"):  # it keeps polling: a free GPU may come
+        runner_of(PendingAPI("no suitable node (insufficient resources on 2 nodes)"))._wait("svc", "train", {GPU_RESOURCE: 2})
+
+
+class OomAPI:
+    """The manager is node "mgr"; its event log has an `oom` event for container "c-oom"."""
+
+    def info(self) -> dict:
+        return {"Swarm": {"NodeID": "mgr"}}
+
+    def events(self, since, until, filters, decode):
+        return [{"Action": "die"}] + ([{"Action": "oom"}] if filters["container"] == "c-oom" else [])
+
+
+def task_on(node: str, cid: str) -> dict:
+    return {"ID": "t", "NodeID": node, "Status": {"State": "failed", "ContainerStatus": {"ContainerID": cid, "ExitCode": 137}}}
+
+
+@pytest.mark.parametrize(
+    "task, status, memory, verdict",
+    [
+        (task_on("mgr", "c-oom"), 137, 16 << 20, "yes"),  # the manager's own node: its event decides
+        (task_on("mgr", "c-kill9"), 137, 16 << 20, ""),
+        (task_on("worker", "c-any"), 137, 16 << 20, "probably"),  # another node: an inference
+        (task_on("worker", "c-any"), 137, None, ""),  # no limit: no OOM kill by the limit
+        (task_on("mgr", "c-oom"), 1, 16 << 20, ""),
+    ],
+)
+def test_oom_verdict(task, status, memory, verdict) -> None:
+    assert runner_of(OomAPI())._oom(task, status, memory, since=0) == verdict
+
+
+class RemovedServiceAPI:
+    """After `service rm`: the service's tasks 404 by service id, but stay listed by name until stopped."""
+
+    def __init__(self, stopping_polls: int):
+        self.left, self.removed = stopping_polls, False
+
+    def remove_service(self, service_id: str) -> None:
+        self.removed = True
+
+    def tasks(self, filters: dict) -> list:
+        if "service" in filters:
+            raise NotFound("service not found")
+        other = {"ID": "t0", "ServiceID": "other"}  # another service of a name with the same prefix
+        self.left -= 1
+        return [other] + ([{"ID": "t1", "ServiceID": "svc"}] if self.left >= 0 else [])
+
+
+def test_removal_waits_until_the_task_is_gone(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    api = RemovedServiceAPI(stopping_polls=3)
+    assert runner_of(api)._remove("svc", "dvc-s-1-abc") == "Swarm service svc was removed"
+    assert api.left == -1  # polled until the task had gone
+    assert "still being removed" not in caplog.text
 
 
 def test_hints() -> None:
