@@ -318,9 +318,10 @@ class SwarmRunner:
         Why the tasks are found by name: once the service is removed, `GET
         /tasks?filters=service=ID` answers 404 at once, while its task stays
         listed (desired state "remove") until the node has stopped its
-        container (measured on 20.10.24: ~4 s for a running `sleep`; the
-        node's engine then deletes the exited container ~2 s later, which
-        the manager's API cannot see).
+        container (measured on 20.10.24: 4-5 s for a running `sleep`; the
+        node's engine then deletes the exited container 1-2 s later, which
+        the manager's API cannot see). Waiting matters: DVC must not go on
+        (and unlock) while the stage may still write its outputs.
         """
         short = service_id[:12]
         try:
