@@ -161,6 +161,22 @@ def test_more_gpus_than_any_node_fails_at_once(swarm_repo):
     assert swarm_repo.lock() is None
 
 
+def test_doctor_checks_the_gpus_of_the_nodes_not_of_the_manager(swarm_repo):
+    """The manager has no NVIDIA runtime; node n2 advertises 2 GPUs: what matters on Swarm is the latter."""
+    from tests.integration.test_commands import doctor
+
+    write_pipeline(swarm_repo, {"fits": {"cmd": "true", "meta": {"docker": {"gpus": 2}}}})
+    report = doctor(swarm_repo)
+    gpus = [c for c in report["checks"] if c["name"] == "gpus"]
+    assert [c["level"] for c in gpus] == ["ok"], report["checks"]
+    assert f"1 of 3 Swarm nodes advertise {GPU_RESOURCE} (up to 2 per node)" in gpus[0]["message"]
+    write_pipeline(swarm_repo, {"greedy": {"cmd": "true", "meta": {"docker": {"gpus": 3}}}})
+    report = doctor(swarm_repo)
+    gpus = [c for c in report["checks"] if c["name"] == "gpus"]
+    assert [c["message"] for c in gpus] == [f"'greedy' reserves 3 {GPU_RESOURCE} but the most a Swarm node has is 2"]
+    assert report["rc"] != 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_interrupt_removes_the_service_everywhere(swarm_repo, swarm_clean, sig):
     write_pipeline(swarm_repo, {"slow": {"cmd": "echo started; sleep 120"}})
