@@ -33,6 +33,15 @@ def write_pipeline(repo: DvcRepo, stages: dict) -> None:
     repo.run("git", "commit", "-qm", "pipeline")
 
 
+def write_experiment(repo: DvcRepo, cmd: str, **docker) -> None:
+    """One stage `probe` with param x (0 in params.yaml) and metrics m.json, for queued experiments."""
+    repo.write("params.yaml", "x: 0\n")
+    stage = {"cmd": cmd, "params": ["x"], "metrics": [{"m.json": {"cache": False}}]}
+    if docker:
+        stage["meta"] = {"docker": docker}
+    write_pipeline(repo, {"probe": stage})
+
+
 def test_stages_run_as_jobs_on_the_nodes_they_are_placed_on(swarm_repo, swarm_clean):
     stages = {
         f"s{i}": {
@@ -213,22 +222,15 @@ def test_interrupt_removes_the_service_everywhere(swarm_repo, swarm_clean, sig):
 def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
     from tests.integration.test_experiments import experiments, queue, start_workers, stop_workers, wait_for_queue
 
-    swarm_repo.write("params.yaml", "x: 0\n")
-    write_pipeline(
+    # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
+    # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
+    # the first three overlap, whatever the load: they must be on three nodes.
+    write_experiment(
         swarm_repo,
-        {
-            "probe": {
-                # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
-                # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
-                # the first three overlap, whatever the load: they must be on three nodes.
-                "cmd": 'mkdir -p "$DVC_ROOT/rdv" && touch "$DVC_ROOT/rdv/${x}"; n=0; '
-                'while [ "$(ls "$DVC_ROOT/rdv" | wc -l)" -lt 3 ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; '
-                'printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
-                "params": ["x"],
-                "metrics": [{"m.json": {"cache": False}}],
-                "meta": {"docker": {"cpus": 1.5}},
-            }
-        },
+        'mkdir -p "$DVC_ROOT/rdv" && touch "$DVC_ROOT/rdv/${x}"; n=0; '
+        'while [ "$(ls "$DVC_ROOT/rdv" | wc -l)" -lt 3 ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; '
+        'printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
+        cpus=1.5,
     )
     names = [f"e{i}" for i in range(6)]
     for i, name in enumerate(names):
@@ -252,20 +254,13 @@ def test_queue_kill_removes_the_service_everywhere(swarm_repo, swarm_clean):
     """`dvc queue kill victim` ends the victim's service on its node; the other experiment runs on."""
     from tests.integration.test_experiments import experiments, queue, start_workers, stop_workers, wait_for_queue
 
-    swarm_repo.write("params.yaml", "x: 0\n")
-    write_pipeline(
+    # both say they started (the workspace is shared); the victim (x=1) sleeps,
+    # the survivor waits for the test's go after the kill
+    write_experiment(
         swarm_repo,
-        {
-            "probe": {
-                # both say they started (the workspace is shared); the victim (x=1) sleeps,
-                # the survivor waits for the test's go after the kill
-                "cmd": 'touch "$DVC_ROOT/started-${x}"; if [ ${x} = 1 ]; then sleep 600; fi; n=0; '
-                'while [ ! -e "$DVC_ROOT/go" ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n+1)); done; '
-                'printf "{\\"x\\": ${x}}" > m.json',
-                "params": ["x"],
-                "metrics": [{"m.json": {"cache": False}}],
-            }
-        },
+        'touch "$DVC_ROOT/started-${x}"; if [ ${x} = 1 ]; then sleep 600; fi; n=0; '
+        'while [ ! -e "$DVC_ROOT/go" ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n+1)); done; '
+        'printf "{\\"x\\": ${x}}" > m.json',
     )
     queue(swarm_repo, "victim", "x=1")
     queue(swarm_repo, "survivor", "x=2")
