@@ -315,13 +315,14 @@ class SwarmRunner:
         """Remove the service and wait until no task of it is left on any node; say what happened.
 
         With `report` the caller puts the outcome into its error instead of a warning.
-        Why the tasks are found by name: once the service is removed, `GET
-        /tasks?filters=service=ID` answers 404 at once, while its task stays
-        listed (desired state "remove") until the node has stopped its
-        container (measured on 20.10.24: 4-5 s for a running `sleep`; the
-        node's engine then deletes the exited container 1-2 s later, which
-        the manager's API cannot see). Waiting matters: DVC must not go on
-        (and unlock) while the stage may still write its outputs.
+        Why the tasks are found by the service's name: once the service is
+        removed, `tasks?filters=service=ID` answers 404, and ids listed before
+        the removal would make the removal depend on one more call (and miss a
+        task created meanwhile). A removed service's task stays listed (desired state "remove") until
+        its node has stopped the container (measured on 20.10.24: 4-5 s for a
+        running `sleep`; the node's engine deletes the exited container 1-2 s
+        later, which the manager's API cannot see). Waiting matters: DVC must
+        not go on (and unlock) while the stage may still write its outputs.
         """
         short = service_id[:12]
         try:
@@ -338,7 +339,8 @@ class SwarmRunner:
         deadline = time.monotonic() + GONE_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                # the name filter may match the tasks of other services too: keep this one's
+                # the manager forgets a task once its node has shut it down; the name
+                # filter may match other services' tasks too: keep this one's
                 if not [t for t in self.api.tasks(filters={"name": name}) if t.get("ServiceID") == service_id]:
                     return f"Swarm service {short} was removed"
             except Exception:  # noqa: BLE001

@@ -39,7 +39,8 @@ if [ "$(cat "$VENV/.dde-stamp" 2>/dev/null)" != "$stamp" ]; then
     pip_quiet --upgrade pip
     pip_quiet -e "${HERE}[tests]" tox
     echo "$stamp" > "$VENV/.dde-stamp"
-elif ! "$VENV/bin/python" -c 'import dvc_docker_exec, sys; sys.exit(not dvc_docker_exec.__file__.startswith(sys.argv[1]))' "$HERE" 2>/dev/null; then
+elif ! (cd / && "$VENV/bin/python" -c 'import dvc_docker_exec, sys; sys.exit(not dvc_docker_exec.__file__.startswith(sys.argv[1]))' "$HERE") 2>/dev/null; then
+    # (from /: the checkout in the working folder would hide a stale editable install)
     # same venv, another checkout (e.g. a fresh CI clone): point the editable install here
     pip_quiet --no-deps -e "$HERE"
 fi

@@ -252,3 +252,21 @@ def in_container_probe() -> str:
     return "tr '\\0' ' ' < /proc/1/cmdline"
 
 
+RUNNER = "dvc-docker-exec-test/runner:latest"  # DVC + the plugin of this source (repo Dockerfile)
+
+
+@pytest.fixture(scope="session")
+def runner_image(docker_client) -> str:
+    """The runner image of the current source (a cached no-op when unchanged)."""
+    try:
+        proc = subprocess.run(
+            [str(ROOT / "scripts" / "build-images.sh"), "runner"],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _unavailable(f"scripts/build-images.sh runner failed: {exc}")
+    if proc.returncode != 0:
+        _unavailable(f"scripts/build-images.sh runner failed:\n{proc.stdout}{proc.stderr}")
+    return RUNNER

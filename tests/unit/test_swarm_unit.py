@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from docker.errors import NotFound
 from docker.types import DeviceRequest, Mount
 
 from dvc_docker_exec.errors import DockerExecError
@@ -205,31 +204,6 @@ def test_oom_verdict(task, status, memory, verdict) -> None:
     assert runner_of(OomAPI())._oom(task, status, memory, since=0) == verdict
 
 
-class RemovedServiceAPI:
-    """After `service rm`: the service's tasks 404 by service id, but stay listed by name until stopped."""
-
-    def __init__(self, stopping_polls: int):
-        self.left, self.removed = stopping_polls, False
-
-    def remove_service(self, service_id: str) -> None:
-        self.removed = True
-
-    def tasks(self, filters: dict) -> list:
-        if "service" in filters:
-            raise NotFound("service not found")
-        other = {"ID": "t0", "ServiceID": "other"}  # another service of a name with the same prefix
-        self.left -= 1
-        return [other] + ([{"ID": "t1", "ServiceID": "svc"}] if self.left >= 0 else [])
-
-
-def test_removal_waits_until_the_task_is_gone(monkeypatch, caplog) -> None:
-    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
-    api = RemovedServiceAPI(stopping_polls=3)
-    assert runner_of(api)._remove("svc", "dvc-s-1-abc") == "Swarm service svc was removed"
-    assert api.left == -1  # polled until the task had gone
-    assert "still being removed" not in caplog.text
-
-
 def test_hints() -> None:
     assert "same path on every node" in _hint('invalid mount config for type "bind": bind source path does not exist: /x')
     assert "registry" in _hint("No such image: a:b")
@@ -298,3 +272,42 @@ def test_services_listed_like_containers() -> None:
     )
     assert (service.kind, service.state, service.stage, service.short_id) == ("service", "service", "s", "abcdef012345")
     assert service.created == 1795971600
+
+
+class FakeManager:
+    """A manager's answers around `service rm`: the service filter 404s once the service is gone,
+    its task stays listed by name until its node has shut it down."""
+
+    def __init__(self, polls_until_gone: int):
+        self.removed = False
+        self.polls_left = polls_until_gone
+        self.name_polls = 0
+
+    def tasks(self, filters: dict) -> list:
+        from docker.errors import NotFound
+
+        if "service" in filters:
+            if self.removed:
+                raise NotFound("service s1 not found")
+            return [{"ID": "t1", "ServiceID": "s1"}]
+        assert filters == {"name": "dvc-s-1-abc"}
+        self.name_polls += 1
+        self.polls_left -= 1
+        other = {"ID": "t0", "ServiceID": "s0"}  # the name filter may match another service's task
+        return [other] + ([{"ID": "t1", "ServiceID": "s1"}] if self.polls_left > 0 else [])
+
+    def remove_service(self, service_id: str) -> None:
+        self.removed = True
+
+
+def test_remove_waits_for_the_tasks_not_the_removed_service(monkeypatch, caplog) -> None:
+    from dvc_docker_exec import swarm
+
+    monkeypatch.setattr(swarm, "POLL", 0)
+    manager = FakeManager(polls_until_gone=3)
+    runner = swarm.SwarmRunner.__new__(swarm.SwarmRunner)
+    runner.api = manager
+    with caplog.at_level("WARNING"):
+        assert runner._remove("s1", "dvc-s-1-abc") == "Swarm service s1 was removed"
+    assert manager.name_polls == 3  # waited until the manager forgot the task
+    assert not caplog.records  # no "still being removed" warning on a clean removal

@@ -22,28 +22,10 @@ import pytest
 
 from tests.conftest import ROOT, _unavailable
 
-RUNNER = "dvc-docker-exec-test/runner:latest"
 SERVICE = "dvc-runner"
 # Prints the id of the container the shell runs in: the source of its
 # /etc/hostname is /var/lib/docker/containers/<id>/hostname (busybox and GNU sed).
 CONTAINER_ID = r"sed -n 's|.*/containers/\([0-9a-f]\{64\}\)/hostname.*|\1|p' /proc/self/mountinfo"
-
-
-@pytest.fixture(scope="session")
-def runner_image(docker_client) -> str:
-    """The runner image of the current source (a cached no-op when unchanged)."""
-    try:
-        proc = subprocess.run(
-            [str(ROOT / "scripts" / "build-images.sh"), "runner"],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        _unavailable(f"scripts/build-images.sh runner failed: {exc}")
-    if proc.returncode != 0:
-        _unavailable(f"scripts/build-images.sh runner failed:\n{proc.stdout}{proc.stderr}")
-    return RUNNER
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,8 @@ def test_stages_run_as_jobs_on_the_nodes_they_are_placed_on(swarm_repo, swarm_cl
         # lines, not substrings: DVC echoes the command itself on stdout
         assert f"out-{i}" in proc.stdout.splitlines() and f"out-{i}" not in proc.stderr.splitlines()
         assert f"err-{i}" in proc.stderr.splitlines() and f"err-{i}" not in proc.stdout.splitlines()
+    # a clean removal says nothing (it once warned "still being removed" on every stage)
+    assert "WARNING" not in proc.stderr, proc.stderr
     lock = yaml.safe_load(swarm_repo.lock())
     assert lock["stages"]["s1"]["cmd"] == stages["s1"]["cmd"]
     assert {n for n in (swarm_repo.read(f"s{i}.txt").split()[0] for i in (1, 2, 3))} == set(swarm_clean.nodes.values())
@@ -353,3 +355,36 @@ def test_ps_and_prune_cover_services_of_a_killed_dvc(swarm_repo, swarm_clean):
     assert f"Removed service {service_id[:12]} of stage 'slow' (dvc process gone)" in pruned
     assert service_id not in {s["ID"] for s in swarm_clean.services()}
     # swarm_clean asserts the task's container is gone from every node too
+
+
+def test_logs_stream_live_while_the_task_runs(swarm_repo, swarm_clean):
+    """The stage waits for a file that the test creates only after reading the stage's first lines.
+
+    Had the logs come only at the end, the stage would give up (exit 9) and fail.
+    """
+    write_pipeline(
+        swarm_repo,
+        {
+            "chatty": {
+                "cmd": "echo live-out; echo live-err >&2; n=0; "
+                "while [ ! -e go ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; "
+                "[ -e go ] || exit 9; echo after-out",
+                "meta": {"docker": {"constraints": "node.labels.dde==n2"}},
+            }
+        },
+    )
+    proc = subprocess.Popen(
+        [*DvcRepo.dvc_argv(), "repro"], cwd=swarm_repo.path, env=swarm_repo.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen = []
+    for line in proc.stdout:  # blocks until DVC writes the stage's line
+        seen.append(line.rstrip("\n"))
+        if line.rstrip("\n") == "live-out":
+            break
+    assert "live-out" in seen, seen
+    (swarm_repo.path / "go").touch()
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, rest + err
+    assert "after-out" in rest.splitlines()
+    assert "live-err" in err.splitlines()
