@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -113,6 +113,55 @@ def gpus_check(info: Mapping[str, Any], used_by: Sequence[str]) -> Optional[Chec
         "install the NVIDIA Container Toolkit on the Docker host (`nvidia-ctk runtime configure`), "
         "or unset docker.gpus",
     )
+
+
+def swarm_gpus_checks(capacities: Sequence[Mapping[str, int]], used_by: Sequence[Tuple[str, int]]) -> List[Check]:
+    """Swarm backend: GPUs are the nodes' generic resource, not a runtime of the manager.
+
+    `capacities`: `swarm.node_capacity` of every node; `used_by`: (stage, docker.gpus count; -1: all, 0: device=...).
+    """
+    from .swarm import GPU_RESOURCE
+
+    if not used_by:
+        return []
+    most = max((c.get(GPU_RESOURCE, 0) for c in capacities), default=0)
+    guide = "docs/scale-out.md, GPUs"
+    if not most:
+        stages = ", ".join(f"'{s}'" for s, _ in used_by)
+        return [
+            Check(
+                "gpus",
+                ERROR,
+                f"{stages} reserve GPUs (docker.gpus) but no Swarm node advertises the generic resource {GPU_RESOURCE}",
+                f"list each GPU in its node's daemon.json `node-generic-resources` ({guide})",
+            )
+        ]
+    found = []
+    for stage, count in used_by:
+        if count <= 0:
+            what = "all" if count == -1 else "device=..."
+            found.append(Check("gpus", ERROR, f"'{stage}' has docker.gpus {what}, which Swarm cannot reserve", "set a number of GPUs"))
+        elif count > most:
+            found.append(
+                Check(
+                    "gpus",
+                    ERROR,
+                    f"'{stage}' reserves {count} {GPU_RESOURCE} but the most a Swarm node has is {most}",
+                    "lower docker.gpus for the stage, or add GPUs to a node",
+                )
+            )
+    if found:
+        return found
+    nodes = sum(1 for c in capacities if c.get(GPU_RESOURCE))
+    stages = ", ".join(f"'{s}'" for s, _ in used_by)
+    return [
+        Check(
+            "gpus",
+            OK,
+            f"{nodes} of {len(capacities)} Swarm nodes advertise {GPU_RESOURCE} (up to {most} per node) for {stages}"
+            f" (their NVIDIA runtime needs swarm-resource = \"DOCKER_RESOURCE_{GPU_RESOURCE}\": {guide})",
+        )
+    ]
 
 
 def volume_checks(stage: str, sources: Iterable[str]) -> List[Check]:

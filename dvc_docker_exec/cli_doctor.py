@@ -115,9 +115,28 @@ class CmdDockerDoctor(CmdDocker):
         yield engine_check(engine, info)
         # stages whose limits this engine would refuse to run without (docker.allow_unlimited)
         yield limits_check(engine, [s.addressing for s, st in stages if (st.memory or st.cpus) and not st.allow_unlimited])
-        gpus = gpus_check(info, [s.addressing for s, st in stages if st.gpus]) if info is not None else None
+        engine_gpus = [s.addressing for s, st in stages if st.gpus and st.backend != "swarm"]
+        gpus = gpus_check(info, engine_gpus) if info is not None else None
         if gpus is not None:
             yield gpus
+        swarm_gpus = [(s.addressing, 0 if st.gpus.device_ids else st.gpus.count) for s, st in stages if st.gpus and st.backend == "swarm"]
+        if swarm_gpus:
+            yield from self._swarm_gpus_checks(client, swarm_gpus)
+
+    @staticmethod
+    def _swarm_gpus_checks(client: Any, used_by: List[Tuple[str, int]]) -> Iterator[Check]:
+        """The nodes' GPUs, from the manager: what `docker.gpus N` reserves on Swarm."""
+        from docker.errors import APIError
+
+        from .checks import ERROR, Check, swarm_gpus_checks
+        from .swarm import node_capacity
+
+        try:
+            nodes = client.api.nodes()
+        except APIError as exc:  # not a manager, or a proxy that denies NODES
+            yield Check("gpus", ERROR, f"cannot list the Swarm nodes: {exc.explanation or exc}", "point DOCKER_HOST at a manager")
+            return
+        yield from swarm_gpus_checks([node_capacity(n) for n in nodes], used_by)
 
     def _paths_check(self, client: Any) -> Check:
         from .checks import ERROR, OK, WARNING, Check

@@ -44,12 +44,15 @@ STDOUT, STDERR = streams.STDOUT, streams.STDERR
 class ContainerCmdFailedError(StageCmdFailedError):
     """DVC's StageCmdFailedError message, plus the image and an OOM kill."""
 
-    def __init__(self, cmd: str, status: int, image: str, oom: bool = False, memory: Optional[int] = None):
+    def __init__(
+        self, cmd: str, status: int, image: str, oom: bool = False, memory: Optional[int] = None, probable: bool = False
+    ):
+        """`probable`: the OOM kill is inferred from exit 137 under a memory limit, not reported (Swarm)."""
         super().__init__(cmd, status)
         detail = f" in a container of image '{image}'"
         if oom:
             limit = f" (docker.memory = {memory} bytes)" if memory else ""
-            detail += f": killed, out of memory{limit}"
+            detail += f": killed, {'probably ' if probable else ''}out of memory{limit}"
         self.args = (self.args[0] + detail,)
         self.image, self.status, self.oom = image, status, oom
 

@@ -36,7 +36,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from docker.errors import APIError, NotFound
 from docker.types import (
@@ -49,6 +49,7 @@ from docker.types import (
     TaskTemplate,
 )
 
+from . import streams
 from .errors import DockerExecError
 from .runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
 from .spec import ContainerSpec
@@ -64,6 +65,11 @@ FINAL = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
 # Swarm's generic resource that NVIDIA's docs and the daemon's
 # `node-generic-resources` use for GPUs (docs/scale-out.md).
 GPU_RESOURCE = "NVIDIA-GPU"
+# Where a task finds the ids of the generic resources Swarm assigned it: swarmkit's
+# DOCKER_RESOURCE_<KIND in upper case> (measured on 20.10.24: "DOCKER_RESOURCE_NVIDIA-GPU=GPU-a,GPU-b").
+# Not a valid shell name: dash and busybox sh drop it from their children, bash keeps it; the
+# NVIDIA runtime reads it from the container's config (its `swarm-resource` setting, docs/scale-out.md).
+GPU_IDS_VAR = f"DOCKER_RESOURCE_{GPU_RESOURCE.upper()}"
 # Local-scope networks cannot carry a service; "host" and "none" are swarm-wide.
 _LOCAL_ONLY_NETWORKS = ("bridge", "default")
 
@@ -79,6 +85,12 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
         raise DockerExecError(
             "docker.gpus 'device=...' cannot select devices on Swarm: ask for a count of GPUs "
             f"(generic resource {GPU_RESOURCE}) and place with docker.constraints"
+        )
+    if any(r.get("Count") in (None, -1) for r in spec.device_requests):
+        # why refused: a reservation is a number, and one GPU in place of "all" would be a silent slowdown
+        raise DockerExecError(
+            "docker.gpus 'all' cannot be reserved on Swarm: ask for a number of GPUs "
+            f"(generic resource {GPU_RESOURCE}), e.g. `dvc config docker.gpus 2`"
         )
     mounts: List[Mount] = list(spec.mounts)
     if spec.shm_size:
@@ -100,9 +112,7 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
     )
     generic = None
     for request in spec.device_requests:
-        count = request.get("Count")
-        # "all" has no meaning to a scheduler: reserve one GPU
-        generic = {GPU_RESOURCE: 1 if count in (None, -1) else int(count)}
+        generic = {GPU_RESOURCE: int(request["Count"])}
     resources = Resources(
         cpu_limit=spec.nano_cpus,
         cpu_reservation=spec.nano_cpus,
@@ -125,12 +135,57 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
     }
 
 
-def _stage_failed(cmd: str, status: int, image: str, node: str, memory: Optional[int]) -> Exception:
+def reservation(kwargs: Dict[str, Any]) -> Dict[str, int]:
+    """Pure: what a service of `service_create_kwargs` reserves, by resource (NanoCPUs, MemoryBytes, a generic kind)."""
+    reserved = (kwargs["task_template"].get("Resources") or {}).get("Reservations") or {}
+    wanted = {key: int(reserved.get(key) or 0) for key in ("NanoCPUs", "MemoryBytes")}
+    for generic in reserved.get("GenericResources") or []:
+        discrete = generic.get("DiscreteResourceSpec") or {}
+        if discrete:
+            wanted[discrete["Kind"]] = wanted.get(discrete["Kind"], 0) + int(discrete["Value"])
+    return {key: value for key, value in wanted.items() if value}
+
+
+def node_capacity(node: Dict[str, Any]) -> Dict[str, int]:
+    """Pure: what a node of `GET /nodes` offers, by resource; a named generic resource (a GPU's id) counts 1."""
+    offered = (node.get("Description") or {}).get("Resources") or {}
+    capacity = {key: int(offered.get(key) or 0) for key in ("NanoCPUs", "MemoryBytes")}
+    for generic in offered.get("GenericResources") or []:
+        named, discrete = generic.get("NamedResourceSpec"), generic.get("DiscreteResourceSpec")
+        if named:
+            capacity[named["Kind"]] = capacity.get(named["Kind"], 0) + 1
+        elif discrete:
+            capacity[discrete["Kind"]] = capacity.get(discrete["Kind"], 0) + int(discrete["Value"])
+    return capacity
+
+
+def never_fits(wanted: Dict[str, int], capacities: List[Dict[str, int]]) -> Optional[str]:
+    """Pure: None if some node could hold `wanted` once it is free; else why not, for the error."""
+    if any(all(capacity.get(key, 0) >= value for key, value in wanted.items()) for capacity in capacities):
+        return None
+    too_big = [
+        f"{_amount(key, value)} (the most a node has is {_amount(key, max((c.get(key, 0) for c in capacities), default=0))})"
+        for key, value in wanted.items()
+        if all(c.get(key, 0) < value for c in capacities)
+    ]
+    if too_big:
+        return "the task reserves " + ", ".join(too_big)
+    return "no node has " + " and ".join(_amount(key, value) for key, value in wanted.items()) + " at once"
+
+
+def _amount(key: str, value: int) -> str:
+    if key == "NanoCPUs":
+        return f"{value / 1e9:g} CPUs"
+    if key == "MemoryBytes":
+        return f"{value / 2**20:g} MiB of memory"
+    return f"{value} {key}"
+
+
+def _stage_failed(cmd: str, status: int, image: str, node: str, memory: Optional[int], oom: str) -> Exception:
+    """`oom`: "" (not an OOM kill), "yes" (the node said so), "probably" (inferred, see SwarmRunner._oom)."""
     from .runner import ContainerCmdFailedError
 
-    # Swarm reports no OOMKilled flag: exit 137 under a memory limit is the OOM killer's signature
-    oom = status == 137 and bool(memory)
-    exc = ContainerCmdFailedError(cmd, status, image, oom=oom, memory=memory)
+    exc = ContainerCmdFailedError(cmd, status, image, oom=bool(oom), memory=memory, probable=oom == "probably")
     exc.args = (exc.args[0] + f" on Swarm node {node}",)
     exc.node = node  # type: ignore[attr-defined]
     return exc
@@ -144,7 +199,8 @@ class SwarmRunner:
         self.api = client.api
         self.endpoint = endpoint
         self._nodes: Dict[str, str] = {}
-        self._capacity: Optional[List[Tuple[int, int]]] = None
+        self._capacity: Optional[List[Dict[str, int]]] = None
+        self._manager_node: Optional[str] = None
 
     def run(self, spec: ContainerSpec, cmd: str, signals: Optional[StageSignals] = None) -> None:
         with_signals(signals, self._run, spec, cmd)
@@ -152,12 +208,14 @@ class SwarmRunner:
     def _run(self, spec: ContainerSpec, cmd: str, signals: StageSignals) -> None:
         signals.check()
         kwargs = service_create_kwargs(spec)
+        wanted = reservation(kwargs)
         service_id: Optional[str] = None
         follower: Optional[_LogFollower] = None
         lost: Optional[BaseException] = None
         cleaned = "nothing was created"
         try:
             # a signal during the create waits for its answer: the service is then known and removed
+            created = time.time()
             try:
                 service_id = self.api.create_service(**kwargs)["ID"]
             except APIError as exc:
@@ -166,24 +224,25 @@ class SwarmRunner:
             follower = _LogFollower(self.api, service_id, spec.tty)
             follower.start()
             with signals.interruptible():
-                task = self._wait(service_id, cmd, spec)
+                task = self._wait(service_id, cmd, wanted)
                 follower.finish()
             status = int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or 0)
             if task["Status"]["State"] == "failed" and status == 0:
                 status = 1  # failed without an exit code (e.g. the container could not start)
             if status:
-                raise _stage_failed(cmd, status, spec.image, self._node(task), spec.mem_limit)
+                oom = self._oom(task, status, spec.mem_limit, created)
+                raise _stage_failed(cmd, status, spec.image, self._node(task), spec.mem_limit, oom)
         except CONNECTION_LOST as exc:
             lost = exc
         finally:
             if follower is not None:
                 follower.close()
             if service_id is not None:
-                cleaned = self._remove(service_id, report=lost is not None)
+                cleaned = self._remove(service_id, spec.name, report=lost is not None)
         if lost is not None:
             raise lost_connection(self.endpoint, cmd, cleaned) from None
 
-    def _wait(self, service_id: str, cmd: str, spec: ContainerSpec) -> dict:
+    def _wait(self, service_id: str, cmd: str, wanted: Dict[str, int]) -> dict:
         """Poll the job's task until it is final; fail early on an unplaceable task."""
         while True:
             tasks = self.api.tasks(filters={"service": service_id})
@@ -197,26 +256,48 @@ class SwarmRunner:
                         f"Swarm {state} the task for '{cmd}' on node {self._node(task)}: {err or state}"
                         + _hint(err)
                     )
-                if state == "pending" and "no suitable node" in err and not self._may_fit_later(err, spec):
-                    # the scheduler would wait forever for a node that fits
-                    raise DockerExecError(f"Swarm cannot place the task for '{cmd}': {err}" + _hint(err))
+                if state == "pending" and "no suitable node" in err:
+                    never = self._never_fits(err, wanted)
+                    if never is not None:  # the scheduler would wait forever for a node that fits
+                        raise DockerExecError(f"Swarm cannot place the task for '{cmd}': {err}{never}" + _hint(err))
             time.sleep(POLL)
 
-    def _may_fit_later(self, err: str, spec: ContainerSpec) -> bool:
-        """Busy nodes free up (queue -j N); a reservation larger than every node never fits.
+    def _never_fits(self, err: str, wanted: Dict[str, int]) -> Optional[str]:
+        """None while the task may fit later (busy nodes free up: queue -j N); else what to add to the error.
 
-        Swarm says "no suitable node (insufficient resources on 3 nodes)" in
-        both cases, and "scheduling constraints not satisfied" when no node
-        matches the placement constraints at all.
+        Swarm says "no suitable node (insufficient resources on 3 nodes)" both
+        for busy nodes and for a reservation larger than every node (CPUs,
+        memory, GPUs), and "scheduling constraints not satisfied" when no
+        node matches the placement constraints at all.
         """
         if "insufficient resources" not in err:
-            return False
+            return ""
         if self._capacity is None:  # one nodes call per dvc process
-            self._capacity = [
-                (r.get("NanoCPUs", 0), r.get("MemoryBytes", 0))
-                for r in (n.get("Description", {}).get("Resources", {}) for n in self.api.nodes())
-            ]
-        return any((spec.nano_cpus or 0) <= cpus and (spec.mem_limit or 0) <= mem for cpus, mem in self._capacity)
+            self._capacity = [node_capacity(node) for node in self.api.nodes()]
+        why = never_fits(wanted, self._capacity)
+        return None if why is None else f": {why}"
+
+    def _oom(self, task: dict, status: int, memory: Optional[int], since: float) -> str:
+        """Was the task's container OOM-killed? "yes", "probably" or "".
+
+        Swarm keeps no OOMKilled flag in the task (its Err reads "task:
+        non-zero exit (137)"); the node's engine has it, and its `oom` event,
+        but the manager's API shows a node's containers and events only for
+        the manager's own node (measured on 20.10.24). So: on the manager's
+        node the event decides; elsewhere exit 137 under docker.memory is the
+        OOM killer's signature, an inference (a `kill -9` reads the same).
+        """
+        if status != 137 or not memory:
+            return ""
+        cid = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+        try:
+            if self._manager_node is None:
+                self._manager_node = self.api.info()["Swarm"]["NodeID"]
+            if cid and task.get("NodeID") == self._manager_node:
+                return "yes" if streams.container_events(self.api, cid, since, "oom") else ""
+        except Exception as exc:  # noqa: BLE001 - a diagnosis, never a new failure
+            logger.debug("oom events of task %s: %s", task.get("ID"), exc)
+        return "probably"
 
     def _node(self, task: dict) -> str:
         node_id = task.get("NodeID") or ""
@@ -230,16 +311,21 @@ class SwarmRunner:
             self._nodes[node_id] = f"'{name}' ({node_id[:12]})"
         return self._nodes[node_id]
 
-    def _remove(self, service_id: str, report: bool = False) -> str:
+    def _remove(self, service_id: str, name: str, report: bool = False) -> str:
         """Remove the service and wait until no task of it is left on any node; say what happened.
 
         With `report` the caller puts the outcome into its error instead of a warning.
+        Why the tasks are found by the service's name: once the service is
+        removed, `tasks?filters=service=ID` answers 404, and ids listed before
+        the removal would make the removal depend on one more call (and miss a
+        task created meanwhile). A removed service's task stays listed (desired state "remove") until
+        its node has stopped the container (measured on 20.10.24: 4-5 s for a
+        running `sleep`; the node's engine deletes the exited container 1-2 s
+        later, which the manager's API cannot see). Waiting matters: DVC must
+        not go on (and unlock) while the stage may still write its outputs.
         """
         short = service_id[:12]
         try:
-            # Why the task ids: once the service is removed, `tasks?filters=service=ID`
-            # answers 404, so the wait below follows the tasks themselves.
-            task_ids = [t["ID"] for t in self.api.tasks(filters={"service": service_id})]
             self.api.remove_service(service_id)
         except NotFound:
             return f"Swarm service {short} was already gone"
@@ -253,8 +339,9 @@ class SwarmRunner:
         deadline = time.monotonic() + GONE_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                # the manager forgets a task once its node has shut it down
-                if not task_ids or not self.api.tasks(filters={"id": task_ids}):
+                # the manager forgets a task once its node has shut it down; the name
+                # filter may match other services' tasks too: keep this one's
+                if not [t for t in self.api.tasks(filters={"name": name}) if t.get("ServiceID") == service_id]:
                     return f"Swarm service {short} was removed"
             except Exception:  # noqa: BLE001
                 break

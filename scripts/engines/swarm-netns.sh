@@ -11,7 +11,8 @@
 # latter remounts /sys and dockerd fails with "Devices cgroup isn't mounted".
 #
 #   scripts/engines/swarm-netns.sh up [N]   start N nodes (default 3), join them, print the manager's DOCKER_HOST
-#                                           (the last node does not see $HIDDEN/data, see below)
+#                                           (the last node does not see $HIDDEN/data, node 2 advertises
+#                                           two fake GPUs, see below)
 #   scripts/engines/swarm-netns.sh down     stop every node, remove namespaces and state
 #   scripts/engines/swarm-netns.sh load IMG copy a local image of the main engine to every node
 #
@@ -28,6 +29,13 @@ RUN=${DDE_SWARM_RUN:-/run/$PREFIX}
 SUBNET=10.213.0
 BR_NS=$PREFIX-br
 HIDDEN=${DDE_SWARM_HIDDEN:-/srv/$PREFIX-hidden}  # present on the host, empty on the last node
+# Node 2 advertises two fake GPUs as Swarm generic resources (what a GPU node's
+# daemon.json `node-generic-resources` does, docs/scale-out.md): the scheduler
+# places `docker.gpus N` by them and hands the task their ids. No GPU runtime
+# here, so the stage sees the ids, not devices.
+GPU_KIND=NVIDIA-GPU
+GPU_NODE=2
+GPU_IDS=(GPU-dde00000-0000-4000-8000-000000000001 GPU-dde00000-0000-4000-8000-000000000002)
 
 die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, dockerd)"
@@ -35,11 +43,39 @@ die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
 node_sock() { echo "unix://$RUN/node$1/docker.sock"; }
 ndocker() { local n=$1; shift; docker -H "$(node_sock "$n")" "$@"; }
 
+# node_args N: the dockerd flags that differ per node
+node_args() {
+    local id
+    if [ "$1" -eq "$GPU_NODE" ]; then
+        for id in "${GPU_IDS[@]}"; do echo "--node-generic-resource=$GPU_KIND=$id"; done
+    fi
+}
+
+# stale_node N: node N answers but was started without its current flags (a swarm
+# kept up from before a change of this script): it must be restarted
+stale_node() {
+    local want have
+    want=$(node_args "$1" | sort | tr '\n' ' ')
+    have=$(tr '\0' '\n' < "/proc/$(cat "$RUN/node$1/docker.pid")/cmdline" | grep '^--node-generic-resource=' | sort | tr '\n' ' ')
+    [ "$want" != "$have" ]
+}
+
+stop_node() {
+    local pid
+    pid=$(cat "$RUN/node$1/docker.pid" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
 wait_node() {
     local n=$1 i
     for i in $(seq 1 120); do
-        ndocker "$n" info >/dev/null 2>&1 && return 0
-        sleep 0.5
+        # a restarted node is "pending" while it rejoins: not a node to `swarm join`
+        case "$(ndocker "$n" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" in
+            "" | pending) sleep 0.5 ;;
+            *) return 0 ;;
+        esac
     done
     tail -n 30 "$STATE/node$n.log" >&2
     die "node $n did not answer within 60 s"
@@ -68,6 +104,10 @@ up() {
             ip -n "$ns" link set eth0 up
             ip -n "$ns" link set lo up
         fi
+        if ndocker "$n" info >/dev/null 2>&1 && stale_node "$n"; then
+            echo "$PROG: restarting node $n (its flags changed)" >&2
+            stop_node "$n"
+        fi
         if ! ndocker "$n" info >/dev/null 2>&1; then
             mkdir -p "$STATE/node$n" "$RUN/node$n/exec"
             # --iptables=false --bridge=none: the node has no NAT and no docker0;
@@ -83,7 +123,7 @@ up() {
             setsid nsenter --net="/var/run/netns/$ns" "${wrap[@]}" dockerd \
                 -H "$(node_sock "$n")" --data-root "$STATE/node$n" --exec-root "$RUN/node$n/exec" \
                 --pidfile "$RUN/node$n/docker.pid" --iptables=false --bridge=none --ip-masq=false \
-                --cgroup-parent "$PREFIX-node$n" >"$STATE/node$n.log" 2>&1 < /dev/null &
+                --cgroup-parent "$PREFIX-node$n" $(node_args "$n") >"$STATE/node$n.log" 2>&1 < /dev/null &
         fi
     done
     for n in $(seq 1 "$count"); do wait_node "$n"; done
@@ -101,13 +141,10 @@ up() {
 }
 
 down() {
-    local pidfile pid ns
+    local pidfile n ns
     for pidfile in "$RUN"/node*/docker.pid; do
         [ -e "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$pid" 2>/dev/null || true
+        n=$(basename "$(dirname "$pidfile")"); stop_node "${n#node}"
     done
     for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
         ip netns del "$ns"

@@ -98,6 +98,24 @@ def test_gpus_need_a_gpu_runtime() -> None:
     assert present is not None and present.level == OK
 
 
+def test_swarm_gpus_are_the_nodes_generic_resources() -> None:
+    gpu_node = {"NanoCPUs": 2, "MemoryBytes": 1, "NVIDIA-GPU": 2}
+    plain = {"NanoCPUs": 2, "MemoryBytes": 1}
+    assert checks.swarm_gpus_checks([gpu_node, plain], []) == []
+    fine = checks.swarm_gpus_checks([gpu_node, plain], [("train", 2)])
+    assert [c.level for c in fine] == [OK] and "1 of 2 Swarm nodes advertise NVIDIA-GPU (up to 2 per node)" in fine[0].message
+    assert 'swarm-resource = "DOCKER_RESOURCE_NVIDIA-GPU"' in fine[0].message
+    none = checks.swarm_gpus_checks([plain, plain], [("train", 1)])
+    assert [c.level for c in none] == [ERROR] and "no Swarm node advertises" in none[0].message
+    assert "node-generic-resources" in none[0].fix
+    bad = checks.swarm_gpus_checks([gpu_node, plain], [("big", 3), ("all", -1), ("dev", 0), ("ok", 1)])
+    assert [c.message for c in bad] == [
+        "'big' reserves 3 NVIDIA-GPU but the most a Swarm node has is 2",
+        "'all' has docker.gpus all, which Swarm cannot reserve",
+        "'dev' has docker.gpus device=..., which Swarm cannot reserve",
+    ]
+
+
 def test_socket_check(tmp_path) -> None:
     assert checks.socket_check(None) is None
     assert checks.socket_check(str(tmp_path / "nope.sock")).level == ERROR

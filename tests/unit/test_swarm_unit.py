@@ -10,7 +10,16 @@ from docker.types import DeviceRequest, Mount
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.spec import ContainerSpec
 from dvc_docker_exec.streams import Output
-from dvc_docker_exec.swarm import GPU_RESOURCE, NODE_VAR, _hint, service_create_kwargs
+from dvc_docker_exec.swarm import (
+    GPU_RESOURCE,
+    NODE_VAR,
+    SwarmRunner,
+    _hint,
+    never_fits,
+    node_capacity,
+    reservation,
+    service_create_kwargs,
+)
 
 
 def make_spec(**changes) -> ContainerSpec:
@@ -77,6 +86,122 @@ def test_gpu_device_ids_are_refused() -> None:
     spec = make_spec(device_requests=(DeviceRequest(device_ids=["0"], capabilities=[["gpu"]]),))
     with pytest.raises(DockerExecError, match="cannot select devices"):
         service_create_kwargs(spec)
+
+
+def test_gpus_all_is_refused() -> None:
+    """A reservation is a number: one GPU in place of "all" would be a silent slowdown."""
+    spec = make_spec(device_requests=(DeviceRequest(count=-1, capabilities=[["gpu"]]),))
+    with pytest.raises(DockerExecError, match="'all' cannot be reserved on Swarm: ask for a number of GPUs"):
+        service_create_kwargs(spec)
+
+
+GPU_NODE = {
+    "Description": {
+        "Resources": {
+            "NanoCPUs": 2_000_000_000,
+            "MemoryBytes": 8 << 30,
+            "GenericResources": [
+                {"NamedResourceSpec": {"Kind": GPU_RESOURCE, "Value": "GPU-1"}},
+                {"NamedResourceSpec": {"Kind": GPU_RESOURCE, "Value": "GPU-2"}},
+                {"DiscreteResourceSpec": {"Kind": "SSD", "Value": 3}},
+            ],
+        }
+    }
+}
+PLAIN_NODE = {"Description": {"Resources": {"NanoCPUs": 4_000_000_000, "MemoryBytes": 16 << 30}}}
+
+
+def test_node_capacity_counts_named_and_discrete_generic_resources() -> None:
+    assert node_capacity(GPU_NODE) == {"NanoCPUs": 2_000_000_000, "MemoryBytes": 8 << 30, GPU_RESOURCE: 2, "SSD": 3}
+    assert node_capacity({"Description": {}}) == {"NanoCPUs": 0, "MemoryBytes": 0}
+
+
+def test_reservation_of_a_service() -> None:
+    spec = make_spec(nano_cpus=1_000_000_000, device_requests=(DeviceRequest(count=3, capabilities=[["gpu"]]),))
+    assert reservation(service_create_kwargs(spec)) == {"NanoCPUs": 1_000_000_000, GPU_RESOURCE: 3}
+    assert reservation(service_create_kwargs(make_spec())) == {}
+
+
+@pytest.mark.parametrize(
+    "wanted, why",
+    [
+        ({GPU_RESOURCE: 2}, None),  # the GPU node, once free
+        ({GPU_RESOURCE: 1, "NanoCPUs": 2_000_000_000}, None),
+        ({}, None),
+        ({GPU_RESOURCE: 3}, f"the task reserves 3 {GPU_RESOURCE} (the most a node has is 2 {GPU_RESOURCE})"),
+        ({"NanoCPUs": 512_000_000_000}, "the task reserves 512 CPUs (the most a node has is 4 CPUs)"),
+        ({"MemoryBytes": 32 << 30}, "the task reserves 32768 MiB of memory (the most a node has is 16384 MiB of memory)"),
+        # each alone fits a node, together none
+        ({GPU_RESOURCE: 1, "NanoCPUs": 3_000_000_000}, f"no node has 1 {GPU_RESOURCE} and 3 CPUs at once"),
+    ],
+)
+def test_never_fits(wanted, why) -> None:
+    assert never_fits(wanted, [node_capacity(GPU_NODE), node_capacity(PLAIN_NODE)]) == why
+
+
+class PendingAPI:
+    """A task the scheduler keeps pending with `err`; fails the test if polled as if forever."""
+
+    def __init__(self, err: str):
+        self.err, self.polls = err, 0
+
+    def tasks(self, filters: dict) -> list:
+        self.polls += 1
+        assert self.polls < 5, "the runner would wait forever"
+        return [{"ID": "t1", "Status": {"State": "pending", "Err": self.err}}]
+
+    def nodes(self) -> list:
+        return [GPU_NODE, PLAIN_NODE]
+
+
+def runner_of(api) -> SwarmRunner:
+    import types
+
+    return SwarmRunner(types.SimpleNamespace(api=api))
+
+
+def test_more_gpus_than_any_node_fails_fast(monkeypatch) -> None:
+    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    err = "no suitable node (insufficient resources on 2 nodes)"
+    with pytest.raises(DockerExecError) as info:
+        runner_of(PendingAPI(err))._wait("svc", "train", {GPU_RESOURCE: 4})
+    assert str(info.value) == (
+        f"Swarm cannot place the task for 'train': {err}: the task reserves 4 {GPU_RESOURCE} (the most a node has is 2 {GPU_RESOURCE})"
+    )
+
+
+def test_busy_gpu_node_is_waited_for(monkeypatch) -> None:
+    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    with pytest.raises(AssertionError, match="wait forever"):  # it keeps polling: a free GPU may come
+        runner_of(PendingAPI("no suitable node (insufficient resources on 2 nodes)"))._wait("svc", "train", {GPU_RESOURCE: 2})
+
+
+class OomAPI:
+    """The manager is node "mgr"; its event log has an `oom` event for container "c-oom"."""
+
+    def info(self) -> dict:
+        return {"Swarm": {"NodeID": "mgr"}}
+
+    def events(self, since, until, filters, decode):
+        return [{"Action": "die"}] + ([{"Action": "oom"}] if filters["container"] == "c-oom" else [])
+
+
+def task_on(node: str, cid: str) -> dict:
+    return {"ID": "t", "NodeID": node, "Status": {"State": "failed", "ContainerStatus": {"ContainerID": cid, "ExitCode": 137}}}
+
+
+@pytest.mark.parametrize(
+    "task, status, memory, verdict",
+    [
+        (task_on("mgr", "c-oom"), 137, 16 << 20, "yes"),  # the manager's own node: its event decides
+        (task_on("mgr", "c-kill9"), 137, 16 << 20, ""),
+        (task_on("worker", "c-any"), 137, 16 << 20, "probably"),  # another node: an inference
+        (task_on("worker", "c-any"), 137, None, ""),  # no limit: no OOM kill by the limit
+        (task_on("mgr", "c-oom"), 1, 16 << 20, ""),
+    ],
+)
+def test_oom_verdict(task, status, memory, verdict) -> None:
+    assert runner_of(OomAPI())._oom(task, status, memory, since=0) == verdict
 
 
 def test_hints() -> None:
@@ -150,12 +275,13 @@ def test_services_listed_like_containers() -> None:
 
 
 class FakeManager:
-    """A manager's answers around `service rm`: the service filter 404s once the service is gone."""
+    """A manager's answers around `service rm`: the service filter 404s once the service is gone,
+    its task stays listed by name until its node has shut it down."""
 
     def __init__(self, polls_until_gone: int):
         self.removed = False
         self.polls_left = polls_until_gone
-        self.id_polls = 0
+        self.name_polls = 0
 
     def tasks(self, filters: dict) -> list:
         from docker.errors import NotFound
@@ -163,11 +289,12 @@ class FakeManager:
         if "service" in filters:
             if self.removed:
                 raise NotFound("service s1 not found")
-            return [{"ID": "t1"}]
-        assert filters == {"id": ["t1"]}
-        self.id_polls += 1
+            return [{"ID": "t1", "ServiceID": "s1"}]
+        assert filters == {"name": "dvc-s-1-abc"}
+        self.name_polls += 1
         self.polls_left -= 1
-        return [{"ID": "t1"}] if self.polls_left > 0 else []
+        other = {"ID": "t0", "ServiceID": "s0"}  # the name filter may match another service's task
+        return [other] + ([{"ID": "t1", "ServiceID": "s1"}] if self.polls_left > 0 else [])
 
     def remove_service(self, service_id: str) -> None:
         self.removed = True
@@ -181,6 +308,6 @@ def test_remove_waits_for_the_tasks_not_the_removed_service(monkeypatch, caplog)
     runner = swarm.SwarmRunner.__new__(swarm.SwarmRunner)
     runner.api = manager
     with caplog.at_level("WARNING"):
-        assert runner._remove("s1") == "Swarm service s1 was removed"
-    assert manager.id_polls == 3  # waited until the manager forgot the task
+        assert runner._remove("s1", "dvc-s-1-abc") == "Swarm service s1 was removed"
+    assert manager.name_polls == 3  # waited until the manager forgot the task
     assert not caplog.records  # no "still being removed" warning on a clean removal

@@ -2,7 +2,8 @@
 
 Each node is a Docker Engine in its own network namespace; the nodes share the
 host's filesystem, standing in for the shared filesystem of a real cluster.
-Nodes carry the label `dde=n1..n3` so tests can place stages on purpose.
+Nodes carry the label `dde=n1..n3` so tests can place stages on purpose;
+node n2 alone advertises two fake GPUs (generic resource NVIDIA-GPU).
 Under CI=true a swarm that cannot start fails the tests instead of skipping.
 """
 
@@ -16,6 +17,7 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from dvc_docker_exec.swarm import GPU_RESOURCE
 from tests.conftest import BUSYBOX, LABEL, ROOT, _unavailable
 
 SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"
@@ -30,6 +32,7 @@ class Swarm:
     host: str  # DOCKER_HOST of the manager
     nodes: Dict[str, str]  # label n1..n3 -> node id
     client: object
+    gpus: Dict[str, List[str]]  # label -> the ids of the GPUs it advertises (swarm-netns.sh: n2 has two fake ones)
 
     def services(self) -> List[dict]:
         return self.client.api.services(filters={"label": LABEL})
@@ -68,11 +71,21 @@ def swarm(docker_client, busybox_image) -> Iterator[Swarm]:
         body["Labels"] = {**(body.get("Labels") or {}), "dde": f"n{i}"}
         client.api.update_node(node_id, spec["Version"]["Index"], body)
         nodes[f"n{i}"] = node_id
+    gpus = {label: node_gpus(client, node_id) for label, node_id in nodes.items()}
+    assert [label for label, ids in gpus.items() if ids] == ["n2"], (
+        f"only node n2 should advertise GPUs, found {gpus}: restart the test swarm ({SCRIPT.name} down, then up)"
+    )
     try:
-        yield Swarm(host=host, nodes=nodes, client=client)
+        yield Swarm(host=host, nodes=nodes, client=client, gpus=gpus)
     finally:
         if os.environ.get("DDE_KEEP_SWARM") != "1":
             subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=300)
+
+
+def node_gpus(client, node_id: str) -> List[str]:
+    resources = client.api.inspect_node(node_id)["Description"]["Resources"].get("GenericResources") or []
+    named = [r["NamedResourceSpec"] for r in resources if "NamedResourceSpec" in r]
+    return sorted(r["Value"] for r in named if r["Kind"] == GPU_RESOURCE)
 
 
 @pytest.fixture

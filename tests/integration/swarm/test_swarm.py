@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from dvc_docker_exec.swarm import GPU_IDS_VAR, GPU_RESOURCE
 from tests.conftest import DvcRepo
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
@@ -30,6 +31,15 @@ def write_pipeline(repo: DvcRepo, stages: dict) -> None:
     repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}))
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
+
+
+def write_experiment(repo: DvcRepo, cmd: str, **docker) -> None:
+    """One stage `probe` with param x (0 in params.yaml) and metrics m.json, for queued experiments."""
+    repo.write("params.yaml", "x: 0\n")
+    stage = {"cmd": cmd, "params": ["x"], "metrics": [{"m.json": {"cache": False}}]}
+    if docker:
+        stage["meta"] = {"docker": docker}
+    write_pipeline(repo, {"probe": stage})
 
 
 def test_stages_run_as_jobs_on_the_nodes_they_are_placed_on(swarm_repo, swarm_clean):
@@ -122,6 +132,62 @@ def test_image_missing_on_the_node_fails_with_its_reason(swarm_repo):
     assert "Swarm rejected the task" in proc.stderr and "on node" in proc.stderr
 
 
+def gpu_probe(name: str) -> str:
+    """A stage command that writes its node and the GPU ids Swarm assigned it.
+
+    Read from the shell's own /proc/$$/environ: the variable's name has a '-',
+    which dash and busybox sh drop from the environment of their children.
+    """
+    return f'echo "$DVC_DOCKER_NODE" > {name}; tr "\\0" "\\n" < /proc/$$/environ | grep "^{GPU_IDS_VAR}=" >> {name}'
+
+
+def test_gpu_stages_land_on_the_gpu_node_and_get_its_gpus(swarm_repo, swarm_clean):
+    """Node n2 alone advertises two (fake) GPUs: `docker.gpus N` places there and hands over N ids."""
+    swarm_repo.dvc("config", "docker.gpus", "1")
+    write_pipeline(
+        swarm_repo,
+        {
+            "one": {"cmd": gpu_probe("one.txt"), "outs": ["one.txt"]},
+            "two": {"cmd": gpu_probe("two.txt"), "outs": ["two.txt"], "meta": {"docker": {"gpus": 2}}},
+        },
+    )
+    swarm_repo.dvc("repro")
+    advertised = swarm_clean.gpus["n2"]
+    for name, count in (("one.txt", 1), ("two.txt", 2)):
+        node, assigned = swarm_repo.read(name).split()
+        assert node == swarm_clean.nodes["n2"], f"{name}: ran on {node}, not on the GPU node"
+        var, ids = assigned.split("=", 1)
+        assert var == GPU_IDS_VAR
+        assert len(ids.split(",")) == count and set(ids.split(",")) <= set(advertised), (ids, advertised)
+
+
+def test_more_gpus_than_any_node_fails_at_once(swarm_repo):
+    write_pipeline(swarm_repo, {"greedy": {"cmd": "echo never", "meta": {"docker": {"gpus": 3}}}})
+    proc = swarm_repo.dvc("repro", check=False, timeout=120)
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(error) == 1, proc.stderr
+    assert "Swarm cannot place the task for 'echo never'" in error[0]
+    assert f"reserves 3 {GPU_RESOURCE} (the most a node has is 2 {GPU_RESOURCE})" in error[0]
+    assert swarm_repo.lock() is None
+
+
+def test_doctor_checks_the_gpus_of_the_nodes_not_of_the_manager(swarm_repo):
+    """The manager has no NVIDIA runtime; node n2 advertises 2 GPUs: what matters on Swarm is the latter."""
+    from tests.integration.test_commands import doctor
+
+    write_pipeline(swarm_repo, {"fits": {"cmd": "true", "meta": {"docker": {"gpus": 2}}}})
+    report = doctor(swarm_repo)
+    gpus = [c for c in report["checks"] if c["name"] == "gpus"]
+    assert [c["level"] for c in gpus] == ["ok"], report["checks"]
+    assert f"1 of 3 Swarm nodes advertise {GPU_RESOURCE} (up to 2 per node)" in gpus[0]["message"]
+    write_pipeline(swarm_repo, {"greedy": {"cmd": "true", "meta": {"docker": {"gpus": 3}}}})
+    report = doctor(swarm_repo)
+    gpus = [c for c in report["checks"] if c["name"] == "gpus"]
+    assert [c["message"] for c in gpus] == [f"'greedy' reserves 3 {GPU_RESOURCE} but the most a Swarm node has is 2"]
+    assert report["rc"] != 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_interrupt_removes_the_service_everywhere(swarm_repo, swarm_clean, sig):
     write_pipeline(swarm_repo, {"slow": {"cmd": "echo started; sleep 120"}})
@@ -142,34 +208,31 @@ def test_interrupt_removes_the_service_everywhere(swarm_repo, swarm_clean, sig):
         for service in swarm_clean.services():
             if service["Spec"]["Labels"].get("dvc-docker-exec.repo") == str(swarm_repo.path):
                 running = any(t["Status"]["State"] == "running" for t in api.tasks(filters={"service": service["ID"]}))
+                service_id = service["ID"]
         time.sleep(0.3)
     assert running, "the stage's task never ran"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, out + err
     assert swarm_repo.lock() is None
+    # dvc returned once the manager had no task of the service left (its node had stopped it)
+    assert not [t["ID"] for t in api.tasks() if t["ServiceID"] == service_id]
+    assert "still being removed" not in err, err
     # swarm_clean asserts that no service and no container is left on any node
 
 
 def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
     from tests.integration.test_experiments import experiments, queue, start_workers, stop_workers, wait_for_queue
 
-    swarm_repo.write("params.yaml", "x: 0\n")
-    write_pipeline(
+    # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
+    # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
+    # the first three overlap, whatever the load: they must be on three nodes.
+    write_experiment(
         swarm_repo,
-        {
-            "probe": {
-                # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
-                # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
-                # the first three overlap, whatever the load: they must be on three nodes.
-                "cmd": 'mkdir -p "$DVC_ROOT/rdv" && touch "$DVC_ROOT/rdv/${x}"; n=0; '
-                'while [ "$(ls "$DVC_ROOT/rdv" | wc -l)" -lt 3 ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; '
-                'printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
-                "params": ["x"],
-                "metrics": [{"m.json": {"cache": False}}],
-                "meta": {"docker": {"cpus": 1.5}},
-            }
-        },
+        'mkdir -p "$DVC_ROOT/rdv" && touch "$DVC_ROOT/rdv/${x}"; n=0; '
+        'while [ "$(ls "$DVC_ROOT/rdv" | wc -l)" -lt 3 ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n+1)); done; '
+        'printf "{\\"x\\": ${x}, \\"node\\": \\"%s\\"}" "$DVC_DOCKER_NODE" > m.json',
+        cpus=1.5,
     )
     names = [f"e{i}" for i in range(6)]
     for i, name in enumerate(names):
@@ -187,6 +250,86 @@ def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
         assert metrics["x"] == i
         nodes.add(metrics["node"])
     assert nodes == set(swarm_clean.nodes.values()), nodes
+
+
+def test_queue_kill_removes_the_service_everywhere(swarm_repo, swarm_clean):
+    """`dvc queue kill victim` ends the victim's service on its node; the other experiment runs on."""
+    from tests.integration.test_experiments import experiments, queue, start_workers, stop_workers, wait_for_queue
+
+    # both say they started (the workspace is shared); the victim (x=1) sleeps,
+    # the survivor waits for the test's go after the kill
+    write_experiment(
+        swarm_repo,
+        'touch "$DVC_ROOT/started-${x}"; if [ ${x} = 1 ]; then sleep 600; fi; n=0; '
+        'while [ ! -e "$DVC_ROOT/go" ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n+1)); done; '
+        'printf "{\\"x\\": ${x}}" > m.json',
+    )
+    queue(swarm_repo, "victim", "x=1")
+    queue(swarm_repo, "survivor", "x=2")
+
+    def ours():
+        return [s for s in swarm_clean.services() if s["Spec"]["Labels"].get("dvc-docker-exec.repo", "").startswith(str(swarm_repo.path))]
+
+    try:
+        start_workers(swarm_repo, 2, env={"DOCKER_HOST": swarm_clean.host})
+        deadline = time.monotonic() + 300
+        while not all((swarm_repo.path / f"started-{x}").exists() for x in (1, 2)):  # both tasks run
+            assert time.monotonic() < deadline, "the experiments' stages never started"
+            time.sleep(0.2)
+        assert len(ours()) == 2 and len(swarm_clean.node_containers()) == 2
+        swarm_repo.dvc("queue", "kill", "victim")
+        deadline = time.monotonic() + 60  # generous: the plugin removes the service within a few seconds
+        while (len(ours()) > 1 or len(swarm_clean.node_containers()) > 1) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(ours()) == 1, "the victim's service survived `dvc queue kill`"
+        assert len(swarm_clean.node_containers()) == 1, "the victim's container is still on its node"
+        (swarm_repo.path / "go").touch()
+        status = wait_for_queue(swarm_repo, ["victim", "survivor"])
+        logs = swarm_repo.dvc("queue", "logs", "victim").stdout
+    finally:
+        stop_workers(swarm_repo)
+    assert status["victim"] == "Failed" and status["survivor"] == "Success", status
+    assert "Traceback" not in logs, logs
+    found = experiments(swarm_repo)
+    assert found["victim"]["state"] == "failed" and not found["victim"]["metrics"].get("m.json"), found["victim"]
+    assert found["survivor"]["metrics"]["m.json"] == {"x": 2}, found["survivor"]
+    # swarm_clean asserts that no service and no container is left on any node
+
+
+@pytest.mark.parametrize(
+    "node, verdict",
+    # the manager's own node: its `oom` event says so; another node: inferred from exit 137 under a limit
+    [("n1", "killed, out of memory"), ("n2", "killed, probably out of memory")],
+)
+def test_oom_kill_is_reported_with_the_limit_and_the_node(swarm_repo, swarm_clean, node, verdict):
+    write_pipeline(
+        swarm_repo,
+        {
+            "hog": {
+                "cmd": "echo partial > o.txt; dd if=/dev/zero bs=64M count=1 of=/dev/null",  # a 64 MiB buffer
+                "outs": ["o.txt"],
+                "meta": {"docker": {"memory": "16m", "constraints": f"node.labels.dde=={node}"}},
+            }
+        },
+    )
+    proc = swarm_repo.dvc("repro", check=False, timeout=120)
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(error) == 1, proc.stderr
+    assert "exited with 137" in error[0] and f"{verdict} (docker.memory = {16 << 20} bytes)" in error[0], error[0]
+    assert swarm_clean.nodes[node][:12] in error[0]
+    assert swarm_repo.lock() is None
+
+
+def test_kill_9_on_the_manager_node_is_not_called_out_of_memory(swarm_repo, swarm_clean):
+    """Exit 137 under a memory limit without an `oom` event: the node's event log decides, not the code."""
+    write_pipeline(
+        swarm_repo,
+        {"k": {"cmd": "kill -9 $$", "meta": {"docker": {"memory": "16m", "constraints": "node.labels.dde==n1"}}}},
+    )
+    proc = swarm_repo.dvc("repro", check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "exited with 137" in proc.stderr and "out of memory" not in proc.stderr, proc.stderr
 
 
 def test_ps_and_prune_cover_services_of_a_killed_dvc(swarm_repo, swarm_clean):
