@@ -10,11 +10,18 @@
 # machines ("unable to apply caps"). Why nsenter and not `ip netns exec`: the
 # latter remounts /sys and dockerd fails with "Devices cgroup isn't mounted".
 #
-#   scripts/engines/swarm-netns.sh up [N]   start N nodes (default 3), join them, print the manager's DOCKER_HOST
+#   scripts/engines/swarm-netns.sh up [N]   start a registry and N nodes (default 3), join them; print
+#                                           DDE_SWARM_REGISTRY=<addr>, then the manager's DOCKER_HOST
 #                                           (the last node does not see $HIDDEN/data, node 2 advertises
 #                                           two fake GPUs, see below)
-#   scripts/engines/swarm-netns.sh down     stop every node, remove namespaces and state
+#   scripts/engines/swarm-netns.sh down     stop every node and the registry, remove namespaces and state
 #   scripts/engines/swarm-netns.sh load IMG copy a local image of the main engine to every node
+#
+# The registry (Debian's docker-registry, installed by scripts/ensure-docker.sh)
+# runs in a namespace of its own on the same bridge, at $SUBNET.2:5000, with its
+# storage under $STATE/registry; every node trusts it over plain HTTP
+# (--insecure-registry). Only the nodes reach it, not the host's engine: push
+# from a node (`docker -H unix://$RUN/node1/docker.sock push $SUBNET.2:5000/...`).
 #
 # DDE_SWARM_PREFIX (default dde-sw) names the namespaces, state and sockets, so
 # separate swarms can run side by side (each has its own bridge namespace).
@@ -28,6 +35,8 @@ STATE=${DDE_SWARM_STATE:-/var/lib/$PREFIX}
 RUN=${DDE_SWARM_RUN:-/run/$PREFIX}
 SUBNET=10.213.0
 BR_NS=$PREFIX-br
+REG_NS=$PREFIX-reg
+REGISTRY=$SUBNET.2:5000
 HIDDEN=${DDE_SWARM_HIDDEN:-/srv/$PREFIX-hidden}  # present on the host, empty on the last node
 # Node 2 advertises two fake GPUs as Swarm generic resources (what a GPU node's
 # daemon.json `node-generic-resources` does, docs/scale-out.md): the scheduler
@@ -43,9 +52,10 @@ die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
 node_sock() { echo "unix://$RUN/node$1/docker.sock"; }
 ndocker() { local n=$1; shift; docker -H "$(node_sock "$n")" "$@"; }
 
-# node_args N: the dockerd flags that differ per node
+# node_args N: the dockerd flags that differ per node, or may change (stale_node)
 node_args() {
     local id
+    echo "--insecure-registry=$REGISTRY"
     if [ "$1" -eq "$GPU_NODE" ]; then
         for id in "${GPU_IDS[@]}"; do echo "--node-generic-resource=$GPU_KIND=$id"; done
     fi
@@ -56,13 +66,15 @@ node_args() {
 stale_node() {
     local want have
     want=$(node_args "$1" | sort | tr '\n' ' ')
-    have=$(tr '\0' '\n' < "/proc/$(cat "$RUN/node$1/docker.pid")/cmdline" | grep '^--node-generic-resource=' | sort | tr '\n' ' ')
+    have=$(tr '\0' '\n' < "/proc/$(cat "$RUN/node$1/docker.pid")/cmdline" | grep -E '^--(node-generic-resource|insecure-registry)=' | sort | tr '\n' ' ')
     [ "$want" != "$have" ]
 }
 
-stop_node() {
+stop_node() { stop_pid "$RUN/node$1/docker.pid"; }
+
+stop_pid() {
     local pid
-    pid=$(cat "$RUN/node$1/docker.pid" 2>/dev/null) || return 0
+    pid=$(cat "$1" 2>/dev/null) || return 0
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -9 "$pid" 2>/dev/null || true
@@ -81,6 +93,45 @@ wait_node() {
     die "node $n did not answer within 60 s"
 }
 
+# wire_ns NS HOST_VETH NS_VETH ADDR: a namespace with eth0 at ADDR on the bridge (once)
+wire_ns() {
+    local ns=$1 host_end=$2 ns_end=$3 addr=$4
+    ip netns list | grep -qw "$ns" && return 0
+    ip netns add "$ns"
+    ip link add "$host_end" type veth peer name "$ns_end"
+    ip link set "$host_end" netns "$BR_NS"
+    ip -n "$BR_NS" link set "$host_end" master br0 up
+    ip link set "$ns_end" netns "$ns"
+    ip -n "$ns" link set "$ns_end" name eth0
+    ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+}
+
+registry_answers() {
+    nsenter --net="/var/run/netns/$REG_NS" bash -c "exec 3<>/dev/tcp/${REGISTRY%:*}/${REGISTRY#*:}" 2>/dev/null
+}
+
+registry_up() {
+    local binary i
+    binary=$(command -v docker-registry) || die "docker-registry missing: run scripts/ensure-docker.sh first"
+    wire_ns "$REG_NS" "$PREFIX-hr" "$PREFIX-r" "${REGISTRY%:*}"
+    registry_answers && return 0
+    mkdir -p "$STATE/registry/data"
+    printf '%s\n' 'version: 0.1' 'log: {level: error}' \
+        "storage: {filesystem: {rootdirectory: $STATE/registry/data}}" "http: {addr: $REGISTRY}" \
+        >"$STATE/registry/config.yml"
+    setsid nsenter --net="/var/run/netns/$REG_NS" "$binary" serve "$STATE/registry/config.yml" \
+        >"$STATE/registry.log" 2>&1 </dev/null &
+    echo $! >"$RUN/registry.pid"
+    for i in $(seq 1 60); do
+        registry_answers && return 0
+        sleep 0.5
+    done
+    tail -n 20 "$STATE/registry.log" >&2
+    die "the registry did not answer at $REGISTRY within 30 s"
+}
+
 up() {
     local count=${1:-3} n
     command -v dockerd >/dev/null || die "dockerd missing: run scripts/ensure-docker.sh first"
@@ -91,19 +142,10 @@ up() {
         ip -n "$BR_NS" link set br0 up
         ip -n "$BR_NS" link set lo up
     fi
+    registry_up
     for n in $(seq 1 "$count"); do
         local ns=$PREFIX-$n
-        if ! ip netns list | grep -qw "$ns"; then
-            ip netns add "$ns"
-            ip link add "$PREFIX-h$n" type veth peer name "$PREFIX-n$n"
-            ip link set "$PREFIX-h$n" netns "$BR_NS"
-            ip -n "$BR_NS" link set "$PREFIX-h$n" master br0 up
-            ip link set "$PREFIX-n$n" netns "$ns"
-            ip -n "$ns" link set "$PREFIX-n$n" name eth0
-            ip -n "$ns" addr add "$SUBNET.$((10 + n))/24" dev eth0
-            ip -n "$ns" link set eth0 up
-            ip -n "$ns" link set lo up
-        fi
+        wire_ns "$ns" "$PREFIX-h$n" "$PREFIX-n$n" "$SUBNET.$((10 + n))"
         if ndocker "$n" info >/dev/null 2>&1 && stale_node "$n"; then
             echo "$PROG: restarting node $n (its flags changed)" >&2
             stop_node "$n"
@@ -137,6 +179,7 @@ up() {
             ndocker "$n" swarm join --token "$token" "$SUBNET.11:2377" >/dev/null
         fi
     done
+    echo "DDE_SWARM_REGISTRY=$REGISTRY"
     echo "DOCKER_HOST=$(node_sock 1)"
 }
 
@@ -146,6 +189,7 @@ down() {
         [ -e "$pidfile" ] || continue
         n=$(basename "$(dirname "$pidfile")"); stop_node "${n#node}"
     done
+    stop_pid "$RUN/registry.pid"
     for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
         ip netns del "$ns"
     done
