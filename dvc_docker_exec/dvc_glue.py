@@ -159,11 +159,12 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
 
     try:
         runner, images = _session(settings.backend)
-        if settings.backend == "engine":
-            images.ensure(settings.image, settings.pull)
-        else:
-            # Swarm nodes get the image themselves (from a registry they reach): by its
-            # registry digest where the manager knows one, so every node runs the same bytes
+        # On Swarm the policy applies to the manager's engine: it tells the identity
+        # (recorded for provenance) and the nodes then pull the image themselves from
+        # a registry they reach, by its registry digest where the manager knows one,
+        # so every node runs the same bytes.
+        images.ensure(settings.image, settings.pull, image_place(settings.backend))
+        if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
@@ -187,6 +188,14 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd, signals)
+
+
+def image_place(backend: str) -> Optional[str]:
+    """Where the image is looked up and pulled when that is not where the stage runs (ImageManager.ensure's `on`)."""
+    if backend != "swarm":
+        return None
+    _session()
+    return f"the Swarm manager {_state['endpoint'].describe()}"
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:

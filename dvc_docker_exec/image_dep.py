@@ -34,12 +34,13 @@ class ImageDependency(ParamsDependency):
     """
 
     def __init__(self, stage: Any, path: str, key: str, image: Optional[str], pull: str = "missing",
-                 error: Optional[Exception] = None):
+                 error: Optional[Exception] = None, backend: str = "engine"):
         super().__init__(stage, path, params=[key])
         self.key = key
         self.image = image
         self.pull = pull
         self.error = error
+        self.backend = backend  # swarm: the identity is the manager's (dvc_glue.image_place)
 
     # the file is ours and may not exist yet: never "deleted", never read for status
     @property
@@ -61,7 +62,7 @@ class ImageDependency(ParamsDependency):
             raise self.error
         if self.image is None:
             return None
-        return current_identity(self.image, self.pull)
+        return current_identity(self.image, self.pull, self.backend)
 
     def recorded(self) -> Optional[str]:
         value = self.hash_info.value if self.hash_info else None
@@ -114,8 +115,11 @@ class ImageDependency(ParamsDependency):
         return self.workspace_status()
 
 
-def current_identity(image: str, pull: str) -> str:
-    """Identity of `image` now: in `dvc status` only looked up, elsewhere after the pull policy."""
+def current_identity(image: str, pull: str, backend: str = "engine") -> str:
+    """Identity of `image` now: in `dvc status` only looked up, elsewhere after the pull policy.
+
+    On Swarm that is the manager engine's identity of the image (the one the nodes are pinned to).
+    """
     from . import dvc_glue
 
     if status_only():
@@ -128,7 +132,10 @@ def current_identity(image: str, pull: str) -> str:
             raise ImageNotChecked(str(exc)) from None
         identity = images.identities.identity(image)
         if identity is None:
-            raise ImageNotChecked("it is not present locally (`dvc status` never pulls; `dvc repro` will)")
+            where = dvc_glue.image_place(backend)
+            raise ImageNotChecked(
+                f"it is not present {f'on {where}' if where else 'locally'} (`dvc status` never pulls; `dvc repro` will)"
+            )
         return identity
     _runner, images = dvc_glue._session()
-    return images.identity(image, pull)
+    return images.identity(image, pull, dvc_glue.image_place(backend))

@@ -186,21 +186,31 @@ class ImageManager:
     def _present(self, image: str) -> bool:
         return self.identities.identity(image) is not None
 
-    def identity(self, image: str, policy: str) -> str:
-        """The identity of the image a stage will run, after applying the pull policy."""
-        self.ensure(image, policy)
+    def identity(self, image: str, policy: str, on: Optional[str] = None) -> str:
+        """The identity of the image a stage will run, after applying the pull policy (`on`: see ensure)."""
+        self.ensure(image, policy, on)
         identity = self.identities.identity(image)
         if identity is None:  # deleted between the pull and the inspect
             raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
         return identity
 
-    def ensure(self, image: str, policy: str) -> None:
+    def ensure(self, image: str, policy: str, on: Optional[str] = None) -> None:
+        """Apply the pull policy to this client's engine.
+
+        `on` names that engine in errors when it is not where the stage runs
+        (Swarm: "the Swarm manager '...'"; it resolves the digest the nodes pull).
+        """
         if image in self._pulled or (policy != "always" and image in self._known):
             return
         if policy != "always" and self._present(image):
             self._known.add(image)
             return
         if policy == "never":
+            if on:
+                raise DockerExecError(
+                    f"image '{image}' is not present on {on} and docker.pull is 'never': the manager tells "
+                    f"the digest every node runs; pull or load it there, or set `dvc config docker.pull missing`"
+                )
             raise DockerExecError(
                 f"image '{image}' is not present locally and docker.pull is 'never': "
                 f"build or load it (`docker build -t {image} .`), or set `dvc config docker.pull missing`"
@@ -209,15 +219,22 @@ class ImageManager:
             # another worker may have pulled it while we waited for the lock
             self.identities.forget(image)
             if policy == "always" or not self._present(image):
-                self._pull(image)
+                self._pull(image, on)
                 self.identities.forget(image)  # the tag may name another image now
         self._pulled.add(image)
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, on: Optional[str] = None) -> None:
         from .pulling import pull_image
 
         self.out.write(f"Pulling image '{image}'...\n")
-        pull_image(self.client.api, image, out=self.out)
+        try:
+            pull_image(self.client.api, image, out=self.out)
+        except DockerExecError as exc:
+            if not on:
+                raise
+            raise DockerExecError(
+                f"{exc} (pulled by {on}: push the image to a registry the manager and every node reach)"
+            ) from None
 
 
 def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:

@@ -97,7 +97,7 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
     if settings is not None:
         if not settings.track:
             return None
-        return ImageDependency(stage, path, key, image=settings.image, pull=settings.pull)
+        return ImageDependency(stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend)
     # a host stage: only one that ran in a container before (turned off) needs the dependency
     recorded = ((lock_data or {}).get("params") or {}).get(path) or {}
     if key not in recorded or _tracking_off(stage):

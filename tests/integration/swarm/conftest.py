@@ -4,6 +4,8 @@ Each node is a Docker Engine in its own network namespace; the nodes share the
 host's filesystem, standing in for the shared filesystem of a real cluster.
 Nodes carry the label `dde=n1..n3` so tests can place stages on purpose;
 node n2 alone advertises two fake GPUs (generic resource NVIDIA-GPU).
+A registry on the swarm's bridge (`Swarm.registry`) is reachable from every
+node, not from the host's engine: push from a node (`Swarm.node(1)`).
 Under CI=true a swarm that cannot start fails the tests instead of skipping.
 """
 
@@ -33,18 +35,22 @@ class Swarm:
     nodes: Dict[str, str]  # label n1..n3 -> node id
     client: object
     gpus: Dict[str, List[str]]  # label -> the ids of the GPUs it advertises (swarm-netns.sh: n2 has two fake ones)
+    registry: str  # host:port of the registry every node trusts (only the nodes reach it)
+
+    def node(self, number: int):
+        """A docker-py client of node `number`'s own engine (node 1 is the manager)."""
+        import docker
+
+        return docker.DockerClient(base_url=self.host.replace("node1", f"node{number}"))
 
     def services(self) -> List[dict]:
         return self.client.api.services(filters={"label": LABEL})
 
     def node_containers(self) -> List[str]:
         """Containers of the plugin on every node (a removed service's tasks must go too)."""
-        import docker
-
         found = []
         for n in range(1, NODES + 1):
-            node = docker.DockerClient(base_url=self.host.replace("node1", f"node{n}"))
-            found += [c.name for c in node.containers.list(all=True, filters={"label": LABEL})]
+            found += [c.name for c in self.node(n).containers.list(all=True, filters={"label": LABEL})]
         return found
 
 
@@ -55,7 +61,8 @@ def swarm(docker_client, busybox_image) -> Iterator[Swarm]:
     up = subprocess.run([str(SCRIPT), "up", str(NODES)], capture_output=True, text=True, timeout=300)
     if up.returncode != 0:
         _unavailable(f"the test swarm did not start: {up.stderr.strip()[-500:]}")
-    host = up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    printed = dict(line.split("=", 1) for line in up.stdout.strip().splitlines() if "=" in line)
+    host = printed["DOCKER_HOST"]
     load = subprocess.run([str(SCRIPT), "load", BUSYBOX], capture_output=True, text=True, timeout=300)
     assert load.returncode == 0, load.stderr
     import docker
@@ -76,7 +83,7 @@ def swarm(docker_client, busybox_image) -> Iterator[Swarm]:
         f"only node n2 should advertise GPUs, found {gpus}: restart the test swarm ({SCRIPT.name} down, then up)"
     )
     try:
-        yield Swarm(host=host, nodes=nodes, client=client, gpus=gpus)
+        yield Swarm(host=host, nodes=nodes, client=client, gpus=gpus, registry=printed["DDE_SWARM_REGISTRY"])
     finally:
         if os.environ.get("DDE_KEEP_SWARM") != "1":
             subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=300)

@@ -125,13 +125,6 @@ def test_reservation_larger_than_any_node_fails(swarm_repo):
     assert "insufficient resources" in proc.stderr
 
 
-def test_image_missing_on_the_node_fails_with_its_reason(swarm_repo):
-    write_pipeline(swarm_repo, {"s": {"cmd": "true", "meta": {"docker": "dvc-docker-exec-test/absent-everywhere:1"}}})
-    proc = swarm_repo.dvc("repro", check=False, timeout=180)
-    assert proc.returncode != 0
-    assert "Swarm rejected the task" in proc.stderr and "on node" in proc.stderr
-
-
 def gpu_probe(name: str) -> str:
     """A stage command that writes its node and the GPU ids Swarm assigned it.
 
