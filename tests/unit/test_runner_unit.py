@@ -302,6 +302,28 @@ def test_never_and_absent() -> None:
     assert "docker build -t my/img:1 ." in message and "dvc config docker.pull missing" in message
 
 
+def test_never_and_absent_on_the_swarm_manager() -> None:
+    images, _ = manager(FakeAPI())
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("reg:5000/img:1", "never", on="the Swarm manager 'unix:///m.sock' (from DOCKER_HOST)")
+    message = str(info.value)
+    assert message.startswith(
+        "image 'reg:5000/img:1' is not present on the Swarm manager 'unix:///m.sock' (from DOCKER_HOST) "
+        "and docker.pull is 'never': the manager tells the digest every node runs"
+    )
+    assert "docker build" not in message
+
+
+def test_a_failed_pull_on_the_swarm_manager_names_it() -> None:
+    images, _ = manager(FakeAPI(events=[{"error": "manifest unknown"}]))
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("reg:5000/img:1", "missing", on="the Swarm manager 'm'")
+    assert str(info.value) == (
+        "cannot pull image 'reg:5000/img:1' from reg:5000: manifest unknown "
+        "(pulled by the Swarm manager 'm': push the image to a registry the manager and every node reach)"
+    )
+
+
 def test_missing_and_absent_pulls_once() -> None:
     api = FakeAPI()
     images, out = manager(api)
