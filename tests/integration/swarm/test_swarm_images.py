@@ -217,3 +217,31 @@ def test_an_image_only_the_manager_holds_is_rejected_by_the_node(swarm_repo, swa
     assert len(errors) == 1, proc.stderr
     assert "Swarm rejected the task" in errors[0] and swarm_clean.nodes["n3"][:12] in errors[0]
     assert "No such image" in errors[0] and "push it to a registry the nodes reach" in errors[0]
+
+
+def test_dvc_docker_pull_puts_the_recorded_digest_back_on_the_manager(swarm_repo, swarm_clean, variant, repository):
+    """The manager's tag moved (someone pulled it): `dvc status` says so; `dvc docker pull` restores the record."""
+    first_digest = variant(1, "A")
+    ref = f"{repository}:1"
+    use_image(swarm_repo, ref)
+    write_pipeline(swarm_repo, {"s": placed(VARIANT_CMD.format(out="s.txt"), "s.txt", "n3")})
+    swarm_repo.dvc("repro")
+    moved_digest = variant(3, "B")  # the registry's tag moves; node 3 holds B under the tag
+    swarm_clean.node(1).images.pull(repository, tag="1")  # and the manager pulls it
+    changed = status(swarm_repo)["s"][0]["changed deps"]
+    assert changed == {"dvc.docker.lock": {f"image '{ref}' {_short(first_digest)} -> {_short(moved_digest)}": "modified"}}
+
+    swarm_repo.dvc("docker", "pull")  # by the digest dvc.docker.lock records, onto the manager
+    assert first_digest in swarm_clean.node(1).images.get(ref).attrs["RepoDigests"]
+    assert status(swarm_repo) == {}
+    since = int(time.time())
+    swarm_repo.dvc("repro", "-f")
+    assert swarm_repo.read("s.txt").split() == ["A", swarm_clean.nodes["n3"]]  # not node 3's own B
+    assert task_images(swarm_clean, 3, since) == [first_digest]
+    assert records(swarm_repo)["s"] == (ref, first_digest)
+
+
+def _short(identity: str) -> str:
+    from dvc_docker_exec.provenance import short_identity
+
+    return short_identity(identity)
