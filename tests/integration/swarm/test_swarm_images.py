@@ -76,14 +76,13 @@ def holds(swarm, node: int, reference: str) -> bool:
         return False
 
 
-def task_images(swarm, node: int, since: int) -> List[str]:
-    """The image reference of every Swarm task container created on `node` since `since` (its engine's events)."""
+def task_images(swarm, node: int, since: int, repo: DvcRepo) -> List[str]:
+    """The image reference of every task container of `repo`'s stages created on `node` since `since` (its engine's events)."""
     events = swarm.node(node).api.events(
-        since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container", "event": "create"}
+        since=since, until=int(time.time()) + 1, decode=True,
+        filters={"type": "container", "event": "create", "label": f"dvc-docker-exec.repo={repo.path}"},
     )
-    return [
-        e["Actor"]["Attributes"]["image"] for e in events if "com.docker.swarm.service.id" in e["Actor"]["Attributes"]
-    ]
+    return [e["Actor"]["Attributes"]["image"] for e in events if "com.docker.swarm.service.id" in e["Actor"]["Attributes"]]
 
 
 def use_image(repo: DvcRepo, reference: str, pull: str = "missing") -> None:
@@ -109,7 +108,7 @@ def test_a_node_without_the_image_pulls_the_recorded_digest(swarm_repo, swarm_cl
     marker, node = swarm_repo.read("s.txt").split()
     assert (marker, node) == ("A", swarm_clean.nodes["n3"])
     assert records(swarm_repo)["s"] == (ref, digest)  # the identity recorded for provenance...
-    assert task_images(swarm_clean, 3, since) == [digest]  # ...is the image node 3's task was given
+    assert task_images(swarm_clean, 3, since, swarm_repo) == [digest]  # ...is the image node 3's task was given
     assert holds(swarm_clean, 3, digest)
     assert digest in swarm_clean.node(3).api.inspect_image(digest)["RepoDigests"]
     assert status(swarm_repo) == {}
@@ -152,7 +151,7 @@ def test_a_tag_moved_between_two_stages_still_runs_the_recorded_digest(swarm_rep
     assert swarm_repo.read("first.txt").split() == ["A", swarm_clean.nodes["n3"]]
     # node 2's own tag names B and the registry's tag too: it ran A, by digest
     assert swarm_repo.read("second.txt").split() == ["A", swarm_clean.nodes["n2"]]
-    assert task_images(swarm_clean, 2, since) == [first_digest]
+    assert task_images(swarm_clean, 2, since, swarm_repo) == [first_digest]
     assert records(swarm_repo) == {"first": (ref, first_digest), "second": (ref, first_digest)}
 
     # `dvc status` asks the manager, which still holds A under the tag: nothing changed
@@ -178,7 +177,7 @@ def test_the_manager_pulls_an_image_it_lacks_and_pins_it(swarm_repo, swarm_clean
     assert holds(swarm_clean, 1, digest)
     assert swarm_repo.read("s.txt").split()[0] == "A"
     assert records(swarm_repo)["s"] == (ref, digest)
-    assert task_images(swarm_clean, 3, since) == [digest]
+    assert task_images(swarm_clean, 3, since, swarm_repo) == [digest]
 
 
 @pytest.mark.parametrize("pull", ["never", "missing"])
@@ -202,7 +201,7 @@ def test_an_image_the_manager_cannot_get_fails_with_one_line(swarm_repo, swarm_c
     else:
         assert f"cannot pull image '{ref}' from {swarm_clean.registry}" in errors[0]
     assert not (swarm_repo.path / "s.txt").exists() and swarm_repo.lock() is None
-    assert task_images(swarm_clean, 3, since) == []  # no service was made
+    assert task_images(swarm_clean, 3, since, swarm_repo) == []  # no service was made
 
 
 def test_an_image_only_the_manager_holds_is_rejected_by_the_node(swarm_repo, swarm_clean, variant, repository):
@@ -237,7 +236,7 @@ def test_dvc_docker_pull_puts_the_recorded_digest_back_on_the_manager(swarm_repo
     since = int(time.time())
     swarm_repo.dvc("repro", "-f")
     assert swarm_repo.read("s.txt").split() == ["A", swarm_clean.nodes["n3"]]  # not node 3's own B
-    assert task_images(swarm_clean, 3, since) == [first_digest]
+    assert task_images(swarm_clean, 3, since, swarm_repo) == [first_digest]
     assert records(swarm_repo)["s"] == (ref, first_digest)
 
 
