@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, Iterator, List
 
 import pytest
+import yaml
 
 from dvc_docker_exec.swarm import GPU_RESOURCE
-from tests.conftest import BUSYBOX, LABEL, ROOT, _unavailable
+from tests.conftest import BUSYBOX, LABEL, ROOT, DvcRepo, _unavailable
 
 SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"
 NODES = 3
@@ -131,3 +133,18 @@ def manager_runner(swarm, runner_image, docker_client) -> str:
         save.wait()
         assert save.returncode == 0 and load.returncode == 0, load.stderr
     return runner_image
+
+
+@pytest.fixture
+def swarm_repo(make_repo, busybox_image, swarm_clean):
+    repo = make_repo(busybox_image)
+    repo.dvc("config", "docker.backend", "swarm")
+    repo.env["DOCKER_HOST"] = swarm_clean.host
+    repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
+    return repo
+
+
+def write_pipeline(repo: DvcRepo, stages: dict) -> None:
+    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}))
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")

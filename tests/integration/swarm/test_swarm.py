@@ -14,23 +14,9 @@ import yaml
 
 from dvc_docker_exec.swarm import GPU_IDS_VAR, GPU_RESOURCE
 from tests.conftest import DvcRepo
+from tests.integration.swarm.conftest import write_pipeline
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
-
-
-@pytest.fixture
-def swarm_repo(make_repo, busybox_image, swarm_clean):
-    repo = make_repo(busybox_image)
-    repo.dvc("config", "docker.backend", "swarm")
-    repo.env["DOCKER_HOST"] = swarm_clean.host
-    repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
-    return repo
-
-
-def write_pipeline(repo: DvcRepo, stages: dict) -> None:
-    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}))
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "pipeline")
 
 
 def write_experiment(repo: DvcRepo, cmd: str, **docker) -> None:

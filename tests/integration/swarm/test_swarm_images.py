@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Optional
 import pytest
 
 from tests.conftest import BUSYBOX, DvcRepo
-from tests.integration.swarm.test_swarm import swarm_repo, write_pipeline  # noqa: F401 - fixture
+from tests.integration.swarm.conftest import write_pipeline
 from tests.integration.test_provenance import records, status
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]

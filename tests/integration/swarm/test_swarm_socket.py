@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.integration.swarm.test_swarm import swarm_repo, write_pipeline  # noqa: F401 (fixture)
+from tests.integration.swarm.conftest import write_pipeline
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
