@@ -14,6 +14,10 @@
 #   DOCKERD_PIDFILE  pid file of a dockerd that may be starting up already
 #                    (default /var/run/docker.pid)
 set -euo pipefail
+# Daemons started here outlive this script: they get / as working directory, not the
+# caller's (a test checkout deleted later left a daemon in a deleted folder,
+# where conmon fails with "Failed to get working directory" and every run breaks).
+cd /
 
 PROG=ensure-docker
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}

@@ -1,4 +1,8 @@
 # Helpers for scripts/engines/*.sh (sourced).
+# Daemons started here outlive this script: they get / as working directory, not the
+# caller's (a test checkout deleted later left Podman's service in a deleted folder,
+# where conmon fails with "Failed to get working directory" and every run breaks).
+cd /
 status() { echo "$PROG: $*" >&2; }
 die() { echo "$PROG: ERROR: $*" >&2; exit 1; }
 need_root() { [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts a daemon)"; }

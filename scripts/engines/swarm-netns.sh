@@ -28,6 +28,10 @@
 #
 # Addresses are only those of the namespaces made here (10.213.0.0/24).
 set -euo pipefail
+# Daemons started here outlive this script: they get / as working directory, not the
+# caller's (a test checkout deleted later left a daemon in a deleted folder,
+# where conmon fails with "Failed to get working directory" and every run breaks).
+cd /
 
 PROG=swarm-netns
 PREFIX=${DDE_SWARM_PREFIX:-dde-sw}
