@@ -21,8 +21,6 @@ from .spec import ContainerSpec
 if TYPE_CHECKING:
     from .runner import StageSignals
 
-BACKENDS = ("engine", "swarm")
-
 
 class Backend(Protocol):
     def run(self, spec: ContainerSpec, cmd: str, signals: "Optional[StageSignals]" = None) -> None:

@@ -57,7 +57,7 @@ class CmdDocker(CmdBase):
         A bad setting is DVC's one-line error, or with `on_error` reported
         there and the stage skipped (doctor reports every stage).
         """
-        from .dvc_glue import settings_for
+        from .stage_settings import settings_for
         from .errors import DockerExecError
 
         found = []

@@ -141,7 +141,7 @@ class CmdDockerDoctor(CmdDocker):
     def _paths_check(self, client: Any) -> Check:
         from .checks import ERROR, OK, WARNING, Check
         from .config import DockerSettings, SettingError
-        from .dvc_glue import SECTION, repo_git_root
+        from .stage_settings import SECTION, repo_git_root
         from .paths import IdentityPaths, detect_host_paths, in_container
 
         root = repo_git_root(self.repo)

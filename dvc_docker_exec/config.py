@@ -228,9 +228,12 @@ def parse_shell(value: Any) -> str:
     return text
 
 
-def parse_backend(value: Any) -> str:
-    from .backend import BACKENDS
+# Where stage commands run (backend.make_backend builds one of each): kept here,
+# with the other values, so that config depends on no runner module.
+BACKENDS = ("engine", "swarm")
 
+
+def parse_backend(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in BACKENDS:
         raise SettingError(f"expected one of {', '.join(BACKENDS)}, got '{value}'")

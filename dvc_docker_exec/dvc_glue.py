@@ -19,13 +19,13 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
-from .config import DockerSettings, SettingError, dvc_schema
+from .config import DockerSettings, dvc_schema
+from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
+from .stage_settings import SECTION, git_root as _git_root, settings_for
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
 logger = logging.getLogger(f"dvc.{__name__}")
 
-SECTION = "docker"
-_state: dict = {}  # per process: docker client, image manager, host paths
 
 
 def register_config_schema(module: Any) -> None:
@@ -82,48 +82,6 @@ patch_stage_cache = _patch_with("patch_stage_cache")
 patch_dvcfile = _patch_with("patch_dvcfile")
 patch_repo_status = _patch_with("patch_status")
 patch_repo_reproduce = _patch_with("patch_reproduce")
-
-
-def settings_for(stage: Any) -> Optional[DockerSettings]:
-    """The stage's settings if it runs in a container, None for a host run.
-
-    Repository-supplied settings that widen host access are refused here
-    (see `trust`), before anything starts.
-    """
-    from . import trust
-    from .errors import DockerExecError
-
-    levels = config_snapshot(stage.repo)
-    meta = (stage.meta or {}).get(SECTION) if isinstance(stage.meta, dict) else None
-    if not any(section for _, section in levels) and meta is None:
-        return None
-    try:
-        settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
-        if settings.active:
-            roots = (os.path.normpath(stage.repo.root_dir), _git_root(stage))
-            trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
-    except SettingError as exc:
-        raise DockerExecError(str(exc)) from None
-    return settings if settings.active else None
-
-
-def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
-    """The `docker` section of each DVC config level, read once per process (first use).
-
-    Why: DVC reloads its config between stages (Repo._reset), so a stage that
-    appends `[docker]` to .dvc/config.local would reconfigure the next stage of
-    the same `dvc repro` (issue 7, hole 1). A change made mid-run takes effect
-    on the next dvc command, like a change to dvc.yaml. Keyed by the config
-    files: `exp run --temp` has a repo (and config.local) of its own.
-    """
-    config = repo.config
-    files = config.files
-    key = ("config", tuple(files.get(level) for level in config.LEVELS))
-    if key not in _state:
-        _state[key] = tuple(
-            (level, dict(config.read(level).get(SECTION) or {})) for level in config.LEVELS if level in files
-        )
-    return _state[key]
 
 
 def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional[dict] = None) -> None:
@@ -190,14 +148,6 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             runner.run(spec, cmd, signals)
 
 
-def image_place(backend: str) -> Optional[str]:
-    """Where the image is looked up and pulled when that is not where the stage runs (ImageManager.ensure's `on`)."""
-    if backend != "swarm":
-        return None
-    _session()
-    return f"the Swarm manager {_state['endpoint'].describe()}"
-
-
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
     """settings with the image as `repo@sha256:...` when its identity is a registry digest."""
     from dataclasses import replace
@@ -211,13 +161,6 @@ def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
 
 def _run_line(spec: Any) -> str:
     return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join(spec.run_line_differences())})"
-
-
-def _engine_ids() -> dict:
-    """uid/gid for the stage's default user, as the engine maps them (rootless: root inside = you)."""
-    _session()
-    uid, gid = _state["engine"].stage_ids(os.getuid(), os.getgid())
-    return {"uid": uid, "gid": gid}
 
 
 def _user_name() -> str:
@@ -234,27 +177,6 @@ def _tty() -> bool:
         return os.isatty(sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _session(backend: str = "engine"):
-    """The client, image manager and backend of this dvc process (one connection each)."""
-    if "client" not in _state:
-        from .endpoint import discover
-        from .engine import probe
-        from .runner import ImageManager, connect
-
-        endpoint = discover()
-        logger.debug("Docker endpoint %s", endpoint.describe())
-        client = connect(endpoint)
-        _state["endpoint"] = endpoint
-        _state["client"] = client
-        _state["engine"] = probe(client.api)
-        _state["images"] = ImageManager(client)
-    if ("backend", backend) not in _state:
-        from .backend import make_backend
-
-        _state[("backend", backend)] = make_backend(backend, _state["client"], _state["engine"], _state["endpoint"])
-    return _state[("backend", backend)], _state["images"]
 
 
 def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Callable:
@@ -281,17 +203,6 @@ def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Calla
 def _positional(host_paths: Any) -> Callable:
     # spec.build_spec calls mount_for(path, read_only)
     return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
-
-
-def _git_root(stage: Any) -> str:
-    return repo_git_root(stage.repo)
-
-
-def repo_git_root(repo: Any) -> str:
-    scm = getattr(repo, "scm", None)
-    root = getattr(scm, "root_dir", None)
-    # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
-    return os.path.normpath(root or repo.root_dir)
 
 
 def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: Optional[DockerSettings]):

@@ -13,8 +13,8 @@ from dvc.dependency.param import ParamsDependency
 from dvc_data.hashfile.hash_info import HashInfo
 
 from . import provenance
+from .provenance import status_only
 from .errors import DockerExecError
-from .tracking import status_only
 
 logger = logging.getLogger(f"dvc.{__name__}")
 _unreachable: List[str] = []  # inside `dvc status`: why the daemon could not be reached
@@ -40,7 +40,7 @@ class ImageDependency(ParamsDependency):
         self.image = image
         self.pull = pull
         self.error = error
-        self.backend = backend  # swarm: the identity is the manager's (dvc_glue.image_place)
+        self.backend = backend  # swarm: the identity is the manager's (session.image_place)
 
     # the file is ours and may not exist yet: never "deleted", never read for status
     @property
@@ -120,22 +120,22 @@ def current_identity(image: str, pull: str, backend: str = "engine") -> str:
 
     On Swarm that is the manager engine's identity of the image (the one the nodes are pinned to).
     """
-    from . import dvc_glue
+    from . import session
 
     if status_only():
         if _unreachable:  # one connection attempt per process, not one per stage
             raise ImageNotChecked(_unreachable[0])
         try:
-            _runner, images = dvc_glue._session()
+            _runner, images = session.session()
         except DockerExecError as exc:
             _unreachable.append(str(exc))
             raise ImageNotChecked(str(exc)) from None
         identity = images.identities.identity(image)
         if identity is None:
-            where = dvc_glue.image_place(backend)
+            where = session.image_place(backend)
             raise ImageNotChecked(
                 f"it is not present {f'on {where}' if where else 'locally'} (`dvc status` never pulls; `dvc repro` will)"
             )
         return identity
-    _runner, images = dvc_glue._session()
-    return images.identity(image, pull, dvc_glue.image_place(backend))
+    _runner, images = session.session()
+    return images.identity(image, pull, session.image_place(backend))

@@ -35,9 +35,11 @@ This module imports neither dvc nor docker (a client is passed in).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -287,3 +289,22 @@ def split_identity(identity: str) -> Tuple[Optional[str], str]:
         repo, digest = identity.split("@", 1)
         return repo, digest
     return None, identity
+
+
+# True inside `dvc status` and `--dry` runs (set by tracking's patches, read by
+# image_dep): identities are looked up, never pulled, and may stay unknown.
+_STATUS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_exec_status_only", default=False)
+
+
+def status_only() -> bool:
+    """True inside `dvc status` / `--dry`: identities are looked up, never pulled, and may stay unknown."""
+    return _STATUS_ONLY.get()
+
+
+@contextmanager
+def looking_only() -> Iterator[None]:
+    token = _STATUS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _STATUS_ONLY.reset(token)

@@ -39,7 +39,6 @@ writes the stage's lock entry. Patch points (both DVC 3.50 and latest):
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import os
@@ -50,8 +49,6 @@ from .errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
-# True inside `dvc status` and `--dry` runs: look, never pull, never fail on the daemon
-_STATUS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_exec_status_only", default=False)
 
 
 # --- patch points ------------------------------------------------------------------
@@ -59,11 +56,6 @@ _STATUS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_
 
 def _record_path_for(dvcfile: Any) -> str:
     return provenance.record_path(dvcfile.path)
-
-
-def status_only() -> bool:
-    """True inside `dvc status` / `--dry`: identities are looked up, never pulled, and may stay unknown."""
-    return _STATUS_ONLY.get()
 
 
 def image_dependency_of(stage: Any) -> Any:
@@ -81,7 +73,7 @@ def image_dependency_of(stage: Any) -> Any:
 def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any:
     """The ImageDependency to add to a freshly loaded pipeline stage, if any."""
     from .config import SettingError
-    from .dvc_glue import settings_for
+    from .stage_settings import settings_for
     from .image_dep import ImageDependency
 
     if stage.is_callback:
@@ -228,11 +220,8 @@ def _looking_only(original: Callable, when: Callable[[dict], bool]) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if not when(kwargs):
             return original(*args, **kwargs)
-        token = _STATUS_ONLY.set(True)
-        try:
+        with provenance.looking_only():
             return original(*args, **kwargs)
-        finally:
-            _STATUS_ONLY.reset(token)
 
     return wrapper
 

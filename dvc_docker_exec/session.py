@@ -1,0 +1,51 @@
+"""This dvc process's connection: endpoint, client, engine facts, image manager and backends.
+
+One of each per process, made on first use (a `dvc status` that needs no
+daemon never connects). `dvc_glue` adds what it caches per repo (host paths).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+logger = logging.getLogger(f"dvc.{__name__}")
+
+state: dict = {}  # per process: docker client, image manager, backends, host paths
+
+
+def session(backend: str = "engine"):
+    """The client, image manager and backend of this dvc process (one connection each)."""
+    if "client" not in state:
+        from .endpoint import discover
+        from .engine import probe
+        from .runner import ImageManager, connect
+
+        endpoint = discover()
+        logger.debug("Docker endpoint %s", endpoint.describe())
+        client = connect(endpoint)
+        state["endpoint"] = endpoint
+        state["client"] = client
+        state["engine"] = probe(client.api)
+        state["images"] = ImageManager(client)
+    if ("backend", backend) not in state:
+        from .backend import make_backend
+
+        state[("backend", backend)] = make_backend(backend, state["client"], state["engine"], state["endpoint"])
+    return state[("backend", backend)], state["images"]
+
+
+def image_place(backend: str) -> Optional[str]:
+    """Where the image is looked up and pulled when that is not where the stage runs (ImageManager.ensure's `on`)."""
+    if backend != "swarm":
+        return None
+    session()
+    return f"the Swarm manager {state['endpoint'].describe()}"
+
+
+def engine_ids() -> dict:
+    """uid/gid for the stage's default user, as the engine maps them (rootless: root inside = you)."""
+    session()
+    uid, gid = state["engine"].stage_ids(os.getuid(), os.getgid())
+    return {"uid": uid, "gid": gid}
