@@ -33,10 +33,11 @@ Like the engine backend, `run(spec, cmd)` is the whole interface (see
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from docker.errors import APIError, NotFound
 from docker.types import (
@@ -159,6 +160,47 @@ def node_capacity(node: Dict[str, Any]) -> Dict[str, int]:
     return capacity
 
 
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(==|!=)\s*(.*?)\s*$")
+
+
+def node_matches(node: Dict[str, Any], constraints: Sequence[str]) -> bool:
+    """Pure: could Swarm place a task with these placement constraints on this node of `GET /nodes`?
+
+    Why: a reservation only a node excluded by the constraints could hold is as
+    unplaceable as one larger than every node, but Swarm says "insufficient
+    resources" for it and waits forever. Values compare case-insensitively, a
+    missing label reads "" (swarmkit's constraint.Match); a key we do not know
+    counts as a match, so an unknown constraint never fails a stage early.
+    """
+    description = node.get("Description") or {}
+    spec = node.get("Spec") or {}
+    for constraint in constraints:
+        parsed = _CONSTRAINT.match(constraint)
+        if not parsed:
+            continue
+        key, op, value = parsed.groups()
+        lowered = key.lower()
+        if lowered == "node.id":
+            actual = node.get("ID", "")
+        elif lowered == "node.hostname":
+            actual = description.get("Hostname", "")
+        elif lowered == "node.role":
+            actual = spec.get("Role", "")
+        elif lowered == "node.platform.os":
+            actual = (description.get("Platform") or {}).get("OS", "")
+        elif lowered == "node.platform.arch":
+            actual = (description.get("Platform") or {}).get("Architecture", "")
+        elif lowered.startswith("node.labels."):
+            actual = (spec.get("Labels") or {}).get(key[len("node.labels."):], "")
+        elif lowered.startswith("engine.labels."):
+            actual = ((description.get("Engine") or {}).get("Labels") or {}).get(key[len("engine.labels."):], "")
+        else:
+            continue
+        if (str(actual).lower() == value.lower()) != (op == "=="):
+            return False
+    return True
+
+
 def never_fits(wanted: Dict[str, int], capacities: List[Dict[str, int]]) -> Optional[str]:
     """Pure: None if some node could hold `wanted` once it is free; else why not, for the error."""
     if any(all(capacity.get(key, 0) >= value for key, value in wanted.items()) for capacity in capacities):
@@ -199,7 +241,7 @@ class SwarmRunner:
         self.api = client.api
         self.endpoint = endpoint
         self._nodes: Dict[str, str] = {}
-        self._capacity: Optional[List[Dict[str, int]]] = None
+        self._nodes_seen: Optional[List[Dict[str, Any]]] = None
         self._manager_node: Optional[str] = None
 
     def run(self, spec: ContainerSpec, cmd: str, signals: Optional[StageSignals] = None) -> None:
@@ -224,7 +266,7 @@ class SwarmRunner:
             follower = _LogFollower(self.api, service_id, spec.tty)
             follower.start()
             with signals.interruptible():
-                task = self._wait(service_id, cmd, wanted)
+                task = self._wait(service_id, cmd, wanted, spec.constraints)
                 follower.finish()
             status = int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or 0)
             if task["Status"]["State"] == "failed" and status == 0:
@@ -242,7 +284,7 @@ class SwarmRunner:
         if lost is not None:
             raise lost_connection(self.endpoint, cmd, cleaned) from None
 
-    def _wait(self, service_id: str, cmd: str, wanted: Dict[str, int]) -> dict:
+    def _wait(self, service_id: str, cmd: str, wanted: Dict[str, int], constraints: Sequence[str] = ()) -> dict:
         """Poll the job's task until it is final; fail early on an unplaceable task."""
         while True:
             tasks = self.api.tasks(filters={"service": service_id})
@@ -257,12 +299,12 @@ class SwarmRunner:
                         + _hint(err)
                     )
                 if state == "pending" and "no suitable node" in err:
-                    never = self._never_fits(err, wanted)
+                    never = self._never_fits(err, wanted, constraints)
                     if never is not None:  # the scheduler would wait forever for a node that fits
                         raise DockerExecError(f"Swarm cannot place the task for '{cmd}': {err}{never}" + _hint(err))
             time.sleep(POLL)
 
-    def _never_fits(self, err: str, wanted: Dict[str, int]) -> Optional[str]:
+    def _never_fits(self, err: str, wanted: Dict[str, int], constraints: Sequence[str] = ()) -> Optional[str]:
         """None while the task may fit later (busy nodes free up: queue -j N); else what to add to the error.
 
         Swarm says "no suitable node (insufficient resources on 3 nodes)" both
@@ -272,10 +314,13 @@ class SwarmRunner:
         """
         if "insufficient resources" not in err:
             return ""
-        if self._capacity is None:  # one nodes call per dvc process
-            self._capacity = [node_capacity(node) for node in self.api.nodes()]
-        why = never_fits(wanted, self._capacity)
-        return None if why is None else f": {why}"
+        if self._nodes_seen is None:  # one nodes call per dvc process
+            self._nodes_seen = self.api.nodes()
+        # only the nodes the stage's constraints allow (each stage may have its own)
+        why = never_fits(wanted, [node_capacity(n) for n in self._nodes_seen if node_matches(n, constraints)])
+        if why is None:
+            return None
+        return f": {why}" + (" on the nodes that docker.constraints allows" if constraints else "")
 
     def _oom(self, task: dict, status: int, memory: Optional[int], since: float) -> str:
         """Was the task's container OOM-killed? "yes", "probably" or "".

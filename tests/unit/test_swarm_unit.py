@@ -16,6 +16,7 @@ from dvc_docker_exec.swarm import (
     SwarmRunner,
     _hint,
     never_fits,
+    node_matches,
     node_capacity,
     reservation,
     service_create_kwargs,
@@ -311,3 +312,56 @@ def test_remove_waits_for_the_tasks_not_the_removed_service(monkeypatch, caplog)
         assert runner._remove("s1", "dvc-s-1-abc") == "Swarm service s1 was removed"
     assert manager.name_polls == 3  # waited until the manager forgot the task
     assert not caplog.records  # no "still being removed" warning on a clean removal
+
+
+LABELLED = {
+    "ID": "abc123",
+    "Spec": {"Role": "worker", "Labels": {"gpu": "true", "zone": "A"}},
+    "Description": {
+        "Hostname": "gpu-1",
+        "Platform": {"OS": "linux", "Architecture": "x86_64"},
+        "Engine": {"Labels": {"disk": "ssd"}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "constraints, matches",
+    [
+        ([], True),
+        (["node.labels.gpu==true"], True),
+        (["node.labels.gpu == TRUE"], True),  # values compare case-insensitively, as in swarmkit
+        (["node.labels.gpu!=true"], False),
+        (["node.labels.missing==x"], False),  # a missing label reads ""
+        (["node.labels.missing!=x"], True),
+        (["node.role==manager"], False),
+        (["node.hostname==gpu-1", "node.id==abc123", "node.platform.os==linux"], True),
+        (["node.platform.arch!=x86_64"], False),
+        (["engine.labels.disk==ssd"], True),
+        (["node.labels.zone==A", "node.role==worker"], True),
+        (["something.unknown==1"], True),  # cannot judge: never fails a stage early
+    ],
+)
+def test_node_matches_placement_constraints(constraints, matches) -> None:
+    assert node_matches(LABELLED, constraints) is matches
+
+
+def test_a_reservation_only_an_excluded_node_could_hold_fails_at_once() -> None:
+    """Swarm says "insufficient resources" and waits; the runner compares with the allowed nodes only."""
+    from dvc_docker_exec.swarm import SwarmRunner
+
+    gpu = {**GPU_NODE, "Spec": {"Labels": {"gpu": "true"}}}
+    plain = {**PLAIN_NODE, "Spec": {"Labels": {}}}
+
+    class Api:
+        def nodes(self):
+            return [gpu, plain]
+
+    runner = SwarmRunner.__new__(SwarmRunner)
+    runner.api, runner._nodes_seen = Api(), None
+    err = "no suitable node (scheduling constraints not satisfied on 1 node; insufficient resources on 1 node)"
+    assert runner._never_fits(err, {GPU_RESOURCE: 1}, ["node.labels.gpu==true"]) is None  # busy: wait
+    assert runner._never_fits(err, {GPU_RESOURCE: 1}, ["node.labels.gpu!=true"]) == (
+        f": the task reserves 1 {GPU_RESOURCE} (the most a node has is 0 {GPU_RESOURCE})"
+        " on the nodes that docker.constraints allows"
+    )

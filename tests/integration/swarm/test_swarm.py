@@ -151,6 +151,21 @@ def test_more_gpus_than_any_node_fails_at_once(swarm_repo):
     assert swarm_repo.lock() is None
 
 
+def test_gpus_only_on_a_node_the_constraints_exclude_fail_at_once(swarm_repo, swarm_clean):
+    """Swarm says "insufficient resources" here too, and would wait forever: only allowed nodes count."""
+    write_pipeline(
+        swarm_repo,
+        {"elsewhere": {"cmd": "echo never", "meta": {"docker": {"gpus": 1, "constraints": "node.labels.dde!=n2"}}}},
+    )
+    proc = swarm_repo.dvc("repro", check=False, timeout=120)
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(error) == 1, proc.stderr
+    assert f"reserves 1 {GPU_RESOURCE} (the most a node has is 0 {GPU_RESOURCE})" in error[0]
+    assert "on the nodes that docker.constraints allows" in error[0]
+    assert swarm_repo.lock() is None
+
+
 def test_doctor_checks_the_gpus_of_the_nodes_not_of_the_manager(swarm_repo):
     """The manager has no NVIDIA runtime; node n2 advertises 2 GPUs: what matters on Swarm is the latter."""
     from tests.integration.test_commands import doctor
