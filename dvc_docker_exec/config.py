@@ -240,14 +240,20 @@ def parse_backend(value: Any) -> str:
     return text
 
 
-_CONSTRAINT = re.compile(r"[A-Za-z0-9_.-]+\s*(==|!=)\s*\S+")
+_CONSTRAINT = re.compile(r"([A-Za-z0-9_.-]+)\s*(==|!=)\s*(\S+)")
+
+
+def split_constraint(item: str) -> Optional[Tuple[str, str, str]]:
+    """`node.labels.gpu == true` -> ('node.labels.gpu', '==', 'true'); None if it is not a constraint."""
+    parsed = _CONSTRAINT.fullmatch(item.strip())
+    return None if parsed is None else (parsed[1], parsed[2], parsed[3])
 
 
 def parse_constraints(value: Any) -> Tuple[str, ...]:
     """Swarm placement constraints like `node.labels.gpu==true`, comma-separated."""
     items = _as_list(value)
     for item in items:
-        if not _CONSTRAINT.fullmatch(item):
+        if split_constraint(item) is None:
             raise SettingError(f"expected placement constraints like 'node.labels.gpu==true', got '{item}'")
     return tuple(items)
 

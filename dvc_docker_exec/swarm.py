@@ -33,7 +33,6 @@ Like the engine backend, `run(spec, cmd)` is the whole interface (see
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
@@ -51,6 +50,7 @@ from docker.types import (
 )
 
 from . import streams
+from .config import split_constraint
 from .errors import DockerExecError
 from .runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
 from .spec import ContainerSpec
@@ -160,9 +160,6 @@ def node_capacity(node: Dict[str, Any]) -> Dict[str, int]:
     return capacity
 
 
-_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(==|!=)\s*(.*?)\s*$")
-
-
 def node_matches(node: Dict[str, Any], constraints: Sequence[str]) -> bool:
     """Pure: could Swarm place a task with these placement constraints on this node of `GET /nodes`?
 
@@ -175,10 +172,10 @@ def node_matches(node: Dict[str, Any], constraints: Sequence[str]) -> bool:
     description = node.get("Description") or {}
     spec = node.get("Spec") or {}
     for constraint in constraints:
-        parsed = _CONSTRAINT.match(constraint)
-        if not parsed:
+        parsed = split_constraint(constraint)  # the syntax docker.constraints was checked against
+        if parsed is None:
             continue
-        key, op, value = parsed.groups()
+        key, op, value = parsed
         lowered = key.lower()
         if lowered == "node.id":
             actual = node.get("ID", "")
