@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
+from dvc.cli import formatter
 from dvc.cli.command import CmdBase
 
 if TYPE_CHECKING:
@@ -74,6 +75,17 @@ class CmdDocker(CmdBase):
             if settings is not None:
                 found.append((stage, settings))
         return found
+
+
+def add_command(subparsers: Any, parent_parser: Any, name: str, help: str, description: str) -> Any:
+    """The parser of one `dvc docker NAME` command, in DVC's style (its common options, raw description)."""
+    return subparsers.add_parser(
+        name,
+        parents=[parent_parser],
+        description=description,
+        help=help,
+        formatter_class=formatter.RawDescriptionHelpFormatter,
+    )
 
 
 def add_targets(parser: Any, what: str) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from dvc.cli import formatter
-
-from .cli_base import CmdDocker, add_json
+from .cli_base import CmdDocker, add_command, add_json
 from .errors import DockerExecError
 
 if TYPE_CHECKING:
@@ -205,8 +203,6 @@ class CmdDockerDoctor(CmdDocker):
 
 
 def add_parser(subparsers, parent_parser):
-    parser = subparsers.add_parser(
-        "doctor", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
-    )
+    parser = add_command(subparsers, parent_parser, "doctor", HELP, DESCRIPTION)
     add_json(parser)
     parser.set_defaults(func=CmdDockerDoctor)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dvc.cli import formatter
-
-from .cli_base import CmdDocker, add_json, add_targets
+from .cli_base import CmdDocker, add_command, add_json, add_targets
 
 HELP = "List the image of every stage in a container: its identity as recorded in dvc.docker.lock, now, and whether it is present."
 
@@ -35,9 +33,7 @@ class CmdDockerImages(CmdDocker):
 
 
 def add_parser(subparsers, parent_parser):
-    parser = subparsers.add_parser(
-        "images", parents=[parent_parser], description=HELP, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
-    )
+    parser = add_command(subparsers, parent_parser, "images", HELP, HELP)
     add_targets(parser, "images to list")
     add_json(parser)
     parser.set_defaults(func=CmdDockerImages)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dvc.cli import formatter
-
-from .cli_base import CmdDocker
+from .cli_base import CmdDocker, add_command
 
 HELP = "Remove this repo's containers whose dvc process is gone."
 DESCRIPTION = (
@@ -36,9 +34,7 @@ class CmdDockerPrune(CmdDocker):
 
 
 def add_parser(subparsers, parent_parser):
-    parser = subparsers.add_parser(
-        "prune", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
-    )
+    parser = add_command(subparsers, parent_parser, "prune", HELP, DESCRIPTION)
     parser.add_argument(
         "-a",
         "--all",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dvc.cli import formatter
-
-from .cli_base import CmdDocker, add_json
+from .cli_base import CmdDocker, add_command, add_json
 
 HELP = "List the containers that dvc-docker-exec started for this repo."
 DESCRIPTION = (
@@ -46,9 +44,7 @@ class CmdDockerPs(CmdDocker):
 
 
 def add_parser(subparsers, parent_parser):
-    parser = subparsers.add_parser(
-        "ps", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
-    )
+    parser = add_command(subparsers, parent_parser, "ps", HELP, DESCRIPTION)
     parser.add_argument(
         "-A", "--all-repos", action="store_true", default=False, help="List the plugin's containers of every repo."
     )

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Optional
 
-from dvc.cli import formatter
-
-from .cli_base import CmdDocker, add_targets
+from .cli_base import CmdDocker, add_command, add_targets
 
 if TYPE_CHECKING:
     from .stage_images import Pull
@@ -74,9 +72,7 @@ class CmdDockerPull(CmdDocker):
 
 
 def add_parser(subparsers, parent_parser):
-    parser = subparsers.add_parser(
-        "pull", parents=[parent_parser], description=DESCRIPTION, help=HELP, formatter_class=formatter.RawDescriptionHelpFormatter
-    )
+    parser = add_command(subparsers, parent_parser, "pull", HELP, DESCRIPTION)
     parser.add_argument(
         "-j",
         "--jobs",
