@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from dvc.cli import formatter
@@ -15,32 +14,21 @@ if TYPE_CHECKING:
     from .endpoint import Endpoint
 
 
-logger = logging.getLogger(f"dvc.{__name__}")
-
-
 class CmdDocker(CmdBase):
     """A DVC command in a DVC repo (DVC's own error outside one) that talks to the daemon."""
 
-    _client: Optional["docker.DockerClient"] = None
-    _endpoint: Optional["Endpoint"] = None
-
     @property
     def endpoint(self) -> "Endpoint":
-        if self._endpoint is None:
-            from .endpoint import discover
+        from . import session
 
-            self._endpoint = discover()
-        return self._endpoint
+        return session.endpoint()
 
     @property
     def client(self) -> "docker.DockerClient":
         """A pinged client, or DVC's one-line error naming the endpoint (unreachable, permission)."""
-        if self._client is None:
-            from .runner import connect
+        from . import session
 
-            logger.debug("Docker endpoint %s", self.endpoint.describe())
-            self._client = connect(self.endpoint)
-        return self._client
+        return session.client()
 
     def stages(self, targets: Sequence[str] = ()) -> List[Any]:
         """The pipeline's stages, or the targets and what they depend on (what `dvc repro` would run)."""

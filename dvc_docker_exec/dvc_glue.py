@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
 from .config import DockerSettings, dvc_schema
+from . import session
 from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
 from .stage_settings import SECTION, git_root as _git_root, settings_for
 
@@ -126,12 +127,10 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
-        from .endpoint import discover
         from .errors import DockerExecError
 
-        endpoint = _state.get("endpoint") or discover()
         raise DockerExecError(
-            f"lost the connection to the Docker daemon at {endpoint.describe()} before stage "
+            f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
             f"'{stage.addressing}' started: nothing was run"
         ) from None
     # Signals wait for each step to finish: no container in state Created, no copy left behind.

@@ -8,27 +8,40 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Any, Optional
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
 state: dict = {}  # per process: docker client, image manager, backends, host paths
 
 
+def endpoint() -> Any:
+    """The daemon this process talks to (`endpoint.discover`), found once."""
+    if "endpoint" not in state:
+        from .endpoint import discover
+
+        state["endpoint"] = discover()
+    return state["endpoint"]
+
+
+def client() -> Any:
+    """A pinged client of `endpoint()`, or the one-line error naming it (unreachable, permission)."""
+    if "client" not in state:
+        from .runner import connect
+
+        logger.debug("Docker endpoint %s", endpoint().describe())
+        state["client"] = connect(endpoint())
+    return state["client"]
+
+
 def session(backend: str = "engine"):
     """The client, image manager and backend of this dvc process (one connection each)."""
-    if "client" not in state:
-        from .endpoint import discover
+    if "engine" not in state:
         from .engine import probe
-        from .runner import ImageManager, connect
+        from .runner import ImageManager
 
-        endpoint = discover()
-        logger.debug("Docker endpoint %s", endpoint.describe())
-        client = connect(endpoint)
-        state["endpoint"] = endpoint
-        state["client"] = client
-        state["engine"] = probe(client.api)
-        state["images"] = ImageManager(client)
+        state["engine"] = probe(client().api)
+        state["images"] = ImageManager(client())
     if ("backend", backend) not in state:
         from .backend import make_backend
 
