@@ -15,7 +15,8 @@
 #                                           (the last node does not see $HIDDEN/data, node 2 advertises
 #                                           two fake GPUs, see below)
 #   scripts/engines/swarm-netns.sh down     stop every node and the registry, remove namespaces and state
-#   scripts/engines/swarm-netns.sh load IMG copy a local image of the main engine to every node
+#   scripts/engines/swarm-netns.sh load IMG [N...]  copy a local image of the main engine to nodes N
+#                                           (default every node; skipped where the same image is there)
 #
 # The registry (Debian's docker-registry, installed by scripts/ensure-docker.sh)
 # runs in a namespace of its own on the same bridge, at $SUBNET.2:5000, with its
@@ -204,16 +205,26 @@ down() {
 }
 
 load() {
-    local image=$1 n
-    for sock in "$RUN"/node*/docker.sock; do
-        n=$(basename "$(dirname "$sock")"); n=${n#node}
-        docker -H "${DDE_MAIN_DOCKER_HOST:-unix:///var/run/docker.sock}" save "$image" | ndocker "$n" load -q >/dev/null
+    # load IMAGE [N...]: copy IMAGE of the main engine to nodes N (default: every node), skipping
+    # a node that already holds the same image ID (a `docker save | load` of the runner takes ~10 s)
+    local image=$1 n id main=${DDE_MAIN_DOCKER_HOST:-unix:///var/run/docker.sock}
+    shift
+    local nodes=("$@")
+    if [ "${#nodes[@]}" -eq 0 ]; then
+        for sock in "$RUN"/node*/docker.sock; do
+            n=$(basename "$(dirname "$sock")"); nodes+=("${n#node}")
+        done
+    fi
+    id=$(docker -H "$main" image inspect -f '{{.Id}}' "$image")
+    for n in "${nodes[@]}"; do
+        [ "$(ndocker "$n" image inspect -f '{{.Id}}' "$image" 2>/dev/null)" = "$id" ] && continue
+        docker -H "$main" save "$image" | ndocker "$n" load -q >/dev/null
     done
 }
 
 case "${1:-}" in
     up) shift; up "$@" ;;
     down) down ;;
-    load) shift; [ $# -eq 1 ] || die "usage: $0 load IMAGE"; load "$1" ;;
-    *) die "usage: $0 up [N] | down | load IMAGE" ;;
+    load) shift; [ $# -ge 1 ] || die "usage: $0 load IMAGE [NODE...]"; load "$@" ;;
+    *) die "usage: $0 up [N] | down | load IMAGE [NODE...]" ;;
 esac

@@ -117,21 +117,10 @@ def swarm_clean(swarm) -> Iterator[Swarm]:
 
 
 @pytest.fixture(scope="session")
-def manager_runner(swarm, runner_image, docker_client) -> str:
+def manager_runner(swarm, runner_image) -> str:
     """The runner image (DVC + this plugin) on the manager node, for the socket pattern there."""
-    import docker
-
-    manager = docker.DockerClient(base_url=swarm.host)
-    wanted = docker_client.images.get(runner_image).id
-    try:
-        present = manager.images.get(runner_image).id
-    except docker.errors.ImageNotFound:
-        present = None
-    if present != wanted:  # a copy only when the source changed: `docker save | load` takes ~10 s
-        save = subprocess.Popen(["docker", "save", runner_image], stdout=subprocess.PIPE)
-        load = subprocess.run(["docker", "-H", swarm.host, "load", "-q"], stdin=save.stdout, capture_output=True)
-        save.wait()
-        assert save.returncode == 0 and load.returncode == 0, load.stderr
+    load = subprocess.run([str(SCRIPT), "load", runner_image, "1"], capture_output=True, text=True, timeout=600)
+    assert load.returncode == 0, load.stderr
     return runner_image
 
 
