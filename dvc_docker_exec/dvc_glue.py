@@ -136,6 +136,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         ) from None
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
     from .mounts import check_plan
+    from .sockets import one_scan
     from .trust import Invoker
 
     invoker = Invoker(os.getuid(), os.getgid(), (os.path.normpath(stage.repo.root_dir), _git_root(stage)))
@@ -144,9 +145,10 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         for cmd in commands:
             dvc_run.display_command(cmd)
             # the plan is made again for each container, from what the paths resolve to now (issue 16, P2)
-            facts = stage_mounts.stage_facts(stage, overlays, settings, invoker)
-            spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
-            check_plan(spec.mounts, facts.protected, mount_for)
+            with one_scan():  # the daemon sockets found once for all the mounts of this container
+                facts = stage_mounts.stage_facts(stage, overlays, settings, invoker)
+                spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+                check_plan(spec.mounts, facts.protected, mount_for)
             logger.debug("%s", _run_line(spec))
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
