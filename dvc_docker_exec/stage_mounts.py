@@ -48,14 +48,16 @@ def stage_facts(
         except SettingError as exc:
             raise DockerExecError(str(exc)) from None
     paths = mount_paths(stage)
+    links = linked_paths(stage, paths)
     return StageFacts(
         addressing=stage.addressing,
         wdir=os.path.normpath(stage.wdir),
         repo_root=os.path.normpath(stage.repo.root_dir),
         mount_paths=tuple(paths),
         config_overlays=overlays,
-        linked_paths=tuple(linked_paths(stage, paths)),
-        protected=protection_rules(stage, paths, settings) if settings else (),
+        linked_paths=tuple(links),
+        # what a link leads to is reached as much as a path named outright
+        protected=protection_rules(stage, [*paths, *(real for _, real in links)], settings) if settings else (),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Set, Tuple
 
-from .config import DockerSettings, SettingError
+from .config import MACHINE_LEVELS, DockerSettings, SettingError
 
 SECTION = "docker"
 _snapshots: dict = {}  # per process: config file paths -> the docker section of each level
@@ -53,9 +53,11 @@ def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
     key = ("config", tuple(files.get(level) for level in config.LEVELS))
     if key not in _snapshots:
         levels = [(level, dict(config.read(level).get(SECTION) or {})) for level in config.LEVELS if level in files]
-        tracked = tracked_files(repo_git_root(repo), [files[level] for level, section in levels if section])
+        machine = [files[level] for level, section in levels if section and level in MACHINE_LEVELS]
+        tracked = tracked_files(repo_git_root(repo), machine)
         _snapshots[key] = tuple(
-            (tracked_origin(files[level]) if files[level] in tracked else level, section) for level, section in levels
+            (tracked_origin(files[level]) if level in MACHINE_LEVELS and files[level] in tracked else level, section)
+            for level, section in levels
         )
     return _snapshots[key]
 
