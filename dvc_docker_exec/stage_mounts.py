@@ -32,12 +32,21 @@ _projects: dict = {}  # per process: Git root -> roots of the DVC projects commi
 
 
 def stage_facts(
-    stage: Any, overlays: Tuple[Tuple[str, str], ...], settings: Optional[DockerSettings], invoker: Any = None
+    stage: Any,
+    overlays: Tuple[Tuple[str, str], ...],
+    settings: Optional[DockerSettings],
+    invoker: Any = None,
+    *,
+    extra_binds: Tuple[Tuple[str, str, bool], ...] = (),
+    tmpfs: Tuple[Tuple[str, int], ...] = (),
 ) -> StageFacts:
     """The facts for the next container of `stage`. `settings` None: a dry run (no rules, nothing made on disk).
 
     `invoker` (a `trust.Invoker`): the repository's volumes are judged again
-    against the trust model, on what they resolve to now.
+    against the trust model, on what they resolve to now. `extra_binds`
+    ((path as DVC sees it, target, read_only)) and `tmpfs` ((target, mode)):
+    what another part of the plugin needs in the container (a lease file, a
+    scratch tmpfs); they go through the same resolution, socket check and rules.
     """
     if settings is not None and invoker is not None:
         from . import trust
@@ -57,7 +66,11 @@ def stage_facts(
         config_overlays=overlays,
         linked_paths=tuple(links),
         # what a link leads to is reached as much as a path named outright
-        protected=protection_rules(stage, [*paths, *(real for _, real in links)], settings) if settings else (),
+        protected=protection_rules(stage, [*paths, *(real for _, real in links), *(p for p, _, _ in extra_binds)], settings)
+        if settings
+        else (),
+        extra_binds=extra_binds,
+        tmpfs=tmpfs,
     )
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import refused
+
 pytestmark = pytest.mark.docker
 
 FOREIGN_USER = "0:0" if os.getuid() != 0 else "4343:4343"
@@ -28,18 +30,6 @@ def write_dvc_yaml(repo, stages: dict, where: str = "dvc.yaml") -> None:
 def commit_all(repo) -> None:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "hostile change")
-
-
-def refused(repo, *args: str, marker: str = "seen.txt", **kwargs) -> str:
-    """`dvc repro` (or `args`) fails with one ERROR line and the stage's marker never appears."""
-    proc = repo.dvc(*(args or ("repro",)), check=False, **kwargs)
-    err = proc.stderr.strip()
-    assert proc.returncode != 0, proc.stdout + err
-    assert not (repo.path / marker).exists(), f"the stage ran: {proc.stdout}{err}"
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("ERROR")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 # --- P1 / break 1: a config file Git tracks is the repository's, whatever its name ----------------
