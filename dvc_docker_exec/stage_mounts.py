@@ -19,7 +19,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 from .config import DockerSettings
 from .errors import DockerExecError
-from .mounts import Rule, StageFacts
+from .mounts import Rule, StageFacts, mode_at
 from .paths import is_within, linked_outside
 from .stage_settings import git_root as _git_root
 
@@ -166,6 +166,7 @@ def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings)
     """
     reach = [os.path.realpath(p) for p in [*paths, *_volume_sources(stage, settings)]]
     rules: List[Rule] = []
+    pins: List[Rule] = []
     git_root = _git_root(stage)
     parent = parent_repo(stage)
     roots = [os.path.normpath(stage.repo.root_dir), parent, git_root, *_other_projects(git_root)]
@@ -178,10 +179,13 @@ def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings)
         # folder under a read-only one could not be created by the stage either
         for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
             os.makedirs(folder, exist_ok=True)
-        rules += _pins(root, reach)
+        pins += _pins(root, reach)
         rules += [(dvc_dir, True), (tmp, False), (os.path.join(tmp, "exps"), True), (os.path.join(tmp, OVERLAY_DIR), True)]
     for root in dict.fromkeys(os.path.realpath(r) for r in (git_root, parent, stage.repo.root_dir) if r):
-        rules += _git_rules(root, reach)
+        for place in _git_places(root):
+            if _reached(place, reach):
+                pins += _pins(os.path.dirname(place), reach)
+                rules.append((place, True))
     for path, is_dir in user_config_places(stage):
         rules += _config_rule(path, is_dir, reach)
     # what the stage must write that lies inside a read-only folder: the cache
@@ -193,9 +197,12 @@ def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings)
         if any(is_within(real, ro) and real != ro for ro in read_only):
             os.makedirs(real, exist_ok=True)  # the cache folder DVC would make on first use
             rules.append((real, False))
-    found = {}
+    found: dict = {}
     for path, ro in rules:
         found[os.path.normpath(path)] = found.get(os.path.normpath(path), False) or ro
+    for path, _ in pins:
+        # a pin only makes a mount point: it keeps the mode the other rules give its place
+        found.setdefault(os.path.normpath(path), bool(mode_at(os.path.normpath(path), list(found.items()))))
     return tuple(sorted(found.items(), key=lambda item: (item[0].count("/"), item[0])))
 
 
@@ -218,8 +225,8 @@ def _pins(folder: str, reach: Sequence[str]) -> List[Rule]:
     return pins
 
 
-def _git_rules(root: str, reach: Sequence[str]) -> List[Rule]:
-    """`.git` of `root` read-only (a folder, or a `gitdir:` file and what it points to, `commondir` too)."""
+def _git_places(root: str) -> List[str]:
+    """`.git` of `root` (a folder, or a `gitdir:` file and the folder it points to) and its `commondir`."""
     dot_git = os.path.join(root, ".git")
     if not os.path.lexists(dot_git) or os.path.islink(dot_git):
         return []
@@ -235,11 +242,7 @@ def _git_rules(root: str, reach: Sequence[str]) -> List[Rule]:
         common_dir = os.path.realpath(os.path.join(git_dir, common))
         if os.path.isdir(common_dir):
             places.append(common_dir)
-    rules: List[Rule] = []
-    for place in places:
-        if _reached(place, reach):
-            rules += _pins(os.path.dirname(place), reach) + [(place, True)]
-    return rules
+    return places
 
 
 def _read_pointer(path: str, prefix: str) -> Optional[str]:

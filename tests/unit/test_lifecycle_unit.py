@@ -380,3 +380,19 @@ def test_swarm_signal_during_create_removes_the_service() -> None:
     with pytest.raises(StageInterruptedError):
         SwarmRunner(types.SimpleNamespace(api=api)).run(spec_for(), "echo hi")
     assert api.removed == ["5e41ce" * 4]
+
+
+def test_pins_keep_the_mode_of_their_place(tmp_path: Path) -> None:
+    """exp run --temp: the copy lies in the parent's read-only .dvc/tmp/exps; the folders between stay read-only."""
+    parent = tmp_path / "parent"
+    temp = parent / ".dvc" / "tmp" / "exps" / "run" / "tmpabc"
+    (temp / ".dvc").mkdir(parents=True)
+    (temp / ".git").mkdir()
+    stage = fake_stage(temp, temp, tmp_path / "nowhere")
+    stage.repo.cache = types.SimpleNamespace(local_cache_dir=str(parent / ".dvc" / "cache"))
+    found = dict(stage_mounts.protection_rules(stage, [str(temp), str(parent)], DockerSettings.from_mapping({"image": "b"})))
+    assert found[str(parent / ".dvc")] is True and found[str(parent / ".dvc" / "tmp" / "exps")] is True
+    assert found[str(parent / ".dvc" / "tmp" / "exps" / "run")] is True  # a pin inside exps: read-only
+    assert found[str(temp)] is False  # the copy itself is written by the stage
+    assert found[str(temp / ".dvc")] is True and found[str(temp / ".git")] is True
+    assert found[str(parent / ".dvc" / "cache")] is False
