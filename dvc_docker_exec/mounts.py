@@ -109,12 +109,15 @@ def host_rules(protected: Sequence[Rule], mount_for: MountFor) -> List[Rule]:
 
 
 def mode_at(source: str, rules: Sequence[Rule]) -> Optional[bool]:
-    """read_only of the deepest rule whose path is or contains `source`; None if no rule applies."""
+    """read_only of the deepest rule whose path is or contains `source`; None if no rule applies.
+
+    Paths are compared as given (callers pass normalised paths: this runs for every mount and rule).
+    """
     mode = None
     depth = -1
     for path, read_only in rules:
-        if _relative(source, path) is not None and path.count("/") > depth:
-            mode, depth = read_only, path.count("/")
+        if (source == path or source.startswith(path + "/")) and len(path) > depth:
+            mode, depth = read_only, len(path)
     return mode
 
 
@@ -135,11 +138,11 @@ def check_plan(mounts: Sequence[Mount], protected: Sequence[Rule], mount_for: Mo
             raise DockerExecError(f"refusing to mount '{target}' writable: on the host it is '{source}', which stages may only read")
         if mount.get("ReadOnly"):
             continue
+        prefix = source.rstrip("/") + "/"
         for path, read_only in rules:
-            rel = _relative(path, source)
-            if not read_only or rel in (None, "."):
+            if not read_only or not path.startswith(prefix):
                 continue
-            cover = by_target.get(os.path.normpath(os.path.join(target, rel)))
+            cover = by_target.get(os.path.normpath(os.path.join(target, path[len(prefix) :])))
             if cover is None or (cover["Type"] == "bind" and not cover.get("ReadOnly") and cover["Source"] == path):
                 raise DockerExecError(
                     f"refusing to mount '{target}' writable: it would expose '{path}', which stages may only read"

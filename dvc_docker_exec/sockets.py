@@ -271,10 +271,16 @@ class SocketGuard:
         if not stat.S_ISDIR(st.st_mode) or not sockets:
             return None
         real = os.path.realpath(path)
+        # in one scan, a folder inside a folder found clean is clean (its mounts below were looked at too):
+        # the covers of the plan lie inside the mounts already checked
+        clean = _scan.setdefault(("clean", id(self)), []) if _scan is not None else []
+        if any(_within(real, folder) for folder in clean):
+            return None
         for top in [real, *(m for m in mount_points(self._mountinfo) if m != real and _within(m, real))]:
             why = self._inside(top, real, sockets)
             if why:
                 return why
+        clean.append(real)
         return None
 
     @staticmethod

@@ -169,17 +169,23 @@ def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings)
     pins: List[Rule] = []
     git_root = _git_root(stage)
     parent = parent_repo(stage)
-    roots = [os.path.normpath(stage.repo.root_dir), parent, git_root, *_other_projects(git_root)]
+    running = [os.path.normpath(stage.repo.root_dir), parent]
+    roots = [*running, git_root, *_other_projects(git_root)]
+    running = [os.path.realpath(r) for r in running if r]
     for root in dict.fromkeys(os.path.realpath(r) for r in roots if r):
         dvc_dir = os.path.join(root, ".dvc")
         if not os.path.isdir(dvc_dir) or os.path.islink(dvc_dir) or not _reached(dvc_dir, reach):
+            continue
+        pins += _pins(root, reach)
+        if root not in running:
+            # a neighbour project: nothing of its .dvc is this stage's to write (two mounts, not five)
+            rules.append((dvc_dir, True))
             continue
         tmp = os.path.join(dvc_dir, "tmp")
         # made now if missing: a mount needs an existing source, and an absent
         # folder under a read-only one could not be created by the stage either
         for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
             os.makedirs(folder, exist_ok=True)
-        pins += _pins(root, reach)
         rules += [(dvc_dir, True), (tmp, False), (os.path.join(tmp, "exps"), True), (os.path.join(tmp, OVERLAY_DIR), True)]
     for root in dict.fromkeys(os.path.realpath(r) for r in (git_root, parent, stage.repo.root_dir) if r):
         for place in _git_places(root):

@@ -261,9 +261,11 @@ def test_protected_paths_cover_every_reachable_dvc_folder(tmp_path: Path) -> Non
     found = dict(stage_mounts.protection_rules(stage, [str(git_root), str(sub), cache], settings))
     for dvc_dir in (git_root / ".dvc", sub / ".dvc"):
         assert found[str(dvc_dir)] is True
-        assert found[str(dvc_dir / "tmp")] is False
-        assert found[str(dvc_dir / "tmp" / "exps")] is True
-        assert found[str(dvc_dir / "tmp" / "docker-exec")] is True
+    dvc_dir = sub / ".dvc"  # the running project's: its tmp is written by DVC in the stage
+    assert found[str(dvc_dir / "tmp")] is False
+    assert found[str(dvc_dir / "tmp" / "exps")] is True
+    assert found[str(dvc_dir / "tmp" / "docker-exec")] is True
+    assert str(git_root / ".dvc" / "tmp") not in found  # a neighbour's: read-only as a whole
     assert found[cache] is False and os.path.isdir(cache)
     assert found[str(sub)] is False  # a pin: a mount point cannot be renamed
     assert str(git_root / ".git") not in found  # no .git here: nothing made up
