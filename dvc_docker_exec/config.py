@@ -294,6 +294,7 @@ _REPO_ONLY = ("host_root", "allow_repo_settings")
 MACHINE_LEVELS = ("system", "global", "local")  # chosen by whoever runs dvc on this machine
 REPO_LEVEL = "repo"  # .dvc/config: comes with the repository (a branch, a clone)
 META = "meta"  # meta.docker in dvc.yaml: comes with the repository
+TRACKED = "tracked:"  # + path: a machine-level file (e.g. .dvc/config.local) that Git tracks: the repository's
 
 
 # --- DVC schema --------------------------------------------------------------
