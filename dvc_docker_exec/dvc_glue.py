@@ -13,13 +13,13 @@ import logging
 import functools
 import io
 import os
-import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
 from .config import DockerSettings, dvc_schema
+from .private_files import PRIVATE_DIR, UnsafePathError, private_folder, reap_stale_overlays
 from . import session
 from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
 from .stage_settings import SECTION, git_root as _git_root, settings_for
@@ -133,9 +133,11 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
             f"'{stage.addressing}' started: nothing was run"
         ) from None
+    _refuse_after_tampering(stage)
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
     with StageSignals() as signals, config_overlays(stage) as overlays:
         facts = stage_facts(stage, env, overlays, settings)
+        watched = tamper_watch(stage, facts.protected)
         pause_point("overlays", signals)
         for cmd in commands:
             dvc_run.display_command(cmd)
@@ -144,7 +146,81 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
-            runner.run(spec, cmd, signals)
+            with watching(stage, watched):
+                runner.run(spec, cmd, signals)
+
+
+TAMPERED = "tampered"  # _state key: the first tamper report of this process
+
+
+@contextmanager
+def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
+    """P4: fail the stage when anything in `watched` changed while its container ran.
+
+    Checked whether the container succeeded or failed (a failing stage may
+    have planted something first); the tamper report replaces the stage's
+    own error, since it is the one the user must act on. Raising here, inside
+    DVC's cmd_run, means DVC writes no dvc.lock entry (and so no
+    dvc.docker.lock entry) for the stage.
+    """
+    from . import tamper
+
+    before = tamper.snapshot(watched)
+    try:
+        yield
+    finally:
+        found = tamper.check(before, watched)
+        if found:
+            _state[TAMPERED] = found
+            raise _tamper_error(stage, found)
+
+
+def _tamper_error(stage: Any, found: str) -> Exception:
+    from .errors import DockerExecError
+
+    return DockerExecError(
+        f"stage '{stage.addressing}': {found} while its container ran; nothing was recorded. "
+        "Inspect that path (Git hooks, core.fsmonitor and core.hooksPath in .git/config, commondir, "
+        ".dvc/config.local) before you run dvc or git here again; if you changed it yourself, run again"
+    )
+
+
+def _refuse_after_tampering(stage: Any) -> None:
+    """A run never continues after its own config changed (`--keep-going`, `exp run` of several stages)."""
+    found = _state.get(TAMPERED)
+    if found:
+        raise _tamper_error(stage, f"an earlier stage of this run changed what dvc and git read ({found})")
+
+
+def tamper_watch(stage: Any, protected: Sequence[Tuple[str, bool]]) -> List[str]:
+    """The paths P4 watches: every `.dvc` and `.git` folder that `protected` covers, and the user's config.
+
+    Takes the covers as its list source (a mount plan may hand its own):
+    a covered `.dvc` folder is watched whole (config, config.local, and the
+    folder's own inode), a covered `.git/hooks` or `.git/config` means the
+    whole `.git`. The user's DVC and Git config locations are watched
+    whether or not a mount is thought to reach them: a few stats, and the
+    reach is exactly what an alias gets wrong.
+    """
+    watched = []
+    for path, read_only in protected:
+        parent = os.path.dirname(path)
+        if read_only and os.path.basename(path) == ".dvc":
+            watched.append(path)
+        elif read_only and os.path.basename(parent) == ".git":
+            watched.append(parent)
+    return list(dict.fromkeys([*watched, *user_config_locations(stage)]))
+
+
+def user_config_locations(stage: Any) -> List[str]:
+    """Where DVC and Git read the user's and the machine's config (present or not)."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    files = getattr(stage.repo.config, "files", {}) or {}
+    found = [os.path.dirname(files[level]) for level in ("system", "global") if files.get(level)]
+    found += [os.path.join(xdg, "dvc"), "/etc/xdg/dvc", os.path.join(home, ".gitconfig"), os.path.join(xdg, "git"), "/etc/gitconfig"]
+    found += [os.environ[name] for name in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM") if os.environ.get(name)]
+    return [os.path.normpath(os.path.abspath(p)) for p in found]
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
@@ -380,7 +456,7 @@ def _inside_any(path: str, parents: Sequence[str]) -> bool:
     return any(_inside(path, parent) for parent in parents)
 
 
-OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
+OVERLAY_DIR = PRIVATE_DIR  # in .dvc/tmp: one private folder per running dvc process
 
 
 @contextmanager
@@ -410,65 +486,19 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
     if not needs:
         yield ()
         return
-    with private_folder(parent) as folder:
+    with ExitStack() as stack:
+        try:
+            folder = stack.enter_context(private_folder(parent))
+        except UnsafePathError as exc:
+            from .errors import DockerExecError
+
+            raise DockerExecError(f"stage '{stage.addressing}': {exc}") from None
         overlays = []
         for path in needs:
             copy = os.path.join(folder, os.path.basename(path))
             _write_without_section(path, copy)
             overlays.append((copy, path))
         yield tuple(overlays)
-
-
-@contextmanager
-def private_folder(parent: str) -> Iterator[str]:
-    """A fresh mode-700 folder under `parent`, locked while in use, removed at the end."""
-    import fcntl
-    import tempfile
-
-    os.makedirs(parent, exist_ok=True)
-    # made under a name the reaper ignores, locked, then renamed: never seen unlocked
-    staging = tempfile.mkdtemp(prefix=".new-", dir=parent)
-    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        folder = os.path.join(parent, f"{os.getpid()}-{os.urandom(4).hex()}")
-        os.rename(staging, folder)
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    finally:
-        os.close(fd)
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def reap_stale_overlays(parent: str) -> None:
-    """Remove the copies of dvc processes that died (SIGKILL) before their cleanup."""
-    import fcntl
-
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith("."):
-            continue
-        path = os.path.join(parent, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # not a folder (or someone else's): leave it
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a live process holds it
-        try:
-            logger.debug("removing config copies left by a dead process: %s", path)
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
 
 
 def _has_section(path: str) -> bool:
