@@ -11,10 +11,10 @@ from protected_paths and the user's config locations; a mount plan may pass
 its own list).
 
 What is recorded for one path (`Identity`): its kind, device, inode, mode and
-owner; for a regular file also size, mtime and, when small, a hash (a copy
-made with `cp -a` keeps size and mtime but not the inode; an in-place edit
-within the mtime's granularity keeps the inode but not the hash); for a
-symlink its target. A folder's mtime and size are *not* compared: they change
+owner; for a regular file also size, mtime, ctime and, when small, a hash (a
+copy made with `cp -a` keeps size and mtime but not the inode; an in-place
+edit keeps the inode but not the ctime, which `touch -d` cannot set back, nor
+the hash); for a symlink its target. A folder's mtime and size are *not* compared: they change
 whenever anything inside is created (`.dvc/tmp`, `.dvc/cache`), and what
 matters inside is watched entry by entry.
 
@@ -62,6 +62,7 @@ class Identity:
     uid: int = 0
     size: int = 0
     mtime_ns: int = 0
+    ctime_ns: int = 0  # set by the kernel on every change; a stage cannot set it back (unlike mtime)
     digest: Optional[str] = None  # sha256 of a small regular file
     target: Optional[str] = None  # a symlink's target
 
@@ -84,7 +85,9 @@ def identity(path: str) -> Identity:
     if not stat.S_ISREG(mode):
         return Identity("other", **common)
     digest = _digest(path) if info.st_size <= HASH_LIMIT else None
-    return Identity("file", **common, size=info.st_size, mtime_ns=info.st_mtime_ns, digest=digest)
+    return Identity(
+        "file", **common, size=info.st_size, mtime_ns=info.st_mtime_ns, ctime_ns=info.st_ctime_ns, digest=digest
+    )
 
 
 def _digest(path: str) -> Optional[str]:

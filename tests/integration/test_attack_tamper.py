@@ -123,7 +123,7 @@ def test_later_stages_of_the_run_are_refused_after_tampering(repo):
 def test_temp_experiment_renaming_the_parents_git_fails(repo):
     """`exp run --temp`: the parent repo (DVC_ROOT) is mounted; its .git is watched too."""
     repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
-    hostile_stage(repo, "cd \"$DVC_ROOT\" && " + RENAME_AND_COPY.format(d=".git") + " && cd - >/dev/null")
+    hostile_stage(repo, "(cd \"$DVC_ROOT\" && " + RENAME_AND_COPY.format(d=".git") + ")")
     proc = repo.dvc("exp", "run", "--temp", check=False)
     if (repo.path / ".git.orig").exists():
         out = proc.stdout + proc.stderr
@@ -134,7 +134,7 @@ def test_temp_experiment_renaming_the_parents_git_fails(repo):
 def test_queued_experiment_renaming_the_parents_git_fails(repo):
     """`exp run --queue` + `--run-all`: a worker's stage renames the parent's .git away and copies it back."""
     repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
-    hostile_stage(repo, "cd \"$DVC_ROOT\" && " + RENAME_AND_COPY.format(d=".git") + " && printf 'x' > .git/hooks/pre-commit")
+    hostile_stage(repo, "(cd \"$DVC_ROOT\" && " + RENAME_AND_COPY.format(d=".git") + " && printf 'x' > .git/hooks/pre-commit)")
     repo.dvc("exp", "run", "--queue", "-n", "q1")
     log = repo.path.parent / "run-all.log"
     try:
