@@ -13,13 +13,13 @@ import logging
 import functools
 import io
 import os
-import shutil
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Tuple
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 
 from .config import DockerSettings, dvc_schema
+from .private_files import PRIVATE_DIR, UnsafePathError, private_folder, reap_stale_overlays
 from . import session
 from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
 from . import stage_mounts
@@ -134,7 +134,9 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
             f"'{stage.addressing}' started: nothing was run"
         ) from None
+    _refuse_after_tampering(stage)
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
+    from . import tamper
     from .mounts import check_plan
     from .sockets import one_scan
     from .trust import Invoker
@@ -149,11 +151,53 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 facts = stage_mounts.stage_facts(stage, overlays, settings, invoker)
                 spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
                 check_plan(spec.mounts, facts.protected, mount_for)
+            watched = tamper.watch_list(facts.protected, [p for p, _ in stage_mounts.user_config_places(stage)])
             logger.debug("%s", _run_line(spec))
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
-            runner.run(spec, cmd, signals)
+            with watching(stage, watched):
+                runner.run(spec, cmd, signals)
+
+
+TAMPERED = "tampered"  # _state key: the first tamper report of this process
+
+
+@contextmanager
+def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
+    """P4: fail the stage when anything in `watched` changed while its container ran.
+
+    Checked whether the container succeeded or failed (a failing stage may
+    have planted something first); the tamper report replaces the stage's
+    own error, since it is the one the user must act on. Raising here, inside
+    DVC's cmd_run, means DVC writes no dvc.lock entry (and so no
+    dvc.docker.lock entry) for the stage.
+    """
+    before = tamper.snapshot(watched)
+    try:
+        yield
+    finally:
+        found = tamper.check(before, watched)
+        if found:
+            _state[TAMPERED] = found
+            raise _tamper_error(stage, found)
+
+
+def _tamper_error(stage: Any, found: str) -> Exception:
+    from .errors import DockerExecError
+
+    return DockerExecError(
+        f"stage '{stage.addressing}': {found} while its container ran; nothing was recorded. "
+        "Inspect that path (Git hooks, core.fsmonitor and core.hooksPath in .git/config, commondir, "
+        ".dvc/config.local) before you run dvc or git here again; if you changed it yourself, run again"
+    )
+
+
+def _refuse_after_tampering(stage: Any) -> None:
+    """A run never continues after its own config changed (`--keep-going`, `exp run` of several stages)."""
+    found = _state.get(TAMPERED)
+    if found:
+        raise _tamper_error(stage, f"an earlier stage of this run changed what dvc and git read ({found})")
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
@@ -213,7 +257,7 @@ def _positional(host_paths: Any) -> Callable:
     return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
 
 
-OVERLAY_DIR = stage_mounts.OVERLAY_DIR
+OVERLAY_DIR = PRIVATE_DIR  # in .dvc/tmp: one private folder per running dvc process
 
 
 @contextmanager
@@ -243,65 +287,19 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
     if not needs:
         yield ()
         return
-    with private_folder(parent) as folder:
+    with ExitStack() as stack:
+        try:
+            folder = stack.enter_context(private_folder(parent))
+        except UnsafePathError as exc:
+            from .errors import DockerExecError
+
+            raise DockerExecError(f"stage '{stage.addressing}': {exc}") from None
         overlays = []
         for path in needs:
             copy = os.path.join(folder, os.path.basename(path))
             _write_without_section(path, copy)
             overlays.append((copy, path))
         yield tuple(overlays)
-
-
-@contextmanager
-def private_folder(parent: str) -> Iterator[str]:
-    """A fresh mode-700 folder under `parent`, locked while in use, removed at the end."""
-    import fcntl
-    import tempfile
-
-    os.makedirs(parent, exist_ok=True)
-    # made under a name the reaper ignores, locked, then renamed: never seen unlocked
-    staging = tempfile.mkdtemp(prefix=".new-", dir=parent)
-    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        folder = os.path.join(parent, f"{os.getpid()}-{os.urandom(4).hex()}")
-        os.rename(staging, folder)
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    finally:
-        os.close(fd)
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def reap_stale_overlays(parent: str) -> None:
-    """Remove the copies of dvc processes that died (SIGKILL) before their cleanup."""
-    import fcntl
-
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith("."):
-            continue
-        path = os.path.join(parent, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # not a folder (or someone else's): leave it
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a live process holds it
-        try:
-            logger.debug("removing config copies left by a dead process: %s", path)
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
 
 
 def _has_section(path: str) -> bool:

@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
+from .private_files import read_own_file, replace_file
+
 RECORD_FILE = "dvc.docker.lock"
 ID_KEY = "id"
 IMAGE_KEY = "image"
@@ -188,11 +190,10 @@ def read_record_file(path: str) -> Dict[str, Record]:
 
     Raises ValueError for a file that is not a mapping of such entries.
     """
-    try:
-        with open(path, encoding="utf-8") as fobj:
-            text = fobj.read()
-    except FileNotFoundError:
+    raw = read_own_file(path)  # never through a link a stage planted, never from a FIFO
+    if raw is None:
         return {}
+    text = raw.decode("utf-8", errors="replace")
     from ruamel.yaml import YAML  # a DVC dependency
 
     try:
@@ -221,28 +222,28 @@ def format_records(records: Mapping[str, Record]) -> str:
     return "".join(lines)
 
 
-def write_record_file(path: str, records: Mapping[str, Record]) -> bool:
-    """Write (atomically) or remove the file when empty; True if its content changed."""
-    try:
-        with open(path, encoding="utf-8") as fobj:
-            old: Optional[str] = fobj.read()
-    except FileNotFoundError:
-        old = None
+def write_record_file(path: str, records: Mapping[str, Record], staging: Optional[str] = None) -> bool:
+    """Write or remove the file when empty; True if its content changed.
+
+    Written through private_files.replace_file (P6): a fresh file under a
+    random name, in `staging` (the private `.dvc/tmp/docker-exec`) when given,
+    renamed over `path`; a link or FIFO at `path` or at a temp name is never
+    written through. Raises UnsafePathError (an OSError) for such a `path`.
+    """
+    raw = read_own_file(path)
+    old = None if raw is None else raw.decode("utf-8", errors="replace")
     if not records:
         if old is not None:
-            os.unlink(path)
+            os.unlink(path)  # the file itself (read_own_file refused a link)
         return old is not None
     text = format_records(records)
     if text == old:
         return False
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fobj:
-        fobj.write(text)
-    os.replace(tmp, path)
+    replace_file(path, text.encode("utf-8"), staging=staging)
     return True
 
 
-def update_record_file(path: str, key: str, record: Optional[Record]) -> bool:
+def update_record_file(path: str, key: str, record: Optional[Record], staging: Optional[str] = None) -> bool:
     """Set (or with None remove) one stage's entry; True if the file changed."""
     records = read_record_file(path)
     if record is None:
@@ -251,7 +252,7 @@ def update_record_file(path: str, key: str, record: Optional[Record]) -> bool:
         del records[key]
     else:
         records[key] = record
-    return write_record_file(path, records)
+    return write_record_file(path, records, staging=staging)
 
 
 def _record_files(root: str) -> Iterator[str]:

@@ -21,11 +21,11 @@ from .config import DockerSettings
 from .errors import DockerExecError
 from .mounts import Rule, StageFacts, mode_at
 from .paths import is_within, linked_outside
+from .private_files import PRIVATE_DIR as OVERLAY_DIR  # in .dvc/tmp: one private folder per dvc process
 from .stage_settings import git_root as _git_root
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
-OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
 EXPS = os.path.join(".dvc", "tmp", "exps")  # where DVC keeps the copies of `exp run --temp` / the queue
 
 _projects: dict = {}  # per process: Git root -> roots of the DVC projects committed in it

@@ -167,15 +167,42 @@ def patch_serialize(module: Any) -> None:
     module.to_pipeline_file = _without_image_deps(module.to_pipeline_file)
 
 
-def write_records(dvcfile: Any, stages: list) -> None:
-    """Bring the stages' entries of dvc.docker.lock in step with what dvc.lock got."""
-    path = _record_path_for(dvcfile)
+def read_records_for(path: str) -> dict:
+    """The entries of one dvc.docker.lock, or one clear error (a broken file, a link or FIFO a stage planted)."""
     try:
-        records = provenance.read_record_file(path)
+        return provenance.read_record_file(path)
     except ValueError as exc:
         raise DockerExecError(
             f"{exc}: it is written by dvc-docker-exec; delete it and run `dvc commit` to write it again"
         ) from None
+    except OSError as exc:  # private_files.UnsafePathError among them
+        raise DockerExecError(str(exc)) from None
+
+
+def _staging(dvcfile: Any) -> Optional[str]:
+    """The private folder our files are made in before the rename (P6, see private_files)."""
+    from .private_files import PRIVATE_DIR
+
+    tmp_dir = getattr(dvcfile.repo, "tmp_dir", None)
+    return os.path.join(tmp_dir, PRIVATE_DIR) if tmp_dir else None
+
+
+def _write_record_file(dvcfile: Any, path: str, write: Callable[[Optional[str]], bool]) -> None:
+    try:
+        changed = write(_staging(dvcfile))
+    except OSError as exc:
+        raise DockerExecError(f"could not write '{path}': {exc}") from None
+    if changed and os.path.exists(path):
+        dvcfile.repo.scm_context.track_file(os.path.relpath(path))
+
+
+def write_records(dvcfile: Any, stages: list, records: Optional[dict] = None) -> None:
+    """Bring the stages' entries of dvc.docker.lock in step with what dvc.lock got.
+
+    `records`: the file's entries as read before dvc.lock was written (see patch_dvcfile).
+    """
+    path = _record_path_for(dvcfile)
+    records = read_records_for(path) if records is None else records
     for stage in stages:
         key = provenance.record_key(stage.name)
         dep = image_dependency_of(stage)
@@ -184,8 +211,7 @@ def write_records(dvcfile: Any, stages: list) -> None:
             records.pop(key, None)
         else:
             records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity)
-    if provenance.write_record_file(path, records) and os.path.exists(path):
-        dvcfile.repo.scm_context.track_file(os.path.relpath(path))
+    _write_record_file(dvcfile, path, lambda staging: provenance.write_record_file(path, records, staging=staging))
 
 
 def patch_dvcfile(module: Any) -> None:
@@ -194,9 +220,12 @@ def patch_dvcfile(module: Any) -> None:
 
     @functools.wraps(dump_lockfile)
     def _dump_lockfile(self: Any, stages: Any, **kwargs: Any) -> Any:
+        # read first: a dvc.docker.lock a stage replaced by a link or a FIFO stops the
+        # write before dvc.lock records the stage, not between the two files
+        records = read_records_for(_record_path_for(self))
         result = dump_lockfile(self, stages, **kwargs)
         # DVC 3.50 passes one stage, later versions a list
-        write_records(self, stages if isinstance(stages, list) else [stages])
+        write_records(self, stages if isinstance(stages, list) else [stages], records)
         return result
 
     project_file._dump_lockfile = _dump_lockfile
@@ -208,8 +237,8 @@ def patch_dvcfile(module: Any) -> None:
     def _remove_stage(self: Any, stage: Any) -> Any:
         result = remove_stage(self, stage)
         path = provenance.record_path(self.path)
-        if provenance.update_record_file(path, provenance.record_key(stage.name), None) and os.path.exists(path):
-            self.repo.scm_context.track_file(os.path.relpath(path))
+        key = provenance.record_key(stage.name)
+        _write_record_file(self, path, lambda staging: provenance.update_record_file(path, key, None, staging=staging))
         return result
 
     lockfile.remove_stage = _remove_stage
