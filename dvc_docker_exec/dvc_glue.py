@@ -173,6 +173,8 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
     DVC's cmd_run, means DVC writes no dvc.lock entry (and so no
     dvc.docker.lock entry) for the stage.
     """
+    from . import tamper
+
     before = tamper.snapshot(watched)
     try:
         yield

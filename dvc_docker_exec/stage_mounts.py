@@ -298,7 +298,9 @@ def _config_rule(path: str, is_dir: bool, reach: Sequence[str]) -> List[Rule]:
         return []
     try:  # what the stage could create through its mount, we create first (empty) and cover
         if is_dir:
-            os.makedirs(real, mode=0o700, exist_ok=True)
+            # the default mode, as DVC makes its config folders: a system one (/etc/xdg/dvc)
+            # made 0700 by root would lock every other user's dvc out of it
+            os.makedirs(real, exist_ok=True)
         else:
             os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
         return [(real, True)]
