@@ -380,6 +380,14 @@ def _explain(exc: APIError) -> str:
     text = str(exc.explanation or exc)
     if "could not select device driver" in text:
         text += " (docker.gpus needs the NVIDIA Container Toolkit on the Docker host)"
+    elif "error setting rlimit" in text:
+        # measured with Podman 4.3 here (its root lacks CAP_SYS_RESOURCE): any ulimit fails at start
+        text += (
+            " (docker.ulimits: this engine may not set those limits; an engine without CAP_SYS_RESOURCE, "
+            "such as rootless Docker or Podman, cannot raise one above its own: lower or unset docker.ulimits)"
+        )
+    elif "unknown or invalid runtime name" in text:
+        text += " (docker.runtime must name a runtime the daemon lists in `docker info`)"
     return text
 
 

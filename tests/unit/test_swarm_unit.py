@@ -396,3 +396,15 @@ def test_container_options_a_service_cannot_take_are_refused(changes, keys) -> N
         service_create_kwargs(make_spec(**changes))
     assert str(info.value).startswith(f"{keys} cannot be used with docker.backend swarm")
     assert "\n" not in str(info.value)
+
+
+def test_a_refused_option_creates_no_service() -> None:
+    class NoCalls:
+        def __getattr__(self, name):
+            raise AssertionError(f"the daemon was called: {name}")
+
+    class Client:
+        api = NoCalls()
+
+    with pytest.raises(DockerExecError, match=r"^docker.runtime cannot be used with docker.backend swarm"):
+        SwarmRunner(Client()).run(make_spec(runtime="runsc"), "echo hi")
