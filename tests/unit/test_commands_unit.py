@@ -271,3 +271,11 @@ def test_pull_plan_by_recorded_digest() -> None:
         [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d2), Pull("pulled:1")],
         ["built:1", "built:2"],
     )
+
+
+def test_pull_plan_pulls_for_the_stages_platform() -> None:
+    from dvc_docker_exec.stage_images import ImageRow, Pull, pull_plan
+
+    digest = "reg/app@sha256:" + "1" * 64
+    rows = [ImageRow("a", "reg/app:1", "missing", digest, None, "linux/arm64"), ImageRow("b", "py:3", "missing", None, None)]
+    assert pull_plan(rows)[0] == [Pull(digest, "reg/app:1", "linux/arm64"), Pull("py:3")]
