@@ -312,6 +312,32 @@ def in_container_probe() -> str:
     return "tr '\\0' ' ' < /proc/1/cmdline"
 
 
+# --- a repository under attack: a refusal before any container starts (issue 7) ---
+
+
+def write_dvc_yaml(repo, stages: dict) -> None:
+    import yaml
+
+    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}, sort_keys=False))
+
+
+def refused(repo, marker: str = "seen.txt", **kwargs) -> str:
+    """Run `dvc repro`; assert a one-line refusal and that the stage never ran. Returns stderr."""
+    proc = repo.dvc("repro", check=False, **kwargs)
+    err = proc.stderr.strip()
+    assert proc.returncode != 0, proc.stdout + err
+    assert not (repo.path / marker).exists(), f"the stage ran: {proc.stdout}{err}"
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def commit_all(repo) -> None:
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "hostile change")
+
+
 RUNNER = "dvc-docker-exec-test/runner:latest"  # DVC + the plugin of this source (repo Dockerfile)
 
 

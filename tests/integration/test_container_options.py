@@ -12,31 +12,12 @@ import re
 import shlex
 
 import pytest
-import yaml
+
+from tests.conftest import commit_all, refused, write_dvc_yaml
 
 pytestmark = pytest.mark.docker
 
 CAP_SYS_ADMIN, CAP_NET_RAW, CAP_MKNOD = 21, 13, 27
-
-
-def write_dvc_yaml(repo, stages: dict) -> None:
-    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}, sort_keys=False))
-
-
-def commit_all(repo) -> None:
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "pipeline")
-
-
-def refused(repo) -> str:
-    """`dvc repro` fails with one ERROR line before the stage runs (seen.txt absent); returns stderr."""
-    proc = repo.dvc("repro", check=False)
-    err = proc.stderr.strip()
-    assert proc.returncode != 0, proc.stdout + err
-    assert not (repo.path / "seen.txt").exists(), f"the stage ran: {proc.stdout}{err}"
-    assert "Traceback" not in err
-    assert len([line for line in err.splitlines() if line.startswith("ERROR")]) == 1, err
-    return err
 
 
 def capabilities(status: str, which: str) -> int:
@@ -164,24 +145,19 @@ def test_the_repository_may_narrow(repo):
     assert repo.read("pids.txt").strip() == "20"
 
 
-def test_a_device_that_is_a_socket_is_refused(repo, tmp_path):
-    repo.dvc("config", "--local", "docker.devices", "/var/run/docker.sock:/dev/sock")
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        # the socket rule for devices (option_mounts.refuse_socket_device)
+        ("devices", "/var/run/docker.sock:/dev/sock", "refusing docker.devices '/var/run/docker.sock:/dev/sock:rwm'"),
+        ("platform", "linux/arm64", "is linux/amd64 here, but docker.platform asks for linux/arm64: pull it for that "
+         "platform (`docker pull --platform linux/arm64"),
+        ("runtime", "dde-no-such-runtime", "cannot create the container for 'id > seen.txt': "),
+    ],
+    ids=["socket-as-device", "platform-under-pull-never", "unknown-runtime"],
+)
+def test_a_machine_value_that_cannot_work_is_one_line_before_the_stage_runs(repo, key, value, expected):
+    repo.dvc("config", "--local", f"docker.{key}", value)
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
     error = refused(repo)
-    assert "refusing docker.devices '/var/run/docker.sock:/dev/sock:rwm'" in error, error
-    assert "daemon socket" in error
-
-
-def test_another_platform_is_a_clear_error_under_pull_never(repo):
-    repo.dvc("config", "--local", "docker.platform", "linux/arm64")
-    write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
-    error = refused(repo)
-    assert "is linux/amd64 here, but docker.platform asks for linux/arm64" in error, error
-    assert "docker pull --platform linux/arm64" in error
-
-
-def test_an_unknown_runtime_is_one_line(repo):
-    repo.dvc("config", "--local", "docker.runtime", "dde-no-such-runtime")
-    write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
-    error = refused(repo)
-    assert "cannot create the container for 'id > seen.txt'" in error and "dde-no-such-runtime" in error, error
+    assert expected in error and value.split(":")[0] in error, error
