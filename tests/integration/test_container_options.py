@@ -161,3 +161,13 @@ def test_a_machine_value_that_cannot_work_is_one_line_before_the_stage_runs(repo
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
     error = refused(repo)
     assert expected in error and value.split(":")[0] in error, error
+
+
+def test_read_only_root_for_a_user_without_a_passwd_entry(repo):
+    """A non-root uid (the usual case: the invoking user) keeps a writable /tmp and HOME under read_only."""
+    repo.dvc("config", "--local", "docker.user", "4343:4343")
+    repo.dvc("config", "--local", "docker.read_only", "true")
+    cmd = 'touch /tmp/a "$HOME/b" && echo WRITABLE-$(id -u); touch /x 2>/dev/null || echo ROOT-READ-ONLY'
+    repo.dvc("stage", "add", "-n", "s", cmd)
+    out = repo.dvc("repro").stdout.splitlines()
+    assert "WRITABLE-4343" in out and "ROOT-READ-ONLY" in out, out
