@@ -133,6 +133,9 @@ def _loosened(key: str, settings: DockerSettings) -> Optional[str]:
         return f"raises the process limit to {settings.pids_limit} (this machine's: {machine[key]})"
     elif key == "ulimits":
         ceilings = {u.name: u.hard for u in machine.get(key, ())}
+        dropped = sorted(set(ceilings) - {u.name for u in settings.ulimits})
+        if dropped:  # the repository's list replaces this machine's: a name left out is no longer limited
+            return f"leaves out ulimits this machine sets ({', '.join(dropped)})"
         for ulimit in settings.ulimits:
             ceiling = ceilings.get(ulimit.name, _process_hard_limit(ulimit.name))
             if ceiling is not None and _above(ulimit.hard, ceiling):

@@ -141,6 +141,7 @@ def test_repository_container_options_that_widen_are_refused(invoker, meta, key,
         ({"read_only": "true"}, {"read_only": "false"}, "makes the root file system writable"),
         ({"pids_limit": "64"}, {"pids_limit": "1000"}, "raises the process limit to 1000 \\(this machine's: 64\\)"),
         ({"ulimits": "memlock=1024"}, {"ulimits": "memlock=2048"}, "raises ulimit memlock to 2048 \\(at most 1024"),
+        ({"ulimits": "nproc=100"}, {"ulimits": "nofile=64"}, "leaves out ulimits this machine sets \\(nproc\\)"),
     ],
 )
 def test_the_repository_cannot_undo_this_machines_narrowing(invoker, machine, repo, why) -> None:
