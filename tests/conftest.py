@@ -111,6 +111,17 @@ def push_test_image(client, base: str, reference: str, auth_config: Optional[dic
     client.images.remove(reference)
 
 
+def write_dvc_yaml(repo, stages: dict) -> None:
+    import yaml
+
+    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}, sort_keys=False))
+
+
+def commit_all(repo) -> None:
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "hostile change")
+
+
 @pytest.fixture(scope="session")
 def busybox_image(docker_client) -> str:
     return _need_image(docker_client, BUSYBOX)
@@ -307,23 +318,12 @@ def repo(make_repo, busybox_image, no_leftovers) -> DvcRepo:
     return make_repo(busybox_image)
 
 
-def in_container_probe() -> str:
-    """Shell snippet printing PID 1's command line: docker-init inside our containers."""
-    return "tr '\\0' ' ' < /proc/1/cmdline"
+def refused(repo: DvcRepo, *args: str, marker: str = "seen.txt", **kwargs) -> str:
+    """`dvc repro` (or `dvc *args`) fails with one ERROR line, no traceback, and the stage's marker never appears.
 
-
-# --- a repository under attack: a refusal before any container starts (issue 7) ---
-
-
-def write_dvc_yaml(repo, stages: dict) -> None:
-    import yaml
-
-    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}, sort_keys=False))
-
-
-def refused(repo, marker: str = "seen.txt", **kwargs) -> str:
-    """Run `dvc repro`; assert a one-line refusal and that the stage never ran. Returns stderr."""
-    proc = repo.dvc("repro", check=False, **kwargs)
+    For attack tests: a refused attempt must stop before any container starts. Returns the ERROR line.
+    """
+    proc = repo.dvc(*(args or ("repro",)), check=False, **kwargs)
     err = proc.stderr.strip()
     assert proc.returncode != 0, proc.stdout + err
     assert not (repo.path / marker).exists(), f"the stage ran: {proc.stdout}{err}"
@@ -333,9 +333,9 @@ def refused(repo, marker: str = "seen.txt", **kwargs) -> str:
     return lines[0]
 
 
-def commit_all(repo) -> None:
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "hostile change")
+def in_container_probe() -> str:
+    """Shell snippet printing PID 1's command line: docker-init inside our containers."""
+    return "tr '\\0' ' ' < /proc/1/cmdline"
 
 
 RUNNER = "dvc-docker-exec-test/runner:latest"  # DVC + the plugin of this source (repo Dockerfile)
