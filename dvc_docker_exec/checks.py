@@ -95,6 +95,21 @@ def limits_check(engine: "Engine", used_by: Sequence[str]) -> Check:
     return Check("limits", WARNING, f"memory and CPU limits would be ignored by this engine ({why})", fix)
 
 
+def runtime_check(info: Mapping[str, Any], used_by: Sequence[Tuple[str, str]]) -> Optional[Check]:
+    """`used_by`: (stage, docker.runtime) pairs; a runtime the engine does not list fails at create."""
+    if not used_by:
+        return None
+    known = sorted(info.get("Runtimes") or {})
+    missing = [(stage, runtime) for stage, runtime in used_by if runtime not in known]
+    if not missing:
+        return Check("runtime", OK, f"{', '.join(sorted({r for _, r in used_by}))} available on this engine")
+    stages = ", ".join(f"'{stage}' ({runtime})" for stage, runtime in missing)
+    return Check(
+        "runtime", ERROR, f"docker.runtime of {stages} is not a runtime of this engine (it has: {', '.join(known)})",
+        "register the runtime in the daemon's daemon.json (\"runtimes\"), or unset docker.runtime",
+    )
+
+
 def gpu_runtime(info: Mapping[str, Any]) -> bool:
     return any("nvidia" in name.lower() for name in (info.get("Runtimes") or {}))
 

@@ -102,7 +102,7 @@ class CmdDockerDoctor(CmdDocker):
     def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
         from docker.errors import APIError
 
-        from .checks import engine_check, gpus_check, limits_check
+        from .checks import engine_check, gpus_check, limits_check, runtime_check
         from .engine import from_api
 
         try:
@@ -117,6 +117,10 @@ class CmdDockerDoctor(CmdDocker):
         gpus = gpus_check(info, engine_gpus) if info is not None else None
         if gpus is not None:
             yield gpus
+        runtimes = [(s.addressing, st.runtime) for s, st in stages if st.runtime and st.backend != "swarm"]
+        runtime = runtime_check(info, runtimes) if info is not None else None
+        if runtime is not None:
+            yield runtime
         swarm_gpus = [(s.addressing, 0 if st.gpus.device_ids else st.gpus.count) for s, st in stages if st.gpus and st.backend == "swarm"]
         if swarm_gpus:
             yield from self._swarm_gpus_checks(client, swarm_gpus)

@@ -62,7 +62,7 @@ class CmdDockerPull(CmdDocker):
         from .pulling import pull_image
 
         api = self.client.api
-        pull_image(api, item.source, position=position)
+        pull_image(api, item.source, position=position, platform=item.platform)
         if item.tag_as:
             repository, tag = parse_repository_tag(item.tag_as)
             try:

@@ -265,6 +265,222 @@ def parse_host_root(value: Any) -> str:
     return os.path.normpath(text)
 
 
+# --- container options (issue 21): platform, devices, capabilities, ipc, ulimits, tmpfs, hosts ---
+
+
+_PLATFORM = re.compile(r"[a-z0-9_]+(?:/[a-z0-9_]+(?:/[a-z0-9_]+)?)?\Z")
+
+
+def parse_platform(value: Any) -> str:
+    """`os[/arch[/variant]]` as Docker takes it: `linux/amd64`, `linux/arm64/v8`."""
+    text = _scalar(value, "a platform like 'linux/amd64'").lower()
+    if not _PLATFORM.match(text):
+        raise SettingError(f"expected a platform like 'linux/amd64' or 'linux/arm64/v8', got '{value}'")
+    return text
+
+
+@dataclass(frozen=True)
+class Device:
+    """A host device node made available in the container (`--device`)."""
+
+    source: str
+    target: str
+    permissions: str = "rwm"
+
+    def cli(self) -> str:
+        return f"{self.source}:{self.target}:{self.permissions}"
+
+    def api(self) -> dict:
+        """HostConfig.Devices entry (docker-py passes a mapping through as it is)."""
+        return {"PathOnHost": self.source, "PathInContainer": self.target, "CgroupPermissions": self.permissions}
+
+
+_PERMISSIONS = re.compile(r"(?!.*(.).*\1)[rwm]{1,3}\Z")  # r, w, m, each at most once
+
+
+def parse_device(item: str) -> Device:
+    expected = f"expected a device like '/dev/fuse', '/dev/x:/dev/y' or '/dev/x:/dev/y:rw', got '{item}'"
+    parts = item.split(":")
+    permissions = "rwm"
+    if len(parts) > 1 and _PERMISSIONS.match(parts[-1]):
+        permissions = parts.pop()
+    if len(parts) == 1:
+        parts.append(parts[0])
+    if len(parts) != 2 or not all(os.path.isabs(part) for part in parts):
+        raise SettingError(expected)
+    return Device(os.path.normpath(parts[0]), os.path.normpath(parts[1]), permissions)
+
+
+def parse_devices(value: Any) -> Tuple[Device, ...]:
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "devices like '/dev/fuse'")
+    return tuple(parse_device(item) for item in _as_list(value))
+
+
+# The kernel's capabilities (capability.h) as Docker names them, plus Docker's ALL.
+CAPABILITIES = frozenset(
+    """AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN DAC_OVERRIDE
+    DAC_READ_SEARCH FOWNER FSETID IPC_LOCK IPC_OWNER KILL LEASE LINUX_IMMUTABLE MAC_ADMIN MAC_OVERRIDE
+    MKNOD NET_ADMIN NET_BIND_SERVICE NET_BROADCAST NET_RAW PERFMON SETFCAP SETGID SETPCAP SETUID
+    SYSLOG SYS_ADMIN SYS_BOOT SYS_CHROOT SYS_MODULE SYS_NICE SYS_PACCT SYS_PTRACE SYS_RAWIO
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG WAKE_ALARM ALL""".split()
+)
+
+
+def parse_capabilities(value: Any) -> Tuple[str, ...]:
+    """Capability names like `SYS_ADMIN` (or `CAP_SYS_ADMIN`, any case), kept as Docker's short names."""
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "capabilities like 'SYS_ADMIN'")
+    names = []
+    for item in _as_list(value):
+        name = item.upper()
+        name = name[len("CAP_") :] if name.startswith("CAP_") else name
+        if name not in CAPABILITIES:
+            raise SettingError(f"expected capabilities like 'SYS_ADMIN' or 'NET_RAW', got '{item}'")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+IPC_MODES = ("private", "shareable", "host")
+
+
+def parse_ipc(value: Any) -> str:
+    text = _scalar(value, f"one of {', '.join(IPC_MODES)}").lower()
+    if text not in IPC_MODES:
+        raise SettingError(f"expected one of {', '.join(IPC_MODES)}, got '{value}'")
+    return text
+
+
+# Docker's ulimit names (go-units ulimit.go); -1 means unlimited, as for `docker run --ulimit`.
+ULIMIT_NAMES = (
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+    "rss", "rtprio", "rttime", "sigpending", "stack",
+)
+UNLIMITED = -1
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str
+    soft: int
+    hard: int
+
+    def cli(self) -> str:
+        return f"{self.name}={self.soft}:{self.hard}"
+
+
+def _limit(text: str) -> Optional[int]:
+    if text.lower() in ("unlimited", "-1"):
+        return UNLIMITED
+    return int(text) if text.isdigit() else None
+
+
+def parse_ulimit(item: str) -> Ulimit:
+    name, sep, values = item.partition("=")
+    soft_text, _, hard_text = values.partition(":")
+    soft, hard = _limit(soft_text.strip()), _limit((hard_text or soft_text).strip())
+    name = name.strip().lower()
+    if not sep or name not in ULIMIT_NAMES or soft is None or hard is None:
+        raise SettingError(
+            f"expected ulimits like 'memlock=-1' or 'nofile=1024:4096' (names: {', '.join(ULIMIT_NAMES)}), got '{item}'"
+        )
+    if hard != UNLIMITED and (soft == UNLIMITED or soft > hard):
+        raise SettingError(f"the soft limit of ulimit '{item}' is above its hard limit")
+    return Ulimit(name, soft, hard)
+
+
+def parse_ulimits(value: Any) -> Tuple[Ulimit, ...]:
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "ulimits like 'memlock=-1'")
+    by_name = {}
+    for item in _as_list(value):
+        ulimit = parse_ulimit(item)
+        by_name[ulimit.name] = ulimit  # the last one wins, as with repeated --ulimit
+    return tuple(by_name.values())
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """A tmpfs mount (`--mount type=tmpfs`): only size and mode, which is what Swarm services take too."""
+
+    target: str
+    size: Optional[int] = None
+    mode: Optional[int] = None
+
+
+def parse_tmpfs_item(item: str) -> Tmpfs:
+    target, _, options = item.partition(":")
+    expected = f"expected a tmpfs like '/scratch' or '/scratch:size=1g,mode=1777', got '{item}'"
+    if not os.path.isabs(target):
+        raise SettingError(expected)
+    size = mode = None
+    for option in (o.strip() for o in options.split(",") if o.strip()):
+        key, _, val = option.partition("=")
+        if key == "size":
+            try:
+                size = parse_size(val)
+            except SettingError:
+                raise SettingError(expected) from None
+        elif key == "mode" and re.fullmatch(r"[0-7]{3,4}", val):
+            mode = int(val, 8)
+        else:
+            raise SettingError(f"tmpfs '{item}': only the options size= and mode= are supported (got '{option}')")
+    return Tmpfs(os.path.normpath(target), size, mode)
+
+
+def parse_tmpfs(value: Any) -> Tuple[Tmpfs, ...]:
+    """Paths with optional `:size=...,mode=...`; in a comma-separated string an option continues its path."""
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "tmpfs paths like '/scratch'")
+    items: list = []
+    for piece in _as_list(value):
+        if items and not piece.startswith("/") and ":" in items[-1]:
+            items[-1] += "," + piece  # `/a:size=1g,mode=700` was split at its comma
+        else:
+            items.append(piece)
+    return tuple(parse_tmpfs_item(item) for item in items)
+
+
+HOST_GATEWAY = "host-gateway"  # the daemon puts the host's address there
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+
+
+def parse_extra_host(item: str) -> Tuple[str, str]:
+    import ipaddress
+
+    name, _, address = item.partition(":")
+    ok = bool(_HOST_NAME.match(name)) and (address == HOST_GATEWAY)
+    if not ok and _HOST_NAME.match(name):
+        try:
+            ipaddress.ip_address(address.strip("[]"))
+            ok = True
+        except ValueError:
+            pass
+    if not ok:
+        raise SettingError(f"expected extra hosts like 'db:10.0.0.5' or 'host.docker.internal:host-gateway', got '{item}'")
+    return name, address.strip("[]")
+
+
+def parse_extra_hosts(value: Any) -> Tuple[Tuple[str, str], ...]:
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, "extra hosts like 'db:10.0.0.5'")
+    return tuple(parse_extra_host(item) for item in _as_list(value))
+
+
+def parse_pids_limit(value: Any) -> int:
+    text = _scalar(value, "a number of processes like 512")
+    if not text.isdigit() or int(text) < 1:
+        raise SettingError(f"expected a positive number of processes like 512, got '{value}'")
+    return int(text)
+
+
+def parse_runtime(value: Any) -> str:
+    text = _scalar(value, "a runtime name like runc, nvidia or runsc")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise SettingError(f"expected a runtime name like runc, nvidia or runsc, got '{value}'")
+    return text
+
+
 PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "image": parse_image,
     "enabled": parse_bool,
@@ -285,6 +501,17 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "allow_repo_settings": parse_bool,
     # run anyway, with a warning, where the engine cannot enforce memory/cpus (engine.check_limits)
     "allow_unlimited": parse_bool,
+    "platform": parse_platform,
+    "devices": parse_devices,
+    "cap_add": parse_capabilities,
+    "cap_drop": parse_capabilities,
+    "ipc": parse_ipc,
+    "ulimits": parse_ulimits,
+    "tmpfs": parse_tmpfs,
+    "extra_hosts": parse_extra_hosts,
+    "pids_limit": parse_pids_limit,
+    "runtime": parse_runtime,
+    "read_only": parse_bool,
 }
 
 # Keys a stage may not set in `meta.docker` (they describe the machine, not the stage).
@@ -344,9 +571,23 @@ class DockerSettings:
     constraints: Tuple[str, ...] = ()
     allow_repo_settings: bool = False
     allow_unlimited: bool = False
+    platform: Optional[str] = None
+    devices: Tuple[Device, ...] = ()
+    cap_add: Tuple[str, ...] = ()
+    cap_drop: Tuple[str, ...] = ()
+    ipc: Optional[str] = None
+    ulimits: Tuple[Ulimit, ...] = ()
+    tmpfs: Tuple[Tmpfs, ...] = ()
+    extra_hosts: Tuple[Tuple[str, str], ...] = ()
+    pids_limit: Optional[int] = None
+    runtime: Optional[str] = None
+    read_only: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # key -> where its value came from: a DVC config level or META (see `trust`)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # key -> the value this machine's config levels give it (what a repository value is
+    # compared with: `trust` lets the repository narrow, not widen, e.g. cap_drop)
+    machine: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "docker", origin: str = "") -> "DockerSettings":
@@ -366,10 +607,15 @@ class DockerSettings:
         """Merge the `docker` sections of DVC's levels (later shadows earlier), remembering each key's level."""
         merged: dict = {}
         origins: dict = {}
+        machine: dict = {}
         for level, section in levels:
             merged.update(section)
             origins.update({key: level for key in section})
-        return replace(cls.from_mapping(merged), origins=origins)
+            if level in MACHINE_LEVELS:
+                machine.update(section)
+        settings = cls.from_mapping(merged)
+        parsed_machine = {key: _reraise(PARSERS[key], value, f"docker.{key}") for key, value in machine.items() if key in PARSERS}
+        return replace(settings, origins=origins, machine=parsed_machine)
 
     @property
     def active(self) -> bool:

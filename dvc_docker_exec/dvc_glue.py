@@ -123,7 +123,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         # (recorded for provenance) and the nodes then pull the image themselves from
         # a registry they reach, by its registry digest where the manager knows one,
         # so every node runs the same bytes.
-        images.ensure(settings.image, settings.pull, image_place(settings.backend))
+        images.ensure(settings.image, settings.pull, image_place(settings.backend), settings.platform)
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)

@@ -34,13 +34,14 @@ class ImageDependency(ParamsDependency):
     """
 
     def __init__(self, stage: Any, path: str, key: str, image: Optional[str], pull: str = "missing",
-                 error: Optional[Exception] = None, backend: str = "engine"):
+                 error: Optional[Exception] = None, backend: str = "engine", platform: Optional[str] = None):
         super().__init__(stage, path, params=[key])
         self.key = key
         self.image = image
         self.pull = pull
         self.error = error
         self.backend = backend  # swarm: the identity is the manager's (session.image_place)
+        self.platform = platform  # docker.platform: the pull policy pulls for it
 
     # the file is ours and may not exist yet: never "deleted", never read for status
     @property
@@ -62,7 +63,7 @@ class ImageDependency(ParamsDependency):
             raise self.error
         if self.image is None:
             return None
-        return current_identity(self.image, self.pull, self.backend)
+        return current_identity(self.image, self.pull, self.backend, self.platform)
 
     def recorded(self) -> Optional[str]:
         value = self.hash_info.value if self.hash_info else None
@@ -115,7 +116,7 @@ class ImageDependency(ParamsDependency):
         return self.workspace_status()
 
 
-def current_identity(image: str, pull: str, backend: str = "engine") -> str:
+def current_identity(image: str, pull: str, backend: str = "engine", platform: Optional[str] = None) -> str:
     """Identity of `image` now: in `dvc status` only looked up, elsewhere after the pull policy.
 
     On Swarm that is the manager engine's identity of the image (the one the nodes are pinned to).
@@ -138,4 +139,4 @@ def current_identity(image: str, pull: str, backend: str = "engine") -> str:
             )
         return identity
     _runner, images = session.session()
-    return images.identity(image, pull, session.image_place(backend))
+    return images.identity(image, pull, session.image_place(backend), platform)

@@ -133,6 +133,52 @@ class PullDisplay:
         self.out.flush()
 
 
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm"}
+
+
+def image_platform(inspect: Mapping[str, Any]) -> str:
+    """`os/arch[/variant]` of an image from `GET /images/{name}/json`."""
+    parts = [str(inspect.get("Os") or "?"), str(inspect.get("Architecture") or "?")]
+    if inspect.get("Variant"):
+        parts.append(str(inspect["Variant"]))
+    return "/".join(parts).lower()
+
+
+def platform_matches(requested: str, actual: str) -> bool:
+    """Pure: does an image of platform `actual` satisfy docker.platform `requested`? (`linux` = any arch)"""
+    want, have = requested.lower().split("/"), actual.lower().split("/")
+    want[1:2] = [_ARCH_ALIASES.get(part, part) for part in want[1:2]]
+    have[1:2] = [_ARCH_ALIASES.get(part, part) for part in have[1:2]]
+    if want[:2] != have[: len(want[:2])]:
+        return False
+    if len(want) < 3:
+        return True
+    # arm64 images often carry no variant: it is v8 then
+    return (have[2] if len(have) > 2 else ("v8" if have[1] == "arm64" else "")) == want[2]
+
+
+# What registries and daemons say when credentials are missing or wrong.
+_AUTH_ERRORS = (
+    "no basic auth credentials",
+    "unauthorized",
+    "authentication required",
+    "denied",
+    "incorrect username or password",
+)
+
+
+def login_hint(image: str, message: str) -> str:
+    """What to add to a pull error in which the registry refused access (`docker login REGISTRY`), else ""."""
+    if not any(words in message.lower() for words in _AUTH_ERRORS):
+        return ""
+    registry = registry_of(image)
+    target = "" if registry in ("docker.io", "index.docker.io") else f" {registry}"
+    return (
+        f"; the registry {registry} refused access: log in with `docker login{target}` as the user who runs dvc "
+        "(or configure credsStore/credHelpers in ~/.docker/config.json, as for the Docker CLI)"
+    )
+
+
 def registry_of(image: str) -> str:
     from docker.auth import resolve_repository_name
     from docker.utils import parse_repository_tag
@@ -143,10 +189,15 @@ def registry_of(image: str) -> str:
         return "?"
 
 
-def pull_image(api: Any, image: str, out: Optional[IO[str]] = None, position: Optional[int] = None) -> PullState:
-    """Pull `image` (a tag or a `name@sha256:...` digest) with a progress display.
+def pull_image(
+    api: Any, image: str, out: Optional[IO[str]] = None, position: Optional[int] = None, platform: Optional[str] = None
+) -> PullState:
+    """Pull `image` (a tag or a `name@sha256:...` digest) with a progress display; `platform`: docker.platform.
 
-    Errors name the image, the registry and the registry's reason, as one DVC error line.
+    Errors name the image, the registry and the registry's reason (and `docker
+    login REGISTRY` when it refused the credentials), as one DVC error line.
+    docker-py sends the credentials of the Docker CLI's config (auths,
+    credsStore, credHelpers) for that registry.
     """
     from docker.errors import APIError
     from docker.utils import parse_repository_tag
@@ -155,17 +206,21 @@ def pull_image(api: Any, image: str, out: Optional[IO[str]] = None, position: Op
     display = PullDisplay(image, out=out, position=position)
     try:
         # why tag "latest": an empty tag makes the daemon pull every tag of the repository
-        for event in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        extra = {"platform": platform} if platform else {}
+        for event in api.pull(repository, tag=tag or "latest", stream=True, decode=True, **extra):
             if "error" in event:
-                raise DockerExecError(f"cannot pull image '{image}' from {registry_of(image)}: {event['error']}")
+                raise DockerExecError(_pull_failed(image, str(event["error"]), platform))
             display.feed(event)
     except APIError as exc:
         display.close(failed=True)
-        raise DockerExecError(
-            f"cannot pull image '{image}' from {registry_of(image)}: {exc.explanation or exc}"
-        ) from None
+        raise DockerExecError(_pull_failed(image, str(exc.explanation or exc), platform)) from None
     except BaseException:
         display.close(failed=True)
         raise
     display.close()
     return display.state
+
+
+def _pull_failed(image: str, reason: str, platform: Optional[str]) -> str:
+    where = f" for {platform}" if platform else ""
+    return f"cannot pull image '{image}'{where} from {registry_of(image)}: {reason}{login_hint(image, reason)}"

@@ -186,25 +186,37 @@ class ImageManager:
     def _present(self, image: str) -> bool:
         return self.identities.identity(image) is not None
 
-    def identity(self, image: str, policy: str, on: Optional[str] = None) -> str:
+    def identity(self, image: str, policy: str, on: Optional[str] = None, platform: Optional[str] = None) -> str:
         """The identity of the image a stage will run, after applying the pull policy (`on`: see ensure)."""
-        self.ensure(image, policy, on)
+        self.ensure(image, policy, on, platform)
         identity = self.identities.identity(image)
         if identity is None:  # deleted between the pull and the inspect
             raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
         return identity
 
-    def ensure(self, image: str, policy: str, on: Optional[str] = None) -> None:
+    def ensure(self, image: str, policy: str, on: Optional[str] = None, platform: Optional[str] = None) -> None:
         """Apply the pull policy to this client's engine.
 
         `on` names that engine in errors when it is not where the stage runs
         (Swarm: "the Swarm manager '...'"; it resolves the digest the nodes pull).
+        `platform` (docker.platform): an image of another platform counts as
+        absent, so it is pulled for that platform unless the policy is
+        'never', which makes it an error.
         """
-        if image in self._pulled or (policy != "always" and image in self._known):
+        key = (image, platform)
+        if key in self._pulled or (policy != "always" and key in self._known):
             return
         if policy != "always" and self._present(image):
-            self._known.add(image)
-            return
+            mismatch = self._platform_mismatch(image, platform)
+            if mismatch is None:
+                self._known.add(key)
+                return
+            if policy == "never":
+                raise DockerExecError(
+                    f"image '{image}' is {mismatch}{' on ' + on if on else ' here'}, but docker.platform asks for "
+                    f"{platform}: pull it for that platform (`docker pull --platform {platform} {image}`), "
+                    "or set `dvc config docker.pull missing`"
+                )
         if policy == "never":
             if on:
                 raise DockerExecError(
@@ -218,17 +230,35 @@ class ImageManager:
         with _file_lock(f"pull:{image}", what=f"pulling image '{image}'"):
             # another worker may have pulled it while we waited for the lock
             self.identities.forget(image)
-            if policy == "always" or not self._present(image):
-                self._pull(image, on)
+            if policy == "always" or not self._present(image) or self._platform_mismatch(image, platform):
+                self._pull(image, on, platform)
                 self.identities.forget(image)  # the tag may name another image now
-        self._pulled.add(image)
+        mismatch = self._platform_mismatch(image, platform)
+        if mismatch is not None:  # e.g. a registry that serves a single-platform image under that tag
+            raise DockerExecError(
+                f"image '{image}' pulled for {platform} is {mismatch}: the registry has no {platform} image under "
+                "that name; build one for that platform, or change docker.platform"
+            )
+        self._pulled.add(key)
 
-    def _pull(self, image: str, on: Optional[str] = None) -> None:
+    def _platform_mismatch(self, image: str, platform: Optional[str]) -> Optional[str]:
+        """The image's own platform when it does not satisfy `platform`, else None."""
+        from .pulling import image_platform, platform_matches
+
+        if not platform:
+            return None
+        try:
+            actual = image_platform(self.client.api.inspect_image(image))
+        except NotFound:
+            return None  # absent: the pull decides
+        return None if platform_matches(platform, actual) else actual
+
+    def _pull(self, image: str, on: Optional[str] = None, platform: Optional[str] = None) -> None:
         from .pulling import pull_image
 
-        self.out.write(f"Pulling image '{image}'...\n")
+        self.out.write(f"Pulling image '{image}'{' for ' + platform if platform else ''}...\n")
         try:
-            pull_image(self.client.api, image, out=self.out)
+            pull_image(self.client.api, image, out=self.out, platform=platform)
         except DockerExecError as exc:
             if not on:
                 raise
@@ -350,6 +380,14 @@ def _explain(exc: APIError) -> str:
     text = str(exc.explanation or exc)
     if "could not select device driver" in text:
         text += " (docker.gpus needs the NVIDIA Container Toolkit on the Docker host)"
+    elif "error setting rlimit" in text:
+        # measured with Podman 4.3 here (its root lacks CAP_SYS_RESOURCE): any ulimit fails at start
+        text += (
+            " (docker.ulimits: this engine may not set those limits; an engine without CAP_SYS_RESOURCE, "
+            "such as rootless Docker or Podman, cannot raise one above its own: lower or unset docker.ulimits)"
+        )
+    elif "unknown or invalid runtime name" in text:
+        text += " (docker.runtime must name a runtime the daemon lists in `docker info`)"
     return text
 
 

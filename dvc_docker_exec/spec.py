@@ -9,18 +9,18 @@ pasting it does not reproduce (``ContainerSpec.run_line_differences``).
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
-from docker.types import DeviceRequest, Mount
+from docker.types import DeviceRequest, Mount, Ulimit
 
-from .config import DockerSettings, env_items
+from .config import Device, DockerSettings, Ulimit as UlimitSetting, env_items
 from .errors import DockerExecError
 from .mounts import StageFacts, dedupe_mounts, plan_mounts  # noqa: F401 (StageFacts, dedupe_mounts: re-exported)
+from .option_mounts import plan_option_mounts, refuse_socket_device
 
 LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
 HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
@@ -52,6 +52,17 @@ class ContainerSpec:
     constraints: Tuple[str, ...] = ()  # Swarm placement (backend swarm only)
     # variables whose value comes from the host environment (docker.env NAME): never printed
     passthrough: FrozenSet[str] = frozenset()
+    # container options of issue 21 (README "Container options"); None/() = Docker's default
+    platform: Optional[str] = None
+    devices: Tuple[Device, ...] = ()
+    cap_add: Tuple[str, ...] = ()
+    cap_drop: Tuple[str, ...] = ()
+    ipc_mode: Optional[str] = None
+    ulimits: Tuple[UlimitSetting, ...] = ()
+    extra_hosts: Tuple[Tuple[str, str], ...] = ()
+    pids_limit: Optional[int] = None
+    runtime: Optional[str] = None
+    read_only: bool = False
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -74,6 +85,18 @@ class ContainerSpec:
             kwargs["mem_limit"] = self.mem_limit
         if self.shm_size:
             kwargs["shm_size"] = self.shm_size
+        optional = {
+            "devices": [device.api() for device in self.devices],
+            "cap_add": list(self.cap_add),
+            "cap_drop": list(self.cap_drop),
+            "ipc_mode": self.ipc_mode,
+            "ulimits": [Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in self.ulimits],
+            "extra_hosts": [f"{name}:{address}" for name, address in self.extra_hosts],
+            "pids_limit": self.pids_limit,
+            "runtime": self.runtime,
+            "read_only": self.read_only,
+        }
+        kwargs.update({key: value for key, value in optional.items() if value})
         return kwargs
 
     def create_kwargs(self, host_config: object) -> dict:
@@ -90,6 +113,8 @@ class ContainerSpec:
             "tty": self.tty,
             "stdin_open": False,
             "host_config": host_config,
+            # the daemon refuses (or, for a tag, pulls) an image of another platform
+            **({"platform": self.platform} if self.platform else {}),
         }
 
     def docker_run_line(self) -> str:
@@ -123,8 +148,33 @@ class ContainerSpec:
             args += ["--memory", str(self.mem_limit)]
         if self.shm_size:
             args += ["--shm-size", str(self.shm_size)]
+        args += self._option_args()
         args += ["--entrypoint", self.entrypoint[0], self.image, *self.entrypoint[1:], *self.command]
         return shlex.join(args)
+
+    def _option_args(self) -> List[str]:
+        """The container options of issue 21 as `docker run` flags (tmpfs mounts are among --mount)."""
+        args: List[str] = []
+        if self.platform:
+            args += ["--platform", self.platform]
+        if self.read_only:
+            args.append("--read-only")
+        for device in self.devices:
+            args += ["--device", device.cli()]
+        for flag, caps in (("--cap-add", self.cap_add), ("--cap-drop", self.cap_drop)):
+            for cap in caps:
+                args += [flag, cap]
+        if self.ipc_mode:
+            args += ["--ipc", self.ipc_mode]
+        for ulimit in self.ulimits:
+            args += ["--ulimit", ulimit.cli()]
+        for name, address in self.extra_hosts:
+            args += ["--add-host", f"{name}:{address}"]
+        if self.pids_limit:
+            args += ["--pids-limit", str(self.pids_limit)]
+        if self.runtime:
+            args += ["--runtime", self.runtime]
+        return args
 
     def run_line_differences(self) -> List[str]:
         """What pasting `docker_run_line()` does not reproduce, one short clause each."""
@@ -158,6 +208,9 @@ def _mount_cli(mount: Mount) -> str:
         parts.append("readonly")
     if (mount.get("VolumeOptions") or {}).get("NoCopy"):
         parts.append("volume-nocopy")
+    size = (mount.get("TmpfsOptions") or {}).get("SizeBytes")
+    if size is not None:
+        parts.append(f"tmpfs-size={size}")
     mode = (mount.get("TmpfsOptions") or {}).get("Mode")
     if mode is not None:
         parts.append(f"tmpfs-mode={mode:o}")
@@ -217,6 +270,7 @@ def build_spec(
     user_name: str = "dvc",
     host: str = "",
     name_token: Optional[str] = None,
+    check_device: Callable[[Device], None] = refuse_socket_device,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
 
@@ -227,13 +281,19 @@ def build_spec(
     user, needs_home = resolve_user(settings, uid, gid)
     environment = dict(env)
     if needs_home:
-        environment.setdefault("HOME", HOME_IN_CONTAINER)
         # the uid usually has no passwd entry in the image: getpwuid() fails
         # there (DVC and git call it) unless USER/LOGNAME name the user
         environment.setdefault("USER", user_name)
         environment.setdefault("LOGNAME", user_name)
-    # every mount comes from the one plan (mounts.py)
-    mounts = plan_mounts(facts, settings.volumes, mount_for, home=HOME_IN_CONTAINER if needs_home else None)
+    # a read-only root: root's own HOME is not writable either
+    home = HOME_IN_CONTAINER if needs_home or settings.read_only else None
+    if home:
+        environment.setdefault("HOME", home)
+    # every mount comes from the one plan (mounts.py); the options' tmpfs and devices
+    # (option_mounts) are planned against its targets and checked by the socket rule
+    planned = plan_mounts(facts, settings.volumes, mount_for, home=home)
+    options = plan_option_mounts(settings, [m["Target"] for m in planned], check_device)
+    mounts = (*planned, *options.tmpfs)
 
     gpus = settings.gpus
     device_requests: Tuple[DeviceRequest, ...] = ()
@@ -274,4 +334,14 @@ def build_spec(
         gpus_cli=gpus.cli() if gpus else None,
         constraints=settings.constraints,
         passthrough=frozenset(item for item in settings.env if "=" not in item),
+        platform=settings.platform,
+        devices=options.devices,
+        cap_add=settings.cap_add,
+        cap_drop=settings.cap_drop,
+        ipc_mode=settings.ipc,
+        ulimits=settings.ulimits,
+        extra_hosts=settings.extra_hosts,
+        pids_limit=settings.pids_limit,
+        runtime=settings.runtime,
+        read_only=settings.read_only,
     )

@@ -19,6 +19,7 @@ class ImageRow:
     pull: str  # the stage's docker.pull policy
     recorded: Optional[str]  # identity the lock records, None if the stage never ran in a container (or is untracked)
     current: Optional[str]  # identity of the local image, None if it is not present
+    platform: Optional[str] = None  # the stage's docker.platform
 
     @property
     def present(self) -> bool:
@@ -49,7 +50,10 @@ def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]
 
     identities = IdentityCache(client)
     return [
-        ImageRow(stage.addressing, settings.image, settings.pull, recorded_identity(stage), identities.identity(settings.image))
+        ImageRow(
+            stage.addressing, settings.image, settings.pull, recorded_identity(stage),
+            identities.identity(settings.image), settings.platform,
+        )
         for stage, settings in stages
     ]
 
@@ -58,6 +62,7 @@ def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]
 class Pull:
     source: str  # what to pull: "repo@sha256:..." or the reference as configured
     tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
+    platform: Optional[str] = None  # docker.platform: a multi-platform digest resolves to that platform
 
 
 def built_here(row: ImageRow) -> bool:
@@ -77,7 +82,9 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
     """
     digests: Dict[str, Set[str]] = {}
     skipped: List[str] = []
+    platforms: Dict[str, Optional[str]] = {}
     for row in rows:
+        platforms.setdefault(row.image, row.platform)
         if built_here(row):
             if row.image not in skipped:
                 skipped.append(row.image)
@@ -88,10 +95,10 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
     plan = []
     for image, recorded in digests.items():
         if len(recorded) == 1:
-            plan.append(Pull(next(iter(recorded)), tag_as=image))
+            plan.append(Pull(next(iter(recorded)), tag_as=image, platform=platforms[image]))
         elif not recorded:
-            plan.append(Pull(image))
+            plan.append(Pull(image, platform=platforms[image]))
         else:
-            plan.extend(Pull(digest) for digest in sorted(recorded))
+            plan.extend(Pull(digest, platform=platforms[image]) for digest in sorted(recorded))
     pulled: Set[str] = set()  # each source once (one digest recorded under two references)
     return [item for item in plan if not (item.source in pulled or pulled.add(item.source))], skipped

@@ -30,6 +30,7 @@ from http.client import HTTPException
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from docker.errors import NotFound
+from funcy import retry
 from requests.exceptions import ChunkedEncodingError
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -152,15 +153,30 @@ def _running(api: Any, cid: str) -> bool:
         return False
 
 
-def _log_chunks(api: Any, cid: str) -> Iterable[bytes]:
-    """The container's whole output so far, then new output as it comes, raw frames as in attach."""
+# Reopening the output stream after a cut: a proxy's idle cut reconnects at once; a daemon
+# that is gone (or restarting) is asked again with backoff, then the cut is the caller's
+# (runner: "lost the connection ..."), instead of a loop that asks again at full speed.
+REOPEN_TRIES = 6  # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s: about 3 s for a daemon to come back
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.1 * 2**attempt, 2.0)
+
+
+@retry(REOPEN_TRIES, errors=CUT, timeout=_backoff)
+def _open_logs(api: Any, cid: str) -> Any:
     res = api._get(
         api._url("/containers/{0}/logs", cid),
         params={"follow": 1, "stdout": 1, "stderr": 1},
         stream=True,
         timeout=None,
     )
-    api._raise_for_status(res)
+    api._raise_for_status(res)  # NotFound (the container is gone) is not retried
+    return res
+
+
+def _log_chunks(res: Any) -> Iterable[bytes]:
+    """The container's whole output so far, then new output as it comes, raw frames as in attach."""
     try:
         # chunked: yields each chunk as it arrives (a plain read(n) would wait for n bytes)
         yield from res.raw.stream(None, decode_content=False)
@@ -185,10 +201,13 @@ def follow(api: Any, cid: str, sock: Any, output: Output, running: Callable[[Any
         logger.debug("output stream of container %s ended while it runs (cut by a proxy?): resuming", cid[:12])
         output.replay()
         try:
-            for chunk in _log_chunks(api, cid):
-                output.feed(chunk)
+            # a daemon that does not answer after the retries: the cut is the caller's
+            res = _open_logs(api, cid)
         except NotFound:
             return  # gone: AutoRemove after it exited
+        try:
+            for chunk in _log_chunks(res):
+                output.feed(chunk)
         except CUT as exc:
             logger.debug("log stream of container %s cut again (%s)", cid[:12], exc)
             continue

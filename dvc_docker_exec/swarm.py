@@ -75,8 +75,40 @@ GPU_IDS_VAR = f"DOCKER_RESOURCE_{GPU_RESOURCE.upper()}"
 _LOCAL_ONLY_NETWORKS = ("bridge", "default")
 
 
+# Container options a Swarm service cannot take (docker-py's ContainerSpec/Resources for
+# API 1.41 have no devices, ulimits, IPC mode, pids limit or runtime): refused before any
+# service exists rather than dropped. cap_add/cap_drop, read_only, extra_hosts (Hosts),
+# tmpfs (a mount) and platform (a placement) are carried over.
+_NOT_ON_SWARM = (
+    ("devices", "devices"),
+    ("ulimits", "ulimits"),
+    ("ipc_mode", "ipc"),
+    ("pids_limit", "pids_limit"),
+    ("runtime", "runtime"),
+)
+
+
+def unsupported_on_swarm(spec: ContainerSpec) -> List[str]:
+    """Pure: the docker.* keys of `spec` that a Swarm service cannot honour."""
+    return [f"docker.{key}" for attr, key in _NOT_ON_SWARM if getattr(spec, attr)]
+
+
+def _platforms(platform: Optional[str]) -> Optional[List[tuple]]:
+    """docker.platform as Swarm placement: (architecture, os) pairs (a variant cannot be placed on)."""
+    if not platform:
+        return None
+    os_name, _, rest = platform.partition("/")
+    return [(rest.split("/")[0], os_name)] if rest else None
+
+
 def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
     """Pure: the engine backend's ContainerSpec -> kwargs of docker-py `APIClient.create_service`."""
+    refused = unsupported_on_swarm(spec)
+    if refused:
+        raise DockerExecError(
+            f"{', '.join(refused)} cannot be used with docker.backend swarm (a Swarm service has no such "
+            "option): unset it for this stage, or run it on one engine with `docker.backend engine`"
+        )
     if spec.network_mode in _LOCAL_ONLY_NETWORKS:
         raise DockerExecError(
             f"docker.network '{spec.network_mode}' cannot be used by Swarm services: "
@@ -110,6 +142,11 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
         stop_grace_period=STOP_GRACE_NS,
         tty=spec.tty,
         init=True,
+        read_only=spec.read_only or None,
+        cap_add=list(spec.cap_add) or None,
+        cap_drop=list(spec.cap_drop) or None,
+        # a mapping: docker-py writes it in the task format "IP name"
+        hosts=dict(spec.extra_hosts) or None,
     )
     generic = None
     for request in spec.device_requests:
@@ -125,7 +162,11 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
         container_spec=container,
         resources=resources,
         restart_policy=RestartPolicy(condition="none"),
-        placement=Placement(constraints=list(spec.constraints)) if spec.constraints else None,
+        placement=(
+            Placement(constraints=list(spec.constraints) or None, platforms=_platforms(spec.platform))
+            if spec.constraints or _platforms(spec.platform)
+            else None
+        ),
         networks=[spec.network_mode],
     )
     return {

@@ -89,7 +89,10 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
     if settings is not None:
         if not settings.track:
             return None
-        return ImageDependency(stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend)
+        return ImageDependency(
+            stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend,
+            platform=settings.platform,
+        )
     # a host stage: only one that ran in a container before (turned off) needs the dependency
     recorded = ((lock_data or {}).get("params") or {}).get(path) or {}
     if key not in recorded or _tracking_off(stage):

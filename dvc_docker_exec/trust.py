@@ -11,7 +11,10 @@ Settings from the repository may narrow what a stage gets (network none,
 limits, another image) but not widen it beyond a host run of the same command
 by the same user: no host path outside the repository (or its Git root), no
 other user (root or foreign), no network but host/bridge/none, no
-``host_root``. ``docker.allow_repo_settings true`` at a machine level lifts
+``host_root``, no devices, added capabilities, other runtime, extra hosts or
+the host's IPC namespace; and what narrows (cap_drop, read_only, pids_limit,
+ulimits) may not undo this machine's narrowing nor raise a ulimit above the
+invoking process's own hard limit. ``docker.allow_repo_settings true`` at a machine level lifts
 this for repositories the owner trusts; the repository cannot set it itself.
 
 Pure apart from ``os.path.realpath`` (volume sources are judged by what they
@@ -25,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .config import META, REPO_LEVEL, TRACKED, DockerSettings, SettingError
+from .config import META, REPO_LEVEL, TRACKED, UNLIMITED, DockerSettings, SettingError
 from .paths import is_within
 
 ALLOW_KEY = "allow_repo_settings"
@@ -93,7 +96,83 @@ def widening(key: str, settings: DockerSettings, invoker: Invoker) -> Optional[s
         return f"joins network '{settings.network}' (a repository may choose {', '.join(REPO_NETWORKS)})"
     elif key == "host_root" and settings.host_root:
         return f"chooses the host folder mounted as the repository ('{settings.host_root}')"
+    elif key in WIDENING_OPTIONS:
+        return _widening_option(key, settings)
+    elif key in NARROWING_OPTIONS:
+        return _loosened(key, settings)
     return None
+
+
+# Container options that reach beyond a host run (issue 21), and what each one hands the stage.
+WIDENING_OPTIONS = {
+    "devices": "host devices",
+    "cap_add": "capabilities",
+    "runtime": "another container runtime",
+    "extra_hosts": "host names that shadow DNS",
+    "ipc": "the host's IPC namespace",
+}
+# Options a repository may use to narrow what a stage gets, never to undo this machine's narrowing.
+NARROWING_OPTIONS = ("cap_drop", "read_only", "pids_limit", "ulimits")
+
+
+def _widening_option(key: str, settings: DockerSettings) -> Optional[str]:
+    value = getattr(settings, key)
+    if not value or value == settings.machine.get(key):
+        return None  # nothing asked, or exactly what this machine's config says
+    if key == "ipc" and value != "host":
+        return None  # private and shareable narrow the default
+    shown = ", ".join(_shown(item) for item in value) if isinstance(value, tuple) else value
+    return f"gives the stage {WIDENING_OPTIONS[key]} ('{shown}')"
+
+
+def _shown(item: object) -> str:
+    if isinstance(item, tuple):  # an extra host (name, address)
+        return ":".join(item)
+    return item.cli() if hasattr(item, "cli") else str(item)
+
+
+def _loosened(key: str, settings: DockerSettings) -> Optional[str]:
+    """Why the repository's value undoes a narrowing this machine set (or the invoking process has), or None."""
+    machine = settings.machine
+    if key == "cap_drop" and key in machine:
+        kept = [cap for cap in machine[key] if cap not in settings.cap_drop and "ALL" not in settings.cap_drop]
+        if kept:
+            return f"keeps capabilities this machine drops ({', '.join(kept)})"
+    elif key == "read_only" and machine.get(key) and not settings.read_only:
+        return "makes the root file system writable (this machine sets docker.read_only)"
+    elif key == "pids_limit" and machine.get(key) and (settings.pids_limit or 0) > machine[key]:
+        return f"raises the process limit to {settings.pids_limit} (this machine's: {machine[key]})"
+    elif key == "ulimits":
+        ceilings = {u.name: u.hard for u in machine.get(key, ())}
+        dropped = sorted(set(ceilings) - {u.name for u in settings.ulimits})
+        if dropped:  # the repository's list replaces this machine's: a name left out is no longer limited
+            return f"leaves out ulimits this machine sets ({', '.join(dropped)})"
+        for ulimit in settings.ulimits:
+            ceiling = ceilings.get(ulimit.name, _process_hard_limit(ulimit.name))
+            if ceiling is not None and _above(ulimit.hard, ceiling):
+                return f"raises ulimit {ulimit.name} to {_limit_text(ulimit.hard)} (at most {_limit_text(ceiling)} here)"
+    return None
+
+
+def _process_hard_limit(name: str) -> Optional[int]:
+    """The hard limit of this dvc process: what a host run of the stage would get (None: unknown)."""
+    import resource
+
+    which = getattr(resource, f"RLIMIT_{name.upper()}", None)
+    if which is None:
+        return None
+    hard = resource.getrlimit(which)[1]
+    return UNLIMITED if hard == resource.RLIM_INFINITY else hard
+
+
+def _above(value: int, ceiling: int) -> bool:
+    if ceiling == UNLIMITED:
+        return False
+    return value == UNLIMITED or value > ceiling
+
+
+def _limit_text(value: int) -> str:
+    return "unlimited" if value == UNLIMITED else str(value)
 
 
 def same_user(user: Optional[str], uid: int, gid: int) -> bool:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure a Docker engine answers and that the host tools the test images
-# need are installed (busybox-static, debootstrap, docker-compose, docker-registry).
+# need are installed (busybox-static, debootstrap, docker-compose, docker-registry,
+# apache2-utils for htpasswd).
 #
 # Idempotent and quiet: prints one status line, or the tail of the relevant
 # log when something fails.  On a machine with only the docker client it
@@ -50,6 +51,8 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 # a registry on loopback: the pull-policy tests push and pull through it
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+# htpasswd: the registry-login tests run a registry with basic auth
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 
 install_missing() {
     [ "${#missing[@]}" -eq 0 ] && return 0

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -49,6 +50,76 @@ def _need_image(client, image: str) -> str:
     except docker.errors.ImageNotFound:
         _unavailable(f"test image {image} is missing; run scripts/build-images.sh")
     return image
+
+
+@contextmanager
+def loopback_registry(folder: Path, auth: str = "") -> Iterator[str]:
+    """Debian's docker-registry on a free loopback port; yields `127.0.0.1:PORT` (an insecure registry
+    Docker accepts without configuration). `auth`: extra YAML for its config (e.g. htpasswd)."""
+    import shutil
+    import socket
+
+    binary = shutil.which("docker-registry")
+    if not binary:
+        _unavailable("docker-registry is not installed; run scripts/ensure-docker.sh")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = folder / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n{auth}"
+    )
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                assert proc.poll() is None, "docker-registry exited at start"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def push_test_image(client, base: str, reference: str, auth_config: Optional[dict] = None) -> None:
+    """Push `reference` (`registry/name:tag`): `base` plus a layer of its own (something to download),
+    then remove it locally, so that a stage must pull it."""
+    import io
+    import tarfile
+
+    name, tag = reference.rsplit(":", 1)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        data = reference.encode()
+        info = tarfile.TarInfo("dde-pull-marker")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    helper = client.containers.create(base, "true", network_disabled=True)
+    try:
+        helper.put_archive("/", layer.getvalue())
+        helper.commit(name, tag)
+    finally:
+        helper.remove(force=True)
+    for line in client.api.push(name, tag=tag, stream=True, decode=True, auth_config=auth_config):
+        assert "error" not in line, line
+    client.images.remove(reference)
+
+
+def write_dvc_yaml(repo, stages: dict) -> None:
+    import yaml
+
+    repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}, sort_keys=False))
+
+
+def commit_all(repo) -> None:
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "hostile change")
 
 
 @pytest.fixture(scope="session")

@@ -419,3 +419,15 @@ def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_clie
                 c.remove(force=True)
             except Exception:  # noqa: BLE001
                 pass
+
+
+def test_doctor_names_a_runtime_the_engine_lacks(make_repo, busybox_image):
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "train", "echo hi")
+    repo.dvc("config", "--local", "docker.runtime", "dde-no-such-runtime")
+    report = doctor(repo)
+    runtime = report["by_name"]["runtime"]
+    assert report["rc"] == 1 and runtime["level"] == "error", report
+    assert "'train' (dde-no-such-runtime)" in runtime["message"] and "runc" in runtime["message"]
+    repo.dvc("config", "--local", "docker.runtime", "runc")
+    assert doctor(repo)["by_name"]["runtime"]["level"] == "ok"

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import re
-import shutil
-import socket
 import subprocess
-import tarfile
 import time
 import uuid
 
 import pytest
 
-from tests.conftest import _unavailable
+from tests.conftest import loopback_registry, push_test_image
 
 pytestmark = pytest.mark.docker
 
@@ -21,53 +17,15 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, docker_client, busybox_image):
     """`127.0.0.1:PORT` serving a copy of the busybox test image (loopback is an allowed insecure registry)."""
-    binary = shutil.which("docker-registry")
-    if not binary:
-        _unavailable("docker-registry is not installed; run scripts/ensure-docker.sh")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder = tmp_path_factory.mktemp("registry")
-    config = folder / "config.yml"
-    config.write_text(
-        f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {folder / 'data'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-    )
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "docker-registry did not start"
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with loopback_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 @pytest.fixture
 def remote_image(registry, docker_client, busybox_image):
     """An image that exists in the registry but not locally, with a layer of its own to download."""
     name = f"{registry}/dde-pull-{uuid.uuid4().hex[:8]}"
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        data = name.encode()
-        info = tarfile.TarInfo("dde-pull-marker")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    helper = docker_client.containers.create(busybox_image, "true", network_disabled=True)
-    try:
-        helper.put_archive("/", layer.getvalue())
-        helper.commit(name, "1")
-    finally:
-        helper.remove(force=True)
-    for line in docker_client.api.push(name, tag="1", stream=True, decode=True):
-        assert "error" not in line, line
-    docker_client.images.remove(f"{name}:1")
+    push_test_image(docker_client, busybox_image, f"{name}:1")
     yield f"{name}:1"
     try:
         docker_client.images.remove(f"{name}:1", force=True)

@@ -271,3 +271,23 @@ def test_pull_plan_by_recorded_digest() -> None:
         [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d2), Pull("pulled:1")],
         ["built:1", "built:2"],
     )
+
+
+def test_pull_plan_pulls_for_the_stages_platform() -> None:
+    from dvc_docker_exec.stage_images import ImageRow, Pull, pull_plan
+
+    digest = "reg/app@sha256:" + "1" * 64
+    rows = [ImageRow("a", "reg/app:1", "missing", digest, None, "linux/arm64"), ImageRow("b", "py:3", "missing", None, None)]
+    assert pull_plan(rows)[0] == [Pull(digest, "reg/app:1", "linux/arm64"), Pull("py:3")]
+
+
+def test_runtime_check() -> None:
+    info = {"Runtimes": {"runc": {}, "io.containerd.runc.v2": {}}}
+    assert checks.runtime_check(info, []) is None
+    assert checks.runtime_check(info, [("train", "runc")]).level == checks.OK
+    missing = checks.runtime_check(info, [("train", "runsc"), ("eval", "runc")])
+    assert missing.level == checks.ERROR
+    assert missing.message == (
+        "docker.runtime of 'train' (runsc) is not a runtime of this engine (it has: io.containerd.runc.v2, runc)"
+    )
+    assert "daemon.json" in missing.fix

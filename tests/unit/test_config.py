@@ -20,9 +20,12 @@ from dvc_docker_exec.config import (
     DEFAULT_NETWORK,
     DEFAULT_SHELL,
     PARSERS,
+    Device,
     DockerSettings,
     Gpus,
     SettingError,
+    Tmpfs,
+    Ulimit,
     Volume,
     dvc_schema,
     env_items,
@@ -107,6 +110,39 @@ GOOD: list = [
     ("constraints", ["node.platform.os==linux"], ("node.platform.os==linux",)),
     ("allow_unlimited", "yes", True),
     ("allow_unlimited", "false", False),
+    # container options (issue 21)
+    ("platform", "linux/amd64", "linux/amd64"),
+    ("platform", " Linux/ARM64/v8 ", "linux/arm64/v8"),
+    ("platform", "linux", "linux"),
+    ("devices", "/dev/fuse", (Device("/dev/fuse", "/dev/fuse", "rwm"),)),
+    ("devices", "/dev/sda:/dev/xvda:r", (Device("/dev/sda", "/dev/xvda", "r"),)),
+    ("devices", "/dev/fuse:rw", (Device("/dev/fuse", "/dev/fuse", "rw"),)),
+    ("devices", ["/dev/fuse", "/dev/net/tun:/dev/net/tun:rwm"], (
+        Device("/dev/fuse", "/dev/fuse"), Device("/dev/net/tun", "/dev/net/tun"))),
+    ("cap_add", "SYS_ADMIN", ("SYS_ADMIN",)),
+    ("cap_add", "cap_sys_admin, net_raw, SYS_ADMIN", ("SYS_ADMIN", "NET_RAW")),
+    ("cap_drop", ["ALL"], ("ALL",)),
+    ("cap_drop", "", ()),
+    ("ipc", "host", "host"),
+    ("ipc", "Shareable", "shareable"),
+    ("ipc", "private", "private"),
+    ("ulimits", "memlock=-1", (Ulimit("memlock", -1, -1),)),
+    ("ulimits", "nofile=1024:4096, stack=unlimited", (Ulimit("nofile", 1024, 4096), Ulimit("stack", -1, -1))),
+    ("ulimits", ["core=0", "core=10"], (Ulimit("core", 10, 10),)),  # the last one wins, like --ulimit
+    ("ulimits", "nproc=100:-1", (Ulimit("nproc", 100, -1),)),
+    ("tmpfs", "/scratch", (Tmpfs("/scratch"),)),
+    ("tmpfs", "/scratch:size=64m,mode=700", (Tmpfs("/scratch", 64 * 1024**2, 0o700),)),
+    # configobj splits `/a:size=1m,mode=1777, /b` at the commas: an option continues its path
+    ("tmpfs", ["/a:size=1m", "mode=1777", "/b"], (Tmpfs("/a", 1024**2, 0o1777), Tmpfs("/b"))),
+    ("extra_hosts", "db:10.0.0.5", (("db", "10.0.0.5"),)),
+    ("extra_hosts", "host.docker.internal:host-gateway, v6:::1", (
+        ("host.docker.internal", "host-gateway"), ("v6", "::1"))),
+    ("extra_hosts", ["a:[fe80::1]"], (("a", "fe80::1"),)),
+    ("pids_limit", "512", 512),
+    ("pids_limit", 64, 64),
+    ("runtime", "nvidia", "nvidia"),
+    ("runtime", "io.containerd.runsc.v1", "io.containerd.runsc.v1"),
+    ("read_only", "true", True),
 ]
 
 
@@ -186,6 +222,36 @@ BAD: list = [
     ("constraints", "node.labels.gpu=true"),
     ("constraints", "==x"),
     ("allow_unlimited", "sometimes"),
+    ("platform", "linux amd64"),
+    ("platform", "linux/amd64/v8/x"),
+    ("platform", "/amd64"),
+    ("devices", "fuse"),
+    ("devices", "/dev/a:/dev/b:rx"),
+    ("devices", "/dev/a:dev/b"),
+    ("devices", "/dev/a:/dev/b:rw:x"),
+    ("devices", "/dev/a:rr"),
+    ("cap_add", "SYS_GODMODE"),
+    ("cap_drop", "NET_RAW, bogus"),
+    ("ipc", "none"),
+    ("ipc", "container:abc"),
+    ("ulimits", "nofile"),
+    ("ulimits", "files=10"),
+    ("ulimits", "nofile=ten"),
+    ("ulimits", "nofile=1:2:3"),
+    ("ulimits", "memlock=-2"),
+    ("tmpfs", "scratch"),
+    ("tmpfs", "/s:size=lots"),
+    ("tmpfs", "/s:mode=999"),
+    ("extra_hosts", "db"),
+    ("extra_hosts", "db:not-an-ip"),
+    ("extra_hosts", "-db:10.0.0.1"),
+    ("extra_hosts", "db:10.0.0.300"),
+    ("pids_limit", "0"),
+    ("pids_limit", "-1"),
+    ("pids_limit", "many"),
+    ("runtime", "my runtime"),
+    ("runtime", "-x"),
+    ("read_only", "perhaps"),
 ]
 
 
@@ -196,6 +262,25 @@ def test_parsers_reject_quoting_the_value(key: str, value: Any) -> None:
     # for several entries the message quotes the offending one
     bad = value[-1] if isinstance(value, list) else value.split(", ")[-1]
     assert f"'{bad}'" in str(info.value)
+
+
+def test_ulimit_soft_above_hard_is_refused() -> None:
+    with pytest.raises(SettingError, match=r"soft limit of ulimit 'nofile=4096:1024' is above its hard limit"):
+        PARSERS["ulimits"]("nofile=4096:1024")
+
+
+def test_tmpfs_options_other_than_size_and_mode_are_refused() -> None:
+    with pytest.raises(SettingError, match=r"tmpfs '/s:noexec': only the options size= and mode= .*'noexec'"):
+        PARSERS["tmpfs"]("/s:noexec")
+
+
+def test_from_levels_remembers_this_machines_values() -> None:
+    settings = DockerSettings.from_levels(
+        [("global", {"image": "busybox", "cap_drop": "NET_RAW"}), ("local", {"pids_limit": "64"}),
+         ("repo", {"cap_drop": "", "pids_limit": "100"})]
+    )
+    assert settings.cap_drop == () and settings.pids_limit == 100
+    assert settings.machine == {"image": "busybox", "cap_drop": ("NET_RAW",), "pids_limit": 64}
 
 
 def test_relative_container_path_is_refused() -> None:

@@ -17,7 +17,7 @@ import threading
 import time
 import types
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import docker
 import pytest
@@ -380,8 +380,97 @@ def test_pull_api_error() -> None:
 
     api.pull = pull  # type: ignore[method-assign]
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match="^cannot pull image 'nope' from docker.io: pull access denied for nope$"):
+    with pytest.raises(DockerExecError) as info:
         images.ensure("nope", "missing")
+    assert str(info.value) == (
+        "cannot pull image 'nope' from docker.io: pull access denied for nope; the registry docker.io refused "
+        "access: log in with `docker login` as the user who runs dvc (or configure credsStore/credHelpers in "
+        "~/.docker/config.json, as for the Docker CLI)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "reason", "login"),
+    [
+        ("127.0.0.1:5000/team/img:1", "no basic auth credentials", "docker login 127.0.0.1:5000"),
+        ("reg.example.com/img", "unauthorized: authentication required", "docker login reg.example.com"),
+        ("busybox", "denied: requested access to the resource is denied", "docker login`"),
+        ("reg.example.com/img", "manifest unknown", None),
+    ],
+)
+def test_login_hint_names_the_registry(image: str, reason: str, login: Optional[str]) -> None:
+    from dvc_docker_exec.pulling import login_hint
+
+    hint = login_hint(image, reason)
+    assert (login in hint) if login else hint == ""
+
+
+@pytest.mark.parametrize(
+    ("requested", "actual", "matches"),
+    [
+        ("linux/amd64", "linux/amd64", True),
+        ("linux", "linux/arm64", True),
+        ("linux/amd64", "linux/arm64", False),
+        ("linux/x86_64", "linux/amd64", True),
+        ("linux/arm64/v8", "linux/arm64", True),  # arm64 images often carry no variant
+        ("linux/arm/v7", "linux/arm/v6", False),
+        ("windows/amd64", "linux/amd64", False),
+    ],
+)
+def test_platform_matches(requested: str, actual: str, matches: bool) -> None:
+    from dvc_docker_exec.pulling import platform_matches
+
+    assert platform_matches(requested, actual) is matches
+
+
+class PlatformAPI(FakeAPI):
+    """Images are amd64; a pull for a platform makes them that platform."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.platforms: Dict[str, str] = {}
+        self.pull_platforms: List[Optional[str]] = []
+
+    def inspect_image(self, image: str) -> dict:
+        found = super().inspect_image(image)
+        os_name, arch = self.platforms.get(image, "linux/amd64").split("/")[:2]
+        return {**found, "Os": os_name, "Architecture": arch}
+
+    def pull(self, repository, tag=None, stream=False, decode=False, platform=None):
+        self.pull_platforms.append(platform)
+        yield from super().pull(repository, tag, stream, decode)
+        if platform:
+            self.platforms[f"{repository}:{tag}"] = platform
+
+
+def test_an_image_of_another_platform_is_an_error_with_pull_never() -> None:
+    images, _ = manager(PlatformAPI(present=["busybox:1"]))
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("busybox:1", "never", platform="linux/arm64")
+    assert str(info.value) == (
+        "image 'busybox:1' is linux/amd64 here, but docker.platform asks for linux/arm64: pull it for that "
+        "platform (`docker pull --platform linux/arm64 busybox:1`), or set `dvc config docker.pull missing`"
+    )
+
+
+def test_an_image_of_another_platform_is_pulled_for_it_when_the_policy_allows() -> None:
+    api = PlatformAPI(present=["busybox:1"])
+    images, out = manager(api)
+    images.ensure("busybox:1", "missing", platform="linux/arm64")
+    assert api.pull_platforms == ["linux/arm64"]
+    assert out.getvalue().startswith("Pulling image 'busybox:1' for linux/arm64...")
+    images.ensure("busybox:1", "missing", platform="linux/amd64")  # not this process's pull: pulled again
+    assert api.pull_platforms == ["linux/arm64", "linux/amd64"]
+    images.ensure("busybox:1", "missing", platform="linux")
+    assert len(api.pull_platforms) == 2
+
+
+def test_a_registry_without_that_platform_is_a_clear_error() -> None:
+    api = PlatformAPI(present=["busybox:1"])
+    api.pull = lambda *a, **k: iter(())  # type: ignore[method-assign] # the registry had only amd64
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError, match=r"^image 'busybox:1' pulled for linux/arm64 is linux/amd64: the registry"):
+        images.ensure("busybox:1", "always", platform="linux/arm64")
 
 
 # --- ContainerRunner with a fake API ------------------------------------------------------------

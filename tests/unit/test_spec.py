@@ -20,6 +20,7 @@ from docker.types import DeviceRequest, Mount
 
 from dvc_docker_exec import dvc_glue
 from dvc_docker_exec.config import DockerSettings
+from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.spec import (
     HOME_IN_CONTAINER,
     LABEL,
@@ -566,3 +567,130 @@ def test_create_container_config_directly(api: docker.APIClient) -> None:
     kwargs["environment"] = docker.utils.utils.format_environment(kwargs["environment"])
     config = api.create_container_config(**kwargs)
     assert config["Cmd"] == ["-c", CMD]
+
+
+# --- container options (issue 21) ----------------------------------------------------------
+
+OPTIONS = dict(
+    platform="linux/amd64",
+    devices="/dev/fuse, /dev/sda:/dev/xvda:r",
+    cap_add="SYS_ADMIN",
+    cap_drop="NET_RAW, MKNOD",
+    ipc="host",
+    ulimits="memlock=-1, nofile=1024:4096",
+    tmpfs="/scratch:size=64m,mode=700",
+    extra_hosts="db:10.0.0.5, gw:host-gateway",
+    pids_limit="128",
+    runtime="runc",
+    read_only="true",
+)
+
+
+def options_spec(**raw: Any) -> ContainerSpec:
+    checked: list = []
+    spec = build_spec(
+        settings(**{**OPTIONS, **raw}), FACTS, CMD, {}, identity, uid=1000, gid=1001, pid=42, tty=False,
+        check_device=checked.append,
+    )
+    assert [d.source for d in checked] == [d.source for d in spec.devices]  # every device went through the rule
+    return spec
+
+
+def test_container_options_reach_docker_py(api: docker.APIClient) -> None:
+    host_config = api.create_host_config(**options_spec().host_config_kwargs())
+    assert host_config["Devices"] == [
+        {"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"},
+        {"PathOnHost": "/dev/sda", "PathInContainer": "/dev/xvda", "CgroupPermissions": "r"},
+    ]
+    assert host_config["CapAdd"] == ["SYS_ADMIN"] and host_config["CapDrop"] == ["NET_RAW", "MKNOD"]
+    assert host_config["IpcMode"] == "host"
+    assert host_config["Ulimits"] == [
+        {"Name": "memlock", "Soft": -1, "Hard": -1}, {"Name": "nofile", "Soft": 1024, "Hard": 4096}
+    ]
+    assert host_config["ExtraHosts"] == ["db:10.0.0.5", "gw:host-gateway"]
+    assert host_config["PidsLimit"] == 128
+    assert host_config["Runtime"] == "runc"
+    assert host_config["ReadonlyRootfs"] is True
+    tmpfs = {m["Target"]: m for m in host_config["Mounts"] if m["Type"] == "tmpfs"}
+    assert tmpfs["/scratch"]["TmpfsOptions"] == {"SizeBytes": 64 * 1024**2, "Mode": 0o700}
+    assert tmpfs["/tmp"]["TmpfsOptions"] == {"Mode": 0o1777}  # read_only: a writable /tmp and HOME
+    assert HOME_IN_CONTAINER in tmpfs
+
+
+def test_platform_reaches_create(api: docker.APIClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: dict = {}
+    monkeypatch.setattr(api, "create_container_from_config", lambda config, name=None, platform=None: sent.update(
+        platform=platform) or {"Id": "x"})
+    spec = options_spec()
+    api.create_container(**spec.create_kwargs(api.create_host_config(**spec.host_config_kwargs())))
+    assert sent["platform"] == "linux/amd64"
+    assert "platform" not in spec_for().create_kwargs(None)
+
+
+def test_container_options_in_the_docker_run_line() -> None:
+    args = shlex.split(options_spec().docker_run_line())
+    for flag, value in [
+        ("--platform", "linux/amd64"),
+        ("--device", "/dev/fuse:/dev/fuse:rwm"),
+        ("--device", "/dev/sda:/dev/xvda:r"),
+        ("--cap-add", "SYS_ADMIN"),
+        ("--cap-drop", "NET_RAW"),
+        ("--cap-drop", "MKNOD"),
+        ("--ipc", "host"),
+        ("--ulimit", "memlock=-1:-1"),
+        ("--ulimit", "nofile=1024:4096"),
+        ("--add-host", "db:10.0.0.5"),
+        ("--add-host", "gw:host-gateway"),
+        ("--pids-limit", "128"),
+        ("--runtime", "runc"),
+        ("--mount", f"type=tmpfs,target=/scratch,tmpfs-size={64 * 1024**2},tmpfs-mode=700"),
+        ("--mount", "type=tmpfs,target=/tmp,tmpfs-mode=1777"),
+    ]:
+        assert any(args[i : i + 2] == [flag, value] for i in range(len(args))), (flag, value, args)
+    assert "--read-only" in args
+    assert args.index("--read-only") < args.index("--entrypoint")
+
+
+def test_read_only_root_gets_a_home_too() -> None:
+    spec = build_spec(settings(read_only="true", user="0:0"), FACTS, CMD, {}, identity, uid=0, gid=0, pid=1, tty=False)
+    assert spec.environment["HOME"] == HOME_IN_CONTAINER and "USER" not in spec.environment
+    assert {HOME_IN_CONTAINER, "/tmp"} <= set(targets(spec))
+
+
+def test_no_container_options_by_default() -> None:
+    spec = spec_for()
+    kwargs = spec.host_config_kwargs()
+    for key in ("devices", "cap_add", "cap_drop", "ipc_mode", "ulimits", "extra_hosts", "pids_limit", "runtime", "read_only"):
+        assert key not in kwargs
+    assert "/tmp" not in targets(spec)
+
+
+def test_a_tmpfs_where_a_stage_path_is_mounted_is_refused() -> None:
+    with pytest.raises(DockerExecError, match=rf"docker.tmpfs '{REPO}': the stage already has a mount there"):
+        options_spec(tmpfs=REPO)
+
+
+def test_a_user_tmpfs_at_tmp_replaces_the_read_only_one() -> None:
+    tmp = [m for m in options_spec(tmpfs="/tmp:size=1m").mounts if m["Target"] == "/tmp"]
+    assert len(tmp) == 1 and tmp[0]["TmpfsOptions"]["SizeBytes"] == 1024**2
+
+
+def test_socket_devices_are_refused(tmp_path) -> None:
+    import socket as socketlib
+
+    from dvc_docker_exec.config import Device
+    from dvc_docker_exec.option_mounts import refuse_socket_device
+    from dvc_docker_exec.sockets import SocketGuard
+
+    path = str(tmp_path / "fake.sock")
+    with socketlib.socket(socketlib.AF_UNIX) as server:
+        server.bind(path)
+        with pytest.raises(DockerExecError, match=r"refusing docker.devices .*is a Unix socket, not a device node"):
+            refuse_socket_device(Device(path, "/dev/x"), SocketGuard(socket_paths=()))
+        # a folder holding a daemon socket (by identity)
+        with pytest.raises(DockerExecError, match=r"contains the daemon socket"):
+            refuse_socket_device(Device(str(tmp_path), "/dev/x"), SocketGuard(socket_paths=[path]))
+    # by name, where this process cannot see the path (the daemon's host)
+    with pytest.raises(DockerExecError, match=r"'/var/run' is or contains the daemon socket '/var/run/"):
+        refuse_socket_device(Device("/var/run", "/dev/x"), SocketGuard(socket_paths=()))
+    refuse_socket_device(Device("/dev/null", "/dev/null"), SocketGuard(socket_paths=()))

@@ -160,3 +160,59 @@ def test_pump_reads_an_ssh_process_stream_without_waiting_for_a_full_chunk(pipes
     thread.join(10)
     proc.stdout.close()
     assert read() == (b"first\n", b"second\n")
+
+
+class ReopenAPI:
+    """`GET /containers/{id}/logs` that fails `refusals` times (a daemon restarting), then streams `data`."""
+
+    def __init__(self, refusals: int, data: bytes = b""):
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        self.refusals, self.data, self.opens = refusals, data, 0
+        self.error = RequestsConnectionError("Connection refused")
+
+    def _url(self, template: str, cid: str) -> str:
+        return template.format(cid)
+
+    def _get(self, url: str, **kwargs):
+        self.opens += 1
+        if self.opens <= self.refusals:
+            raise self.error
+        raw = types.SimpleNamespace(stream=lambda amt, decode_content: iter([self.data]))
+        return types.SimpleNamespace(raw=raw, close=lambda: None)
+
+    def _raise_for_status(self, res) -> None:
+        pass
+
+
+class EmptySocket:
+    def fileno(self) -> int:
+        r, w = os.pipe()
+        os.close(w)
+        return r
+
+
+def test_a_daemon_that_comes_back_is_asked_again_with_backoff(monkeypatch, pipes) -> None:
+    import funcy.flow
+
+    slept: List[float] = []
+    monkeypatch.setattr(funcy.flow.time, "sleep", slept.append)
+    api = ReopenAPI(refusals=3, data=frame(1, b"after the restart\n"))
+    states = iter([True, False])
+    out_w, err_w, drained = pipes
+    streams.follow(api, "c" * 64, EmptySocket(), streams.Output(False, out_w, err_w), running=lambda a, c: next(states))
+    assert drained()[0] == b"after the restart\n"
+    assert api.opens == 4 and slept == [0.1, 0.2, 0.4]
+
+
+def test_a_daemon_that_stays_away_is_a_cut_for_the_caller(monkeypatch, pipes) -> None:
+    import funcy.flow
+
+    slept: List[float] = []
+    monkeypatch.setattr(funcy.flow.time, "sleep", slept.append)
+    api = ReopenAPI(refusals=100)
+    out_w, err_w, _ = pipes
+    with pytest.raises(streams.CUT):
+        streams.follow(api, "c" * 64, EmptySocket(), streams.Output(False, out_w, err_w), running=lambda a, c: True)
+    assert api.opens == streams.REOPEN_TRIES  # not a loop at full speed for ever
+    assert sum(slept) < 5

@@ -365,3 +365,46 @@ def test_a_reservation_only_an_excluded_node_could_hold_fails_at_once() -> None:
         f": the task reserves 1 {GPU_RESOURCE} (the most a node has is 0 {GPU_RESOURCE})"
         " on the nodes that docker.constraints allows"
     )
+
+
+def test_container_options_a_service_takes() -> None:
+    from dvc_docker_exec.config import Device  # noqa: F401 - only the supported ones below
+
+    kwargs = service_create_kwargs(make_spec(
+        cap_add=("SYS_ADMIN",), cap_drop=("NET_RAW",), read_only=True, extra_hosts=(("db", "10.0.0.5"),),
+        platform="linux/arm64/v8",
+    ))
+    container = kwargs["task_template"]["ContainerSpec"]
+    assert container["CapabilityAdd"] == ["SYS_ADMIN"] and container["CapabilityDrop"] == ["NET_RAW"]
+    assert container["ReadOnly"] is True
+    assert container["Hosts"] == ["10.0.0.5 db"]
+    assert kwargs["task_template"]["Placement"] == {"Platforms": [{"Architecture": "arm64", "OS": "linux"}]}
+    plain = service_create_kwargs(make_spec())["task_template"]
+    assert "Placement" not in plain and "ReadOnly" not in plain["ContainerSpec"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "keys"),
+    [
+        ({"pids_limit": 10}, "docker.pids_limit"),
+        ({"ipc_mode": "host", "runtime": "runsc"}, "docker.ipc, docker.runtime"),
+        ({"ulimits": ("x",), "devices": ("y",)}, "docker.devices, docker.ulimits"),
+    ],
+)
+def test_container_options_a_service_cannot_take_are_refused(changes, keys) -> None:
+    with pytest.raises(DockerExecError) as info:
+        service_create_kwargs(make_spec(**changes))
+    assert str(info.value).startswith(f"{keys} cannot be used with docker.backend swarm")
+    assert "\n" not in str(info.value)
+
+
+def test_a_refused_option_creates_no_service() -> None:
+    class NoCalls:
+        def __getattr__(self, name):
+            raise AssertionError(f"the daemon was called: {name}")
+
+    class Client:
+        api = NoCalls()
+
+    with pytest.raises(DockerExecError, match=r"^docker.runtime cannot be used with docker.backend swarm"):
+        SwarmRunner(Client()).run(make_spec(runtime="runsc"), "echo hi")

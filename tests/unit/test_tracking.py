@@ -8,6 +8,7 @@ DVC version under test (tox -e lowest,latest).
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import pytest
 
@@ -51,7 +52,7 @@ def dvc_repo(tmp_path, monkeypatch):
     (tmp_path / "dvc.yaml").write_text(PIPELINE)
     identities = {"img:1": ID_A}
 
-    def fake(image: str, pull: str, backend: str = "engine") -> str:
+    def fake(image: str, pull: str, backend: str = "engine", platform: Optional[str] = None) -> str:
         if image not in identities:
             raise image_dep.ImageNotChecked("it is not present locally")
         return identities[image]

@@ -136,3 +136,79 @@ def test_tracked_files_asks_git(tmp_path: Path) -> None:
     subprocess.run(["git", "-C", str(tmp_path), "add", "-f", str(tracked)], check=True)
     outside = "/etc/xdg/dvc/config"
     assert tracked_files(str(tmp_path), [str(tracked), str(untracked), outside]) == {str(tracked)}
+
+# --- container options (issue 21) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("meta", "key", "why"),
+    [
+        ({"devices": "/dev/fuse"}, "devices", "gives the stage host devices \\('/dev/fuse:/dev/fuse:rwm'\\)"),
+        ({"cap_add": "SYS_ADMIN"}, "cap_add", "capabilities \\('SYS_ADMIN'\\)"),
+        ({"runtime": "runsc"}, "runtime", "another container runtime \\('runsc'\\)"),
+        ({"extra_hosts": "pypi.org:10.0.0.1"}, "extra_hosts", "shadow DNS \\('pypi.org:10.0.0.1'\\)"),
+        ({"ipc": "host"}, "ipc", "the host's IPC namespace"),
+        ({"ulimits": "nofile=-1"}, "ulimits", "raises ulimit nofile to unlimited"),
+    ],
+)
+def test_repository_container_options_that_widen_are_refused(invoker, meta, key, why) -> None:
+    with pytest.raises(SettingError) as info:
+        check(settings({}, meta), "train", invoker)
+    text = str(info.value)
+    assert text.startswith(f"stage 'train': docker.{key} from dvc.yaml (meta.docker) ")
+    assert re.search(why, text), text
+    assert "docker.allow_repo_settings true" in text
+
+
+@pytest.mark.parametrize(
+    ("machine", "repo", "why"),
+    [
+        ({"cap_drop": "NET_RAW, MKNOD"}, {"cap_drop": "MKNOD"}, "keeps capabilities this machine drops \\(NET_RAW\\)"),
+        ({"read_only": "true"}, {"read_only": "false"}, "makes the root file system writable"),
+        ({"pids_limit": "64"}, {"pids_limit": "1000"}, "raises the process limit to 1000 \\(this machine's: 64\\)"),
+        ({"ulimits": "memlock=1024"}, {"ulimits": "memlock=2048"}, "raises ulimit memlock to 2048 \\(at most 1024"),
+        ({"ulimits": "nproc=100"}, {"ulimits": "nofile=64"}, "leaves out ulimits this machine sets \\(nproc\\)"),
+    ],
+)
+def test_the_repository_cannot_undo_this_machines_narrowing(invoker, machine, repo, why) -> None:
+    with pytest.raises(SettingError, match=why):
+        check(settings(repo, machine=machine), "train", invoker)
+
+
+@pytest.mark.parametrize(
+    ("repo", "machine"),
+    [
+        ({"cap_drop": "ALL", "read_only": "true", "pids_limit": "32", "ulimits": "nofile=64, core=0"}, None),
+        ({"cap_drop": "NET_RAW, MKNOD"}, {"cap_drop": "NET_RAW"}),
+        ({"cap_drop": "ALL"}, {"cap_drop": "NET_RAW"}),
+        ({"pids_limit": "10"}, {"pids_limit": "64"}),
+        ({"ulimits": "memlock=1024"}, {"ulimits": "memlock=-1"}),
+        ({"ipc": "private", "platform": "linux/arm64", "tmpfs": "/scratch:size=1g"}, None),
+        # exactly what this machine configures is not a widening
+        ({"cap_add": "SYS_ADMIN", "devices": "/dev/fuse"}, {"cap_add": "SYS_ADMIN", "devices": "/dev/fuse"}),
+    ],
+)
+def test_the_repository_may_narrow(invoker, repo, machine) -> None:
+    check(settings(repo, machine=machine), "train", invoker)
+
+
+def test_a_ulimit_is_judged_against_the_invoking_process(invoker) -> None:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    check(settings({"ulimits": f"nofile={hard}"}), "train", invoker)
+    if hard != resource.RLIM_INFINITY:
+        with pytest.raises(SettingError, match=f"raises ulimit nofile to {hard + 1} \\(at most {hard} here\\)"):
+            check(settings({"ulimits": f"nofile={hard + 1}"}), "train", invoker)
+
+
+@pytest.mark.parametrize("level", ["local", "global", "system"])
+def test_machine_levels_may_set_every_container_option(invoker, level) -> None:
+    options = {"devices": "/dev/fuse", "cap_add": "SYS_ADMIN", "ipc": "host", "ulimits": "memlock=-1",
+               "extra_hosts": "db:10.0.0.1", "runtime": "runsc"}
+    check(DockerSettings.from_levels([(level, {"image": "busybox", **options})]), "train", invoker)
+
+
+def test_allowed_repository_may_widen_with_container_options(invoker) -> None:
+    allowed = settings({}, {"cap_add": "SYS_ADMIN", "devices": "/dev/fuse"}, machine={"allow_repo_settings": "true"})
+    check(allowed, "train", invoker)

@@ -55,3 +55,27 @@ def test_memory_limit_is_enforced(engine_repo):
     scenarios.add_stage(engine_repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
     proc = engine_repo.dvc("repro", check=False)
     assert "exited with 137" in proc.stderr, proc.stderr
+
+
+def test_a_ulimit_podman_cannot_set_is_one_line_and_leaves_nothing(engine_repo):
+    """Root here lacks CAP_SYS_RESOURCE: Podman 4.3 fails any docker.ulimits at start (README, field notes)."""
+    engine_repo.dvc("config", "--local", "docker.ulimits", "nofile=256:512")
+    scenarios.add_stage(engine_repo, "u", "echo ran > seen.txt")
+    proc = engine_repo.dvc("repro", check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert "error setting rlimit" in errors[0] and "lower or unset docker.ulimits" in errors[0], errors[0]
+    assert not (engine_repo.path / "seen.txt").exists()
+    # engine_repo: no container of this repo left on Podman
+
+
+def test_container_options_podman_honours(engine_repo):
+    engine_repo.dvc("config", "--local", "docker.read_only", "true")
+    engine_repo.dvc("config", "--local", "docker.cap_drop", "ALL")
+    engine_repo.dvc("config", "--local", "docker.extra_hosts", "db.internal:10.0.0.5")
+    cmd = "grep CapBnd /proc/self/status > caps.txt; cat /etc/hosts > hosts.txt; touch /x 2>/dev/null || echo RO > ro.txt"
+    scenarios.add_stage(engine_repo, "o", cmd)
+    engine_repo.dvc("repro")
+    assert engine_repo.read("caps.txt").split()[-1].strip("0") == ""
+    assert "10.0.0.5" in engine_repo.read("hosts.txt") and "db.internal" in engine_repo.read("hosts.txt")
+    assert engine_repo.read("ro.txt").strip() == "RO"
