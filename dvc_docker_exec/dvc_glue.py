@@ -141,6 +141,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     from .sockets import one_scan
     from .trust import Invoker
 
+    # from DVC's own run_env (its experiment executor), never from docker.env
+    experiment = bool((run_env or {}).get("DVC_EXP_NAME"))
     invoker = Invoker(os.getuid(), os.getgid(), (os.path.normpath(stage.repo.root_dir), _git_root(stage)))
     with StageSignals() as signals, config_overlays(stage) as overlays:
         pause_point("overlays", signals)
@@ -148,7 +150,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             dvc_run.display_command(cmd)
             # the plan is made again for each container, from what the paths resolve to now (issue 16, P2)
             with one_scan():  # the daemon sockets found once for all the mounts of this container
-                facts = stage_mounts.stage_facts(stage, overlays, settings, invoker)
+                facts = stage_mounts.stage_facts(stage, overlays, settings, invoker, experiment=experiment)
                 spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
                 check_plan(spec.mounts, facts.protected, mount_for)
             watched = tamper.watch_list(facts.protected, [p for p, _ in stage_mounts.user_config_places(stage)])

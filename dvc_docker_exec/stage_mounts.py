@@ -28,6 +28,9 @@ logger = logging.getLogger(f"dvc.{__name__}")
 
 EXPS = os.path.join(".dvc", "tmp", "exps")  # where DVC keeps the copies of `exp run --temp` / the queue
 
+# what Git runs, or follows to another config, inside a .git folder
+GIT_RUNS = ("config", "config.worktree", "hooks", "info", "modules", "worktrees", "commondir")
+
 _projects: dict = {}  # per process: Git root -> roots of the DVC projects committed in it
 
 
@@ -39,6 +42,7 @@ def stage_facts(
     *,
     extra_binds: Tuple[Tuple[str, str, bool], ...] = (),
     tmpfs: Tuple[Tuple[str, int], ...] = (),
+    experiment: bool = False,
 ) -> StageFacts:
     """The facts for the next container of `stage`. `settings` None: a dry run (no rules, nothing made on disk).
 
@@ -47,6 +51,8 @@ def stage_facts(
     ((path as DVC sees it, target, read_only)) and `tmpfs` ((target, mode)):
     what another part of the plugin needs in the container (a lease file, a
     scratch tmpfs); they go through the same resolution, socket check and rules.
+    `experiment`: DVC runs the stage for an experiment (DVC's own run_env says
+    so, never a setting): dvclive in the stage then stages its files in Git.
     """
     if settings is not None and invoker is not None:
         from . import trust
@@ -66,7 +72,9 @@ def stage_facts(
         config_overlays=overlays,
         linked_paths=tuple(links),
         # what a link leads to is reached as much as a path named outright
-        protected=protection_rules(stage, [*paths, *(real for _, real in links), *(p for p, _, _ in extra_binds)], settings)
+        protected=protection_rules(
+            stage, [*paths, *(real for _, real in links), *(p for p, _, _ in extra_binds)], settings, experiment
+        )
         if settings
         else (),
         extra_binds=extra_binds,
@@ -145,7 +153,9 @@ def _local_path(stage: Any, item: Any) -> str:
 # --- protection rules ------------------------------------------------------------------------------
 
 
-def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings) -> Tuple[Rule, ...]:
+def protection_rules(
+    stage: Any, paths: Sequence[str], settings: DockerSettings, experiment: bool = False
+) -> Tuple[Rule, ...]:
     """What later host processes read, and the stage must not write (issue 16, P3), as rules for the plan.
 
     * Every `.dvc` folder the stage reaches (this project's, the parent's of
@@ -159,6 +169,10 @@ def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings)
     * The folders between a mount's root and such a folder are mount points
       of themselves ("pins"): a mount point cannot be renamed (EBUSY), so
       `mv sub sub.orig && cp -a sub.orig sub` cannot swap in a fresh `.dvc`.
+    * In an experiment, the running repo's `.git` folder is a writable
+      mount point instead (dvclive stages its files: objects and index),
+      with what Git runs or follows read-only beneath: `config`, `hooks`,
+      `info`, `modules`, `worktrees`, `commondir`, `config.worktree`.
     * The user's DVC and Git config (global, system, the defaults too) are
       read-only wherever a mount reaches them; missing ones are created
       empty first when a writable mount would let the stage create them.
@@ -189,8 +203,14 @@ def protection_rules(stage: Any, paths: Sequence[str], settings: DockerSettings)
         rules += [(dvc_dir, True), (tmp, False), (os.path.join(tmp, "exps"), True), (os.path.join(tmp, OVERLAY_DIR), True)]
     for root in dict.fromkeys(os.path.realpath(r) for r in (git_root, parent, stage.repo.root_dir) if r):
         for place in _git_places(root):
-            if _reached(place, reach):
-                pins += _pins(os.path.dirname(place), reach)
+            if not _reached(place, reach):
+                continue
+            pins += _pins(os.path.dirname(place), reach)
+            if experiment and os.path.isdir(place) and place == os.path.join(os.path.realpath(_git_root(stage)), ".git"):
+                os.makedirs(os.path.join(place, "hooks"), exist_ok=True)
+                pins.append((place, False))
+                rules += [(os.path.join(place, n), True) for n in GIT_RUNS if os.path.lexists(os.path.join(place, n))]
+            else:
                 rules.append((place, True))
     for path, is_dir in user_config_places(stage):
         rules += _config_rule(path, is_dir, reach)

@@ -328,3 +328,17 @@ def test_legitimate_writes_still_work(repo):
     repo.dvc("repro")
     assert repo.read("seen.txt") == "ok\n" and (repo.path / ".dvc" / "cache" / "probe").exists()
     subprocess.run(["rm", "-f", str(repo.path / ".dvc" / "cache" / "probe")], check=True)
+
+
+def test_experiment_git_folder_is_pinned_with_what_git_runs_read_only(repo):
+    """`exp run`: dvclive may stage files (objects, index), but hooks, config and a rename stay out of reach."""
+    cmd = (
+        "for f in .git/hooks/pre-commit .git/config .git/info/attributes; do (echo x >> $f) 2>/dev/null && "
+        "echo \"WROTE $f\"; done > out.txt; (mv .git .git.orig) 2>/dev/null && echo MOVED >> out.txt; echo ok >> out.txt"
+    )
+    write_dvc_yaml(repo, {"s": {"cmd": cmd, "outs": ["out.txt"]}})
+    commit_all(repo)
+    before = (repo.path / ".git" / "config").read_text()
+    repo.dvc("exp", "run", timeout=300)
+    assert repo.read("out.txt") == "ok\n"
+    assert (repo.path / ".git" / "config").read_text() == before and planted(repo, ".git/hooks/pre-commit", ".git.orig") == []
