@@ -375,10 +375,24 @@ class DockerSettings:
         """Stages go into containers when an image is set and not disabled."""
         return bool(self.image) and self.enabled
 
+    @property
+    def off_here(self) -> bool:
+        """`enabled false` set on this machine (`--local`, `--global`, `--system`): final for every stage.
+
+        Why: whoever runs dvc here decides whether a daemon is used at all; an
+        image the repository chooses (`.dvc/config`, `meta.docker`, a templated
+        `${image}`) must not turn containers back on (issue 20, item 1).
+        """
+        return not self.enabled and self.origins.get("enabled") in MACHINE_LEVELS
+
     def override(self, stage_meta: Any, stage: str) -> "DockerSettings":
-        """Apply a stage's `meta.docker`: false, an image, or a mapping of keys."""
+        """Apply a stage's `meta.docker`: false, an image, or a mapping of keys.
+
+        A stage may turn containers on where the repository's `.dvc/config`
+        says `enabled false`, never where this machine's config does (`off_here`).
+        """
         where = f"stage '{stage}' meta.docker"
-        if stage_meta is None:
+        if stage_meta is None or self.off_here:
             return self
         if isinstance(stage_meta, bool):
             return replace(self, enabled=stage_meta, origins={**self.origins, "enabled": META})

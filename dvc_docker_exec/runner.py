@@ -58,7 +58,9 @@ class ContainerCmdFailedError(StageCmdFailedError):
 
 
 def connect(
-    endpoint: Optional[Endpoint] = None, factory: Optional[Callable[[], docker.DockerClient]] = None
+    endpoint: Optional[Endpoint] = None,
+    factory: Optional[Callable[[], docker.DockerClient]] = None,
+    host_run_hint: bool = True,
 ) -> docker.DockerClient:
     """A client that answered a ping, or a one-line error that names the endpoint and how to fix it."""
     endpoint = endpoint or discover()
@@ -67,12 +69,21 @@ def connect(
         client.ping()
         return client
     except DockerException as exc:
-        what, fix = connect_failure(endpoint, exc)
+        what, fix = connect_failure(endpoint, exc, host_run_hint)
         raise DockerExecError(f"{what}: {fix}") from None
 
 
-def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
-    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line)."""
+HOST_RUN_HINT = "or run stages on the host with `dvc config --local docker.enabled false`"
+
+
+def connect_failure(endpoint: Endpoint, exc: Exception, host_run_hint: bool = True) -> Tuple[str, str]:
+    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line).
+
+    `host_run_hint` False: `docker.enabled false` is already in force here, so
+    the fix does not suggest it (a `dvc docker` command still needs the daemon).
+    `--local` because only this machine's `enabled false` wins over an image
+    the repository chooses (config.DockerSettings.off_here).
+    """
     text = str(exc)
     if "Permission denied" in text or "PermissionError" in text:
         return (
@@ -81,8 +92,8 @@ def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
         )
     return (
         f"cannot reach the Docker daemon at {endpoint.describe()} ({_reason(text) or type(exc).__name__})",
-        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
-        "or run stages on the host with `dvc config docker.enabled false`",
+        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`"
+        + (f", {HOST_RUN_HINT}" if host_run_hint else " (docker.enabled is false here: stages run on the host, this command needs the daemon)"),
     )
 
 

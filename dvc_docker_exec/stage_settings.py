@@ -39,6 +39,14 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
     return settings if settings.active else None
 
 
+def off_here(repo: Any) -> bool:
+    """`docker.enabled false` on this machine: every stage runs on the host (config.DockerSettings.off_here)."""
+    try:
+        return DockerSettings.from_levels(config_snapshot(repo)).off_here
+    except SettingError:
+        return False
+
+
 def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
     """The `docker` section of each DVC config level, read once per process (first use).
 

@@ -431,3 +431,18 @@ def test_image_as_param_reruns_stage_on_change(repo, busybox_image, docker_clien
     # the daemon's record, not our log line: one container of each image
     created = container_events(docker_client, "create", since, repo=str(repo.path))
     assert [e["Actor"]["Attributes"]["image"] for e in created] == [busybox_image, second]
+
+
+def test_machine_enabled_false_wins_over_meta_docker(repo, busybox_image, tmp_path):
+    """Issue 20, item 1: `dvc config --local docker.enabled false` runs a `meta.docker: ${image}` stage on the host."""
+    repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write(
+        "dvc.yaml",
+        "stages:\n  a:\n    cmd: echo host > out.txt\n"
+        "    outs: [out.txt]\n    params: [image]\n    meta: {docker: '${image}'}\n",
+    )
+    repo.dvc("config", "--local", "docker.enabled", "false")
+    missing = {"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+    proc = repo.dvc("repro", env=missing)
+    assert "in a container" not in proc.stdout and repo.read("out.txt") == "host\n"
+    assert "Running stage 'a':" in proc.stdout

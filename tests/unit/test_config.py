@@ -584,3 +584,22 @@ def test_cli_config_levels(cli_repo: CliRepo, level: str) -> None:
     assert "docker.pull" in proc.stderr and "'sometimes'" in proc.stderr
     assert cli_repo.config_text(level) == before
     assert cli_repo.config_text() == repo_config  # the repo level is untouched
+
+
+@pytest.mark.parametrize("level", ["local", "global", "system"])
+@pytest.mark.parametrize("meta", [True, "alpine", {"image": "alpine"}, {"enabled": True}, {"image": "alpine", "enabled": True}])
+def test_machine_enabled_false_wins_over_the_repository(level: str, meta: object) -> None:
+    """Issue 20, item 1: this machine's `enabled false` is final; meta.docker cannot turn containers back on."""
+    settings = DockerSettings.from_levels([("repo", {"image": "busybox"}), (level, {"enabled": "false"})])
+    assert settings.off_here
+    assert not settings.override(meta, "train").active
+
+
+def test_repo_enabled_false_a_stage_may_turn_on() -> None:
+    """`.dvc/config` comes with the repository, as meta.docker does: the stage's choice is the more specific."""
+    settings = DockerSettings.from_levels([("repo", {"image": "busybox", "enabled": "false"})])
+    assert not settings.off_here
+    assert settings.override("alpine", "train").active
+    # this machine turning it back on wins over the repository's false
+    on_again = DockerSettings.from_levels([("repo", {"image": "b", "enabled": "false"}), ("local", {"enabled": "true"})])
+    assert on_again.active and not on_again.off_here

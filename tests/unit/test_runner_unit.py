@@ -189,8 +189,16 @@ def test_connect_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "cannot reach the Docker daemon at 'unix:///tmp/nowhere/docker.sock'" in message
     assert "No such file or directory" in message
     assert "systemctl start docker" in message and "DOCKER_HOST" in message
-    assert "dvc config docker.enabled false" in message
+    # --local: only this machine's `enabled false` wins over an image the repository chooses
+    assert "dvc config --local docker.enabled false" in message
     assert "\n" not in message
+
+
+def test_connect_never_suggests_what_is_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nowhere/docker.sock")
+    with pytest.raises(DockerExecError) as info:
+        connect(factory=raising(NO_SOCKET), host_run_hint=False)
+    assert "enabled false`" not in str(info.value) and "docker.enabled is false here" in str(info.value)
 
 
 def test_connect_default_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
