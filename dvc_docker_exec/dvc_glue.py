@@ -46,6 +46,32 @@ def patch_stage_run(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def patch_stage(module: Any) -> None:
+    """Check the daemon and the image before `Stage.run` deletes the stage's outputs.
+
+    Why here: `Stage.run` removes the outputs first and reaches `cmd_run` only
+    afterwards, so an unreachable daemon or an image that is absent and cannot
+    be pulled used to cost the outputs of the last good run (issue 20, item
+    3). `ready` makes the connection and applies the pull policy the run needs
+    anyway; `cmd_run` then finds both done (one ping, one inspect per process).
+    """
+    stage_class = module.Stage
+    original = stage_class.run
+
+    @functools.wraps(original)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        dry = kwargs.get("dry", args[0] if args else False)
+        # the condition under which DVC removes the outputs of a stage with a command
+        if self.cmd and not self.frozen and not dry:
+            settings = settings_for(self)
+            if settings is not None:
+                ready(self, settings)
+        return original(self, *args, **kwargs)
+
+    stage_class.run = run
+    module._dvc_docker_exec_patched = True
+
+
 def register_commands(module: Any) -> None:
     """Add the `dvc docker` command group to DVC's CLI.
 
@@ -116,23 +142,13 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
     from .runner import CONNECTION_LOST, StageSignals, pause_point
 
+    runner, images = ready(stage, settings)
     try:
-        runner, images = _session(settings.backend)
-        # On Swarm the policy applies to the manager's engine: it tells the identity
-        # (recorded for provenance) and the nodes then pull the image themselves from
-        # a registry they reach, by its registry digest where the manager knows one,
-        # so every node runs the same bytes.
-        images.ensure(settings.image, settings.pull, image_place(settings.backend))
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
-        from .errors import DockerExecError
-
-        raise DockerExecError(
-            f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
-            f"'{stage.addressing}' started: nothing was run"
-        ) from None
+        raise _lost_before(stage) from None
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
     with StageSignals() as signals, config_overlays(stage) as overlays:
         facts = stage_facts(stage, env, overlays, settings)
@@ -145,6 +161,36 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd, signals)
+
+
+def ready(stage: Any, settings: DockerSettings) -> Tuple[Any, Any]:
+    """(backend, image manager) once the daemon answers and the image is there under the pull policy.
+
+    Called before DVC removes the stage's outputs (patch_stage) and again by
+    cmd_run: the second call costs nothing (the session and the image's
+    presence are remembered per process).
+    """
+    from .runner import CONNECTION_LOST
+
+    try:
+        runner, images = _session(settings.backend)
+        # On Swarm the policy applies to the manager's engine: it tells the identity
+        # (recorded for provenance) and the nodes then pull the image themselves from
+        # a registry they reach, by its registry digest where the manager knows one,
+        # so every node runs the same bytes.
+        images.ensure(settings.image, settings.pull, image_place(settings.backend))
+    except CONNECTION_LOST:
+        raise _lost_before(stage) from None
+    return runner, images
+
+
+def _lost_before(stage: Any) -> Exception:
+    from .errors import DockerExecError
+
+    return DockerExecError(
+        f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
+        f"'{stage.addressing}' started: nothing was run"
+    )
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:

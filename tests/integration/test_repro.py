@@ -446,3 +446,25 @@ def test_machine_enabled_false_wins_over_meta_docker(repo, busybox_image, tmp_pa
     proc = repo.dvc("repro", env=missing)
     assert "in a container" not in proc.stdout and repo.read("out.txt") == "host\n"
     assert "Running stage 'a':" in proc.stdout
+
+
+@pytest.mark.parametrize("fault", ["no daemon", "absent image", "bad setting"])
+def test_outputs_survive_when_the_stage_cannot_start(repo, tmp_path, fault):
+    """Issue 20, item 3: the daemon, the image and the settings are checked before DVC deletes the outputs."""
+    add_stage(repo, "x", "echo new > out.txt", "-o", "out.txt")
+    repo.dvc("repro")
+    env = {}
+    if fault == "no daemon":
+        env = {"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+    elif fault == "absent image":
+        repo.dvc("config", "docker.image", "dvc-docker-exec-test/absent:1")
+    else:
+        repo.dvc("config", "docker.memory", "1g")
+        data = yaml.safe_load(repo.read("dvc.yaml"))
+        data["stages"]["x"]["meta"] = {"docker": {"memory": "lots"}}
+        repo.write("dvc.yaml", yaml.safe_dump(data))
+    (repo.path / "out.txt").chmod(0o644)
+    repo.write("out.txt", "old\n")
+    proc = repo.dvc("repro", "-f", check=False, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert repo.read("out.txt") == "old\n", proc.stderr
