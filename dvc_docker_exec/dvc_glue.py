@@ -178,10 +178,18 @@ def ready(stage: Any, settings: DockerSettings) -> Tuple[Any, Any]:
         # (recorded for provenance) and the nodes then pull the image themselves from
         # a registry they reach, by its registry digest where the manager knows one,
         # so every node runs the same bytes.
-        images.ensure(settings.image, settings.pull, image_place(settings.backend))
+        images.ensure(settings.image, settings.pull, image_place(settings.backend), _recorded(stage))
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
     return runner, images
+
+
+def _recorded(stage: Any) -> Optional[str]:
+    """The identity dvc.docker.lock records for the stage (named in an absent image's error)."""
+    from .tracking import image_dependency_of
+
+    dep = image_dependency_of(stage)
+    return dep.recorded() if dep is not None else None
 
 
 def _lost_before(stage: Any) -> Exception:

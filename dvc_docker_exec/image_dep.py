@@ -62,7 +62,7 @@ class ImageDependency(ParamsDependency):
             raise self.error
         if self.image is None:
             return None
-        return current_identity(self.image, self.pull, self.backend)
+        return current_identity(self.image, self.pull, self.backend, self.recorded())
 
     def recorded(self) -> Optional[str]:
         value = self.hash_info.value if self.hash_info else None
@@ -115,7 +115,7 @@ class ImageDependency(ParamsDependency):
         return self.workspace_status()
 
 
-def current_identity(image: str, pull: str, backend: str = "engine") -> str:
+def current_identity(image: str, pull: str, backend: str = "engine", recorded: Optional[str] = None) -> str:
     """Identity of `image` now: in `dvc status` only looked up, elsewhere after the pull policy.
 
     On Swarm that is the manager engine's identity of the image (the one the nodes are pinned to).
@@ -132,10 +132,14 @@ def current_identity(image: str, pull: str, backend: str = "engine") -> str:
             raise ImageNotChecked(str(exc)) from None
         identity = images.identities.identity(image)
         if identity is None:
+            from .image_help import local_images, look_alikes
+
             where = session.image_place(backend)
+            hints = "; ".join(["", *look_alikes(image, local_images(images.client), recorded)])
             raise ImageNotChecked(
-                f"it is not present {f'on {where}' if where else 'locally'} (`dvc status` never pulls; `dvc repro` will)"
+                f"it is not present {f'on {where}' if where else 'locally'} "
+                f"(`dvc status` never pulls; `dvc repro` will){hints}"
             )
         return identity
     _runner, images = session.session()
-    return images.identity(image, pull, session.image_place(backend))
+    return images.identity(image, pull, session.image_place(backend), recorded)

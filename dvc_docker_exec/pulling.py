@@ -133,6 +133,14 @@ class PullDisplay:
         self.out.flush()
 
 
+class PullFailed(DockerExecError):
+    """A pull the registry (or the way to it) refused; `detail` is the daemon's own text."""
+
+    def __init__(self, image: str, registry: str, detail: str):
+        super().__init__(f"cannot pull image '{image}' from {registry}: {detail}")
+        self.image, self.registry, self.detail = image, registry, detail
+
+
 def registry_of(image: str) -> str:
     from docker.auth import resolve_repository_name
     from docker.utils import parse_repository_tag
@@ -157,13 +165,11 @@ def pull_image(api: Any, image: str, out: Optional[IO[str]] = None, position: Op
         # why tag "latest": an empty tag makes the daemon pull every tag of the repository
         for event in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
             if "error" in event:
-                raise DockerExecError(f"cannot pull image '{image}' from {registry_of(image)}: {event['error']}")
+                raise PullFailed(image, registry_of(image), str(event["error"]))
             display.feed(event)
     except APIError as exc:
         display.close(failed=True)
-        raise DockerExecError(
-            f"cannot pull image '{image}' from {registry_of(image)}: {exc.explanation or exc}"
-        ) from None
+        raise PullFailed(image, registry_of(image), str(exc.explanation or exc)) from None
     except BaseException:
         display.close(failed=True)
         raise

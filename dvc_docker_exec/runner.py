@@ -197,19 +197,21 @@ class ImageManager:
     def _present(self, image: str) -> bool:
         return self.identities.identity(image) is not None
 
-    def identity(self, image: str, policy: str, on: Optional[str] = None) -> str:
-        """The identity of the image a stage will run, after applying the pull policy (`on`: see ensure)."""
-        self.ensure(image, policy, on)
+    def identity(self, image: str, policy: str, on: Optional[str] = None, recorded: Optional[str] = None) -> str:
+        """The identity of the image a stage will run, after applying the pull policy (`on`, `recorded`: see ensure)."""
+        self.ensure(image, policy, on, recorded)
         identity = self.identities.identity(image)
         if identity is None:  # deleted between the pull and the inspect
             raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
         return identity
 
-    def ensure(self, image: str, policy: str, on: Optional[str] = None) -> None:
+    def ensure(self, image: str, policy: str, on: Optional[str] = None, recorded: Optional[str] = None) -> None:
         """Apply the pull policy to this client's engine.
 
         `on` names that engine in errors when it is not where the stage runs
         (Swarm: "the Swarm manager '...'"; it resolves the digest the nodes pull).
+        `recorded`: the identity dvc.docker.lock records for the stage; an
+        absent image's error names a local image that has it (image_help).
         """
         if image in self._pulled or (policy != "always" and image in self._known):
             return
@@ -222,31 +224,43 @@ class ImageManager:
                     f"image '{image}' is not present on {on} and docker.pull is 'never': the manager tells "
                     f"the digest every node runs; pull or load it there, or set `dvc config docker.pull missing`"
                 )
-            raise DockerExecError(
-                f"image '{image}' is not present locally and docker.pull is 'never': "
-                f"build or load it (`docker build -t {image} .`), or set `dvc config docker.pull missing`"
-            )
+            raise DockerExecError(self._unavailable(image, recorded, policy=policy))
         with _file_lock(f"pull:{image}", what=f"pulling image '{image}'"):
             # another worker may have pulled it while we waited for the lock
             self.identities.forget(image)
             if policy == "always" or not self._present(image):
-                self._pull(image, on)
+                self._pull(image, on, recorded)
                 self.identities.forget(image)  # the tag may name another image now
         self._pulled.add(image)
 
-    def _pull(self, image: str, on: Optional[str] = None) -> None:
-        from .pulling import pull_image
+    def _unavailable(self, image: str, recorded: Optional[str], **why: str) -> str:
+        from .image_help import local_images, unavailable
+
+        return unavailable(image, local_images(self.client), recorded=recorded, **why)
+
+    def _pull(self, image: str, on: Optional[str] = None, recorded: Optional[str] = None) -> None:
+        from .pulling import PullFailed, pull_image
 
         self.out.write(f"Pulling image '{image}'...\n")
         try:
             pull_image(self.client.api, image, out=self.out)
-        except DockerExecError as exc:
-            if not on:
-                raise
-            raise DockerExecError(
-                f"{exc} (pulled by {on}: push the image to a registry the manager and every node reach)"
-            ) from None
+        except PullFailed as exc:
+            logger.debug("%s", exc)  # the daemon's full text; the error below shortens it
+            if on:
+                raise DockerExecError(
+                    f"{exc} (pulled by {on}: push the image to a registry the manager and every node reach)"
+                ) from None
+            self.identities.forget(image)
+            if self._present(image):  # docker.pull always: a local image exists, but not the latest one
+                from .image_help import pull_reason
 
+                raise DockerExecError(
+                    f"cannot pull image '{image}' from {exc.registry} ({pull_reason(exc.detail)}) and docker.pull "
+                    "is 'always': a local image of that name exists; `dvc config docker.pull missing` runs it"
+                ) from None
+            raise DockerExecError(
+                self._unavailable(image, recorded, pull_failure=exc.detail, registry=exc.registry)
+            ) from None
 
 def pump(sock, tty: bool, out_fd: int = STDOUT, err_fd: int = STDERR) -> None:
     """Copy the attach stream to our stdout/stderr until EOF (see streams.pump)."""

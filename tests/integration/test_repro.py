@@ -261,7 +261,29 @@ def test_absent_image(repo):
     repo.dvc("config", "docker.image", "localhost:1/absent:1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
-    assert "cannot pull image 'localhost:1/absent:1' from localhost:1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "image 'localhost:1/absent:1' is not present on this machine, and pulling it from localhost:1 failed" in proc.stderr
+    assert "connection refused" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_typo_in_the_image_name_leads_somewhere(repo, busybox_image):
+    """Issue 20, item 2: not present here, why the pull failed, the close local name, the recorded image, how to build."""
+    add_stage(repo, "x", "echo hi > out.txt", "-o", "out.txt")
+    typo = busybox_image.replace("busybox", "busybx")
+    repo.dvc("config", "docker.image", typo)
+    repo.dvc("config", "docker.pull", "missing")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert f"image '{typo}' is not present on this machine, and pulling it from docker.io failed (" in error, error
+    assert f"did you mean '{busybox_image}'?" in error and f"docker build -t {typo} ." in error
+    # after a run under the right name, the recorded image is found under it
+    repo.dvc("config", "docker.image", busybox_image)
+    repo.dvc("repro")
+    repo.dvc("config", "docker.image", typo)
+    for command in (["status"], ["repro", "--dry"]):
+        proc = repo.dvc(*command)
+        assert f"image '{typo}' not checked: it is not present locally" in proc.stderr, (command, proc.stderr)
+        assert f"`docker tag {busybox_image} {typo}`" in proc.stderr
 
 
 def test_unknown_key_refused(repo):

@@ -374,9 +374,28 @@ def test_always_pulls_once_per_process() -> None:
 def test_pull_error_event() -> None:
     api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1' from docker.io: manifest unknown$"):
+    pattern = r"^image 'nope:1' is not present on this machine, and pulling it from docker.io failed \(the registry has no such image or tag\); build it"
+    with pytest.raises(DockerExecError, match=pattern):
         images.ensure("nope:1", "missing")
     assert "nope:1" not in images._pulled
+
+
+def test_failed_pull_always_with_a_local_image_says_so() -> None:
+    api = FakeAPI(present=["nope:1"], events=[{"error": "manifest unknown"}])
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("nope:1", "always")
+    assert "docker.pull is 'always': a local image of that name exists" in str(info.value)
+    assert "not present" not in str(info.value)
+
+
+def test_absent_image_names_close_and_recorded_local_images() -> None:
+    api = FakeAPI()
+    api.images = lambda: [{"RepoTags": ["nu-iris:1"], "Id": "sha256:" + "a" * 64, "RepoDigests": []}]
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("nu-irs:1", "never", recorded="sha256:" + "a" * 64)
+    assert "is here as 'nu-iris:1': `docker tag nu-iris:1 nu-irs:1`" in str(info.value)
 
 
 def test_pull_api_error() -> None:
@@ -388,7 +407,7 @@ def test_pull_api_error() -> None:
 
     api.pull = pull  # type: ignore[method-assign]
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match="^cannot pull image 'nope' from docker.io: pull access denied for nope$"):
+    with pytest.raises(DockerExecError, match=r"^image 'nope' is not present on this machine, and pulling it from docker.io failed \(access denied"):
         images.ensure("nope", "missing")
 
 

@@ -51,7 +51,7 @@ def dvc_repo(tmp_path, monkeypatch):
     (tmp_path / "dvc.yaml").write_text(PIPELINE)
     identities = {"img:1": ID_A}
 
-    def fake(image: str, pull: str, backend: str = "engine") -> str:
+    def fake(image: str, pull: str, backend: str = "engine", recorded=None) -> str:
         if image not in identities:
             raise image_dep.ImageNotChecked("it is not present locally")
         return identities[image]
