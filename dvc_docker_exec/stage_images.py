@@ -58,6 +58,8 @@ def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]
 class Pull:
     source: str  # what to pull: "repo@sha256:..." or the reference as configured
     tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
+    # the local image ID dvc.docker.lock records for `source` (built here): tagged, not pulled, if present
+    recorded_id: Optional[str] = None
 
 
 def built_here(row: ImageRow) -> bool:
@@ -76,6 +78,7 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
     reference get both digests and no tag.
     """
     digests: Dict[str, Set[str]] = {}
+    local_ids: Dict[str, str] = {}
     skipped: List[str] = []
     for row in rows:
         if built_here(row):
@@ -85,12 +88,14 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
         found = digests.setdefault(row.image, set())
         if row.recorded and "@" in row.recorded:
             found.add(row.recorded)
+        elif row.recorded:
+            local_ids.setdefault(row.image, row.recorded)
     plan = []
     for image, recorded in digests.items():
         if len(recorded) == 1:
             plan.append(Pull(next(iter(recorded)), tag_as=image))
         elif not recorded:
-            plan.append(Pull(image))
+            plan.append(Pull(image, recorded_id=local_ids.get(image)))
         else:
             plan.extend(Pull(digest) for digest in sorted(recorded))
     pulled: Set[str] = set()  # each source once (one digest recorded under two references)
