@@ -128,15 +128,23 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     facts_kwargs = dict(
         uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name(), host=os.uname().nodename
     )
-    if not dry:
+    # --dry asks the daemon nothing, unless this process already connected (the image's status):
+    # then its user mapping and path translation are the run's
+    asked = not dry or "client" in _state
+    if asked:
         facts_kwargs.update(_engine_ids())
 
     if dry:
-        facts = stage_facts(stage, env, overlays=(), settings=None)
+        # the same functions as the run below, creating nothing: what is made at run time is a placeholder
+        with config_overlays(stage, dry=True) as overlays:
+            facts = stage_facts(stage, env, overlays, settings, dry=True)
         mount_for = _mount_for(stage, settings, dry=True)
+        notes = [] if asked else [DRY_NOT_ASKED]
+        if overlays:
+            notes.append(f"{RUN_PLACEHOLDER} is the folder each run makes for its config copies")
         for cmd in commands:
             dvc_run.display_command(cmd)
-            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)))
+            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs), notes))
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
@@ -212,8 +220,14 @@ def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
     return settings
 
 
-def _run_line(spec: Any) -> str:
-    return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join(spec.run_line_differences())})"
+DRY_NOT_ASKED = (
+    "--dry did not ask the daemon: paths are shown as DVC sees them (translated when DVC runs in a container, "
+    "see `dvc docker doctor`) and the user is not mapped for a rootless engine"
+)
+
+
+def _run_line(spec: Any, notes: Sequence[str] = ()) -> str:
+    return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join([*notes, *spec.run_line_differences()])})"
 
 
 def _user_name() -> str:
@@ -258,8 +272,10 @@ def _positional(host_paths: Any) -> Callable:
     return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
 
 
-def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: Optional[DockerSettings]):
-    """`settings` None: a dry run, nothing created on disk (the protection mounts are left out)."""
+def stage_facts(
+    stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: DockerSettings, dry: bool = False
+):
+    """Everything spec needs about the stage; `dry`: nothing created on disk (the run would make the folders)."""
     from .spec import StageFacts
 
     paths = mount_paths(stage, env.get("DVC_ROOT"))
@@ -270,7 +286,7 @@ def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], se
         mount_paths=tuple(paths),
         config_overlays=overlays,
         linked_paths=tuple(linked_paths(stage, paths)),
-        protected=protected_paths(stage, env.get("DVC_ROOT"), paths, settings) if settings else (),
+        protected=protected_paths(stage, env.get("DVC_ROOT"), paths, settings, create=not dry),
     )
 
 
@@ -342,7 +358,7 @@ def _inside(path: str, root: str) -> bool:
 
 
 def protected_paths(
-    stage: Any, dvc_root: Optional[str], paths: Sequence[str], settings: DockerSettings
+    stage: Any, dvc_root: Optional[str], paths: Sequence[str], settings: DockerSettings, create: bool = True
 ) -> Tuple[Tuple[str, bool], ...]:
     """What is mounted again over the stage's mounts so that it cannot reconfigure DVC or us.
 
@@ -354,8 +370,10 @@ def protected_paths(
     experiments' copies) and `.dvc/tmp/docker-exec` (our config copies).
     DVC's global and system config folders are read-only too when a mount
     reaches them, and so are Git's hooks and config (they run commands on the
-    host). Returns (path, read_only), outermost first.
+    host). Returns (path, read_only), outermost first. `create` False
+    (`--dry`): the folders a run would make are listed, not made.
     """
+    makedirs = functools.partial(os.makedirs, exist_ok=True) if create else (lambda path: None)
     reach = [*paths, *_volume_sources(stage, settings)]
     read_only: List[str] = []
     writable: List[str] = []
@@ -367,7 +385,7 @@ def protected_paths(
         # made now if missing: a mount needs an existing source, and an absent
         # folder under a read-only one could not be created by the stage either
         for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
-            os.makedirs(folder, exist_ok=True)
+            makedirs(folder)
         read_only += [dvc_dir, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)]
         writable.append(tmp)
     for root in dict.fromkeys(os.path.normpath(r) for r in (_git_root(stage), dvc_root) if r):
@@ -376,7 +394,7 @@ def protected_paths(
         # not plant them any more than a DVC config
         git_dir = os.path.join(root, ".git")
         if os.path.isdir(git_dir) and not os.path.islink(git_dir) and _inside_any(git_dir, reach):
-            os.makedirs(os.path.join(git_dir, "hooks"), exist_ok=True)
+            makedirs(os.path.join(git_dir, "hooks"))
             read_only += [os.path.join(git_dir, name) for name in ("hooks", "config") if os.path.exists(os.path.join(git_dir, name))]
     for level in ("system", "global"):
         folder = _deepest_existing(os.path.dirname(stage.repo.config.files[level]))
@@ -386,7 +404,7 @@ def protected_paths(
     # in .dvc/cache, the temp copy of `exp run --temp` in the parent's .dvc/tmp/exps
     inner = [p for p in paths if any(_inside(p, ro) and p != ro for ro in read_only)]
     for path in inner:
-        os.makedirs(path, exist_ok=True)  # the cache folder DVC would make on first use
+        makedirs(path)  # the cache folder DVC would make on first use
     writable += inner
     found = {os.path.normpath(p): False for p in writable}
     found.update({os.path.normpath(p): True for p in read_only})
@@ -437,8 +455,11 @@ def _inside_any(path: str, parents: Sequence[str]) -> bool:
 OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
 
 
+RUN_PLACEHOLDER = "<run>"  # in --dry: the per-run folder of the config copies (`<pid>-<random>` at run time)
+
+
 @contextmanager
-def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
+def config_overlays(stage: Any, dry: bool = False) -> Iterator[Tuple[Tuple[str, str], ...]]:
     """Filtered copies of .dvc/config{,.local} without our section, for the stage.
 
     Why: DVC validates .dvc/config strictly; DVC or dvclive inside the stage
@@ -460,6 +481,9 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
         yield ()
         return
     parent = os.path.join(tmp_dir, OVERLAY_DIR)
+    if dry:  # where the run puts the copies; nothing is written
+        yield tuple((os.path.join(parent, RUN_PLACEHOLDER, os.path.basename(p)), p) for p in needs)
+        return
     reap_stale_overlays(parent)
     if not needs:
         yield ()

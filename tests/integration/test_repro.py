@@ -132,6 +132,39 @@ def test_dry_and_verbose_show_docker_run_line(repo):
     assert "docker run --rm --init" in verbose.stdout + verbose.stderr
 
 
+def _mounts(line: str) -> list:
+    import re
+    import shlex
+
+    args = shlex.split(line.splitlines()[0].split("docker run ", 1)[1])
+    found = [args[i + 1] for i, arg in enumerate(args) if arg == "--mount"]
+    return sorted(re.sub(r"/docker-exec/\d+-[0-9a-f]+/", "/docker-exec/<run>/", m) for m in found)
+
+
+def test_dry_line_shows_the_mounts_of_the_run(make_repo, busybox_image, no_leftovers):
+    """Issue 20, item 4: the same mounts as the run (covers, every .dvc of the Git repo, filtered config), placeholders for per-run paths."""
+    top = make_repo(busybox_image)
+    top.run("git", "rm", "-rq", "--cached", ".dvc")  # the Git root holds two DVC projects: top/proj and top/other
+    for name in ("proj", "other"):
+        (top.path / name).mkdir()
+        top.run(*top.dvc_argv(), "init", "--subdir", "-q", cwd=top.path / name)
+    proj = type(top)(top.path / "proj", top.env)
+    proj.dvc("config", "docker.image", busybox_image)
+    proj.dvc("config", "docker.pull", "never")
+    top.run("git", "add", "-A")
+    top.run("git", "commit", "-qm", "two projects")
+    add_stage(proj, "d", "echo hi > out.txt", "-o", "out.txt")
+    dry = proj.dvc("repro", "--dry", "-f")  # -f: no status, so --dry asks the daemon nothing
+    assert not list(top.path.rglob("docker-exec")), "--dry made the folders a run makes"
+    run = proj.dvc("repro", "-v")
+    logged = next(line for line in (run.stdout + run.stderr).splitlines() if "DEBUG: docker run " in line)
+    dry_line = next(line for line in dry.stdout.splitlines() if line.startswith("docker run "))
+    assert _mounts(dry_line) == _mounts(logged)
+    assert f"target={top.path}/other/.dvc,readonly" in dry_line  # the sibling project's config folder
+    assert "/docker-exec/<run>/config,target=" in dry_line and "<run> is the folder each run makes" in dry.stdout
+    assert "--dry did not ask the daemon" in dry.stdout
+
+
 def test_run_cache_hit_starts_no_container(repo, docker_client):
     repo.write("in.txt", "x\n")  # the run cache only keeps stages with deps
     add_stage(repo, "c", "cat in.txt > /dev/null; echo cached > out.txt", "-d", "in.txt", "-o", "out.txt")
