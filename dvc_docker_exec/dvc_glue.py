@@ -72,6 +72,50 @@ def patch_stage(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def patch_exec_run(module: Any) -> None:
+    """`dvc exp exec-run` (a queue worker's experiment) logs each error once.
+
+    Why: `BaseExecutor.reproduce` logs the exception of a failed repro
+    (log_errors, dvc/repo/experiments/executor/base.py) and re-raises it, and
+    DVC's `main` then logs the same exception again, so `dvc queue logs`
+    showed every error twice (issue 20, item 5; DVC does it for a failing host
+    command too). The filter drops a record for an exception already logged.
+    """
+    command = module.CmdExecutorRun
+    original = command.run
+
+    @functools.wraps(original)
+    def run(self: Any) -> Any:
+        once = _OncePerException()
+        for name in ("dvc", "dvc_objects", "dvc_data"):  # the loggers dvc.logger.setup gives handlers
+            for handler in logging.getLogger(name).handlers:
+                if not any(isinstance(f, _OncePerException) for f in handler.filters):
+                    handler.addFilter(once)
+        return original(self)
+
+    command.run = run
+    module._dvc_docker_exec_patched = True
+
+
+class _OncePerException(logging.Filter):
+    """Lets through the first record of an exception object; later records of that same object are dropped.
+
+    One instance on every handler: a record passes each handler, so it is
+    remembered by identity of the record, not only of the exception.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first: dict = {}  # id(exception) -> (exception, its first record)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        seen = self._first.setdefault(id(exc), (exc, record))
+        return seen[0] is not exc or seen[1] is record
+
+
 def register_commands(module: Any) -> None:
     """Add the `dvc docker` command group to DVC's CLI.
 
