@@ -293,6 +293,8 @@ _REPO_ONLY = ("host_root", "allow_repo_settings")
 # Where a value came from (DVC's config levels, plus a stage's meta.docker).
 MACHINE_LEVELS = ("system", "global", "local")  # chosen by whoever runs dvc on this machine
 REPO_LEVEL = "repo"  # .dvc/config: comes with the repository (a branch, a clone)
+SHARED = "shared"  # .dvc/docker.yaml (SHARED_FILE): comes with the repository, and plain DVC ignores it
+SHARED_FILE = "docker.yaml"  # in the project's .dvc folder
 META = "meta"  # meta.docker in dvc.yaml: comes with the repository
 
 
