@@ -29,7 +29,7 @@ class CmdDocker(CmdBase):
         from . import session
         from .stage_settings import off_here
 
-        return session.client(host_run_hint=not off_here(self.repo))
+        return session.client(host_run_hint=lambda: not off_here(self.repo))  # asked only if it fails
 
     def stages(self, targets: Sequence[str] = ()) -> List[Any]:
         """The pipeline's stages, or the targets and what they depend on (what `dvc repro` would run)."""

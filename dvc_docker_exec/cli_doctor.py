@@ -79,7 +79,7 @@ class CmdDockerDoctor(CmdDocker):
         except DockerException as exc:
             from .stage_settings import off_here
 
-            what, fix = connect_failure(self.endpoint, exc, host_run_hint=not off_here(self.repo))
+            what, fix = connect_failure(self.endpoint, exc, host_run_hint=lambda: not off_here(self.repo))
             return None, Check("daemon", ERROR, what, fix)
         except DockerExecError as exc:  # e.g. a socket proxy that denies VERSION
             return None, Check("daemon", ERROR, str(exc), PROXY_FIX)

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Iterator, Mapping, Optional, Tuple, Union
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -60,7 +60,7 @@ class ContainerCmdFailedError(StageCmdFailedError):
 def connect(
     endpoint: Optional[Endpoint] = None,
     factory: Optional[Callable[[], docker.DockerClient]] = None,
-    host_run_hint: bool = True,
+    host_run_hint: Union[bool, Callable[[], bool]] = True,
 ) -> docker.DockerClient:
     """A client that answered a ping, or a one-line error that names the endpoint and how to fix it."""
     endpoint = endpoint or discover()
@@ -76,15 +76,20 @@ def connect(
 HOST_RUN_HINT = "or run stages on the host with `dvc config --local docker.enabled false`"
 
 
-def connect_failure(endpoint: Endpoint, exc: Exception, host_run_hint: bool = True) -> Tuple[str, str]:
+def connect_failure(
+    endpoint: Endpoint, exc: Exception, host_run_hint: Union[bool, Callable[[], bool]] = True
+) -> Tuple[str, str]:
     """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line).
 
     `host_run_hint` False: `docker.enabled false` is already in force here, so
-    the fix does not suggest it (a `dvc docker` command still needs the daemon).
+    the fix does not suggest it (a `dvc docker` command still needs the daemon);
+    a callable is asked only here, on failure (it reads the config levels).
     `--local` because only this machine's `enabled false` wins over an image
     the repository chooses (config.DockerSettings.off_here).
     """
     text = str(exc)
+    if callable(host_run_hint):
+        host_run_hint = host_run_hint()
     if "Permission denied" in text or "PermissionError" in text:
         return (
             f"permission denied on the Docker socket {endpoint.describe()}",

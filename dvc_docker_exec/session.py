@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -24,7 +24,7 @@ def endpoint() -> Any:
     return state["endpoint"]
 
 
-def client(host_run_hint: bool = True) -> Any:
+def client(host_run_hint: Union[bool, Callable[[], bool]] = True) -> Any:
     """A pinged client of `endpoint()`, or the one-line error naming it (unreachable, permission).
 
     `host_run_hint` False: the error does not suggest `docker.enabled false` (already in force).

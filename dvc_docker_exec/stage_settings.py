@@ -43,7 +43,7 @@ def off_here(repo: Any) -> bool:
     """`docker.enabled false` on this machine: every stage runs on the host (config.DockerSettings.off_here)."""
     try:
         return DockerSettings.from_levels(config_snapshot(repo)).off_here
-    except SettingError:
+    except Exception:  # noqa: BLE001 - only an error's hint depends on it (an unreadable config, a bad value)
         return False
 
 
