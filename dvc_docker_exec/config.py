@@ -296,6 +296,7 @@ REPO_LEVEL = "repo"  # .dvc/config: comes with the repository (a branch, a clone
 SHARED = "shared"  # .dvc/docker.yaml (SHARED_FILE): comes with the repository, and plain DVC ignores it
 SHARED_FILE = "docker.yaml"  # in the project's .dvc folder
 META = "meta"  # meta.docker in dvc.yaml: comes with the repository
+TRACKED = "tracked:"  # + path: a machine-level file (e.g. .dvc/config.local) that Git tracks: the repository's
 
 
 # --- DVC schema --------------------------------------------------------------

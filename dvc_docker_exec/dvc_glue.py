@@ -16,12 +16,13 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 
 from .config import DockerSettings, dvc_schema
 from . import session
 from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
+from . import stage_mounts
 from .stage_settings import SECTION, git_root as _git_root, settings_for
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
@@ -181,7 +182,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     if dry:
         # the same functions as the run below, creating nothing: what is made at run time is a placeholder
         with config_overlays(stage, dry=True) as overlays:
-            facts = stage_facts(stage, env, overlays, settings, dry=True)
+            facts = stage_mounts.stage_facts(stage, overlays, settings, dry=True)
         mount_for = _mount_for(stage, settings, dry=True)
         notes = [] if asked else [DRY_NOT_ASKED]
         if overlays:
@@ -202,12 +203,20 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
+    from .mounts import check_plan
+    from .sockets import one_scan
+    from .trust import Invoker
+
+    invoker = Invoker(os.getuid(), os.getgid(), (os.path.normpath(stage.repo.root_dir), _git_root(stage)))
     with StageSignals() as signals, config_overlays(stage) as overlays:
-        facts = stage_facts(stage, env, overlays, settings)
         pause_point("overlays", signals)
         for cmd in commands:
             dvc_run.display_command(cmd)
-            spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+            # the plan is made again for each container, from what the paths resolve to now (issue 16, P2)
+            with one_scan():  # the daemon sockets found once for all the mounts of this container
+                facts = stage_mounts.stage_facts(stage, overlays, settings, invoker)
+                spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+                check_plan(spec.mounts, facts.protected, mount_for)
             logger.debug("%s", _run_line(spec))
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
@@ -316,187 +325,7 @@ def _positional(host_paths: Any) -> Callable:
     return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
 
 
-def stage_facts(
-    stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], settings: DockerSettings, dry: bool = False
-):
-    """Everything spec needs about the stage; `dry`: nothing created on disk (the run would make the folders)."""
-    from .spec import StageFacts
-
-    paths = mount_paths(stage, env.get("DVC_ROOT"))
-    return StageFacts(
-        addressing=stage.addressing,
-        wdir=os.path.normpath(stage.wdir),
-        repo_root=os.path.normpath(stage.repo.root_dir),
-        mount_paths=tuple(paths),
-        config_overlays=overlays,
-        linked_paths=tuple(linked_paths(stage, paths)),
-        protected=protected_paths(stage, env.get("DVC_ROOT"), paths, settings, create=not dry),
-    )
-
-
-def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
-    """Everything a stage may touch, at the same path as on the host.
-
-    The Git root (or repo root), DVC_ROOT when it differs (`exp run --temp`
-    works in .dvc/tmp/exps/..., DVC_ROOT points at the parent repo), the
-    cache when it lies outside (symlink/hardlink cache types must resolve
-    inside), and local deps/outs outside the repo (absolute paths, remote://
-    on local remotes). spec.dedupe_mounts drops what an outer mount covers.
-    """
-    paths = [_git_root(stage), os.path.normpath(stage.repo.root_dir)]
-    if dvc_root and os.path.isabs(dvc_root):
-        paths.append(os.path.normpath(dvc_root))
-    cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
-    if cache:
-        paths.append(os.path.normpath(os.path.abspath(cache)))
-    wdir = os.path.normpath(os.path.abspath(stage.wdir))
-    if not os.path.isdir(wdir):
-        # Docker would create it, owned by root, and run the command in it
-        # (empty, and lost if outside the repo); a host run fails.
-        from .errors import DockerExecError
-
-        raise DockerExecError(f"stage '{stage.addressing}': its wdir '{wdir}' is not a directory")
-    if not any(_inside(wdir, root) for root in paths):
-        paths.append(wdir)  # an absolute wdir outside the repo (a host run works there)
-    for item in [*stage.deps, *stage.outs]:
-        if getattr(item.fs, "protocol", None) != "local" or item.is_in_repo:
-            continue
-        path = _local_path(stage, item)
-        if os.path.exists(path):
-            paths.append(path)
-    return paths
-
-
-def linked_paths(stage: Any, mounted: List[str]) -> List[Tuple[str, str]]:
-    """Stage paths that resolve outside the mounts through symlinks: (where the lookup leaves them, target).
-
-    A dep `in.txt -> /data/in.txt` (or in a symlinked folder) reads on the
-    host; in the container /data does not exist unless it is mounted where
-    the link points. Like deps/outs outside the repo, a host run of the
-    user's own dvc.yaml could read them; daemon sockets are refused anyway.
-    """
-    from .paths import linked_outside
-
-    found = []
-    for path in [os.path.normpath(os.path.abspath(stage.wdir))] + [
-        _local_path(stage, item) for item in [*stage.deps, *stage.outs] if getattr(item.fs, "protocol", None) == "local"
-    ]:
-        link = linked_outside(path, mounted) if os.path.exists(path) else None
-        if link and link not in found:
-            found.append(link)
-    return found
-
-
-def _local_path(stage: Any, item: Any) -> str:
-    path = os.path.normpath(os.path.abspath(item.fs_path))
-    # an out does not exist yet: mount the folder it will appear in
-    if item in stage.outs or not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
-
-
-def _inside(path: str, root: str) -> bool:
-    from .paths import is_within
-
-    return is_within(path, root)
-
-
-def protected_paths(
-    stage: Any, dvc_root: Optional[str], paths: Sequence[str], settings: DockerSettings, create: bool = True
-) -> Tuple[Tuple[str, bool], ...]:
-    """What is mounted again over the stage's mounts so that it cannot reconfigure DVC or us.
-
-    Every `.dvc` folder the stage reaches (this repo's, DVC_ROOT's for `exp
-    run --temp`, the Git root's) is read-only, so neither `config` nor
-    `config.local` can be changed or created there, whether or not it exists
-    yet. Inside, `.dvc/tmp` and the cache stay writable (DVC and dvclive in
-    the stage use them), except `.dvc/tmp/exps` (the queue's broker, other
-    experiments' copies) and `.dvc/tmp/docker-exec` (our config copies).
-    DVC's global and system config folders are read-only too when a mount
-    reaches them, and so are Git's hooks and config (they run commands on the
-    host). Returns (path, read_only), outermost first. `create` False
-    (`--dry`): the folders a run would make are listed, not made.
-    """
-    makedirs = functools.partial(os.makedirs, exist_ok=True) if create else (lambda path: None)
-    reach = [*paths, *_volume_sources(stage, settings)]
-    read_only: List[str] = []
-    writable: List[str] = []
-    roots = [stage.repo.root_dir, dvc_root, _git_root(stage), *_other_projects(_git_root(stage))]
-    for dvc_dir in dict.fromkeys(os.path.join(os.path.normpath(r), ".dvc") for r in roots if r):
-        if not os.path.isdir(dvc_dir) or not _inside_any(dvc_dir, reach):
-            continue
-        tmp = os.path.join(dvc_dir, "tmp")
-        # made now if missing: a mount needs an existing source, and an absent
-        # folder under a read-only one could not be created by the stage either
-        for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
-            makedirs(folder)
-        read_only += [dvc_dir, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)]
-        writable.append(tmp)
-    for root in dict.fromkeys(os.path.normpath(r) for r in (_git_root(stage), dvc_root) if r):
-        # Git's hooks and config run commands on the host (a hook at the next
-        # `git commit`, core.fsmonitor at the next `git status`): a stage must
-        # not plant them any more than a DVC config
-        git_dir = os.path.join(root, ".git")
-        if os.path.isdir(git_dir) and not os.path.islink(git_dir) and _inside_any(git_dir, reach):
-            makedirs(os.path.join(git_dir, "hooks"))
-            read_only += [os.path.join(git_dir, name) for name in ("hooks", "config") if os.path.exists(os.path.join(git_dir, name))]
-    for level in ("system", "global"):
-        folder = _deepest_existing(os.path.dirname(stage.repo.config.files[level]))
-        if folder and _inside_any(folder, reach) and not any(os.path.normpath(p) == folder for p in reach):
-            read_only.append(folder)
-    # what the stage must write that lies inside a read-only folder: the cache
-    # in .dvc/cache, the temp copy of `exp run --temp` in the parent's .dvc/tmp/exps
-    inner = [p for p in paths if any(_inside(p, ro) and p != ro for ro in read_only)]
-    for path in inner:
-        makedirs(path)  # the cache folder DVC would make on first use
-    writable += inner
-    found = {os.path.normpath(p): False for p in writable}
-    found.update({os.path.normpath(p): True for p in read_only})
-    return tuple(sorted(found.items(), key=lambda item: (item[0].count("/"), item[0])))
-
-
-def _other_projects(git_root: str) -> List[str]:
-    """Roots of the DVC projects committed anywhere in the Git repo (a monorepo of `dvc init --subdir`s).
-
-    Why: the whole Git root is mounted, so a stage of one project could
-    otherwise plant a config.local in its neighbour. Asked once per process.
-    """
-    key = ("projects", git_root)
-    if key not in _state:
-        import subprocess
-
-        try:
-            out = subprocess.run(
-                ["git", "-C", git_root, "ls-files", "-z", "--", ":(glob)**/.dvc/config"],
-                capture_output=True, timeout=30, check=True,
-            ).stdout
-            found = [os.path.join(git_root, os.fsdecode(p)) for p in out.split(b"\0") if p]
-        except (OSError, subprocess.SubprocessError):
-            found = []  # no git binary: the projects DVC itself names are still covered
-        _state[key] = [os.path.dirname(os.path.dirname(p)) for p in found]
-    return _state[key]
-
-
-def _volume_sources(stage: Any, settings: DockerSettings) -> List[str]:
-    root = os.path.normpath(stage.repo.root_dir)
-    return [os.path.normpath(os.path.join(root, volume.source)) for volume in settings.volumes]
-
-
-def _deepest_existing(path: str) -> Optional[str]:
-    path = os.path.normpath(os.path.abspath(path))
-    while not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
-    return path
-
-
-def _inside_any(path: str, parents: Sequence[str]) -> bool:
-    return any(_inside(path, parent) for parent in parents)
-
-
-OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
+OVERLAY_DIR = stage_mounts.OVERLAY_DIR
 
 
 RUN_PLACEHOLDER = "<run>"  # in --dry: the per-run folder of the config copies (`<pid>-<random>` at run time)

@@ -42,7 +42,7 @@ from docker.types import Mount
 
 from .endpoint import Endpoint, discover
 from .errors import DockerExecError
-from .sockets import WELL_KNOWN, SocketGuard, unescape_mountinfo
+from .sockets import WELL_KNOWN, SocketGuard, engine_sockets, unescape_mountinfo
 
 # Under "dvc." so that `dvc -v` (which only configures the "dvc" logger tree)
 # shows these messages.
@@ -179,8 +179,11 @@ def container_id_from_cgroup(text: str) -> str | None:
 
 def _host_path_exposes_socket(host_path: str, host_sockets: Iterable[str] = ()) -> str | None:
     """The known daemon socket that ``host_path`` is or contains, if any (by name)."""
-    for sock in (*KNOWN_SOCKETS, *host_sockets):
-        if is_within(sock, host_path):
+    parent = normalize(host_path)
+    prefix = parent.rstrip("/") + "/"
+    # runs for every mount: the socket paths are absolute already, compared as strings
+    for sock in (*KNOWN_SOCKETS, *engine_sockets(), *(normalize(s) for s in host_sockets)):
+        if sock == parent or sock.startswith(prefix):
             return sock
     return None
 

@@ -14,9 +14,13 @@ judged by what ``stat`` finds there, as ``(st_dev, st_ino)``:
   above the socket (the socket pattern, where only the socket file is mounted).
 
 The sockets are those of the daemons in use: the default socket, the endpoint
-actually configured (``endpoint.discover()``: DOCKER_HOST, a Docker context)
-and the well-known sockets of other engines on this machine. They are read
-again at every check: a restarted daemon has a new inode.
+actually configured (``endpoint.discover()``: DOCKER_HOST, a Docker context),
+the well-known sockets of other engines, and every socket a container engine
+or runtime *listens on* (``engine_sockets``: ``/proc/net/unix`` matched with
+the engines' processes and state folders, so Docker's own containerd under
+``/run/docker/containerd``, buildkitd or CRI-O are found without a list of
+their paths; issue 16, P5). They are stat-ed again for every container
+(``one_scan``): a restarted daemon has a new inode.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import DockerExecError
 
@@ -97,7 +102,80 @@ def sockets_in_use(environ: Optional[dict] = None) -> List[str]:
     paths += WELL_KNOWN
     runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
     paths += [os.path.join(runtime, "docker.sock"), os.path.join(runtime, "podman", "podman.sock")]
+    if environ is None:
+        paths += engine_sockets()
     return list(dict.fromkeys(paths))
+
+
+# What container engines and runtimes are called, as processes (/proc/<pid>/comm, 15 characters at most)
+ENGINE_PROGRAMS = re.compile(
+    r"(dockerd|containerd|containerd-shim.*|buildkitd|podman|conmon|crio|cri-dockerd|rootlesskit|"
+    r"dockerd-rootless.*|k3s|k3s-server|kubelet|lxd|incusd|nerdctl|runc|crun)\Z"
+)
+# Where they keep their state: a listening socket below one of these is an engine's
+# (found for processes whose fds we may not read: root's daemons seen by a user)
+ENGINE_FOLDER = re.compile(
+    r"/(?:var/)?run/(?:docker|containerd|podman|crio|buildkit|k3s|libpod|user/\d+/(?:docker|containerd|podman|buildkit|"
+    r"dockerd-rootless|libpod))(?:[./-]|\Z)|/var/lib/(?:docker|containerd|containers|kubelet)/"
+)
+_engine_sockets: Dict[str, List[str]] = {}  # per process: the paths found (their inodes are stat-ed per check)
+
+
+def engine_sockets(net_unix: str = "/proc/net/unix", proc: str = "/proc") -> List[str]:
+    """Paths of the Unix sockets container engines and runtimes listen on, found from what is listening.
+
+    Why not a list: Docker Engine runs its own containerd at
+    /run/docker/containerd/containerd.sock (plus .ttrpc and a debug socket),
+    and each engine has more (buildkitd, metrics, plugins). A socket counts
+    when a process named like an engine holds it (its fds, where readable) or
+    when it lies in an engine's state folder. Read once per process.
+    """
+    key = f"{net_unix}:{proc}"
+    if key not in _engine_sockets:
+        listening = listening_sockets(net_unix)
+        held = _held_by_engines(proc) if listening else set()
+        _engine_sockets[key] = sorted(
+            path for inode, path in listening.items() if inode in held or ENGINE_FOLDER.match(path)
+        )
+    return _engine_sockets[key]
+
+
+def listening_sockets(net_unix: str = "/proc/net/unix") -> Dict[int, str]:
+    """inode -> path of the listening Unix sockets with a path (this network namespace's)."""
+    found: Dict[int, str] = {}
+    try:
+        with open(net_unix, encoding="utf-8", errors="replace") as fobj:
+            next(fobj, None)  # the header
+            for line in fobj:
+                fields = line.split(None, 7)
+                # Num RefCount Protocol Flags Type St Inode Path; flag __SO_ACCEPTCON (0x10000): listening
+                if len(fields) == 8 and int(fields[3], 16) & 0x10000 and fields[7].startswith("/"):
+                    found[int(fields[6])] = fields[7].rstrip("\n")
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _held_by_engines(proc: str) -> set:
+    """Socket inodes open in processes named like an engine (those whose fds we may read)."""
+    inodes = set()
+    try:
+        pids = [name for name in os.listdir(proc) if name.isdigit()]
+    except OSError:
+        return inodes
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, pid, "comm"), encoding="utf-8", errors="replace") as fobj:
+                if not ENGINE_PROGRAMS.match(fobj.read().strip()):
+                    continue
+            fd_dir = os.path.join(proc, pid, "fd")
+            for fd in os.listdir(fd_dir):
+                link = os.readlink(os.path.join(fd_dir, fd))
+                if link.startswith("socket:["):
+                    inodes.add(int(link[8:-1]))
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read: its state folder still tells
+    return inodes
 
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
@@ -108,7 +186,36 @@ def unescape_mountinfo(field: str) -> str:
     return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
+_scan: Optional[dict] = None  # inside `one_scan`: what was found once for this container
+
+
+@contextmanager
+def one_scan() -> Iterator[None]:
+    """Stat the daemon sockets and read the mount table once for all the mounts of one container.
+
+    Why: a container has a dozen mounts; finding the sockets for each one
+    cost milliseconds apiece. Per container (not per process): a restarted
+    daemon's new socket is still seen at the next command.
+    """
+    global _scan
+    outer, _scan = _scan, ({} if _scan is None else _scan)
+    try:
+        yield
+    finally:
+        _scan = outer
+
+
 def mount_points(mountinfo: str = "/proc/self/mountinfo") -> List[str]:
+    key = ("mountinfo", mountinfo)
+    if _scan is not None and key in _scan:
+        return _scan[key]
+    found = _mount_points(mountinfo)
+    if _scan is not None:
+        _scan[key] = found
+    return found
+
+
+def _mount_points(mountinfo: str) -> List[str]:
     try:
         with open(mountinfo, encoding="utf-8", errors="replace") as fobj:
             lines = fobj.read().splitlines()
@@ -131,13 +238,19 @@ class SocketGuard:
         self._extra = extra
 
     def sockets(self) -> List[DaemonSocket]:
+        key = ("sockets", id(self))
+        if _scan is not None and key in _scan:
+            return _scan[key]
         paths = list(sockets_in_use() if self._socket_paths is None else self._socket_paths)
         found = (daemon_socket(path) for path in [*paths, *self._extra()])
         unique = {}
         for sock in found:
             if sock is not None:
                 unique.setdefault(sock.ident, sock)
-        return list(unique.values())
+        result = list(unique.values())
+        if _scan is not None:
+            _scan[key] = result
+        return result
 
     def exposure(self, path: str) -> Optional[str]:
         """Why mounting `path` exposes a daemon socket ("is ..."/"contains ..."), or None."""
@@ -158,10 +271,16 @@ class SocketGuard:
         if not stat.S_ISDIR(st.st_mode) or not sockets:
             return None
         real = os.path.realpath(path)
+        # in one scan, a folder inside a folder found clean is clean (its mounts below were looked at too):
+        # the covers of the plan lie inside the mounts already checked
+        clean = _scan.setdefault(("clean", id(self)), []) if _scan is not None else []
+        if any(_within(real, folder) for folder in clean):
+            return None
         for top in [real, *(m for m in mount_points(self._mountinfo) if m != real and _within(m, real))]:
             why = self._inside(top, real, sockets)
             if why:
                 return why
+        clean.append(real)
         return None
 
     @staticmethod

@@ -20,6 +20,7 @@ from docker.types import DeviceRequest, Mount
 
 from .config import DockerSettings, env_items
 from .errors import DockerExecError
+from .mounts import StageFacts, dedupe_mounts, plan_mounts  # noqa: F401 (StageFacts, dedupe_mounts: re-exported)
 
 LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
 HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
@@ -28,21 +29,6 @@ HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
 # DVC_ROOT/DVC_STAGE/DVC_EXP_* dvclive inside a stage believes it runs outside
 # a pipeline, saves its own experiment and corrupts .dvc/tmp/rwlock.
 DVC_VARS = ("DVC_ROOT", "DVC_STAGE")
-
-
-@dataclass(frozen=True)
-class StageFacts:
-    """What spec needs to know about a DVC stage (gathered by `dvc_glue`)."""
-
-    addressing: str
-    wdir: str
-    repo_root: str
-    mount_paths: Tuple[str, ...]  # directories/files to make visible at the same path
-    config_overlays: Tuple[Tuple[str, str], ...] = ()  # (filtered copy, path it hides)
-    linked_paths: Tuple[Tuple[str, str], ...] = ()  # (where a symlink lookup leaves the mounts, its target)
-    # (path, read_only) mounted again over the mounts above, outermost first:
-    # DVC's config folders read-only, the parts a stage may write inside them writable
-    protected: Tuple[Tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,56 +191,6 @@ def container_env(
     return env
 
 
-def dedupe_mounts(mounts: Sequence[Mount]) -> Tuple[Mount, ...]:
-    """Drop mounts that an outer mount already provides (same storage, same place).
-
-    Kept: a nested mount with other storage (e.g. a cache volume inside the
-    repo mount in the socket pattern) and file overlays. Docker refuses two
-    mounts at one target: several paths on one named volume all become that
-    whole volume at one target, so those merge (read-write wins); two kinds of
-    storage for one target are a conflict.
-    """
-    by_target: Dict[str, Mount] = {}
-    for mount in mounts:
-        target = os.path.normpath(mount["Target"])
-        seen = by_target.get(target)
-        if seen is None:
-            by_target[target] = mount
-        elif (seen["Type"], seen.get("Source")) != (mount["Type"], mount.get("Source")):
-            raise DockerExecError(
-                f"conflicting mounts for '{target}' in the stage container: "
-                f"'{seen.get('Source')}' and '{mount.get('Source')}'; mount them at different paths"
-            )
-        elif seen.get("ReadOnly") and not mount.get("ReadOnly"):
-            by_target[target] = mount
-    kept: List[Mount] = []
-    for mount in sorted(by_target.values(), key=lambda m: (m["Target"].count("/"), m["Target"])):
-        if not any(_covers(outer, mount) for outer in kept):
-            kept.append(mount)
-    return tuple(kept)
-
-
-def _covers(outer: Mount, inner: Mount) -> bool:
-    rel = _relative(inner["Target"], outer["Target"])
-    if rel is None or outer["Type"] != inner["Type"]:
-        return False
-    # a read-only outer mount cannot stand in for a writable inner one, nor a
-    # writable one for a read-only one (`docker.volumes: data:/repo/data:ro`)
-    if bool(outer.get("ReadOnly", False)) != bool(inner.get("ReadOnly", False)):
-        return False
-    if inner["Type"] == "volume":
-        return outer["Source"] == inner["Source"]
-    return os.path.normpath(os.path.join(outer["Source"], rel)) == os.path.normpath(inner["Source"])
-
-
-def _relative(path: str, parent: str) -> Optional[str]:
-    path, parent = os.path.normpath(path), os.path.normpath(parent)
-    if path == parent:
-        return "."
-    prefix = parent.rstrip("/") + "/"
-    return path[len(prefix) :] if path.startswith(prefix) else None
-
-
 def resolve_user(settings: DockerSettings, uid: int, gid: int) -> Tuple[Optional[str], bool]:
     """The user to run as and whether it needs a HOME of its own.
 
@@ -290,40 +226,14 @@ def build_spec(
     assert settings.image, "build_spec needs an image"
     user, needs_home = resolve_user(settings, uid, gid)
     environment = dict(env)
-    mounts: List[Mount] = [mount_for(path, False) for path in facts.mount_paths]
-    for target, real in facts.linked_paths:
-        mounts.append(_retarget(mount_for(real, False), target, False))
-    for volume in settings.volumes:
-        source = volume.source if os.path.isabs(volume.source) else os.path.join(facts.repo_root, volume.source)
-        base = mount_for(os.path.normpath(source), volume.read_only)
-        mounts.append(_retarget(base, volume.target, volume.read_only))
-    mounts = list(dedupe_mounts(mounts))
-    binds = [m for m in mounts if m["Type"] == "bind"]
-    extra: List[Mount] = []
-    for path, read_only in facts.protected:
-        source = mount_for(path, read_only)
-        # A path inside a named volume cannot be mounted on its own (README: socket pattern).
-        if source["Type"] == "bind":
-            extra += _at_every_alias(source["Source"], source, binds, read_only)
-    for copy, hidden in facts.config_overlays:
-        overlay, original = mount_for(copy, True), mount_for(hidden, True)
-        # A file inside a named volume cannot be bind-mounted on its own; the
-        # stage then sees the unfiltered config (README: socket pattern).
-        if overlay["Type"] == "bind" and original["Type"] == "bind":
-            extra += _at_every_alias(original["Source"], overlay, binds, True)
-    taken = {os.path.normpath(m["Target"]) for m in mounts}
-    for mount in extra:
-        target = os.path.normpath(mount["Target"])
-        if target not in taken:  # a user's volume at that very place wins; Docker refuses two
-            taken.add(target)
-            mounts.append(mount)
     if needs_home:
         environment.setdefault("HOME", HOME_IN_CONTAINER)
         # the uid usually has no passwd entry in the image: getpwuid() fails
         # there (DVC and git call it) unless USER/LOGNAME name the user
         environment.setdefault("USER", user_name)
         environment.setdefault("LOGNAME", user_name)
-        mounts.append(Mount(target=HOME_IN_CONTAINER, source=None, type="tmpfs", tmpfs_mode=0o1777))
+    # every mount comes from the one plan (mounts.py)
+    mounts = plan_mounts(facts, settings.volumes, mount_for, home=HOME_IN_CONTAINER if needs_home else None)
 
     gpus = settings.gpus
     device_requests: Tuple[DeviceRequest, ...] = ()
@@ -352,7 +262,7 @@ def build_spec(
         working_dir=facts.wdir,
         user=user,
         environment=environment,
-        mounts=tuple(mounts),
+        mounts=mounts,
         labels=labels,
         name=container_name(facts.addressing, pid, name_token),
         network_mode=settings.network,
@@ -365,31 +275,3 @@ def build_spec(
         constraints=settings.constraints,
         passthrough=frozenset(item for item in settings.env if "=" not in item),
     )
-
-
-def _at_every_alias(host_path: str, storage: Mount, binds: Sequence[Mount], read_only: bool) -> List[Mount]:
-    """`storage` mounted wherever a bind mount shows `host_path` (the repo at its path, a volume `.:/work`).
-
-    Why every alias: a config folder made read-only at one place must not
-    stay writable through another mount of the same host folder.
-    """
-    found = []
-    for bind in binds:
-        rel = _relative(host_path, bind["Source"])
-        if rel is not None:
-            target = os.path.normpath(os.path.join(bind["Target"], rel))
-            found.append(_retarget(storage, target, read_only or bool(bind.get("ReadOnly"))))
-    return found
-
-
-def _retarget(mount: Mount, target: str, read_only: bool) -> Mount:
-    """Same storage, other place in the container (extra volumes, config overlays).
-
-    A read-only source stays read-only whatever was asked.
-    """
-    read_only = read_only or bool(mount.get("ReadOnly"))
-    if mount["Type"] == "volume":
-        # A path inside a named volume cannot be mounted on its own (no subpath
-        # on Docker 20.10): mount the whole volume where asked.
-        return Mount(target=target, source=mount["Source"], type="volume", read_only=read_only, no_copy=True)
-    return Mount(target=target, source=mount["Source"], type="bind", read_only=read_only)

@@ -8,9 +8,9 @@ on no runner module.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Set, Tuple
 
-from .config import REPO_LEVEL, SHARED, SHARED_FILE, DockerSettings, SettingError
+from .config import MACHINE_LEVELS, REPO_LEVEL, SHARED, SHARED_FILE, DockerSettings, SettingError
 
 SECTION = "docker"
 _snapshots: dict = {}  # per process: config file paths -> the docker section of each level
@@ -68,7 +68,12 @@ def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
                 # under the repository's .dvc/config: `dvc config docker.x` there wins over the file
                 levels.append((SHARED, shared_section(os.path.join(repo.dvc_dir, SHARED_FILE))))
             levels.append((level, dict(config.read(level).get(SECTION) or {})))
-        _snapshots[key] = tuple(levels)
+        machine = [files[level] for level, section in levels if section and level in MACHINE_LEVELS]
+        tracked = tracked_files(repo_git_root(repo), machine)
+        _snapshots[key] = tuple(
+            (tracked_origin(files[level]) if level in MACHINE_LEVELS and files[level] in tracked else level, section)
+            for level, section in levels
+        )
     return _snapshots[key]
 
 
@@ -107,6 +112,37 @@ def shared_section(path: str) -> dict:
     except SettingError as exc:
         raise DockerExecError(f"{path}: {exc}") from None
     return dict(data)
+
+
+def tracked_origin(path: str) -> str:
+    """The origin of a config file Git tracks: the repository's, whatever the file's name (see `trust`)."""
+    from .config import TRACKED
+
+    return f"{TRACKED}{path}"
+
+
+def tracked_files(git_root: str, paths: Sequence[str]) -> Set[str]:
+    """Those of `paths` that the Git repository at `git_root` tracks (issue 16, P1).
+
+    Why: `git add -f .dvc/config.local` makes "this machine's" file part of
+    every clone; a setting is judged by where it really is, not by its name.
+    Only files inside the work tree are asked about; without git nothing is tracked.
+    """
+    root = os.path.normpath(git_root) + os.sep
+    inside = [p for p in paths if p and os.path.normpath(os.path.abspath(p)).startswith(root)]
+    if not inside or not os.path.exists(os.path.join(git_root, ".git")):
+        return set()
+    import subprocess
+
+    rel = [os.path.relpath(os.path.abspath(p), git_root) for p in inside]
+    try:
+        out = subprocess.run(
+            ["git", "-C", git_root, "ls-files", "-z", "--", *rel], capture_output=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    listed = {os.path.normpath(os.fsdecode(p)) for p in out.split(b"\0") if p}
+    return {path for path, r in zip(inside, rel) if os.path.normpath(r) in listed}
 
 
 def git_root(stage: Any) -> str:

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .config import META, REPO_LEVEL, SHARED, DockerSettings, SettingError
+from .config import META, REPO_LEVEL, SHARED, TRACKED, DockerSettings, SettingError
 from .paths import is_within
 
 ALLOW_KEY = "allow_repo_settings"
@@ -49,22 +49,33 @@ class Invoker:
 def check(settings: DockerSettings, stage: str, invoker: Invoker) -> None:
     """Raise SettingError (one line) for a repository-supplied setting that widens host access."""
     origin = settings.origins.get(ALLOW_KEY)
-    if origin in REPO_ORIGINS:
+    if from_repository(origin):
         raise SettingError(
-            f"stage '{stage}': docker.{ALLOW_KEY} from {WHERE[origin]}: a repository cannot allow itself "
+            f"stage '{stage}': docker.{ALLOW_KEY} from {where(origin)}: a repository cannot allow itself "
             f"more host access; only this machine's config can: {ALLOW_HINT}"
         )
     if settings.allow_repo_settings:
         return
     for key in sorted(settings.origins):
         origin = settings.origins[key]
-        problem = widening(key, settings, invoker) if origin in REPO_ORIGINS else None
+        problem = widening(key, settings, invoker) if from_repository(origin) else None
         if problem:
             raise SettingError(
-                f"stage '{stage}': docker.{key} from {WHERE[origin]} {problem}; settings that come with the "
+                f"stage '{stage}': docker.{key} from {where(origin)} {problem}; settings that come with the "
                 f"repository may not widen host access: set it on this machine (`dvc config --local "
                 f"docker.{key} ...`) or allow repository settings with {ALLOW_HINT}"
             )
+
+
+def from_repository(origin: Optional[str]) -> bool:
+    """The value comes with the repository: .dvc/config, meta.docker, or any config file Git tracks."""
+    return origin in REPO_ORIGINS or bool(origin and origin.startswith(TRACKED))
+
+
+def where(origin: str) -> str:
+    if origin.startswith(TRACKED):
+        return f"'{origin[len(TRACKED):]}', which Git tracks (a tracked file comes with the repository, whatever its name)"
+    return WHERE[origin]
 
 
 def widening(key: str, settings: DockerSettings, invoker: Invoker) -> Optional[str]:

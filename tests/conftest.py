@@ -247,6 +247,21 @@ def repo(make_repo, busybox_image, no_leftovers) -> DvcRepo:
     return make_repo(busybox_image)
 
 
+def refused(repo: DvcRepo, *args: str, marker: str = "seen.txt", **kwargs) -> str:
+    """`dvc repro` (or `dvc *args`) fails with one ERROR line, no traceback, and the stage's marker never appears.
+
+    For attack tests: a refused attempt must stop before any container starts. Returns the ERROR line.
+    """
+    proc = repo.dvc(*(args or ("repro",)), check=False, **kwargs)
+    err = proc.stderr.strip()
+    assert proc.returncode != 0, proc.stdout + err
+    assert not (repo.path / marker).exists(), f"the stage ran: {proc.stdout}{err}"
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def in_container_probe() -> str:
     """Shell snippet printing PID 1's command line: docker-init inside our containers."""
     return "tr '\\0' ' ' < /proc/1/cmdline"

@@ -18,25 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import in_container_probe
+from tests.conftest import in_container_probe, refused
 
 pytestmark = pytest.mark.docker
 
 
 def write_dvc_yaml(repo, stages: dict) -> None:
     repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}, sort_keys=False))
-
-
-def refused(repo, marker: str = "seen.txt", **kwargs) -> str:
-    """Run `dvc repro`; assert a one-line refusal and that the stage never ran. Returns stderr."""
-    proc = repo.dvc("repro", check=False, **kwargs)
-    err = proc.stderr.strip()
-    assert proc.returncode != 0, proc.stdout + err
-    assert not (repo.path / marker).exists(), f"the stage ran: {proc.stdout}{err}"
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("ERROR")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def commit_all(repo) -> None:

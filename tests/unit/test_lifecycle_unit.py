@@ -15,7 +15,7 @@ from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import ProtocolError
 
-from dvc_docker_exec import dvc_glue, runner
+from dvc_docker_exec import dvc_glue, runner, stage_mounts
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError, StageInterruptedError
 from dvc_docker_exec.spec import StageFacts, build_spec
@@ -245,7 +245,7 @@ def fake_stage(root: Path, git_root: Path, global_dir: Path) -> object:
         scm=types.SimpleNamespace(root_dir=str(git_root)),
         config=types.SimpleNamespace(files={"system": "/etc/xdg/dvc/config", "global": str(global_dir / "config")}),
     )
-    return types.SimpleNamespace(repo=repo)
+    return types.SimpleNamespace(repo=repo, addressing="s")
 
 
 def test_protected_paths_cover_every_reachable_dvc_folder(tmp_path: Path) -> None:
@@ -257,27 +257,30 @@ def test_protected_paths_cover_every_reachable_dvc_folder(tmp_path: Path) -> Non
     stage = fake_stage(sub, git_root, git_root / "conf" / "dvc")  # global config dir: not there yet
     cache = str(sub / ".dvc" / "cache")
     settings = DockerSettings.from_mapping({"image": "busybox"})
-    found = dict(dvc_glue.protected_paths(stage, str(sub), [str(git_root), str(sub), cache], settings))
+    stage.repo.cache = types.SimpleNamespace(local_cache_dir=cache)
+    found = dict(stage_mounts.protection_rules(stage, [str(git_root), str(sub), cache], settings))
     for dvc_dir in (git_root / ".dvc", sub / ".dvc"):
         assert found[str(dvc_dir)] is True
-        assert found[str(dvc_dir / "tmp")] is False
-        assert found[str(dvc_dir / "tmp" / "exps")] is True
-        assert found[str(dvc_dir / "tmp" / "docker-exec")] is True
+    dvc_dir = sub / ".dvc"  # the running project's: its tmp is written by DVC in the stage
+    assert found[str(dvc_dir / "tmp")] is False
+    assert found[str(dvc_dir / "tmp" / "exps")] is True
+    assert found[str(dvc_dir / "tmp" / "docker-exec")] is True
+    assert str(git_root / ".dvc" / "tmp") not in found  # a neighbour's: read-only as a whole
     assert found[cache] is False and os.path.isdir(cache)
-    assert str(git_root / ".git" / "hooks") not in found  # no .git here: nothing made up
-    assert found[str(git_root / "conf")] is True  # nearest folder that exists
+    assert found[str(sub)] is False  # a pin: a mount point cannot be renamed
+    assert str(git_root / ".git") not in found  # no .git here: nothing made up
+    assert found[str(git_root / "conf" / "dvc")] is True and (git_root / "conf" / "dvc").is_dir()  # made, then covered
     assert "/etc/xdg" not in str(found)  # not mounted: nothing to protect
 
 
-def test_git_hooks_and_config_are_protected(tmp_path: Path) -> None:
+def test_the_whole_git_folder_is_protected(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     (root / ".dvc").mkdir(parents=True)
     (root / ".git").mkdir()
     (root / ".git" / "config").write_text("[core]\n")
     stage = fake_stage(root, root, tmp_path / "nowhere")
-    found = dict(dvc_glue.protected_paths(stage, None, [str(root)], DockerSettings.from_mapping({"image": "b"})))
-    assert found[str(root / ".git" / "config")] is True
-    assert found[str(root / ".git" / "hooks")] is True and (root / ".git" / "hooks").is_dir()
+    found = dict(stage_mounts.protection_rules(stage, [str(root)], DockerSettings.from_mapping({"image": "b"})))
+    assert found[str(root / ".git")] is True
 
 
 def test_protection_follows_every_alias_of_the_repo() -> None:
@@ -379,3 +382,19 @@ def test_swarm_signal_during_create_removes_the_service() -> None:
     with pytest.raises(StageInterruptedError):
         SwarmRunner(types.SimpleNamespace(api=api)).run(spec_for(), "echo hi")
     assert api.removed == ["5e41ce" * 4]
+
+
+def test_pins_keep_the_mode_of_their_place(tmp_path: Path) -> None:
+    """exp run --temp: the copy lies in the parent's read-only .dvc/tmp/exps; the folders between stay read-only."""
+    parent = tmp_path / "parent"
+    temp = parent / ".dvc" / "tmp" / "exps" / "run" / "tmpabc"
+    (temp / ".dvc").mkdir(parents=True)
+    (temp / ".git").mkdir()
+    stage = fake_stage(temp, temp, tmp_path / "nowhere")
+    stage.repo.cache = types.SimpleNamespace(local_cache_dir=str(parent / ".dvc" / "cache"))
+    found = dict(stage_mounts.protection_rules(stage, [str(temp), str(parent)], DockerSettings.from_mapping({"image": "b"})))
+    assert found[str(parent / ".dvc")] is True and found[str(parent / ".dvc" / "tmp" / "exps")] is True
+    assert found[str(parent / ".dvc" / "tmp" / "exps" / "run")] is True  # a pin inside exps: read-only
+    assert found[str(temp)] is False  # the copy itself is written by the stage
+    assert found[str(temp / ".dvc")] is True and found[str(temp / ".git")] is True
+    assert found[str(parent / ".dvc" / "cache")] is False

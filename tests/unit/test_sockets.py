@@ -134,3 +134,63 @@ def test_runner_paths_check_what_the_runner_sees(sock: Path, tmp_path: Path) -> 
     os.symlink("/", ws / "rootlink")
     with pytest.raises(DockerExecError):
         runner.mount(str(ws / "rootlink"))
+
+
+# --- issue 16, P5: engines' sockets found from what listens, not from a list --------------------
+
+
+NET_UNIX = """Num       RefCount Protocol Flags    Type St Inode Path
+0000000031fb781f: 00000002 00000000 00010000 0001 01  4837 /var/run/docker.sock
+000000009ae45179: 00000002 00000000 00010000 0001 01  4847 /var/run/docker/containerd/containerd-debug.sock
+00000000646d3abf: 00000002 00000000 00010000 0001 01  4848 /var/run/docker/containerd/containerd.sock.ttrpc
+000000008df8f871: 00000002 00000000 00010000 0001 01  4849 /run/containerd/containerd.sock
+00000000aaaaaaaa: 00000002 00000000 00010000 0001 01  5001 /srv/odd/place/engine.sock
+00000000bbbbbbbb: 00000002 00000000 00010000 0001 01  5002 /tmp/my-app.sock
+00000000cccccccc: 00000002 00000000 00000000 0001 03  5003 /var/run/docker/connected-not-listening.sock
+00000000df00dc49: 00000002 00000000 00000000 0002 01 73232 @15a62
+00000000dddddddd: 00000002 00000000 00010000 0001 01  5004 /run/user/1000/docker.sock
+00000000eeeeeeee: 00000002 00000000 00010000 0001 01  5005 /run/crio/crio.sock
+"""
+
+
+def fake_proc(tmp_path: Path) -> Path:
+    proc = tmp_path / "proc"
+    for pid, comm, inodes in (("10", "buildkitd", [5001]), ("11", "myapp", [5002]), ("12", "bash", [])):
+        (proc / pid / "fd").mkdir(parents=True)
+        (proc / pid / "comm").write_text(comm + "\n")
+        for n, inode in enumerate(inodes):
+            os.symlink(f"socket:[{inode}]", proc / pid / "fd" / str(n))
+    (proc / "net").mkdir()
+    (proc / "net" / "unix").write_text(NET_UNIX)
+    return proc
+
+
+def test_engine_sockets_come_from_what_listens(tmp_path: Path) -> None:
+    from dvc_docker_exec.sockets import engine_sockets
+
+    proc = fake_proc(tmp_path)
+    found = engine_sockets(str(proc / "net" / "unix"), str(proc))
+    assert found == sorted([
+        "/var/run/docker.sock",
+        "/var/run/docker/containerd/containerd-debug.sock",  # break 7: Docker's own containerd, no list names it
+        "/var/run/docker/containerd/containerd.sock.ttrpc",
+        "/run/containerd/containerd.sock",
+        "/srv/odd/place/engine.sock",  # held by a buildkitd process, wherever it lies
+        "/run/user/1000/docker.sock",  # rootless
+        "/run/crio/crio.sock",
+    ])
+
+
+def test_one_scan_reads_the_sockets_once(sock: Path, tmp_path: Path, monkeypatch) -> None:
+    from dvc_docker_exec import sockets
+
+    calls = []
+    real = sockets.daemon_socket
+    monkeypatch.setattr(sockets, "daemon_socket", lambda p: calls.append(p) or real(p))
+    guard = SocketGuard(socket_paths=[str(sock)], mountinfo=str(tmp_path / "none"))
+    with sockets.one_scan():
+        for _ in range(5):
+            assert guard.exposure(str(sock.parent))
+    assert len(calls) == 1
+    guard.exposure(str(sock.parent))  # outside a scan: looked at again (a restarted daemon has a new inode)
+    assert len(calls) == 2

@@ -109,3 +109,30 @@ def test_a_machine_value_shadowed_by_the_repository_is_judged_as_the_repository_
 )
 def test_same_user(user, uid, gid, same) -> None:
     assert same_user(user, uid, gid) is same
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("user", "0:0"), ("volumes", "/etc:/hostetc"), ("allow_repo_settings", "true"), ("host_root", "/")]
+)
+def test_a_tracked_machine_file_is_the_repositorys(invoker, key, value) -> None:
+    """issue 16, P1: `git add -f .dvc/config.local` makes it repository-supplied, whatever its name."""
+    levels = [("local", {"image": "busybox"}), ("tracked:/r/sub/.dvc/config.local", {key: value})]
+    with pytest.raises(SettingError) as info:
+        check(DockerSettings.from_levels(levels), "train", invoker)
+    text = str(info.value)
+    assert "\n" not in text and f"docker.{key} from '/r/sub/.dvc/config.local', which Git tracks" in text
+
+
+def test_tracked_files_asks_git(tmp_path: Path) -> None:
+    import subprocess
+
+    from dvc_docker_exec.stage_settings import tracked_files
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "sub" / ".dvc").mkdir(parents=True)
+    tracked, untracked = tmp_path / "sub" / ".dvc" / "config.local", tmp_path / "sub" / ".dvc" / "config"
+    tracked.write_text("x")
+    untracked.write_text("y")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-f", str(tracked)], check=True)
+    outside = "/etc/xdg/dvc/config"
+    assert tracked_files(str(tmp_path), [str(tracked), str(untracked), outside]) == {str(tracked)}
