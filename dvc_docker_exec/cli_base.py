@@ -27,8 +27,9 @@ class CmdDocker(CmdBase):
     def client(self) -> "docker.DockerClient":
         """A pinged client, or DVC's one-line error naming the endpoint (unreachable, permission)."""
         from . import session
+        from .stage_settings import off_here
 
-        return session.client()
+        return session.client(host_run_hint=lambda: not off_here(self.repo))  # asked only if it fails
 
     def stages(self, targets: Sequence[str] = ()) -> List[Any]:
         """The pipeline's stages, or the targets and what they depend on (what `dvc repro` would run)."""

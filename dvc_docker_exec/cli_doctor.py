@@ -77,7 +77,9 @@ class CmdDockerDoctor(CmdDocker):
             client.ping()
             version = client.version()
         except DockerException as exc:
-            what, fix = connect_failure(self.endpoint, exc)
+            from .stage_settings import off_here
+
+            what, fix = connect_failure(self.endpoint, exc, host_run_hint=lambda: not off_here(self.repo))
             return None, Check("daemon", ERROR, what, fix)
         except DockerExecError as exc:  # e.g. a socket proxy that denies VERSION
             return None, Check("daemon", ERROR, str(exc), PROXY_FIX)

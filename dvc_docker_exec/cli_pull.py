@@ -40,35 +40,76 @@ class CmdDockerPull(CmdDocker):
             return 0
         jobs = max(1, min(self.args.jobs or 4, len(plan)))
         failed = []
+        done = {}
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = [(item, pool.submit(self._pull, item, i if jobs > 1 else None)) for i, item in enumerate(plan)]
             for item, future in futures:
                 try:
-                    future.result()
+                    done[item] = future.result()
                 except DockerExecError as exc:
                     logger.error("%s", exc)
                     failed.append(item.source)
         if failed:
             raise DockerExecError(f"{len(failed)} of {len(plan)} images could not be pulled: {', '.join(failed)}")
         for item in plan:
-            ui.write(f"Pulled {item.source}" + (f" as {item.tag_as}" if item.tag_as else ""))
+            ui.write(done[item])
         return 0
 
-    def _pull(self, item: "Pull", position: Optional[int]) -> None:
+    def _pull(self, item: "Pull", position: Optional[int]) -> str:
+        """Pull (or tag, see _tag_recorded) one plan item; returns the line that says what was done."""
+        from .errors import DockerExecError
+        from .image_help import local_images, unavailable
+        from .pulling import PullFailed, pull_image
+
+        api = self.client.api
+        if item.recorded_id:
+            tagged = self._tag_recorded(item)
+            if tagged:
+                return tagged
+        try:
+            pull_image(api, item.source, position=position, platform=item.platform)
+        except PullFailed as exc:
+            logger.debug("%s", exc)
+            raise DockerExecError(
+                unavailable(item.source, local_images(self.client), recorded=item.recorded_id,
+                            pull_failure=exc.detail, registry=exc.registry) + exc.hint
+            ) from None
+        if item.tag_as:
+            self._tag(item.source, item.tag_as)
+        return f"Pulled {item.source}" + (f" as {item.tag_as}" if item.tag_as else "")
+
+    def _tag_recorded(self, item: "Pull") -> Optional[str]:
+        """The recorded image is here under another name (or none): tag it, no registry needed.
+
+        Why tag rather than pull: the recorded identity is a local image ID (a
+        `docker build`/`docker load` here or on the machine that recorded it),
+        so no registry has it, and the ID names exactly the recorded bytes.
+        """
+        from docker.errors import ImageNotFound
+
+        from .image_help import local_images, recorded_here
+        from .provenance import short_identity
+
+        try:
+            self.client.api.inspect_image(item.recorded_id)
+        except ImageNotFound:
+            return None
+        same = recorded_here(item.recorded_id, local_images(self.client))
+        names = f" (here as {', '.join(same.tags)})" if same is not None and same.tags else ""
+        self._tag(str(item.recorded_id), item.source)
+        return f"Tagged {short_identity(item.recorded_id)}{names} as {item.source}: the image dvc.docker.lock records"
+
+    def _tag(self, source: str, reference: str) -> None:
         from docker.errors import APIError
         from docker.utils import parse_repository_tag
 
         from .errors import DockerExecError
-        from .pulling import pull_image
 
-        api = self.client.api
-        pull_image(api, item.source, position=position, platform=item.platform)
-        if item.tag_as:
-            repository, tag = parse_repository_tag(item.tag_as)
-            try:
-                api.tag(item.source, repository, tag or "latest", force=True)
-            except APIError as exc:
-                raise DockerExecError(f"cannot tag '{item.source}' as '{item.tag_as}': {exc.explanation or exc}") from None
+        repository, tag = parse_repository_tag(reference)
+        try:
+            self.client.api.tag(source, repository, tag or "latest", force=True)
+        except APIError as exc:
+            raise DockerExecError(f"cannot tag '{source}' as '{reference}': {exc.explanation or exc}") from None
 
 
 def add_parser(subparsers, parent_parser):

@@ -520,6 +520,8 @@ _REPO_ONLY = ("host_root", "allow_repo_settings")
 # Where a value came from (DVC's config levels, plus a stage's meta.docker).
 MACHINE_LEVELS = ("system", "global", "local")  # chosen by whoever runs dvc on this machine
 REPO_LEVEL = "repo"  # .dvc/config: comes with the repository (a branch, a clone)
+SHARED = "shared"  # .dvc/docker.yaml (SHARED_FILE): comes with the repository, and plain DVC ignores it
+SHARED_FILE = "docker.yaml"  # in the project's .dvc folder
 META = "meta"  # meta.docker in dvc.yaml: comes with the repository
 TRACKED = "tracked:"  # + path: a machine-level file (e.g. .dvc/config.local) that Git tracks: the repository's
 
@@ -622,10 +624,24 @@ class DockerSettings:
         """Stages go into containers when an image is set and not disabled."""
         return bool(self.image) and self.enabled
 
+    @property
+    def off_here(self) -> bool:
+        """`enabled false` set on this machine (`--local`, `--global`, `--system`): final for every stage.
+
+        Why: whoever runs dvc here decides whether a daemon is used at all; an
+        image the repository chooses (`.dvc/config`, `meta.docker`, a templated
+        `${image}`) must not turn containers back on (issue 20, item 1).
+        """
+        return not self.enabled and self.origins.get("enabled") in MACHINE_LEVELS
+
     def override(self, stage_meta: Any, stage: str) -> "DockerSettings":
-        """Apply a stage's `meta.docker`: false, an image, or a mapping of keys."""
+        """Apply a stage's `meta.docker`: false, an image, or a mapping of keys.
+
+        A stage may turn containers on where the repository's `.dvc/config`
+        says `enabled false`, never where this machine's config does (`off_here`).
+        """
         where = f"stage '{stage}' meta.docker"
-        if stage_meta is None:
+        if stage_meta is None or self.off_here:
             return self
         if isinstance(stage_meta, bool):
             return replace(self, enabled=stage_meta, origins={**self.origins, "enabled": META})

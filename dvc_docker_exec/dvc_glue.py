@@ -47,6 +47,76 @@ def patch_stage_run(module: Any) -> None:
     module._dvc_docker_exec_patched = True
 
 
+def patch_stage(module: Any) -> None:
+    """Check the daemon and the image before `Stage.run` deletes the stage's outputs.
+
+    Why here: `Stage.run` removes the outputs first and reaches `cmd_run` only
+    afterwards, so an unreachable daemon or an image that is absent and cannot
+    be pulled used to cost the outputs of the last good run (issue 20, item
+    3). `ready` makes the connection and applies the pull policy the run needs
+    anyway; `cmd_run` then finds both done (one ping, one inspect per process).
+    """
+    stage_class = module.Stage
+    original = stage_class.run
+
+    @functools.wraps(original)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        dry = kwargs.get("dry", args[0] if args else False)
+        # the condition under which DVC removes the outputs of a stage with a command
+        if self.cmd and not self.frozen and not dry:
+            settings = settings_for(self)
+            if settings is not None:
+                ready(self, settings)
+        return original(self, *args, **kwargs)
+
+    stage_class.run = run
+    module._dvc_docker_exec_patched = True
+
+
+def patch_exec_run(module: Any) -> None:
+    """`dvc exp exec-run` (a queue worker's experiment) logs each error once.
+
+    Why: `BaseExecutor.reproduce` logs the exception of a failed repro
+    (log_errors, dvc/repo/experiments/executor/base.py) and re-raises it, and
+    DVC's `main` then logs the same exception again, so `dvc queue logs`
+    showed every error twice (issue 20, item 5; DVC does it for a failing host
+    command too). The filter drops a record for an exception already logged.
+    """
+    command = module.CmdExecutorRun
+    original = command.run
+
+    @functools.wraps(original)
+    def run(self: Any) -> Any:
+        once = _OncePerException()
+        for name in ("dvc", "dvc_objects", "dvc_data"):  # the loggers dvc.logger.setup gives handlers
+            for handler in logging.getLogger(name).handlers:
+                if not any(isinstance(f, _OncePerException) for f in handler.filters):
+                    handler.addFilter(once)
+        return original(self)
+
+    command.run = run
+    module._dvc_docker_exec_patched = True
+
+
+class _OncePerException(logging.Filter):
+    """Lets through the first record of an exception object; later records of that same object are dropped.
+
+    One instance on every handler: a record passes each handler, so it is
+    remembered by identity of the record, not only of the exception.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first: dict = {}  # id(exception) -> (exception, its first record)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        seen = self._first.setdefault(id(exc), (exc, record))
+        return seen[0] is not exc or seen[1] is record
+
+
 def register_commands(module: Any) -> None:
     """Add the `dvc docker` command group to DVC's CLI.
 
@@ -103,37 +173,35 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     facts_kwargs = dict(
         uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), tty=_tty(), user_name=_user_name(), host=os.uname().nodename
     )
-    if not dry:
+    # --dry asks the daemon nothing, unless this process already connected (the image's status):
+    # then its user mapping and path translation are the run's
+    asked = not dry or "client" in _state
+    if asked:
         facts_kwargs.update(_engine_ids())
 
     if dry:
-        facts = stage_mounts.stage_facts(stage, overlays=(), settings=None)
+        # the same functions as the run below, creating nothing: what is made at run time is a placeholder
+        with config_overlays(stage, dry=True) as overlays:
+            facts = stage_mounts.stage_facts(stage, overlays, settings, dry=True)
         mount_for = _mount_for(stage, settings, dry=True)
+        notes = [] if asked else [DRY_NOT_ASKED]
+        if overlays:
+            notes.append(f"{RUN_PLACEHOLDER} is the folder each run makes for its config copies")
         for cmd in commands:
             dvc_run.display_command(cmd)
-            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)))
+            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs), notes))
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
     from .runner import CONNECTION_LOST, StageSignals, pause_point
 
+    runner, images = ready(stage, settings)
     try:
-        runner, images = _session(settings.backend)
-        # On Swarm the policy applies to the manager's engine: it tells the identity
-        # (recorded for provenance) and the nodes then pull the image themselves from
-        # a registry they reach, by its registry digest where the manager knows one,
-        # so every node runs the same bytes.
-        images.ensure(settings.image, settings.pull, image_place(settings.backend), settings.platform)
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
-        from .errors import DockerExecError
-
-        raise DockerExecError(
-            f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
-            f"'{stage.addressing}' started: nothing was run"
-        ) from None
+        raise _lost_before(stage) from None
     _refuse_after_tampering(stage)
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
     from . import tamper
@@ -204,6 +272,46 @@ def _refuse_after_tampering(stage: Any) -> None:
         raise _tamper_error(stage, f"an earlier stage of this run changed what dvc and git read ({found})")
 
 
+def ready(stage: Any, settings: DockerSettings) -> Tuple[Any, Any]:
+    """(backend, image manager) once the daemon answers and the image is there under the pull policy.
+
+    Called before DVC removes the stage's outputs (patch_stage) and again by
+    cmd_run: the second call costs nothing (the session and the image's
+    presence are remembered per process).
+    """
+    from .runner import CONNECTION_LOST
+
+    try:
+        runner, images = _session(settings.backend)
+        # On Swarm the policy applies to the manager's engine: it tells the identity
+        # (recorded for provenance) and the nodes then pull the image themselves from
+        # a registry they reach, by its registry digest where the manager knows one,
+        # so every node runs the same bytes.
+        images.ensure(
+            settings.image, settings.pull, image_place(settings.backend), settings.platform, _recorded(stage)
+        )
+    except CONNECTION_LOST:
+        raise _lost_before(stage) from None
+    return runner, images
+
+
+def _recorded(stage: Any) -> Optional[str]:
+    """The identity dvc.docker.lock records for the stage (named in an absent image's error)."""
+    from .tracking import image_dependency_of
+
+    dep = image_dependency_of(stage)
+    return dep.recorded() if dep is not None else None
+
+
+def _lost_before(stage: Any) -> Exception:
+    from .errors import DockerExecError
+
+    return DockerExecError(
+        f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
+        f"'{stage.addressing}' started: nothing was run"
+    )
+
+
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
     """settings with the image as `repo@sha256:...` when its identity is a registry digest."""
     from dataclasses import replace
@@ -215,8 +323,14 @@ def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
     return settings
 
 
-def _run_line(spec: Any) -> str:
-    return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join(spec.run_line_differences())})"
+DRY_NOT_ASKED = (
+    "--dry did not ask the daemon: paths are shown as DVC sees them (translated when DVC runs in a container, "
+    "see `dvc docker doctor`) and the user is not mapped for a rootless engine"
+)
+
+
+def _run_line(spec: Any, notes: Sequence[str] = ()) -> str:
+    return f"{spec.docker_run_line()}\n  (differs from this run: {'; '.join([*notes, *spec.run_line_differences()])})"
 
 
 def _user_name() -> str:
@@ -264,8 +378,11 @@ def _positional(host_paths: Any) -> Callable:
 OVERLAY_DIR = PRIVATE_DIR  # in .dvc/tmp: one private folder per running dvc process
 
 
+RUN_PLACEHOLDER = "<run>"  # in --dry: the per-run folder of the config copies (`<pid>-<random>` at run time)
+
+
 @contextmanager
-def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
+def config_overlays(stage: Any, dry: bool = False) -> Iterator[Tuple[Tuple[str, str], ...]]:
     """Filtered copies of .dvc/config{,.local} without our section, for the stage.
 
     Why: DVC validates .dvc/config strictly; DVC or dvclive inside the stage
@@ -287,6 +404,9 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
         yield ()
         return
     parent = os.path.join(tmp_dir, OVERLAY_DIR)
+    if dry:  # where the run puts the copies; nothing is written
+        yield tuple((os.path.join(parent, RUN_PLACEHOLDER, os.path.basename(p)), p) for p in needs)
+        return
     reap_stale_overlays(parent)
     if not needs:
         yield ()

@@ -13,7 +13,9 @@ import sys
 _TARGETS = {
     "dvc.config_schema": "register_config_schema",
     "dvc.stage.run": "patch_stage_run",
+    "dvc.stage": "patch_stage",  # check daemon and image before Stage.run deletes the outputs
     "dvc.cli.parser": "register_commands",  # `dvc docker ...`
+    "dvc.commands.experiments.exec_run": "patch_exec_run",  # queue logs: each error once
     # provenance: the image as a dependency (dvc_docker_exec/tracking.py)
     "dvc.stage.loader": "patch_stage_loader",
     "dvc.stage.serialize": "patch_stage_serialize",

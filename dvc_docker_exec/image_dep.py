@@ -63,7 +63,7 @@ class ImageDependency(ParamsDependency):
             raise self.error
         if self.image is None:
             return None
-        return current_identity(self.image, self.pull, self.backend, self.platform)
+        return current_identity(self.image, self.pull, self.backend, self.platform, self.recorded())
 
     def recorded(self) -> Optional[str]:
         value = self.hash_info.value if self.hash_info else None
@@ -116,7 +116,9 @@ class ImageDependency(ParamsDependency):
         return self.workspace_status()
 
 
-def current_identity(image: str, pull: str, backend: str = "engine", platform: Optional[str] = None) -> str:
+def current_identity(
+    image: str, pull: str, backend: str = "engine", platform: Optional[str] = None, recorded: Optional[str] = None
+) -> str:
     """Identity of `image` now: in `dvc status` only looked up, elsewhere after the pull policy.
 
     On Swarm that is the manager engine's identity of the image (the one the nodes are pinned to).
@@ -133,10 +135,14 @@ def current_identity(image: str, pull: str, backend: str = "engine", platform: O
             raise ImageNotChecked(str(exc)) from None
         identity = images.identities.identity(image)
         if identity is None:
+            from .image_help import local_images, look_alikes
+
             where = session.image_place(backend)
+            hints = "; ".join(["", *look_alikes(image, local_images(images.client), recorded)])
             raise ImageNotChecked(
-                f"it is not present {f'on {where}' if where else 'locally'} (`dvc status` never pulls; `dvc repro` will)"
+                f"it is not present {f'on {where}' if where else 'locally'} "
+                f"(`dvc status` never pulls; `dvc repro` will){hints}"
             )
         return identity
     _runner, images = session.session()
-    return images.identity(image, pull, session.image_place(backend), platform)
+    return images.identity(image, pull, session.image_place(backend), platform, recorded)

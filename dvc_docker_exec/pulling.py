@@ -177,6 +177,18 @@ def login_hint(image: str, message: str) -> str:
         f"; the registry {registry} refused access: log in with `docker login{target}` as the user who runs dvc "
         "(or configure credsStore/credHelpers in ~/.docker/config.json, as for the Docker CLI)"
     )
+class PullFailed(DockerExecError):
+    """A pull the registry (or the way to it) refused; `detail` is the daemon's own text.
+
+    `hint`: `docker login REGISTRY` when the registry refused access, else "";
+    whoever rewords the error keeps it.
+    """
+
+    def __init__(self, image: str, registry: str, detail: str, platform: Optional[str] = None):
+        self.image, self.registry, self.detail = image, registry, detail
+        self.hint = login_hint(image, detail)
+        where = f" for {platform}" if platform else ""
+        super().__init__(f"cannot pull image '{image}'{where} from {registry}: {detail}{self.hint}")
 
 
 def registry_of(image: str) -> str:
@@ -209,18 +221,14 @@ def pull_image(
         extra = {"platform": platform} if platform else {}
         for event in api.pull(repository, tag=tag or "latest", stream=True, decode=True, **extra):
             if "error" in event:
-                raise DockerExecError(_pull_failed(image, str(event["error"]), platform))
+                raise PullFailed(image, registry_of(image), str(event["error"]), platform)
             display.feed(event)
     except APIError as exc:
         display.close(failed=True)
-        raise DockerExecError(_pull_failed(image, str(exc.explanation or exc), platform)) from None
+        raise PullFailed(image, registry_of(image), str(exc.explanation or exc), platform) from None
     except BaseException:
         display.close(failed=True)
         raise
     display.close()
     return display.state
 
-
-def _pull_failed(image: str, reason: str, platform: Optional[str]) -> str:
-    where = f" for {platform}" if platform else ""
-    return f"cannot pull image '{image}'{where} from {registry_of(image)}: {reason}{login_hint(image, reason)}"

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Iterator, Mapping, Optional, Tuple, Union
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -58,7 +58,9 @@ class ContainerCmdFailedError(StageCmdFailedError):
 
 
 def connect(
-    endpoint: Optional[Endpoint] = None, factory: Optional[Callable[[], docker.DockerClient]] = None
+    endpoint: Optional[Endpoint] = None,
+    factory: Optional[Callable[[], docker.DockerClient]] = None,
+    host_run_hint: Union[bool, Callable[[], bool]] = True,
 ) -> docker.DockerClient:
     """A client that answered a ping, or a one-line error that names the endpoint and how to fix it."""
     endpoint = endpoint or discover()
@@ -67,13 +69,27 @@ def connect(
         client.ping()
         return client
     except DockerException as exc:
-        what, fix = connect_failure(endpoint, exc)
+        what, fix = connect_failure(endpoint, exc, host_run_hint)
         raise DockerExecError(f"{what}: {fix}") from None
 
 
-def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
-    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line)."""
+HOST_RUN_HINT = "or run stages on the host with `dvc config --local docker.enabled false`"
+
+
+def connect_failure(
+    endpoint: Endpoint, exc: Exception, host_run_hint: Union[bool, Callable[[], bool]] = True
+) -> Tuple[str, str]:
+    """(what went wrong, how to fix it) when the daemon did not answer (also `dvc docker doctor`'s line).
+
+    `host_run_hint` False: `docker.enabled false` is already in force here, so
+    the fix does not suggest it (a `dvc docker` command still needs the daemon);
+    a callable is asked only here, on failure (it reads the config levels).
+    `--local` because only this machine's `enabled false` wins over an image
+    the repository chooses (config.DockerSettings.off_here).
+    """
     text = str(exc)
+    if callable(host_run_hint):
+        host_run_hint = host_run_hint()
     if "Permission denied" in text or "PermissionError" in text:
         return (
             f"permission denied on the Docker socket {endpoint.describe()}",
@@ -81,8 +97,8 @@ def connect_failure(endpoint: Endpoint, exc: Exception) -> Tuple[str, str]:
         )
     return (
         f"cannot reach the Docker daemon at {endpoint.describe()} ({_reason(text) or type(exc).__name__})",
-        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`, "
-        "or run stages on the host with `dvc config docker.enabled false`",
+        "start Docker (e.g. `sudo systemctl start docker`), set DOCKER_HOST or `docker context use`"
+        + (f", {HOST_RUN_HINT}" if host_run_hint else " (docker.enabled is false here: stages run on the host, this command needs the daemon)"),
     )
 
 
@@ -186,15 +202,21 @@ class ImageManager:
     def _present(self, image: str) -> bool:
         return self.identities.identity(image) is not None
 
-    def identity(self, image: str, policy: str, on: Optional[str] = None, platform: Optional[str] = None) -> str:
-        """The identity of the image a stage will run, after applying the pull policy (`on`: see ensure)."""
-        self.ensure(image, policy, on, platform)
+    def identity(
+        self, image: str, policy: str, on: Optional[str] = None, platform: Optional[str] = None,
+        recorded: Optional[str] = None,
+    ) -> str:
+        """The identity of the image a stage will run, after applying the pull policy (`on`, `recorded`: see ensure)."""
+        self.ensure(image, policy, on, platform, recorded)
         identity = self.identities.identity(image)
         if identity is None:  # deleted between the pull and the inspect
             raise DockerExecError(f"image '{image}' vanished from the Docker daemon while in use")
         return identity
 
-    def ensure(self, image: str, policy: str, on: Optional[str] = None, platform: Optional[str] = None) -> None:
+    def ensure(
+        self, image: str, policy: str, on: Optional[str] = None, platform: Optional[str] = None,
+        recorded: Optional[str] = None,
+    ) -> None:
         """Apply the pull policy to this client's engine.
 
         `on` names that engine in errors when it is not where the stage runs
@@ -202,6 +224,8 @@ class ImageManager:
         `platform` (docker.platform): an image of another platform counts as
         absent, so it is pulled for that platform unless the policy is
         'never', which makes it an error.
+        `recorded`: the identity dvc.docker.lock records for the stage; an
+        absent image's error names a local image that has it (image_help).
         """
         key = (image, platform)
         if key in self._pulled or (policy != "always" and key in self._known):
@@ -223,15 +247,12 @@ class ImageManager:
                     f"image '{image}' is not present on {on} and docker.pull is 'never': the manager tells "
                     f"the digest every node runs; pull or load it there, or set `dvc config docker.pull missing`"
                 )
-            raise DockerExecError(
-                f"image '{image}' is not present locally and docker.pull is 'never': "
-                f"build or load it (`docker build -t {image} .`), or set `dvc config docker.pull missing`"
-            )
+            raise DockerExecError(self._unavailable(image, recorded, policy=policy))
         with _file_lock(f"pull:{image}", what=f"pulling image '{image}'"):
             # another worker may have pulled it while we waited for the lock
             self.identities.forget(image)
             if policy == "always" or not self._present(image) or self._platform_mismatch(image, platform):
-                self._pull(image, on, platform)
+                self._pull(image, on, platform, recorded)
                 self.identities.forget(image)  # the tag may name another image now
         mismatch = self._platform_mismatch(image, platform)
         if mismatch is not None:  # e.g. a registry that serves a single-platform image under that tag
@@ -253,17 +274,35 @@ class ImageManager:
             return None  # absent: the pull decides
         return None if platform_matches(platform, actual) else actual
 
-    def _pull(self, image: str, on: Optional[str] = None, platform: Optional[str] = None) -> None:
-        from .pulling import pull_image
+    def _unavailable(self, image: str, recorded: Optional[str], **why: str) -> str:
+        from .image_help import local_images, unavailable
+
+        return unavailable(image, local_images(self.client), recorded=recorded, **why)
+
+    def _pull(
+        self, image: str, on: Optional[str] = None, platform: Optional[str] = None, recorded: Optional[str] = None
+    ) -> None:
+        from .pulling import PullFailed, pull_image
 
         self.out.write(f"Pulling image '{image}'{' for ' + platform if platform else ''}...\n")
         try:
             pull_image(self.client.api, image, out=self.out, platform=platform)
-        except DockerExecError as exc:
-            if not on:
-                raise
+        except PullFailed as exc:
+            logger.debug("%s", exc)  # the daemon's full text; the error below shortens it
+            if on:
+                raise DockerExecError(
+                    f"{exc} (pulled by {on}: push the image to a registry the manager and every node reach)"
+                ) from None
+            self.identities.forget(image)
+            if self._present(image):  # docker.pull always: a local image exists, but not the latest one
+                from .image_help import pull_reason
+
+                raise DockerExecError(
+                    f"cannot pull image '{image}' from {exc.registry} ({pull_reason(exc.detail)}) and docker.pull "
+                    f"is 'always': a local image of that name exists; `dvc config docker.pull missing` runs it{exc.hint}"
+                ) from None
             raise DockerExecError(
-                f"{exc} (pulled by {on}: push the image to a registry the manager and every node reach)"
+                self._unavailable(image, recorded, pull_failure=exc.detail, registry=exc.registry) + exc.hint
             ) from None
 
 

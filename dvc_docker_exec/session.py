@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -24,13 +24,16 @@ def endpoint() -> Any:
     return state["endpoint"]
 
 
-def client() -> Any:
-    """A pinged client of `endpoint()`, or the one-line error naming it (unreachable, permission)."""
+def client(host_run_hint: Union[bool, Callable[[], bool]] = True) -> Any:
+    """A pinged client of `endpoint()`, or the one-line error naming it (unreachable, permission).
+
+    `host_run_hint` False: the error does not suggest `docker.enabled false` (already in force).
+    """
     if "client" not in state:
         from .runner import connect
 
         logger.debug("Docker endpoint %s", endpoint().describe())
-        state["client"] = connect(endpoint())
+        state["client"] = connect(endpoint(), host_run_hint=host_run_hint)
     return state["client"]
 
 

@@ -63,6 +63,8 @@ class Pull:
     source: str  # what to pull: "repo@sha256:..." or the reference as configured
     tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
     platform: Optional[str] = None  # docker.platform: a multi-platform digest resolves to that platform
+    # the local image ID dvc.docker.lock records for `source` (built here): tagged, not pulled, if present
+    recorded_id: Optional[str] = None
 
 
 def built_here(row: ImageRow) -> bool:
@@ -81,6 +83,7 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
     reference get both digests and no tag.
     """
     digests: Dict[str, Set[str]] = {}
+    local_ids: Dict[str, str] = {}
     skipped: List[str] = []
     platforms: Dict[str, Optional[str]] = {}
     for row in rows:
@@ -92,12 +95,14 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
         found = digests.setdefault(row.image, set())
         if row.recorded and "@" in row.recorded:
             found.add(row.recorded)
+        elif row.recorded:
+            local_ids.setdefault(row.image, row.recorded)
     plan = []
     for image, recorded in digests.items():
         if len(recorded) == 1:
             plan.append(Pull(next(iter(recorded)), tag_as=image, platform=platforms[image]))
         elif not recorded:
-            plan.append(Pull(image, platform=platforms[image]))
+            plan.append(Pull(image, platform=platforms[image], recorded_id=local_ids.get(image)))
         else:
             plan.extend(Pull(digest, platform=platforms[image]) for digest in sorted(recorded))
     pulled: Set[str] = set()  # each source once (one digest recorded under two references)

@@ -43,8 +43,13 @@ def stage_facts(
     extra_binds: Tuple[Tuple[str, str, bool], ...] = (),
     tmpfs: Tuple[Tuple[str, int], ...] = (),
     experiment: bool = False,
+    dry: bool = False,
 ) -> StageFacts:
-    """The facts for the next container of `stage`. `settings` None: a dry run (no rules, nothing made on disk).
+    """The facts for the next container of `stage`. `settings` None: no protection rules.
+
+    `dry` (`dvc repro --dry`): the same rules as the run, but nothing is made
+    on disk; the folders and empty config files a run would make are listed
+    as if they were (issue 20, item 4: the dry line shows the run's mounts).
 
     `invoker` (a `trust.Invoker`): the repository's volumes are judged again
     against the trust model, on what they resolve to now. `extra_binds`
@@ -73,7 +78,8 @@ def stage_facts(
         linked_paths=tuple(links),
         # what a link leads to is reached as much as a path named outright
         protected=protection_rules(
-            stage, [*paths, *(real for _, real in links), *(p for p, _, _ in extra_binds)], settings, experiment
+            stage, [*paths, *(real for _, real in links), *(p for p, _, _ in extra_binds)], settings,
+            experiment=experiment, create=not dry,
         )
         if settings
         else (),
@@ -154,7 +160,7 @@ def _local_path(stage: Any, item: Any) -> str:
 
 
 def protection_rules(
-    stage: Any, paths: Sequence[str], settings: DockerSettings, experiment: bool = False
+    stage: Any, paths: Sequence[str], settings: DockerSettings, experiment: bool = False, create: bool = True
 ) -> Tuple[Rule, ...]:
     """What later host processes read, and the stage must not write (issue 16, P3), as rules for the plan.
 
@@ -176,8 +182,10 @@ def protection_rules(
     * The user's DVC and Git config (global, system, the defaults too) are
       read-only wherever a mount reaches them; missing ones are created
       empty first when a writable mount would let the stage create them.
-    Returns (path, read_only), outermost first; made on disk where a mount needs a source.
+    Returns (path, read_only), outermost first; made on disk where a mount needs a source
+    (`create` False: listed, not made).
     """
+    makedirs = (lambda path: os.makedirs(path, exist_ok=True)) if create else (lambda path: None)
     reach = [os.path.realpath(p) for p in [*paths, *_volume_sources(stage, settings)]]
     rules: List[Rule] = []
     pins: List[Rule] = []
@@ -199,7 +207,7 @@ def protection_rules(
         # made now if missing: a mount needs an existing source, and an absent
         # folder under a read-only one could not be created by the stage either
         for folder in (tmp, os.path.join(tmp, "exps"), os.path.join(tmp, OVERLAY_DIR)):
-            os.makedirs(folder, exist_ok=True)
+            makedirs(folder)
         rules += [(dvc_dir, True), (tmp, False), (os.path.join(tmp, "exps"), True), (os.path.join(tmp, OVERLAY_DIR), True)]
     for root in dict.fromkeys(os.path.realpath(r) for r in (git_root, parent, stage.repo.root_dir) if r):
         for place in _git_places(root):
@@ -213,7 +221,7 @@ def protection_rules(
             else:
                 rules.append((place, True))
     for path, is_dir in user_config_places(stage):
-        rules += _config_rule(path, is_dir, reach)
+        rules += _config_rule(path, is_dir, reach, create)
     # what the stage must write that lies inside a read-only folder: the cache
     # in .dvc/cache, the temp copy of `exp run --temp` in the parent's .dvc/tmp/exps
     read_only = [p for p, ro in rules if ro]
@@ -221,7 +229,7 @@ def protection_rules(
     for path in [p for p in (cache, stage.repo.root_dir if parent else None) if p]:
         real = os.path.realpath(path)
         if any(is_within(real, ro) and real != ro for ro in read_only):
-            os.makedirs(real, exist_ok=True)  # the cache folder DVC would make on first use
+            makedirs(real)  # the cache folder DVC would make on first use
             rules.append((real, False))
     found: dict = {}
     for path, ro in rules:
@@ -308,7 +316,7 @@ def user_config_places(stage: Any) -> List[Tuple[str, bool]]:
     return list(dict.fromkeys((os.path.normpath(os.path.abspath(p)), d) for p, d in places))
 
 
-def _config_rule(path: str, is_dir: bool, reach: Sequence[str]) -> List[Rule]:
+def _config_rule(path: str, is_dir: bool, reach: Sequence[str], create: bool = True) -> List[Rule]:
     """`path` read-only when a mount reaches it; made first if missing, else its nearest existing folder."""
     real = os.path.realpath(path)
     if os.path.lexists(path):
@@ -316,6 +324,8 @@ def _config_rule(path: str, is_dir: bool, reach: Sequence[str]) -> List[Rule]:
     existing = _deepest_existing(real)
     if existing is None or not any(is_within(existing, r) for r in reach):
         return []
+    if not create:  # --dry: what the run would make and cover
+        return [(real, True)]
     try:  # what the stage could create through its mount, we create first (empty) and cover
         if is_dir:
             # the default mode, as DVC makes its config folders: a system one (/etc/xdg/dvc)

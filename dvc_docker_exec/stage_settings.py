@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Set, Tuple
 
-from .config import MACHINE_LEVELS, DockerSettings, SettingError
+from .config import MACHINE_LEVELS, REPO_LEVEL, SHARED, SHARED_FILE, DockerSettings, SettingError
 
 SECTION = "docker"
 _snapshots: dict = {}  # per process: config file paths -> the docker section of each level
@@ -39,6 +39,14 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
     return settings if settings.active else None
 
 
+def off_here(repo: Any) -> bool:
+    """`docker.enabled false` on this machine: every stage runs on the host (config.DockerSettings.off_here)."""
+    try:
+        return DockerSettings.from_levels(config_snapshot(repo)).off_here
+    except Exception:  # noqa: BLE001 - only an error's hint depends on it (an unreadable config, a bad value)
+        return False
+
+
 def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
     """The `docker` section of each DVC config level, read once per process (first use).
 
@@ -52,7 +60,14 @@ def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
     files = config.files
     key = ("config", tuple(files.get(level) for level in config.LEVELS))
     if key not in _snapshots:
-        levels = [(level, dict(config.read(level).get(SECTION) or {})) for level in config.LEVELS if level in files]
+        levels = []
+        for level in config.LEVELS:
+            if level not in files:
+                continue
+            if level == REPO_LEVEL and getattr(repo, "dvc_dir", None):
+                # under the repository's .dvc/config: `dvc config docker.x` there wins over the file
+                levels.append((SHARED, shared_section(os.path.join(repo.dvc_dir, SHARED_FILE))))
+            levels.append((level, dict(config.read(level).get(SECTION) or {})))
         machine = [files[level] for level, section in levels if section and level in MACHINE_LEVELS]
         tracked = tracked_files(repo_git_root(repo), machine)
         _snapshots[key] = tuple(
@@ -60,6 +75,43 @@ def config_snapshot(repo: Any) -> Tuple[Tuple[str, dict], ...]:
             for level, section in levels
         )
     return _snapshots[key]
+
+
+def shared_section(path: str) -> dict:
+    """The settings in `.dvc/docker.yaml`: the repository's docker settings where plain DVC never looks.
+
+    Why a file of its own: DVC validates `.dvc/config` strictly, so a `[docker]`
+    section there makes every command of a DVC without this plugin fail
+    (`extra keys not allowed @ data['docker']`) for every teammate and CI job.
+    DVC tolerates no unknown key in its config (`feature.*` is dropped with a
+    warning on every command), nor at the top of dvc.yaml; it ignores files it
+    does not know in `.dvc`. Same keys and trust as the committed `.dvc/config`
+    (README "Sharing the settings").
+    """
+    from .errors import DockerExecError
+
+    try:
+        with open(path, encoding="utf-8") as fobj:
+            text = fobj.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise DockerExecError(f"cannot read {path}: {exc.strerror or exc}") from None
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise DockerExecError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DockerExecError(f"{path}: expected a mapping of docker keys like 'image: python:3.12-slim'")
+    try:
+        DockerSettings.from_mapping(data)
+    except SettingError as exc:
+        raise DockerExecError(f"{path}: {exc}") from None
+    return dict(data)
 
 
 def tracked_origin(path: str) -> str:

@@ -101,12 +101,12 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
 
 
 def _tracking_off(stage: Any) -> bool:
-    from .config import parse_bool
+    from .config import DockerSettings
+    from .stage_settings import config_snapshot
 
-    section = stage.repo.config.get("docker") or {}
-    try:
-        return not parse_bool(section.get("track", True))
-    except ValueError:
+    try:  # every level the stage's settings come from (.dvc/docker.yaml too)
+        return not DockerSettings.from_levels(config_snapshot(stage.repo)).track
+    except (ValueError, DockerExecError):
         return False
 
 

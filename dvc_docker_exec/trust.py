@@ -28,15 +28,15 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .config import META, REPO_LEVEL, TRACKED, UNLIMITED, DockerSettings, SettingError
+from .config import META, REPO_LEVEL, SHARED, TRACKED, UNLIMITED, DockerSettings, SettingError
 from .paths import is_within
 
 ALLOW_KEY = "allow_repo_settings"
-REPO_ORIGINS = (REPO_LEVEL, META)
+REPO_ORIGINS = (REPO_LEVEL, SHARED, META)
 # host: what a host run of the command sees (the default); bridge/none narrow it.
 # Any other network (or `container:<id>`) reaches services a host run may not.
 REPO_NETWORKS = ("host", "bridge", "none")
-WHERE = {REPO_LEVEL: "the repository's .dvc/config", META: "dvc.yaml (meta.docker)"}
+WHERE = {REPO_LEVEL: "the repository's .dvc/config", SHARED: "the repository's .dvc/docker.yaml", META: "dvc.yaml (meta.docker)"}
 ALLOW_HINT = "`dvc config --local docker.allow_repo_settings true` (or --global, --system)"
 
 

@@ -317,6 +317,26 @@ def test_pull_skips_an_image_built_here(make_repo, busybox_image, docker_client)
     assert pull_events(docker_client, busybox_image, since) == []
 
 
+def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busybox_image, docker_client):
+    """Issue 20, item 2: the recorded local ID is here under another tag: `dvc docker pull` tags it, no registry."""
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "a", "-o", "out.txt", "echo a > out.txt")
+    repo.dvc("repro")
+    other = f"{busybox_image.split(':')[0]}-i20-retag-{os.getpid()}:1"
+    repo.dvc("config", "docker.image", other)
+    try:
+        proc = repo.dvc("docker", "pull")
+        assert f"(here as {busybox_image}" in proc.stdout, proc.stdout  # other tests may add tags of it
+        assert f"as {other}: the image dvc.docker.lock records" in proc.stdout, proc.stdout
+        assert docker_client.images.get(other).id == docker_client.images.get(busybox_image).id
+        assert repo.dvc("status").stdout.strip() == "Data and pipelines are up to date."
+    finally:
+        try:
+            docker_client.images.remove(other)  # only the tag this test made
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def test_pull_failure_names_image_and_registry(make_repo, registry):  # noqa: F811
     missing = f"{registry}/dde-never-pushed:1"
     repo = make_repo(missing)
@@ -324,7 +344,8 @@ def test_pull_failure_names_image_and_registry(make_repo, registry):  # noqa: F8
     proc = repo.dvc("docker", "pull", check=False)
     assert proc.returncode == 255
     errors = lines_of(proc.stderr, "ERROR: ")
-    assert errors[0].startswith(f"ERROR: cannot pull image '{missing}' from {registry}: ") and "unknown" in errors[0], proc.stderr
+    assert errors[0].startswith(f"ERROR: image '{missing}' is not present on this machine, and pulling it from {registry} failed ("), proc.stderr
+    assert "no such image or tag" in errors[0] and "docker build -t" in errors[0]
     assert errors[-1] == f"ERROR: 1 of 1 images could not be pulled: {missing}"
 
 

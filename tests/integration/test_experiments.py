@@ -439,3 +439,18 @@ def test_run_all_then_apply_and_branch(exp_repo):
     assert json.loads(git_show(repo, "from-ra1", "metrics.json"))["x"] == 31
     assert "docker-init" in where(git_show(repo, "from-ra1", "where.txt"))["pid1"]
     assert "x: 31" in git_show(repo, "from-ra1", "params.yaml")
+
+
+def test_queue_logs_show_the_daemon_error_once(exp_repo, tmp_path):
+    """Issue 20, item 5: the executor and DVC's main both logged the failed repro's exception."""
+    repo = exp_repo()
+    queue(repo, "nodaemon")
+    try:
+        start_workers(repo, 1, env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+        status = wait_for_queue(repo, ["nodaemon"])
+        logs = repo.dvc("queue", "logs", "nodaemon").stdout
+    finally:
+        stop_workers(repo)
+    assert status["nodaemon"] == "Failed"
+    errors = [line for line in logs.splitlines() if "cannot reach the Docker daemon" in line]
+    assert len(errors) == 1, logs

@@ -426,6 +426,25 @@ def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
     assert lock_identity(repo, "s") is None  # dvc.lock rewritten without the plugin's entry
 
 
+def test_shared_settings_file_is_tolerated_by_a_dvc_without_the_plugin(repo, busybox_image, tmp_path: Path):
+    """Issue 20, item 6: `.dvc/docker.yaml` shares the image; plain DVC ignores it, where `[docker]` in .dvc/config breaks it."""
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: cat /proc/1/cmdline > out.txt\n    outs: [out.txt]\n")
+    script = tmp_path / "vanilla_dvc.py"
+    script.write_text(VANILLA)
+    broken = repo.run(sys.executable, str(script), "status", check=False)  # the fixture's `dvc config docker.image`
+    assert broken.returncode != 0 and "extra keys not allowed" in broken.stderr
+    repo.dvc("config", "--unset", "docker.image")
+    repo.dvc("config", "--unset", "docker.pull")
+    repo.write(".dvc/docker.yaml", f"image: {busybox_image}\npull: never\n")
+    proc = repo.run(sys.executable, str(script), "status")
+    assert "Traceback" not in proc.stderr and "WARNING" not in proc.stderr
+    run = repo.dvc("repro")
+    assert f"in a container of image '{busybox_image}'" in run.stdout and "docker-init" in repo.read("out.txt")
+    # `dvc config` on this machine still wins over the shared file
+    repo.dvc("config", "--local", "docker.enabled", "false")
+    assert "in a container" not in repo.dvc("repro", "-f").stdout
+
+
 def _push(docker_client, source: str, name: str, tag: str) -> None:
     docker_client.images.get(source).tag(name, tag)
     for line in docker_client.api.push(name, tag=tag, stream=True, decode=True):

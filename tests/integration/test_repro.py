@@ -132,6 +132,39 @@ def test_dry_and_verbose_show_docker_run_line(repo):
     assert "docker run --rm --init" in verbose.stdout + verbose.stderr
 
 
+def _mounts(line: str) -> list:
+    import re
+    import shlex
+
+    args = shlex.split(line.splitlines()[0].split("docker run ", 1)[1])
+    found = [args[i + 1] for i, arg in enumerate(args) if arg == "--mount"]
+    return sorted(re.sub(r"/docker-exec/\d+-[0-9a-f]+/", "/docker-exec/<run>/", m) for m in found)
+
+
+def test_dry_line_shows_the_mounts_of_the_run(make_repo, busybox_image, no_leftovers):
+    """Issue 20, item 4: the same mounts as the run (covers, every .dvc of the Git repo, filtered config), placeholders for per-run paths."""
+    top = make_repo(busybox_image)
+    top.run("git", "rm", "-rq", "--cached", ".dvc")  # the Git root holds two DVC projects: top/proj and top/other
+    for name in ("proj", "other"):
+        (top.path / name).mkdir()
+        top.run(*top.dvc_argv(), "init", "--subdir", "-q", cwd=top.path / name)
+    proj = type(top)(top.path / "proj", top.env)
+    proj.dvc("config", "docker.image", busybox_image)
+    proj.dvc("config", "docker.pull", "never")
+    top.run("git", "add", "-A")
+    top.run("git", "commit", "-qm", "two projects")
+    add_stage(proj, "d", "echo hi > out.txt", "-o", "out.txt")
+    dry = proj.dvc("repro", "--dry", "-f")  # -f: no status, so --dry asks the daemon nothing
+    assert not list(top.path.rglob("docker-exec")), "--dry made the folders a run makes"
+    run = proj.dvc("repro", "-v")
+    logged = next(line for line in (run.stdout + run.stderr).splitlines() if "DEBUG: docker run " in line)
+    dry_line = next(line for line in dry.stdout.splitlines() if line.startswith("docker run "))
+    assert _mounts(dry_line) == _mounts(logged)
+    assert f"target={top.path}/other/.dvc,readonly" in dry_line  # the sibling project's config folder
+    assert "/docker-exec/<run>/config,target=" in dry_line and "<run> is the folder each run makes" in dry.stdout
+    assert "--dry did not ask the daemon" in dry.stdout
+
+
 def test_run_cache_hit_starts_no_container(repo, docker_client):
     repo.write("in.txt", "x\n")  # the run cache only keeps stages with deps
     add_stage(repo, "c", "cat in.txt > /dev/null; echo cached > out.txt", "-d", "in.txt", "-o", "out.txt")
@@ -261,7 +294,29 @@ def test_absent_image(repo):
     repo.dvc("config", "docker.image", "localhost:1/absent:1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
-    assert "cannot pull image 'localhost:1/absent:1' from localhost:1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "image 'localhost:1/absent:1' is not present on this machine, and pulling it from localhost:1 failed" in proc.stderr
+    assert "connection refused" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_typo_in_the_image_name_leads_somewhere(repo, busybox_image):
+    """Issue 20, item 2: not present here, why the pull failed, the close local name, the recorded image, how to build."""
+    add_stage(repo, "x", "echo hi > out.txt", "-o", "out.txt")
+    typo = busybox_image.replace("busybox", "busybx")
+    repo.dvc("config", "docker.image", typo)
+    repo.dvc("config", "docker.pull", "missing")
+    proc = repo.dvc("repro", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert f"image '{typo}' is not present on this machine, and pulling it from docker.io failed (" in error, error
+    assert f"did you mean '{busybox_image}'?" in error and f"docker build -t {typo} ." in error
+    # after a run under the right name, the recorded image is found under it
+    repo.dvc("config", "docker.image", busybox_image)
+    repo.dvc("repro")
+    repo.dvc("config", "docker.image", typo)
+    for command in (["status"], ["repro", "--dry"]):
+        proc = repo.dvc(*command)
+        assert f"image '{typo}' not checked: it is not present locally" in proc.stderr, (command, proc.stderr)
+        assert f"`docker tag {busybox_image} {typo}`" in proc.stderr
 
 
 def test_unknown_key_refused(repo):
@@ -431,3 +486,40 @@ def test_image_as_param_reruns_stage_on_change(repo, busybox_image, docker_clien
     # the daemon's record, not our log line: one container of each image
     created = container_events(docker_client, "create", since, repo=str(repo.path))
     assert [e["Actor"]["Attributes"]["image"] for e in created] == [busybox_image, second]
+
+
+def test_machine_enabled_false_wins_over_meta_docker(repo, busybox_image, tmp_path):
+    """Issue 20, item 1: `dvc config --local docker.enabled false` runs a `meta.docker: ${image}` stage on the host."""
+    repo.write("params.yaml", f"image: {busybox_image}\n")
+    repo.write(
+        "dvc.yaml",
+        "stages:\n  a:\n    cmd: echo host > out.txt\n"
+        "    outs: [out.txt]\n    params: [image]\n    meta: {docker: '${image}'}\n",
+    )
+    repo.dvc("config", "--local", "docker.enabled", "false")
+    missing = {"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+    proc = repo.dvc("repro", env=missing)
+    assert "in a container" not in proc.stdout and repo.read("out.txt") == "host\n"
+    assert "Running stage 'a':" in proc.stdout
+
+
+@pytest.mark.parametrize("fault", ["no daemon", "absent image", "bad setting"])
+def test_outputs_survive_when_the_stage_cannot_start(repo, tmp_path, fault):
+    """Issue 20, item 3: the daemon, the image and the settings are checked before DVC deletes the outputs."""
+    add_stage(repo, "x", "echo new > out.txt", "-o", "out.txt")
+    repo.dvc("repro")
+    env = {}
+    if fault == "no daemon":
+        env = {"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
+    elif fault == "absent image":
+        repo.dvc("config", "docker.image", "dvc-docker-exec-test/absent:1")
+    else:
+        repo.dvc("config", "docker.memory", "1g")
+        data = yaml.safe_load(repo.read("dvc.yaml"))
+        data["stages"]["x"]["meta"] = {"docker": {"memory": "lots"}}
+        repo.write("dvc.yaml", yaml.safe_dump(data))
+    (repo.path / "out.txt").chmod(0o644)
+    repo.write("out.txt", "old\n")
+    proc = repo.dvc("repro", "-f", check=False, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert repo.read("out.txt") == "old\n", proc.stderr

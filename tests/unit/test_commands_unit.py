@@ -268,7 +268,8 @@ def test_pull_plan_by_recorded_digest() -> None:
         _row("i", "pulled:1", None, "pulled@sha256:" + "7" * 64),  # present, from a registry: pulled again
     ]
     assert pull_plan(rows) == (
-        [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1"), Pull(d2), Pull("pulled:1")],
+        # local:1: its recorded ID is tagged if present here (under another name), else the reference is pulled
+        [Pull(d1, "reg/app:1"), Pull("py:3"), Pull("local:1", recorded_id="sha256:" + "3" * 64), Pull(d2), Pull("pulled:1")],
         ["built:1", "built:2"],
     )
 

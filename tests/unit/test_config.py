@@ -7,6 +7,7 @@ in a temporary Git+DVC repo (each such call costs about a second).
 
 from __future__ import annotations
 
+import re
 import os
 import subprocess
 import sys
@@ -669,3 +670,50 @@ def test_cli_config_levels(cli_repo: CliRepo, level: str) -> None:
     assert "docker.pull" in proc.stderr and "'sometimes'" in proc.stderr
     assert cli_repo.config_text(level) == before
     assert cli_repo.config_text() == repo_config  # the repo level is untouched
+
+
+@pytest.mark.parametrize("level", ["local", "global", "system"])
+@pytest.mark.parametrize("meta", [True, "alpine", {"image": "alpine"}, {"enabled": True}, {"image": "alpine", "enabled": True}])
+def test_machine_enabled_false_wins_over_the_repository(level: str, meta: object) -> None:
+    """Issue 20, item 1: this machine's `enabled false` is final; meta.docker cannot turn containers back on."""
+    settings = DockerSettings.from_levels([("repo", {"image": "busybox"}), (level, {"enabled": "false"})])
+    assert settings.off_here
+    assert not settings.override(meta, "train").active
+
+
+def test_repo_enabled_false_a_stage_may_turn_on() -> None:
+    """`.dvc/config` comes with the repository, as meta.docker does: the stage's choice is the more specific."""
+    settings = DockerSettings.from_levels([("repo", {"image": "busybox", "enabled": "false"})])
+    assert not settings.off_here
+    assert settings.override("alpine", "train").active
+    # this machine turning it back on wins over the repository's false
+    on_again = DockerSettings.from_levels([("repo", {"image": "b", "enabled": "false"}), ("local", {"enabled": "true"})])
+    assert on_again.active and not on_again.off_here
+
+
+def test_shared_file_is_read_and_checked(tmp_path) -> None:
+    """Issue 20, item 6: .dvc/docker.yaml, the settings plain DVC ignores."""
+    from dvc_docker_exec.errors import DockerExecError
+    from dvc_docker_exec.stage_settings import shared_section
+
+    path = tmp_path / "docker.yaml"
+    assert shared_section(str(path)) == {}  # absent: nothing
+    path.write_text("image: python:3.12-slim\nenv: [A, B]\n")
+    assert shared_section(str(path)) == {"image": "python:3.12-slim", "env": ["A", "B"]}
+    for text, words in [("imag: x\n", "unknown key 'docker.imag'"), ("memory: lots\n", "docker.memory"),
+                        ("- a\n", "expected a mapping"), ("a: [\n", "not valid YAML")]:
+        path.write_text(text)
+        with pytest.raises(DockerExecError, match=re.escape(str(path))) as info:
+            shared_section(str(path))
+        assert words in str(info.value)
+
+
+def test_shared_file_counts_as_the_repository() -> None:
+    """Its settings come with the repository: .dvc/config shadows it, and it may not widen host access."""
+    from dvc_docker_exec import trust
+
+    settings = DockerSettings.from_levels([("shared", {"image": "a", "pull": "never"}), ("repo", {"image": "b"})])
+    assert settings.image == "b" and settings.pull == "never" and settings.origins["pull"] == "shared"
+    widened = DockerSettings.from_levels([("shared", {"image": "a", "network": "my-net"})])
+    with pytest.raises(SettingError, match=r"docker.network from the repository's .dvc/docker.yaml"):
+        trust.check(widened, "s", trust.Invoker(1000, 1000, ("/r",)))

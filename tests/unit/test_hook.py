@@ -219,3 +219,33 @@ def test_hook_module_is_stdlib_only() -> None:
     imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["sys"]
     assert importlib.util.find_spec("dvc_docker_exec.hook") is not None
+
+
+def test_an_exception_logged_twice_shows_once() -> None:
+    """Issue 20, item 5: exec-run's executor and DVC's main log the same exception; the filter keeps the first."""
+    import io
+    import logging
+
+    from dvc_docker_exec.dvc_glue import _OncePerException
+
+    out = io.StringIO()
+    handler, other = logging.StreamHandler(out), logging.StreamHandler(out)
+    once = _OncePerException()
+    for h in (handler, other):
+        h.addFilter(once)
+    log = logging.getLogger("test-once")
+    log.propagate = False
+    log.handlers = [handler, other]
+    try:
+        raise ValueError("daemon down")
+    except ValueError:
+        log.exception("first")  # both handlers write it
+        log.exception("again")  # the same exception: dropped by both
+    try:
+        raise ValueError("daemon down")
+    except ValueError:
+        log.exception("another exception with the same text")  # another object: shown
+    log.error("no exception")
+    text = out.getvalue()
+    assert text.count("first") == 2 and "again" not in text
+    assert text.count("another exception") == 2 and text.count("no exception") == 2

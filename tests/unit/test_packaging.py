@@ -89,6 +89,16 @@ def test_wheel_has_the_pth_at_its_root(wheel: Path) -> None:
         assert "dvc_docker_exec/hook.py" in whl.namelist()
 
 
+def test_wheel_has_every_module(wheel: Path) -> None:
+    """The published form (a wheel, until it is on the index: README "Install") carries every module of the source."""
+    source = sorted(f"dvc_docker_exec/{p.name}" for p in (ROOT / "dvc_docker_exec").glob("*.py"))
+    with zipfile.ZipFile(wheel) as whl:
+        assert [n for n in source if n not in whl.namelist()] == []
+        metadata = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+        text = whl.read(metadata).decode()
+    assert "Requires-Dist: dvc>=3.50" in text and "Requires-Dist: docker" in text
+
+
 def test_editable_wheel_has_the_pth(build_tools: None, project: Path, tmp_path: Path) -> None:
     code = "import sys, setuptools.build_meta as b; print(b.build_editable(sys.argv[1]))"
     proc = run([sys.executable, "-c", code, str(tmp_path)], cwd=project)

@@ -189,8 +189,16 @@ def test_connect_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "cannot reach the Docker daemon at 'unix:///tmp/nowhere/docker.sock'" in message
     assert "No such file or directory" in message
     assert "systemctl start docker" in message and "DOCKER_HOST" in message
-    assert "dvc config docker.enabled false" in message
+    # --local: only this machine's `enabled false` wins over an image the repository chooses
+    assert "dvc config --local docker.enabled false" in message
     assert "\n" not in message
+
+
+def test_connect_never_suggests_what_is_in_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nowhere/docker.sock")
+    with pytest.raises(DockerExecError) as info:
+        connect(factory=raising(NO_SOCKET), host_run_hint=False)
+    assert "enabled false`" not in str(info.value) and "docker.enabled is false here" in str(info.value)
 
 
 def test_connect_default_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,9 +374,28 @@ def test_always_pulls_once_per_process() -> None:
 def test_pull_error_event() -> None:
     api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
     images, _ = manager(api)
-    with pytest.raises(DockerExecError, match=r"^cannot pull image 'nope:1' from docker.io: manifest unknown$"):
+    pattern = r"^image 'nope:1' is not present on this machine, and pulling it from docker.io failed \(the registry has no such image or tag\); build it"
+    with pytest.raises(DockerExecError, match=pattern):
         images.ensure("nope:1", "missing")
     assert "nope:1" not in images._pulled
+
+
+def test_failed_pull_always_with_a_local_image_says_so() -> None:
+    api = FakeAPI(present=["nope:1"], events=[{"error": "manifest unknown"}])
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("nope:1", "always")
+    assert "docker.pull is 'always': a local image of that name exists" in str(info.value)
+    assert "not present" not in str(info.value)
+
+
+def test_absent_image_names_close_and_recorded_local_images() -> None:
+    api = FakeAPI()
+    api.images = lambda: [{"RepoTags": ["nu-iris:1"], "Id": "sha256:" + "a" * 64, "RepoDigests": []}]
+    images, _ = manager(api)
+    with pytest.raises(DockerExecError) as info:
+        images.ensure("nu-irs:1", "never", recorded="sha256:" + "a" * 64)
+    assert "is here as 'nu-iris:1': `docker tag nu-iris:1 nu-irs:1`" in str(info.value)
 
 
 def test_pull_api_error() -> None:
@@ -382,10 +409,11 @@ def test_pull_api_error() -> None:
     images, _ = manager(api)
     with pytest.raises(DockerExecError) as info:
         images.ensure("nope", "missing")
-    assert str(info.value) == (
-        "cannot pull image 'nope' from docker.io: pull access denied for nope; the registry docker.io refused "
-        "access: log in with `docker login` as the user who runs dvc (or configure credsStore/credHelpers in "
-        "~/.docker/config.json, as for the Docker CLI)"
+    text = str(info.value)
+    assert text.startswith("image 'nope' is not present on this machine, and pulling it from docker.io failed (access denied")
+    assert text.endswith(
+        "; the registry docker.io refused access: log in with `docker login` as the user who runs dvc (or configure "
+        "credsStore/credHelpers in ~/.docker/config.json, as for the Docker CLI)"
     )
 
 

@@ -52,7 +52,7 @@ def dvc_repo(tmp_path, monkeypatch):
     (tmp_path / "dvc.yaml").write_text(PIPELINE)
     identities = {"img:1": ID_A}
 
-    def fake(image: str, pull: str, backend: str = "engine", platform: Optional[str] = None) -> str:
+    def fake(image: str, pull: str, backend: str = "engine", platform: Optional[str] = None, recorded=None) -> str:
         if image not in identities:
             raise image_dep.ImageNotChecked("it is not present locally")
         return identities[image]
