@@ -123,8 +123,12 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         # a registry they reach, by its registry digest where the manager knows one,
         # so every node runs the same bytes.
         images.ensure(settings.image, settings.pull, image_place(settings.backend))
+        image_id = None
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
+        else:
+            # the ID from the inspect whose identity DVC records (issue 19, item 6)
+            image_id = images.identities.image_id(settings.image)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
         from .errors import DockerExecError
@@ -139,7 +143,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         pause_point("overlays", signals)
         for cmd in commands:
             dvc_run.display_command(cmd)
-            spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+            spec = build_spec(settings, facts, cmd, env, mount_for, image_id=image_id, **facts_kwargs)
             logger.debug("%s", _run_line(spec))
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them

@@ -117,13 +117,25 @@ def resolve_identity(client: Any, reference: str) -> Optional[str]:
     One `GET /images/{name}/json`; never pulls. Other daemon errors propagate
     (docker.errors.APIError / DockerException).
     """
+    found = resolve_image(client, reference)
+    return found[0] if found else None
+
+
+def resolve_image(client: Any, reference: str) -> Optional[Tuple[str, str]]:
+    """(identity, local image ID) of `reference` from ONE inspect; None if absent.
+
+    Why both from one inspect: the container is created from the ID that
+    belongs to the recorded identity; a second lookup by tag could see a tag
+    moved in between (issue 19, item 6).
+    """
     from docker.errors import ImageNotFound, NotFound
 
     try:
         attrs = client.api.inspect_image(reference)
     except (ImageNotFound, NotFound):
         return None
-    return identity_from_inspect(reference, attrs)
+    identity = identity_from_inspect(reference, attrs)
+    return (identity, str(attrs.get("Id") or identity)) if identity else None
 
 
 class IdentityCache:
@@ -134,14 +146,27 @@ class IdentityCache:
 
     def __init__(self, client: Any):
         self.client = client
-        self._cache: Dict[str, Optional[str]] = {}
+        self._cache: Dict[str, Optional[Tuple[str, str]]] = {}
         self.inspects = 0  # daemon calls made (benchmark/tests count them)
 
-    def identity(self, reference: str) -> Optional[str]:
+    def _lookup(self, reference: str) -> Optional[Tuple[str, str]]:
         if reference not in self._cache:
             self.inspects += 1
-            self._cache[reference] = resolve_identity(self.client, reference)
+            self._cache[reference] = resolve_image(self.client, reference)
         return self._cache[reference]
+
+    def identity(self, reference: str) -> Optional[str]:
+        found = self._lookup(reference)
+        return found[0] if found else None
+
+    def image_id(self, reference: str) -> Optional[str]:
+        """The local image ID read in the same inspect as `identity(reference)` (what a container is created from)."""
+        found = self._lookup(reference)
+        return found[1] if found else None
+
+    def remember(self, reference: str, identity: str, image_id: str) -> None:
+        """Set what `reference` stands for in this process (a build just made it)."""
+        self._cache[reference] = (identity, image_id)
 
     def forget(self, reference: str) -> None:
         self._cache.pop(reference, None)

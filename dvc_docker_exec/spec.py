@@ -66,6 +66,10 @@ class ContainerSpec:
     constraints: Tuple[str, ...] = ()  # Swarm placement (backend swarm only)
     # variables whose value comes from the host environment (docker.env NAME): never printed
     passthrough: FrozenSet[str] = frozenset()
+    # the local image ID the engine creates the container from (read in the same
+    # inspect as the recorded identity: a tag moved since then does not matter);
+    # `image` (the tag) stays for messages and the label
+    image_id: Optional[str] = None
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -93,7 +97,7 @@ class ContainerSpec:
     def create_kwargs(self, host_config: object) -> dict:
         """kwargs for docker-py `APIClient.create_container` (host_config built by the caller)."""
         return {
-            "image": self.image,
+            "image": self.image_id or self.image,
             "entrypoint": list(self.entrypoint),
             "command": list(self.command),
             "working_dir": self.working_dir,
@@ -281,6 +285,7 @@ def build_spec(
     user_name: str = "dvc",
     host: str = "",
     name_token: Optional[str] = None,
+    image_id: Optional[str] = None,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
 
@@ -342,6 +347,8 @@ def build_spec(
         f"{LABEL}.pid": str(pid),
         # the pid is only meaningful on the machine (or runner container) named here
         f"{LABEL}.host": host,
+        # the reference as configured (the container is created from `image_id` when known)
+        f"{LABEL}.image": settings.image,
     }
     return ContainerSpec(
         image=settings.image,
@@ -364,6 +371,7 @@ def build_spec(
         gpus_cli=gpus.cli() if gpus else None,
         constraints=settings.constraints,
         passthrough=frozenset(item for item in settings.env if "=" not in item),
+        image_id=image_id,
     )
 
 
