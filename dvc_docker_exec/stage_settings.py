@@ -31,6 +31,7 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
         return None
     try:
         settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
+        settings = settings.with_build_tag(os.path.basename(git_root(stage)))
         if settings.active:
             roots = (os.path.normpath(stage.repo.root_dir), git_root(stage))
             trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))

@@ -186,6 +186,10 @@ BAD: list = [
     ("constraints", "node.labels.gpu=true"),
     ("constraints", "==x"),
     ("allow_unlimited", "sometimes"),
+    ("build", "../outside/Dockerfile"),
+    ("build", "/etc"),
+    ("build_args", "NOEQUALS"),
+    ("target", "two words"),
 ]
 
 

@@ -1,0 +1,171 @@
+"""Pure parts of the image as code (build.py, config's build keys)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dvc_docker_exec import build as b
+from dvc_docker_exec.config import DockerSettings, SettingError, derived_tag, parse_build, parse_build_args, parse_image, parse_target
+from dvc_docker_exec.errors import DockerExecError
+
+
+def make(tmp_path: Path, files: dict) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["/etc/Dockerfile", "../x/Dockerfile", "..", "a/../../b", "", True, ["a"]])
+def test_build_path_must_stay_in_the_repository(value):
+    with pytest.raises(SettingError, match="relative to the repository root"):
+        parse_build(value)
+
+
+def test_build_path_normalised():
+    assert parse_build("env/./Dockerfile") == "env/Dockerfile"
+    assert parse_build("env/") == "env"
+
+
+def test_build_args_and_target():
+    assert parse_build_args("A=1, B=x=y") == (("A", "1"), ("B", "x=y"))
+    assert parse_build_args(["A=1"]) == (("A", "1"),)
+    for bad in ("A", "1A=2", "=x"):
+        with pytest.raises(SettingError, match=f"'{bad}'"):
+            parse_build_args(bad)
+    assert parse_target("builder") == "builder"
+    with pytest.raises(SettingError, match="'a b'"):
+        parse_target("a b")
+
+
+def test_derived_tag_is_a_valid_stable_reference():
+    tag = derived_tag("My Project", "env/Dockerfile")
+    assert tag == "dvc-build/my-project/env-dockerfile"
+    assert parse_image(tag) == tag
+
+
+def levels(*pairs):
+    return DockerSettings.from_levels(list(pairs))
+
+
+def test_image_as_tag_only_from_the_same_place():
+    same = levels(("repo", {"build": "env", "image": "me/img:1"})).with_build_tag("p")
+    assert (same.build, same.image) == ("env", "me/img:1")
+    farther = levels(("global", {"image": "busybox"}), ("repo", {"build": "env"})).with_build_tag("p")
+    assert (farther.build, farther.image) == ("env", "dvc-build/p/env")
+    closer = levels(("repo", {"build": "env"})).override("python:3.12", "s").with_build_tag("p")
+    assert (closer.build, closer.image) == (None, "python:3.12")
+    meta = levels(("repo", {"image": "busybox"})).override({"build": "x/Dockerfile"}, "s").with_build_tag("p")
+    assert (meta.build, meta.image, meta.active) == ("x/Dockerfile", "dvc-build/p/x-dockerfile", True)
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def test_base_images_args_stages_scratch_continuations():
+    text = """# syntax comment
+ARG BASE=busybox:1
+ARG TAG
+FROM --platform=linux/amd64 ${BASE} AS builder
+RUN echo \\
+  FROM not-an-image
+FROM scratch
+FROM builder
+from python:${TAG:-3.12} as final
+COPY --from=builder /x /x
+"""
+    assert b.base_images(text) == ["busybox:1", "python:3.12"]
+    assert b.base_images(text, [("BASE", "alpine"), ("TAG", "3.11")]) == ["alpine", "python:3.11"]
+
+
+# --- context and identity -----------------------------------------------------------------
+
+
+def spec(root: Path, dockerfile: str = "env/Dockerfile", **kwargs) -> b.BuildSpec:
+    return b.spec_for(str(root), dockerfile, **kwargs)
+
+
+def test_spec_folder_or_file_and_escapes(tmp_path):
+    root = make(tmp_path / "r", {"env/Dockerfile": "FROM x\n"})
+    assert spec(root, "env").dockerfile == "env/Dockerfile"
+    assert spec(root, "env").context == "env"
+    with pytest.raises(DockerExecError, match="no Dockerfile"):
+        spec(root, "nope")
+    outside = make(tmp_path / "out", {"Dockerfile": "FROM x\n"})
+    os.symlink(outside, root / "link")
+    with pytest.raises(DockerExecError, match="outside the repository"):
+        spec(root, "link")
+
+
+def test_dockerignore_and_dvc_state_are_not_in_the_context(tmp_path):
+    root = make(tmp_path, {
+        "Dockerfile": "FROM x\n", ".dockerignore": "# c\ndata\n*.log\n!keep.log\n", "a.py": "1",
+        "data/big": "x", "x.log": "", "keep.log": "", ".git/HEAD": "", ".dvc/cache/ab": "", ".dvc/tmp/t": "",
+        ".dvc/config": "",
+    })
+    files = b.context_files(spec(root, "Dockerfile"))
+    assert "a.py" in files and "keep.log" in files and ".dvc/config" in files and "Dockerfile" in files
+    assert not [f for f in files if f.startswith(("data", ".git", ".dvc/cache", ".dvc/tmp")) or f == "x.log"]
+
+
+def digests(root: Path, **kwargs):
+    return b.context_digest(spec(root, **kwargs))
+
+
+def test_what_changes_the_digests(tmp_path):
+    root = make(tmp_path, {"env/Dockerfile": "FROM x\nCOPY . /\n", "env/a.py": "1", "env/.dockerignore": "ign\n", "env/ign": "1"})
+    dockerfile, context = digests(root)
+    (root / "env/ign").write_text("2")  # ignored
+    assert digests(root) == (dockerfile, context)
+    (root / "env/a.py").write_text("2")
+    assert digests(root) == (dockerfile, digests(root)[1]) and digests(root)[1] != context
+    context2 = digests(root)[1]
+    os.chmod(root / "env/a.py", 0o755)  # the executable bit counts, other mode bits do not
+    assert digests(root)[1] != context2
+    (root / "env/Dockerfile").write_text("FROM y\n")
+    assert digests(root)[0] != dockerfile and digests(root)[1] != context  # context: a.py's bit
+
+
+def test_hash_cache_reads_only_changed_files(tmp_path, monkeypatch):
+    root = make(tmp_path / "r", {"env/Dockerfile": "FROM x\n", "env/a": "1", "env/b": "2"})
+    cache_file = str(tmp_path / "cache.json")
+    first = b.context_digest(spec(root), b.HashCache.load(cache_file))
+    read = []
+    real = b._file_digest
+    monkeypatch.setattr(b, "_file_digest", lambda path: read.append(os.path.basename(path)) or real(path))
+    assert b.context_digest(spec(root), b.HashCache.load(cache_file)) == first and read == []
+    (root / "env/a").write_text("changed, longer")
+    assert b.context_digest(spec(root), b.HashCache.load(cache_file)) != first and read == ["a"]
+
+
+def test_tar_holds_what_was_hashed(tmp_path):
+    root = make(tmp_path, {"env/Dockerfile": "FROM x\n", "env/a": "1", "env/sub/b": "2", "env/.dockerignore": "c\n", "env/c": ""})
+    os.symlink("a", root / "env/l")
+    out = io.BytesIO()
+    dockerfile, context = b.write_context(spec(root), out)
+    assert (dockerfile, context) == digests(root)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert set(members) == {"Dockerfile", "a", "sub", "sub/b", "l", ".dockerignore"}
+    assert members["l"].issym() and all(m.uid == 0 and m.gid == 0 for m in members.values())
+
+
+def test_identity_and_what_changed():
+    base = b.BuildInputs("sha256:d", "sha256:c", b.args_digest([("A", "1")]), "", (("busybox", "sha256:1"),))
+    assert b.is_built(base.identity) and base.identity == b.BuildInputs(*[getattr(base, f) for f in ("dockerfile", "context", "args", "target", "bases")]).identity
+    record = base.as_record()
+    assert b.what_changed(None, base) == ["not built before"]
+    changed = b.BuildInputs("sha256:e", "sha256:c", base.args, "t", (("busybox", "sha256:2"),))
+    assert b.what_changed(record, changed) == ["Dockerfile changed", "target '' -> 't'", "base image 'busybox' changed"]
+    assert changed.identity != base.identity
+    assert "secret" not in str(b.BuildInputs("d", "c", b.args_digest([("TOKEN", "secret")]), "", ()).as_record())
