@@ -122,11 +122,14 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         # (recorded for provenance) and the nodes then pull the image themselves from
         # a registry they reach, by its registry digest where the manager knows one,
         # so every node runs the same bytes.
-        images.ensure(settings.image, settings.pull, image_place(settings.backend))
         image_id = None
+        if settings.build:
+            image_id = _built(stage, settings)
+        else:
+            images.ensure(settings.image, settings.pull, image_place(settings.backend))
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
-        else:
+        elif image_id is None:
             # the ID from the inspect whose identity DVC records (issue 19, item 6)
             image_id = images.identities.image_id(settings.image)
         mount_for = _mount_for(stage, settings)
@@ -149,6 +152,21 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             runner.run(spec, cmd, signals)
+
+
+def _built(stage: Any, settings: DockerSettings) -> str:
+    """The local ID of the stage's built image (docker.build): built now unless an image of its inputs exists."""
+    from .errors import DockerExecError
+    from .stage_settings import build_spec_for
+
+    if settings.backend == "swarm":
+        # the nodes cannot get an image that exists only here (issue 19, item 7: registry push not built yet)
+        raise DockerExecError(
+            f"stage '{stage.addressing}': docker.build cannot run on Swarm yet (the nodes cannot get an image built "
+            "on the manager): build and push it yourself and set docker.image, or use `dvc config docker.backend engine`"
+        )
+    _identity, image_id = session.builder().ensure(build_spec_for(stage, settings))
+    return image_id
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:

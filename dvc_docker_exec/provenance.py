@@ -61,6 +61,10 @@ class Record:
     stage: str  # stage name in its dvc.yaml ("train", "train@1")
     image: str  # reference as configured ("python:3.12-slim")
     identity: str  # "repo@sha256:..." (registry digest) or "sha256:..." (local image ID)
+    # a built image (docker.build, issue 19): identity is "build:sha256:..." (its inputs' hash)
+    build: Optional[str] = None  # the Dockerfile, relative to the repository root
+    inputs: Optional[Mapping[str, Any]] = None  # build.BuildInputs.as_record(): what changed, for `dvc status`
+    image_id: Optional[str] = None  # the local image ID the build produced (traces a result to its bytes)
 
     @property
     def short(self) -> str:
@@ -230,7 +234,15 @@ def read_record_file(path: str) -> Dict[str, Record]:
     for key, entry in data.items():
         if not isinstance(entry, dict) or not entry.get(ID_KEY):
             raise ValueError(f"'{path}': entry '{key}' has no '{ID_KEY}'")
-        out[str(key)] = Record(stage=str(key), image=str(entry.get(IMAGE_KEY, "")), identity=str(entry[ID_KEY]))
+        inputs = entry.get("inputs")
+        out[str(key)] = Record(
+            stage=str(key),
+            image=str(entry.get(IMAGE_KEY, "")),
+            identity=str(entry[ID_KEY]),
+            build=str(entry["build"]) if entry.get("build") else None,
+            inputs=dict(inputs) if isinstance(inputs, dict) else None,
+            image_id=str(entry["image_id"]) if entry.get("image_id") else None,
+        )
     return out
 
 
@@ -243,6 +255,12 @@ def format_records(records: Mapping[str, Record]) -> str:
         lines.append(f"{key if plain else json.dumps(key)}:\n")
         lines.append(f"  {IMAGE_KEY}: {json.dumps(rec.image)}\n")
         lines.append(f"  {ID_KEY}: {json.dumps(rec.identity)}\n")
+        if rec.build:
+            lines.append(f"  build: {json.dumps(rec.build)}\n")
+        if rec.inputs:
+            lines.append(f"  inputs: {json.dumps(rec.inputs, sort_keys=True)}\n")
+        if rec.image_id:
+            lines.append(f"  image_id: {json.dumps(rec.image_id)}\n")
     return "".join(lines)
 
 

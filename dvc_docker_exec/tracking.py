@@ -89,7 +89,15 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
     if settings is not None:
         if not settings.track:
             return None
-        return ImageDependency(stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend)
+        from .stage_settings import build_spec_for
+
+        try:
+            build = build_spec_for(stage, settings)
+        except DockerExecError as exc:  # no Dockerfile there: raised where the identity is needed
+            return ImageDependency(stage, path, key, image=settings.image, error=exc)
+        return ImageDependency(
+            stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend, build=build
+        )
     # a host stage: only one that ran in a container before (turned off) needs the dependency
     recorded = ((lock_data or {}).get("params") or {}).get(path) or {}
     if key not in recorded or _tracking_off(stage):
@@ -183,7 +191,8 @@ def write_records(dvcfile: Any, stages: list) -> None:
         if identity is None:
             records.pop(key, None)
         else:
-            records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity)
+            built = dep.build_fields(records.get(key)) if dep.build is not None else {}
+            records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity, **built)
     if provenance.write_record_file(path, records) and os.path.exists(path):
         dvcfile.repo.scm_context.track_file(os.path.relpath(path))
 
