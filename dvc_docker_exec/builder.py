@@ -60,9 +60,9 @@ class BuildDisplay:
         self.tail: Deque[str] = collections.deque(maxlen=TAIL)
         self.image_id: Optional[str] = None
         self.verbose = logger.getEffectiveLevel() <= logging.DEBUG
-        quiet = logger.getEffectiveLevel() > logging.INFO
-        self.bar = Tqdm(desc=f"Building {dockerfile}", unit="step", file=self.out, leave=True, disable=quiet)
-        self.lines = self.bar.disable and not quiet
+        self.quiet = logger.getEffectiveLevel() > logging.INFO
+        self.bar = Tqdm(desc=f"Building {dockerfile}", unit="step", file=self.out, leave=True, disable=self.quiet)
+        self.lines = self.bar.disable and not self.quiet
 
     def feed(self, event: Mapping[str, Any]) -> None:
         if "error" in event:
@@ -133,6 +133,7 @@ class Builder:
         self.out = out or sys.stderr
         self._inputs: Dict[Tuple, Tuple[BuildInputs, bool]] = {}  # spec.key -> (inputs, a base was assumed)
         self.produced: Dict[str, str] = {}  # identity -> local image ID, built or found in this process
+        self.built_now: set = set()  # identities this process built (not found)
 
     def inputs(self, spec: BuildSpec, recorded_bases: Optional[Mapping[str, str]] = None,
                looking_only: bool = False) -> BuildInputs:
@@ -191,6 +192,7 @@ class Builder:
                 image_id = None if force else self.find(identity)
                 if image_id is None:
                     image_id = self._build(spec, inputs)
+                    self.built_now.add(identity)
         self._tag(spec, image_id)
         self.produced[identity] = image_id
         self.images.identities.remember(spec.tag, identity, image_id)
@@ -200,8 +202,9 @@ class Builder:
         from docker.errors import APIError
 
         identity = inputs.identity
-        self.out.write(f"Building image '{spec.tag}' from {spec.dockerfile}...\n")
-        self.out.flush()
+        if logger.getEffectiveLevel() <= logging.INFO:  # `-q` silences it, as DVC's own progress
+            self.out.write(f"Building image '{spec.tag}' from {spec.dockerfile}...\n")
+            self.out.flush()
         with tempfile.TemporaryFile() as context:
             sent = build.write_context(spec, context)
             if sent != (inputs.dockerfile, inputs.context):
@@ -233,7 +236,8 @@ class Builder:
             display.close()
         if not display.image_id:
             raise BuildFailed(f"cannot build the image of '{spec.dockerfile}': the daemon named no image")
-        logger.info("Built image '%s' (%s) from %s", spec.tag, display.image_id[:19], spec.dockerfile)
+        if not display.quiet:
+            self.out.write(f"Built image '{spec.tag}' ({display.image_id[:19]}) from {spec.dockerfile}\n")
         return display.image_id
 
     def _tag(self, spec: BuildSpec, image_id: str) -> None:

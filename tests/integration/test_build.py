@@ -6,6 +6,7 @@ Offline: every image here is built FROM the local test images.
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import uuid
@@ -212,3 +213,22 @@ def test_parallel_processes_build_a_shared_dockerfile_once(built: Built, tmp_pat
         texts.append(err.read_text())
     assert sum(t.count("Building image") for t in texts) == 1, texts
     assert len(built.images()) == 1
+
+
+def test_dvc_docker_build_and_images(built: Built):
+    repo = built.repo
+    assert "not built here" in repo.dvc("docker", "images").stdout
+    out = repo.dvc("docker", "build").stdout
+    assert out.startswith(f"Built dde-i19-test/built:{built.token} from env/Dockerfile")
+    assert "Up to date:" in repo.dvc("docker", "build", "s").stdout
+    assert "Built " in repo.dvc("docker", "build", "--force").stdout  # the layer cache makes it cheap
+    image_id = built.images()[0].id
+    rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
+    assert rows[0]["build"] == "env/Dockerfile" and rows[0]["built"] == image_id and rows[0]["present"]
+    repo.dvc("repro")
+    rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
+    assert rows[0]["recorded_id"] == image_id and rows[0]["recorded"] == rows[0]["current"]
+    repo.write("env/hello.txt", "new\n")
+    doctor = repo.dvc("docker", "doctor", check=False).stdout
+    assert "image built from env/Dockerfile" in doctor and "files of the build context changed" in doctor
+    assert "Skipped" not in repo.dvc("docker", "pull").stdout  # nothing to pull: built, not pulled
