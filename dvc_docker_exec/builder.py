@@ -257,7 +257,8 @@ class Builder:
                 raise DockerExecError(
                     f"docker.image '{spec.tag}' names an image that was not built from a docker.build Dockerfile: "
                     f"it is not retagged; choose another docker.image for the build of '{spec.dockerfile}' "
-                    "(or unset it: a name is derived from the project)"
+                    f"(or unset it: a name is derived from the project), or `docker image rm {spec.tag}` if that tag "
+                    "is yours to replace"
                 )
         repository, tag = parse_repository_tag(spec.tag)
         try:
