@@ -265,3 +265,37 @@ class Builder:
             self.api.tag(image_id, repository, tag or "latest", force=True)
         except APIError as exc:
             raise DockerExecError(f"cannot tag the image built from '{spec.dockerfile}' as '{spec.tag}': {exc.explanation or exc}") from None
+
+    def push(self, spec: BuildSpec, identity: str, image_id: str, registry: str) -> str:
+        """Push the built image to `registry` (Swarm nodes pull it there); returns `repo@sha256:<digest>`.
+
+        Tagged `<registry>/<tag's path>:<12 hex of the inputs>`: one tag per
+        inputs, so a push never moves what an earlier pinned run names.
+        """
+        from docker.errors import APIError
+        from docker.utils import parse_repository_tag
+
+        path = parse_repository_tag(spec.tag)[0]
+        first = path.split("/", 1)[0]
+        if "/" in path and ("." in first or ":" in first or first == "localhost"):
+            path = path.split("/", 1)[1]  # the tag's own registry host is not part of the path
+        repository = f"{registry}/{path}"
+        tag = "build-" + identity.rsplit(":", 1)[-1][:12]
+        digest = None
+        try:
+            self.api.tag(image_id, repository, tag, force=True)
+            for event in self.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise DockerExecError(
+                        f"cannot push the image built from '{spec.dockerfile}' to {registry}: {event['error']}"
+                    )
+                aux = event.get("aux")
+                if isinstance(aux, Mapping) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+        except APIError as exc:
+            raise DockerExecError(
+                f"cannot push the image built from '{spec.dockerfile}' to {registry}: {exc.explanation or exc}"
+            ) from None
+        if not digest:
+            raise DockerExecError(f"pushing the image built from '{spec.dockerfile}' to {registry} gave no digest")
+        return f"{repository}@{digest}"

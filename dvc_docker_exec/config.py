@@ -264,6 +264,19 @@ def parse_target(value: Any) -> str:
     return text
 
 
+_REGISTRY = re.compile(rf"{_DOMAIN}(?:/{_PATH_COMPONENT})*\Z", re.ASCII)
+
+
+def parse_registry(value: Any) -> str:
+    """Where built images are pushed for Swarm nodes: `host[:port][/path]` (a registry every node reaches)."""
+    expected = "a registry like 'registry.example.com:5000' or 'host:5000/team'"
+    text = _scalar(value, expected).rstrip("/")
+    if not _REGISTRY.match(text) or "/" not in text + "/" or ("." not in text.split("/")[0] and ":" not in text.split("/")[0]
+                                                                 and text.split("/")[0] != "localhost"):
+        raise SettingError(f"expected {expected}, got '{value}'")
+    return text
+
+
 # Where stage commands run (backend.make_backend builds one of each): kept here,
 # with the other values, so that config depends on no runner module.
 BACKENDS = ("engine", "swarm")
@@ -325,10 +338,12 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "build": parse_build,
     "build_args": parse_build_args,
     "target": parse_target,
+    # Swarm: where images built here are pushed so that every node gets them (machine-level only)
+    "registry": parse_registry,
 }
 
 # Keys a stage may not set in `meta.docker` (they describe the machine, not the stage).
-_REPO_ONLY = ("host_root", "allow_repo_settings")
+_REPO_ONLY = ("host_root", "allow_repo_settings", "registry")
 
 # Where a value came from (DVC's config levels, plus a stage's meta.docker).
 MACHINE_LEVELS = ("system", "global", "local")  # chosen by whoever runs dvc on this machine
@@ -386,6 +401,7 @@ class DockerSettings:
     build: Optional[str] = None  # repo-relative Dockerfile (or folder): the image is built (build.py)
     build_args: Tuple[Tuple[str, str], ...] = ()
     target: Optional[str] = None
+    registry: Optional[str] = None  # Swarm: built images are pushed there and pinned by digest
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # key -> where its value came from: a DVC config level or META (see `trust`)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -124,11 +124,11 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         # so every node runs the same bytes.
         image_id = None
         if settings.build:
-            image_id = _built(stage, settings)
+            settings, image_id = _built(stage, settings)
         else:
             images.ensure(settings.image, settings.pull, image_place(settings.backend))
         if settings.backend == "swarm":
-            settings = _pinned(settings, images)
+            settings = _pinned(settings, images) if not settings.build else settings
         elif image_id is None:
             # the ID from the inspect whose identity DVC records (issue 19, item 6)
             image_id = images.identities.image_id(settings.image)
@@ -154,19 +154,30 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             runner.run(spec, cmd, signals)
 
 
-def _built(stage: Any, settings: DockerSettings) -> str:
-    """The local ID of the stage's built image (docker.build): built now unless an image of its inputs exists."""
+def _built(stage: Any, settings: DockerSettings) -> Tuple[DockerSettings, Optional[str]]:
+    """(settings, local image ID) of a stage whose image is built (docker.build): built now unless it exists.
+
+    On Swarm the image exists only on the manager: it is pushed to the
+    machine's docker.registry and the nodes are pinned to its digest (no ID
+    to create from there); without a registry, one error before any service.
+    """
+    from dataclasses import replace
+
     from .errors import DockerExecError
     from .stage_settings import build_spec_for
 
-    if settings.backend == "swarm":
-        # the nodes cannot get an image that exists only here (issue 19, item 7: registry push not built yet)
+    if settings.backend == "swarm" and not settings.registry:
         raise DockerExecError(
-            f"stage '{stage.addressing}': docker.build cannot run on Swarm yet (the nodes cannot get an image built "
-            "on the manager): build and push it yourself and set docker.image, or use `dvc config docker.backend engine`"
+            f"stage '{stage.addressing}': an image built here (docker.build) must reach the Swarm nodes: "
+            "set a registry they all reach on this machine, `dvc config --local docker.registry HOST:PORT`"
         )
-    _identity, image_id = session.builder().ensure(build_spec_for(stage, settings))
-    return image_id
+    builder = session.builder()
+    identity, image_id = builder.ensure(build_spec_for(stage, settings))
+    if settings.backend != "swarm":
+        return settings, image_id
+    pinned = builder.push(build_spec_for(stage, settings), identity, image_id, str(settings.registry))
+    logger.debug("built image '%s' pinned for the Swarm nodes as '%s'", settings.image, pinned)
+    return replace(settings, image=pinned), None
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:

@@ -169,3 +169,34 @@ def test_identity_and_what_changed():
     assert b.what_changed(record, changed) == ["Dockerfile changed", "target '' -> 't'", "base image 'busybox' changed"]
     assert changed.identity != base.identity
     assert "secret" not in str(b.BuildInputs("d", "c", b.args_digest([("TOKEN", "secret")]), "", ()).as_record())
+
+
+def test_registry_is_a_host_and_machine_level_only():
+    from dvc_docker_exec import trust
+    from dvc_docker_exec.config import parse_registry
+
+    assert parse_registry("127.0.0.1:5000/") == "127.0.0.1:5000"
+    assert parse_registry("registry.example.com/team") == "registry.example.com/team"
+    for bad in ("team", "http://x:5000", "x:5000/Team"):
+        with pytest.raises(SettingError, match="expected a registry"):
+            parse_registry(bad)
+    with pytest.raises(SettingError, match="can only be set on this machine"):
+        levels().override({"registry": "r:5000"}, "s")
+    repo_level = levels(("repo", {"image": "busybox", "registry": "r:5000"}))
+    with pytest.raises(SettingError, match="chooses where built images are pushed"):
+        trust.check(repo_level, "s", trust.Invoker(1000, 1000, ("/repo",)))
+    trust.check(levels(("local", {"image": "busybox", "registry": "r:5000"})), "s", trust.Invoker(1000, 1000, ("/repo",)))
+
+
+def test_build_failure_message_names_step_code_and_tail():
+    from dvc_docker_exec.builder import BuildDisplay, BuildFailed
+
+    display = BuildDisplay("env/Dockerfile", io.StringIO())
+    for line in ("Step 1/2 : FROM busybox\n", " ---> abc\n", "Step 2/2 : RUN make\n", " ---> Running in x\n", "cc: error\n"):
+        display.feed({"stream": line})
+    with pytest.raises(BuildFailed) as info:
+        display.feed({"error": "The command '/bin/sh -c make' returned a non-zero code: 2",
+                      "errorDetail": {"code": 2, "message": "The command '/bin/sh -c make' returned a non-zero code: 2"}})
+    text = str(info.value)
+    assert text.startswith("cannot build the image of 'env/Dockerfile': step 2/2 'RUN make' failed with exit code 2")
+    assert text.endswith("last lines of its output:\n  cc: error")

@@ -190,6 +190,7 @@ BAD: list = [
     ("build", "/etc"),
     ("build_args", "NOEQUALS"),
     ("target", "two words"),
+    ("registry", "no-host"),
 ]
 
 
