@@ -179,19 +179,46 @@ def read_dockerignore(context_dir: str) -> List[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def context_files(spec: BuildSpec) -> List[str]:
-    """Paths (relative to the context) of what the build gets: files, symlinks and folders, sorted."""
-    from docker.utils.build import exclude_paths
+def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> List[str]:
+    """Paths (relative to the context) of what the build gets: files, symlinks and folders, sorted.
+
+    docker-py's `exclude_paths` walk with its own matcher (the Docker CLI's
+    rules), on `os.scandir`, with each path's verdict kept in `memo` (valid
+    for one set of patterns, see HashCache): an unchanged context is walked,
+    not matched again.
+    """
+    from docker.utils.build import PatternMatcher
 
     context_dir = os.path.join(spec.repo_root, spec.context)
-    dockerfile = os.path.relpath(os.path.join(spec.repo_root, spec.dockerfile), context_dir)
     excluded = [
         rel for rel in (os.path.relpath(os.path.join(spec.repo_root, e), context_dir) for e in ALWAYS_EXCLUDED)
         if rel != ".." and not rel.startswith("../")
     ]
-    files = exclude_paths(context_dir, read_dockerignore(context_dir) + excluded, dockerfile=dockerfile)
-    # exclude_paths re-admits a `!` exception: never .git or DVC's state, whatever .dockerignore says
-    return sorted(f for f in files if not any(f == e or f.startswith(e + "/") for e in excluded))
+    # what exclude_paths adds: the Dockerfile is always sent
+    matcher = PatternMatcher(read_dockerignore(context_dir) + excluded + [f"!{dockerfile_in_context(spec)}"])
+    exceptions = [p.cleaned_pattern for p in matcher.patterns if p.exclusion]
+    memo = {} if memo is None else memo
+    found: List[str] = []
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                skip = memo.get(rel)
+                if skip is None:
+                    skip = memo[rel] = matcher.matches(rel)
+                if not skip:
+                    found.append(rel)
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                # an excluded folder is still entered when an exception (`!dir/file`) may re-admit something in it
+                if skip and not any(pattern.startswith(rel) for pattern in exceptions):
+                    continue
+                walk(entry.path, rel + "/")
+
+    walk(context_dir, "")
+    # an exception never re-admits .git or DVC's state, whatever .dockerignore says
+    return sorted(f for f in found if not any(f == e or f.startswith(e + "/") for e in excluded))
 
 
 def dockerfile_in_context(spec: BuildSpec) -> str:
@@ -200,10 +227,14 @@ def dockerfile_in_context(spec: BuildSpec) -> str:
 
 @dataclass
 class HashCache:
-    """relpath -> (size, mtime_ns, ctime_ns, ino, sha256) of one context, loaded from / saved to `path`."""
+    """One context's file hashes by (size, mtime_ns, ctime_ns, inode), and its paths' .dockerignore verdicts.
+
+    Loaded from / saved to `path` (None: in memory only).
+    """
 
     path: Optional[str]
     entries: Dict[str, list] = field(default_factory=dict)
+    matches: Dict[str, Dict[str, bool]] = field(default_factory=dict)  # patterns' key -> path -> excluded
     dirty: bool = False
 
     @classmethod
@@ -212,11 +243,18 @@ class HashCache:
             try:
                 with open(path, encoding="utf-8") as fobj:
                     data = json.load(fobj)
-                if isinstance(data, dict):
-                    return cls(path, data)
+                if isinstance(data, dict) and isinstance(data.get("files"), dict):
+                    return cls(path, data["files"], data.get("matches") or {})
             except (OSError, ValueError):
                 pass
         return cls(path)
+
+    def memo(self, key: str) -> Dict[str, bool]:
+        """The verdicts for one set of .dockerignore patterns (others are dropped: they are stale)."""
+        if key not in self.matches:
+            self.matches = {key: {}}
+            self.dirty = True
+        return self.matches[key]
 
     def get(self, rel: str, info: os.stat_result) -> Optional[str]:
         entry = self.entries.get(rel)
@@ -229,15 +267,17 @@ class HashCache:
         self.dirty = True
 
     def save(self, keep: Sequence[str]) -> None:
-        if not self.path or not self.dirty:
+        if not self.path:
             return
         wanted = set(keep)
-        data = {k: v for k, v in self.entries.items() if k in wanted}
+        files = {k: v for k, v in self.entries.items() if k in wanted}
+        if not self.dirty and len(files) == len(self.entries):
+            return
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fobj:
-                json.dump(data, fobj)
+                json.dump({"files": files, "matches": self.matches}, fobj)
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache: the next run hashes again
@@ -253,7 +293,8 @@ def _file_digest(path: str) -> str:
 
 def _entry(kind: str, rel: str, executable: bool, digest: str) -> bytes:
     """One context entry as hashed: the same bytes whether it was read for status or for the tar."""
-    return json.dumps([kind, rel, executable, digest]).encode() + b"\n"
+    # NUL cannot occur in a path: the fields cannot run into each other
+    return f"{kind}\0{rel}\0{int(executable)}\0{digest}\n".encode("utf-8", "surrogateescape")
 
 
 def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[str, str]:
@@ -261,15 +302,21 @@ def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[
     context_dir = os.path.join(spec.repo_root, spec.context)
     cache = cache or HashCache(None)
     total = hashlib.sha256()
-    names = context_files(spec)
+    key = hashlib.sha256("\n".join(read_dockerignore(context_dir) + [spec.dockerfile]).encode()).hexdigest()
+    memo = cache.memo(key)
+    before = len(memo)
+    names = context_files(spec, memo)
+    cache.dirty = cache.dirty or len(memo) != before
     own = dockerfile_in_context(spec)
     dockerfile_digest = None
     for rel in names:
         full = os.path.join(context_dir, rel)
         info = os.lstat(full)
         if rel == own:  # hashed on its own: `dvc status` tells a Dockerfile change from a context change
-            dockerfile_digest = cache.get(rel, info) or _file_digest(full)
-            cache.put(rel, info, dockerfile_digest)
+            dockerfile_digest = cache.get(rel, info)
+            if dockerfile_digest is None:
+                dockerfile_digest = _file_digest(full)
+                cache.put(rel, info, dockerfile_digest)
         elif stat.S_ISLNK(info.st_mode):
             total.update(_entry("link", rel, False, os.readlink(full)))
         elif stat.S_ISREG(info.st_mode):

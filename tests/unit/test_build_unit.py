@@ -200,3 +200,18 @@ def test_build_failure_message_names_step_code_and_tail():
     text = str(info.value)
     assert text.startswith("cannot build the image of 'env/Dockerfile': step 2/2 'RUN make' failed with exit code 2")
     assert text.endswith("last lines of its output:\n  cc: error")
+
+
+@pytest.mark.parametrize("ignore", ["", "data\n", "data\n!data/keep\n", "*/*.log\n!a/b.log\n", "**/x\n", "/a/\nDockerfile\n"])
+def test_walk_matches_docker_py_exclude_paths(tmp_path, ignore):
+    from docker.utils.build import exclude_paths
+
+    root = make(tmp_path, {"Dockerfile": "FROM x\n", "data/keep": "", "data/drop": "", "a/b.log": "", "a/c.log": "",
+                           "a/x": "", "d/e/x": "", "top.log": ""})
+    if ignore:
+        (tmp_path / ".dockerignore").write_text(ignore)
+    os.symlink("data", tmp_path / "link")
+    expected = sorted(exclude_paths(str(root), b.read_dockerignore(str(root)), dockerfile="Dockerfile"))
+    memo: dict = {}
+    assert b.context_files(spec(root, "Dockerfile"), memo) == expected
+    assert b.context_files(spec(root, "Dockerfile"), memo) == expected  # from the memo
