@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import sys
 import uuid
 from typing import Iterator, List
 
@@ -232,3 +233,27 @@ def test_dvc_docker_build_and_images(built: Built):
     doctor = repo.dvc("docker", "doctor", check=False).stdout
     assert "image built from env/Dockerfile" in doctor and "files of the build context changed" in doctor
     assert "Skipped" not in repo.dvc("docker", "pull").stdout  # nothing to pull: built, not pulled
+
+
+def test_queue_workers_build_a_shared_dockerfile_once(built: Built):
+    """`dvc queue start -j 2`: two experiments need the same image at once; one worker builds it."""
+    from tests.integration.test_experiments import queue, start_workers, stop_workers, wait_for_queue
+
+    repo = built.repo
+    repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])  # the workers' dvc
+    repo.write("params.yaml", "x: 1\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: cat /built > out.txt; echo ${x} >> out.txt\n"
+               "    deps: [in.txt]\n    params: [x]\n    outs: [out.txt]\n")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "params")
+    for name, value in (("q1", 2), ("q2", 3)):
+        queue(repo, name, f"x={value}")
+    try:
+        start_workers(repo, 2)
+        status = wait_for_queue(repo, ["q1", "q2"], timeout=240)
+        logs = [repo.dvc("queue", "logs", name).stdout for name in ("q1", "q2")]
+    finally:
+        stop_workers(repo)
+    assert status["q1"] == status["q2"] == "Success", (status, logs)
+    assert sum(log.count("Building image") for log in logs) == 1, logs
+    assert len(built.images()) == 1
