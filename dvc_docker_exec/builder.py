@@ -83,7 +83,9 @@ class BuildDisplay:
             if self.lines:
                 self._write(f"{self.dockerfile}: step {self.step_no}/{self.total}: {self.step}")
             else:
-                self.bar.total = self.total
+                if self.bar.total != self.total:  # known from the first step on: a bar with a total
+                    self.bar.total = self.total
+                    self.bar.bar_format = self.bar.BAR_FMT_DEFAULT
                 self.bar.update(self.step_no - 1 - self.bar.n)
                 self.bar.set_msg(self.step[:40])
             return

@@ -215,3 +215,50 @@ def test_walk_matches_docker_py_exclude_paths(tmp_path, ignore):
     memo: dict = {}
     assert b.context_files(spec(root, "Dockerfile"), memo) == expected
     assert b.context_files(spec(root, "Dockerfile"), memo) == expected  # from the memo
+
+
+class FakeAPI:
+    def __init__(self):
+        self.build_kwargs: dict = {}
+        self.context = b""
+
+    def build(self, **kwargs):
+        self.build_kwargs = kwargs
+        self.context = kwargs["fileobj"].read()
+        return iter([{"stream": "Step 1/1 : FROM busybox\n"}, {"aux": {"ID": "sha256:" + "c" * 64}}])
+
+
+def test_a_build_asks_for_nothing_beyond_dockers_defaults(tmp_path):
+    """Item 8: no host mount, network, secret, SSH, privilege or cache source: the repository chooses none."""
+    from types import SimpleNamespace
+
+    from dvc_docker_exec.builder import Builder
+
+    root = make(tmp_path, {"env/Dockerfile": "FROM busybox\n", "env/a": "1"})
+    s = spec(root, "env", args=(("A", "1"),), target="t", tag="x/y")
+    api = FakeAPI()
+    builder = Builder(SimpleNamespace(api=api), images=None, out=io.StringIO())
+    inputs = b.inputs_of(s, lambda ref: "sha256:" + "b" * 64)
+    assert builder._build(s, inputs) == "sha256:" + "c" * 64
+    kwargs = api.build_kwargs
+    assert set(kwargs) == {"fileobj", "custom_context", "dockerfile", "buildargs", "target", "labels", "rm", "forcerm",
+                           "pull", "decode"}
+    assert kwargs["labels"][b.LABEL_INPUTS] == inputs.identity and kwargs["buildargs"] == {"A": "1"}
+    assert kwargs["custom_context"] is True and kwargs["forcerm"] is True and kwargs["dockerfile"] == "Dockerfile"
+    with tarfile.open(fileobj=io.BytesIO(api.context)) as tar:
+        assert sorted(tar.getnames()) == ["Dockerfile", "a"]
+
+
+def test_a_context_changed_after_hashing_is_not_built(tmp_path):
+    from types import SimpleNamespace
+
+    from dvc_docker_exec.builder import Builder
+
+    root = make(tmp_path, {"env/Dockerfile": "FROM busybox\n", "env/a": "1"})
+    s = spec(root, "env")
+    inputs = b.inputs_of(s, lambda ref: "sha256:" + "b" * 64)
+    (root / "env/a").write_text("2")
+    api = FakeAPI()
+    with pytest.raises(DockerExecError, match="changed while it was read: nothing was built"):
+        Builder(SimpleNamespace(api=api), images=None, out=io.StringIO())._build(s, inputs)
+    assert api.build_kwargs == {}
