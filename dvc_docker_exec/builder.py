@@ -166,6 +166,11 @@ class Builder:
         self._inputs[spec.key] = (inputs, bool(assumed))
         return inputs
 
+    def known(self, spec: BuildSpec) -> Optional[BuildInputs]:
+        """The inputs this process told for `spec` (what DVC compared and records), None if not asked yet."""
+        found = self._inputs.get(spec.key)
+        return found[0] if found else None
+
     def find(self, identity: str) -> Optional[str]:
         """The local image built from these inputs (by its label), newest first; None if there is none."""
         found = self.api.images(filters={"label": f"{build.LABEL_INPUTS}={identity}"})

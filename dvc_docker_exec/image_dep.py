@@ -63,54 +63,15 @@ class ImageDependency(ParamsDependency):
             raise self.error
         if self.image is None:
             return None
-        if self.build is not None:
-            return self.current_inputs().identity
+        if self.build is not None:  # docker.build: the inputs' hash (build_dep.py)
+            from . import build_dep
+            from .builder import BaseNotPresent
+
+            try:
+                return build_dep.current_inputs(self, status_session).identity
+            except BaseNotPresent as exc:
+                raise ImageNotChecked(str(exc)) from None
         return current_identity(self.image, self.pull, self.backend)
-
-    # --- a built image (docker.build, issue 19) ---
-
-    def record(self) -> Any:
-        """This stage's entry of dvc.docker.lock (provenance.Record), or None."""
-        try:
-            return provenance.read_record_file(self.fs_path).get(self.key.rsplit(".", 1)[0])
-        except ValueError:
-            return None
-
-    def current_inputs(self) -> Any:
-        """build.BuildInputs now: told without building; inside `dvc status` / `--dry` never pulls a base."""
-        from . import session
-        from .builder import BaseNotPresent
-
-        record = self.record()
-        recorded = record.inputs if record is not None and record.identity == self.recorded() else None
-        bases = (recorded or {}).get("bases") if isinstance((recorded or {}).get("bases"), dict) else {}
-        looking = status_only()
-        builder = _status_session(session.builder) if looking else session.builder()
-        try:
-            return builder.inputs(self.build, bases, looking_only=looking)
-        except BaseNotPresent as exc:
-            raise ImageNotChecked(str(exc)) from None
-
-    def build_fields(self, existing: Any) -> dict:
-        """What dvc.docker.lock records beside the identity of a built image: Dockerfile, inputs, image ID."""
-        from . import session
-
-        identity = self.recorded()
-        same = existing if existing is not None and existing.identity == identity else None
-        fields = {"build": self.build.dockerfile, "inputs": same.inputs if same else None,
-                  "image_id": same.image_id if same else None}
-        builder = session.state.get("builder")
-        if builder is None:
-            return fields
-        inputs = builder._inputs.get(self.build.key)
-        if inputs is not None and inputs[0].identity == identity:
-            fields["inputs"] = inputs[0].as_record()
-        try:
-            # built or found in this process, else (a run-cache restore) the local image of these inputs
-            fields["image_id"] = builder.produced.get(identity) or fields["image_id"] or builder.find(identity)
-        except Exception:  # noqa: BLE001 - a trace, never a reason to fail writing the lock
-            pass
-        return fields
 
     def recorded(self) -> Optional[str]:
         value = self.hash_info.value if self.hash_info else None
@@ -149,13 +110,9 @@ class ImageDependency(ParamsDependency):
         try:
             current = self.current()
             if self.build is not None and provenance.identity_changed(recorded, current):
-                record = self.record()
-                from .build import what_changed
+                from . import build_dep
 
-                words = what_changed(record.inputs if record is not None and record.identity == recorded else None,
-                                     self.current_inputs())
-                change = f"image build {self.build.dockerfile}: {', '.join(words)}"
-                return {str(self): {change: "new" if recorded is None else "modified"}}
+                return {str(self): {build_dep.describe_change(self): "new" if recorded is None else "modified"}}
         except ImageNotChecked as exc:
             reason = str(exc) if str(exc) not in _warned else "see above"
             _warned.add(str(exc))
@@ -179,7 +136,7 @@ def current_identity(image: str, pull: str, backend: str = "engine") -> str:
     from . import session
 
     if status_only():
-        _runner, images = _status_session(session.session)
+        _runner, images = status_session(session.session)
         identity = images.identities.identity(image)
         if identity is None:
             where = session.image_place(backend)
@@ -191,7 +148,7 @@ def current_identity(image: str, pull: str, backend: str = "engine") -> str:
     return images.identity(image, pull, session.image_place(backend))
 
 
-def _status_session(connect: Any) -> Any:
+def status_session(connect: Any) -> Any:
     """`connect()` inside `dvc status` / `--dry`: an unreachable daemon means "not checked", asked once per process."""
     if _unreachable:
         raise ImageNotChecked(_unreachable[0])

@@ -68,16 +68,18 @@ def built_row(stage: Any, settings: Any) -> ImageRow:
     from .provenance import looking_only
     from .tracking import image_dependency_of
 
+    from . import build_dep
+
     dep = image_dependency_of(stage)
     recorded = dep.recorded() if dep is not None else None
-    record = dep.record() if dep is not None else None
+    record = build_dep.record(dep) if dep is not None else None
     same = record if record is not None and record.identity == recorded else None
     current = built = None
     changes: Tuple[str, ...] = ()
     if dep is not None and dep.build is not None:
         try:
             with looking_only():  # tells, never pulls a base
-                inputs = dep.current_inputs()
+                inputs = build_dep.current_inputs(dep)
             current = inputs.identity
             built = session.builder().find(current)
             if recorded != current:

@@ -191,7 +191,9 @@ def write_records(dvcfile: Any, stages: list) -> None:
         if identity is None:
             records.pop(key, None)
         else:
-            built = dep.build_fields(records.get(key)) if dep.build is not None else {}
+            from .build_dep import record_fields
+
+            built = record_fields(dep, records.get(key)) if dep.build is not None else {}
             records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity, **built)
     if provenance.write_record_file(path, records) and os.path.exists(path):
         dvcfile.repo.scm_context.track_file(os.path.relpath(path))
