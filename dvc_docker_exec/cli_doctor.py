@@ -182,7 +182,9 @@ class CmdDockerDoctor(CmdDocker):
                 continue
             name = f"stage '{row.stage}'"
             recorded = f"dvc.docker.lock records {short_identity(row.recorded)}" if row.recorded else "nothing recorded yet"
-            if row.present and not row.changed:
+            if row.build:
+                yield built_check(name, row)
+            elif row.present and not row.changed:
                 as_recorded = "as recorded" if row.recorded else "not recorded yet: the stage has not run in a container"
                 yield Check(name, OK, f"image '{row.image}' is present, identity {short_identity(row.current)} ({as_recorded})")
             elif row.present:
@@ -206,6 +208,21 @@ class CmdDockerDoctor(CmdDocker):
                     f"image '{row.image}' is not present: the first run pulls it (docker.pull {row.pull}; {recorded})",
                     f"`dvc docker pull {row.stage}`",
                 )
+
+
+def built_check(name: str, row: Any) -> "Check":
+    """A stage whose image is built from its Dockerfile: are its inputs as recorded, is it built here?"""
+    from .checks import OK, WARNING, Check
+    from .provenance import short_identity
+
+    what = f"image built from {row.build} ('{row.image}')"
+    if row.changes:
+        return Check(name, WARNING, f"{what}: {'; '.join(row.changes)}",
+                     f"`dvc repro {row.stage}` rebuilds it and reruns the stage")
+    if not row.built:
+        return Check(name, OK, f"{what}: inputs as recorded, not built here: built when the stage must run",
+                     f"`dvc docker build {row.stage}` builds it now")
+    return Check(name, OK, f"{what}: inputs as recorded, built here as {short_identity(row.built)}")
 
 
 def add_parser(subparsers, parent_parser):

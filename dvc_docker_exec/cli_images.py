@@ -24,12 +24,29 @@ class CmdDockerImages(CmdDocker):
             return 0
         table = []
         for row in rows:
+            if row.build:
+                table.append(built_cells(row))
+                continue
             now = short_identity(row.current) if row.present else "-"
             if row.changed:
                 now += " (changed)"
             table.append([row.stage, row.image, short_identity(row.recorded), now, "yes" if row.present else "no"])
         ui.table(table, headers=["Stage", "Image", "Recorded", "Now", "Present"])
         return 0
+
+
+def built_cells(row) -> list:
+    """A built image: its inputs' identity recorded (and the image ID that run used), now, and whether it is built here."""
+    from .provenance import short_identity
+
+    recorded = short_identity(row.recorded)
+    if row.recorded_id:
+        recorded += f" (image {short_identity(row.recorded_id)})"
+    now = short_identity(row.current) if row.current else "?"
+    if row.changes:
+        now += f" ({'; '.join(row.changes)})"
+    present = f"built {short_identity(row.built)}" if row.built else "not built here"
+    return [row.stage, f"{row.image} (built from {row.build})", recorded, now, present]
 
 
 def add_parser(subparsers, parent_parser):

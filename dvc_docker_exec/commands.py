@@ -8,10 +8,10 @@ their `run()`.
 
 from dvc.cli import formatter
 
-from . import cli_doctor, cli_images, cli_prune, cli_ps, cli_pull
+from . import cli_build, cli_doctor, cli_images, cli_prune, cli_ps, cli_pull
 
-SUB_COMMANDS = [cli_doctor, cli_images, cli_pull, cli_ps, cli_prune]
-DOCKER_HELP = "Run stages in Docker containers: check the setup, list and pull the pipeline's images, list and remove containers."
+SUB_COMMANDS = [cli_doctor, cli_images, cli_pull, cli_build, cli_ps, cli_prune]
+DOCKER_HELP = "Run stages in Docker containers: check the setup, list, pull and build the pipeline's images, list and remove containers."
 
 
 def add_parser(subparsers, parent_parser):

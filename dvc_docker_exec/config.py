@@ -228,6 +228,55 @@ def parse_shell(value: Any) -> str:
     return text
 
 
+def parse_build(value: Any) -> str:
+    """A Dockerfile, or a folder holding one, relative to the repository root (issue 19).
+
+    Why relative and inside: the build context is read from the repository
+    (a clone brings it); an absolute path or `..` would send host files to
+    the daemon. Symlinks are judged where the context is read (build.py).
+    """
+    expected = "a Dockerfile or a folder holding one, relative to the repository root, like 'env/Dockerfile'"
+    text = _scalar(value, expected).replace("\\", "/")
+    norm = os.path.normpath(text) if text else ""
+    if not text or os.path.isabs(text) or norm == ".." or norm.startswith("../"):
+        raise SettingError(f"expected {expected}, got '{value}'")
+    return norm
+
+
+def parse_build_args(value: Any) -> Tuple[Tuple[str, str], ...]:
+    """`NAME=value` items, comma-separated (Docker's --build-arg)."""
+    expected = "build arguments like 'PYTHON=3.12,DEBUG=0'"
+    if not isinstance(value, (list, tuple)):
+        _scalar(value, expected)
+    out = []
+    for item in _as_list(value):
+        name, sep, arg = item.partition("=")
+        if not sep or not _ENV_NAME.match(name.strip()):
+            raise SettingError(f"expected {expected}, got '{item}'")
+        out.append((name.strip(), arg.strip()))
+    return tuple(out)
+
+
+def parse_target(value: Any) -> str:
+    text = _scalar(value, "the name of a build stage of the Dockerfile (FROM ... AS name)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise SettingError(f"expected the name of a build stage of the Dockerfile (FROM ... AS name), got '{value}'")
+    return text
+
+
+_REGISTRY = re.compile(rf"{_DOMAIN}(?:/{_PATH_COMPONENT})*\Z", re.ASCII)
+
+
+def parse_registry(value: Any) -> str:
+    """Where built images are pushed for Swarm nodes: `host[:port][/path]` (a registry every node reaches)."""
+    expected = "a registry like 'registry.example.com:5000' or 'host:5000/team'"
+    text = _scalar(value, expected).rstrip("/")
+    if not _REGISTRY.match(text) or "/" not in text + "/" or ("." not in text.split("/")[0] and ":" not in text.split("/")[0]
+                                                                 and text.split("/")[0] != "localhost"):
+        raise SettingError(f"expected {expected}, got '{value}'")
+    return text
+
+
 # Where stage commands run (backend.make_backend builds one of each): kept here,
 # with the other values, so that config depends on no runner module.
 BACKENDS = ("engine", "swarm")
@@ -512,10 +561,16 @@ PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "pids_limit": parse_pids_limit,
     "runtime": parse_runtime,
     "read_only": parse_bool,
+    # the image as code (build.py): a Dockerfile of the repository, its args and target
+    "build": parse_build,
+    "build_args": parse_build_args,
+    "target": parse_target,
+    # Swarm: where images built here are pushed so that every node gets them (machine-level only)
+    "registry": parse_registry,
 }
 
 # Keys a stage may not set in `meta.docker` (they describe the machine, not the stage).
-_REPO_ONLY = ("host_root", "allow_repo_settings")
+_REPO_ONLY = ("host_root", "allow_repo_settings", "registry")
 
 # Where a value came from (DVC's config levels, plus a stage's meta.docker).
 MACHINE_LEVELS = ("system", "global", "local")  # chosen by whoever runs dvc on this machine
@@ -584,6 +639,10 @@ class DockerSettings:
     pids_limit: Optional[int] = None
     runtime: Optional[str] = None
     read_only: bool = False
+    build: Optional[str] = None  # repo-relative Dockerfile (or folder): the image is built (build.py)
+    build_args: Tuple[Tuple[str, str], ...] = ()
+    target: Optional[str] = None
+    registry: Optional[str] = None  # Swarm: built images are pushed there and pinned by digest
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # key -> where its value came from: a DVC config level or META (see `trust`)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -621,8 +680,25 @@ class DockerSettings:
 
     @property
     def active(self) -> bool:
-        """Stages go into containers when an image is set and not disabled."""
-        return bool(self.image) and self.enabled
+        """Stages go into containers when an image (or a Dockerfile to build) is set and not disabled."""
+        return bool(self.image or self.build) and self.enabled
+
+    def with_build_tag(self, project: str) -> "DockerSettings":
+        """Resolve `image` for a stage whose image is built (`build` set).
+
+        `image` is the tag the build gets when it comes from the same place
+        as `build` (or a closer one: then it names another image to run and the
+        build is off); from a farther level it is a default meant for other
+        stages, so the tag is derived from the project and the Dockerfile.
+        """
+        if not self.build:
+            return self
+        build_rank, image_rank = _rank(self.origins.get("build")), _rank(self.origins.get("image"))
+        if self.image and image_rank > build_rank:
+            return replace(self, build=None, build_args=(), target=None)
+        if self.image and image_rank == build_rank:
+            return self
+        return replace(self, image=derived_tag(project, self.build))
 
     @property
     def off_here(self) -> bool:
@@ -662,6 +738,24 @@ class DockerSettings:
             changes["enabled"] = True
         origins = {**self.origins, **{key: META for key in changes}}
         return replace(self, raw={**self.raw, **stage_meta}, origins=origins, **changes)
+
+
+_CLOSENESS = ("system", "global", REPO_LEVEL, "local", META)  # farther to closer (DVC's LEVELS, then meta)
+
+
+def _rank(origin: Optional[str]) -> int:
+    return _CLOSENESS.index(origin) if origin in _CLOSENESS else -1
+
+
+def _slug(text: str) -> str:
+    """A Docker path component: lowercase letters and digits joined by single dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def derived_tag(project: str, dockerfile: str) -> str:
+    """`dvc-build/<project>/<dockerfile path>:latest`: stable per project and Dockerfile, a valid reference."""
+    name = f"dvc-build/{_slug(project)}/{_slug(dockerfile)}"
+    return name[:NAME_MAX]
 
 
 def _reraise(parse: Callable[[Any], Any], value: Any, where: str) -> Any:

@@ -66,7 +66,7 @@ def patch_stage(module: Any) -> None:
         if self.cmd and not self.frozen and not dry:
             settings = settings_for(self)
             if settings is not None:
-                ready(self, settings)
+                ready(self, settings, check_only=True)
         return original(self, *args, **kwargs)
 
     stage_class.run = run
@@ -195,10 +195,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
     from .runner import CONNECTION_LOST, StageSignals, pause_point
 
-    runner, images = ready(stage, settings)
+    runner, images, settings, image_id = ready(stage, settings)  # type: ignore[misc]
     try:
-        if settings.backend == "swarm":
-            settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
@@ -219,7 +217,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             # the plan is made again for each container, from what the paths resolve to now (issue 16, P2)
             with one_scan():  # the daemon sockets found once for all the mounts of this container
                 facts = stage_mounts.stage_facts(stage, overlays, settings, invoker, experiment=experiment)
-                spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+                spec = build_spec(settings, facts, cmd, env, mount_for, image_id=image_id, **facts_kwargs)
                 check_plan(spec.mounts, facts.protected, mount_for)
             watched = tamper.watch_list(facts.protected, [p for p, _ in stage_mounts.user_config_places(stage)])
             logger.debug("%s", _run_line(spec))
@@ -272,27 +270,57 @@ def _refuse_after_tampering(stage: Any) -> None:
         raise _tamper_error(stage, f"an earlier stage of this run changed what dvc and git read ({found})")
 
 
-def ready(stage: Any, settings: DockerSettings) -> Tuple[Any, Any]:
-    """(backend, image manager) once the daemon answers and the image is there under the pull policy.
+READY = "_docker_exec_ready"  # attribute of a Stage: what `ready` found for it
 
-    Called before DVC removes the stage's outputs (patch_stage) and again by
-    cmd_run: the second call costs nothing (the session and the image's
-    presence are remembered per process).
+
+def ready(
+    stage: Any, settings: DockerSettings, check_only: bool = False
+) -> Optional[Tuple[Any, Any, DockerSettings, Optional[str]]]:
+    """(backend, image manager, settings, image ID) once the daemon answers and the image is there.
+
+    The image is there under the pull policy, or built (docker.build). The
+    settings come back pinned to a digest on Swarm; the image ID is the one
+    read in the same inspect whose identity DVC records (None on Swarm: the
+    nodes pull by digest). Called before DVC removes the stage's outputs
+    (patch_stage) and again by cmd_run: the answer is kept on the stage
+    object, so the second call costs nothing and a later stage asks again
+    (an image removed meanwhile is pulled again, issue 18).
+
+    `check_only` (before the outputs go): an image to build is not built yet,
+    since DVC may still restore the stage from its run-cache (the identity of
+    a built image is its inputs' hash, known without a build); only the
+    daemon is asked.
     """
     from .runner import CONNECTION_LOST
 
+    found = getattr(stage, READY, None)
+    if found is not None:
+        return found
     try:
         runner, images = _session(settings.backend)
         # On Swarm the policy applies to the manager's engine: it tells the identity
         # (recorded for provenance) and the nodes then pull the image themselves from
         # a registry they reach, by its registry digest where the manager knows one,
         # so every node runs the same bytes.
-        images.ensure(
-            settings.image, settings.pull, image_place(settings.backend), settings.platform, _recorded(stage)
-        )
+        image_id = None
+        if settings.build and check_only:
+            return None
+        if settings.build:
+            settings, image_id = _built(stage, settings)
+        else:
+            images.ensure(
+                settings.image, settings.pull, image_place(settings.backend), settings.platform, _recorded(stage)
+            )
+            if settings.backend == "swarm":
+                settings = _pinned(settings, images)
+            else:
+                # the ID from the inspect whose identity DVC records (issue 19, item 6)
+                image_id = images.identities.image_id(settings.image)
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
-    return runner, images
+    found = (runner, images, settings, image_id)
+    setattr(stage, READY, found)
+    return found
 
 
 def _recorded(stage: Any) -> Optional[str]:
@@ -310,6 +338,32 @@ def _lost_before(stage: Any) -> Exception:
         f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
         f"'{stage.addressing}' started: nothing was run"
     )
+
+
+def _built(stage: Any, settings: DockerSettings) -> Tuple[DockerSettings, Optional[str]]:
+    """(settings, local image ID) of a stage whose image is built (docker.build): built now unless it exists.
+
+    On Swarm the image exists only on the manager: it is pushed to the
+    machine's docker.registry and the nodes are pinned to its digest (no ID
+    to create from there); without a registry, one error before any service.
+    """
+    from dataclasses import replace
+
+    from .errors import DockerExecError
+    from .stage_settings import build_spec_for
+
+    if settings.backend == "swarm" and not settings.registry:
+        raise DockerExecError(
+            f"stage '{stage.addressing}': an image built here (docker.build) must reach the Swarm nodes: "
+            "set a registry they all reach on this machine, `dvc config --local docker.registry HOST:PORT`"
+        )
+    builder = session.builder()
+    identity, image_id = builder.ensure(build_spec_for(stage, settings))
+    if settings.backend != "swarm":
+        return settings, image_id
+    pinned = builder.push(build_spec_for(stage, settings), identity, image_id, str(settings.registry))
+    logger.debug("built image '%s' pinned for the Swarm nodes as '%s'", settings.image, pinned)
+    return replace(settings, image=pinned), None
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:

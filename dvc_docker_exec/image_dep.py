@@ -34,7 +34,8 @@ class ImageDependency(ParamsDependency):
     """
 
     def __init__(self, stage: Any, path: str, key: str, image: Optional[str], pull: str = "missing",
-                 error: Optional[Exception] = None, backend: str = "engine", platform: Optional[str] = None):
+                 error: Optional[Exception] = None, backend: str = "engine", platform: Optional[str] = None,
+                 build: Any = None):
         super().__init__(stage, path, params=[key])
         self.key = key
         self.image = image
@@ -42,6 +43,7 @@ class ImageDependency(ParamsDependency):
         self.error = error
         self.backend = backend  # swarm: the identity is the manager's (session.image_place)
         self.platform = platform  # docker.platform: the pull policy pulls for it
+        self.build = build  # a build.BuildSpec (docker.build): the identity is its inputs' hash
 
     # the file is ours and may not exist yet: never "deleted", never read for status
     @property
@@ -63,6 +65,14 @@ class ImageDependency(ParamsDependency):
             raise self.error
         if self.image is None:
             return None
+        if self.build is not None:  # docker.build: the inputs' hash (build_dep.py)
+            from . import build_dep
+            from .builder import BaseNotPresent
+
+            try:
+                return build_dep.current_inputs(self, status_session).identity
+            except BaseNotPresent as exc:
+                raise ImageNotChecked(str(exc)) from None
         return current_identity(self.image, self.pull, self.backend, self.platform, self.recorded())
 
     def recorded(self) -> Optional[str]:
@@ -101,6 +111,10 @@ class ImageDependency(ParamsDependency):
             return {str(self): {change: "deleted"}}
         try:
             current = self.current()
+            if self.build is not None and provenance.identity_changed(recorded, current):
+                from . import build_dep
+
+                return {str(self): {build_dep.describe_change(self): "new" if recorded is None else "modified"}}
         except ImageNotChecked as exc:
             reason = str(exc) if str(exc) not in _warned else "see above"
             _warned.add(str(exc))
@@ -126,13 +140,7 @@ def current_identity(
     from . import session
 
     if status_only():
-        if _unreachable:  # one connection attempt per process, not one per stage
-            raise ImageNotChecked(_unreachable[0])
-        try:
-            _runner, images = session.session()
-        except DockerExecError as exc:
-            _unreachable.append(str(exc))
-            raise ImageNotChecked(str(exc)) from None
+        _runner, images = status_session(session.session)
         identity = images.identities.identity(image)
         if identity is None:
             from .image_help import local_images, look_alikes
@@ -146,3 +154,14 @@ def current_identity(
         return identity
     _runner, images = session.session()
     return images.identity(image, pull, session.image_place(backend), platform, recorded)
+
+
+def status_session(connect: Any) -> Any:
+    """`connect()` inside `dvc status` / `--dry`: an unreachable daemon means "not checked", asked once per process."""
+    if _unreachable:
+        raise ImageNotChecked(_unreachable[0])
+    try:
+        return connect()
+    except DockerExecError as exc:
+        _unreachable.append(str(exc))
+        raise ImageNotChecked(str(exc)) from None

@@ -63,6 +63,10 @@ class Record:
     stage: str  # stage name in its dvc.yaml ("train", "train@1")
     image: str  # reference as configured ("python:3.12-slim")
     identity: str  # "repo@sha256:..." (registry digest) or "sha256:..." (local image ID)
+    # a built image (docker.build, issue 19): identity is "build:sha256:..." (its inputs' hash)
+    build: Optional[str] = None  # the Dockerfile, relative to the repository root
+    inputs: Optional[Mapping[str, Any]] = None  # build.BuildInputs.as_record(): what changed, for `dvc status`
+    image_id: Optional[str] = None  # the local image ID the build produced (traces a result to its bytes)
 
     @property
     def short(self) -> str:
@@ -119,13 +123,25 @@ def resolve_identity(client: Any, reference: str) -> Optional[str]:
     One `GET /images/{name}/json`; never pulls. Other daemon errors propagate
     (docker.errors.APIError / DockerException).
     """
+    found = resolve_image(client, reference)
+    return found[0] if found else None
+
+
+def resolve_image(client: Any, reference: str) -> Optional[Tuple[str, str]]:
+    """(identity, local image ID) of `reference` from ONE inspect; None if absent.
+
+    Why both from one inspect: the container is created from the ID that
+    belongs to the recorded identity; a second lookup by tag could see a tag
+    moved in between (issue 19, item 6).
+    """
     from docker.errors import ImageNotFound, NotFound
 
     try:
         attrs = client.api.inspect_image(reference)
     except (ImageNotFound, NotFound):
         return None
-    return identity_from_inspect(reference, attrs)
+    identity = identity_from_inspect(reference, attrs)
+    return (identity, str(attrs.get("Id") or identity)) if identity else None
 
 
 class IdentityCache:
@@ -136,14 +152,27 @@ class IdentityCache:
 
     def __init__(self, client: Any):
         self.client = client
-        self._cache: Dict[str, Optional[str]] = {}
+        self._cache: Dict[str, Optional[Tuple[str, str]]] = {}
         self.inspects = 0  # daemon calls made (benchmark/tests count them)
 
-    def identity(self, reference: str) -> Optional[str]:
+    def _lookup(self, reference: str) -> Optional[Tuple[str, str]]:
         if reference not in self._cache:
             self.inspects += 1
-            self._cache[reference] = resolve_identity(self.client, reference)
+            self._cache[reference] = resolve_image(self.client, reference)
         return self._cache[reference]
+
+    def identity(self, reference: str) -> Optional[str]:
+        found = self._lookup(reference)
+        return found[0] if found else None
+
+    def image_id(self, reference: str) -> Optional[str]:
+        """The local image ID read in the same inspect as `identity(reference)` (what a container is created from)."""
+        found = self._lookup(reference)
+        return found[1] if found else None
+
+    def remember(self, reference: str, identity: str, image_id: str) -> None:
+        """Set what `reference` stands for in this process (a build just made it)."""
+        self._cache[reference] = (identity, image_id)
 
     def forget(self, reference: str) -> None:
         self._cache.pop(reference, None)
@@ -206,7 +235,15 @@ def read_record_file(path: str) -> Dict[str, Record]:
     for key, entry in data.items():
         if not isinstance(entry, dict) or not entry.get(ID_KEY):
             raise ValueError(f"'{path}': entry '{key}' has no '{ID_KEY}'")
-        out[str(key)] = Record(stage=str(key), image=str(entry.get(IMAGE_KEY, "")), identity=str(entry[ID_KEY]))
+        inputs = entry.get("inputs")
+        out[str(key)] = Record(
+            stage=str(key),
+            image=str(entry.get(IMAGE_KEY, "")),
+            identity=str(entry[ID_KEY]),
+            build=str(entry["build"]) if entry.get("build") else None,
+            inputs=dict(inputs) if isinstance(inputs, dict) else None,
+            image_id=str(entry["image_id"]) if entry.get("image_id") else None,
+        )
     return out
 
 
@@ -219,6 +256,12 @@ def format_records(records: Mapping[str, Record]) -> str:
         lines.append(f"{key if plain else json.dumps(key)}:\n")
         lines.append(f"  {IMAGE_KEY}: {json.dumps(rec.image)}\n")
         lines.append(f"  {ID_KEY}: {json.dumps(rec.identity)}\n")
+        if rec.build:
+            lines.append(f"  build: {json.dumps(rec.build)}\n")
+        if rec.inputs:
+            lines.append(f"  inputs: {json.dumps(rec.inputs, sort_keys=True)}\n")
+        if rec.image_id:
+            lines.append(f"  image_id: {json.dumps(rec.image_id)}\n")
     return "".join(lines)
 
 

@@ -392,14 +392,23 @@ def pause_point(phase: str, signals: StageSignals) -> None:
 
     Why: a signal must be able to arrive at every step of the lifecycle;
     pausing there makes that deterministic instead of a timing lottery.
+    SIGUSR1 resumes without stopping anything (a test changes the world
+    meanwhile, e.g. moves an image's tag between identity read and create).
     """
     if os.environ.get(PAUSE_ENV) != phase:
         return
-    sys.stderr.write(f"dvc-docker-exec: paused at {phase}\n")
-    sys.stderr.flush()
-    seen, deadline = signals.count, time.monotonic() + 60
-    while signals.count == seen and time.monotonic() < deadline:
-        time.sleep(0.02)
+    resumed: list = []
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGUSR1, lambda *_: resumed.append(1)) if main else None
+    try:
+        sys.stderr.write(f"dvc-docker-exec: paused at {phase}\n")
+        sys.stderr.flush()
+        seen, deadline = signals.count, time.monotonic() + 60
+        while signals.count == seen and not resumed and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        if main:
+            signal.signal(signal.SIGUSR1, old)
 
 
 # What a dropped connection to the daemon looks like, whichever step it hits.

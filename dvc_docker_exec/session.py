@@ -52,6 +52,16 @@ def session(backend: str = "engine"):
     return state[("backend", backend)], state["images"]
 
 
+def builder() -> Any:
+    """The builds of this dvc process (`builder.Builder`), on the same connection and image manager."""
+    if "builder" not in state:
+        from .builder import Builder
+
+        session()
+        state["builder"] = Builder(state["client"], state["images"])
+    return state["builder"]
+
+
 def image_place(backend: str) -> Optional[str]:
     """Where the image is looked up and pulled when that is not where the stage runs (ImageManager.ensure's `on`)."""
     if backend != "swarm":

@@ -63,6 +63,10 @@ class ContainerSpec:
     pids_limit: Optional[int] = None
     runtime: Optional[str] = None
     read_only: bool = False
+    # the local image ID the engine creates the container from (read in the same
+    # inspect as the recorded identity: a tag moved since then does not matter);
+    # `image` (the tag) stays for messages and the label
+    image_id: Optional[str] = None
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -102,7 +106,7 @@ class ContainerSpec:
     def create_kwargs(self, host_config: object) -> dict:
         """kwargs for docker-py `APIClient.create_container` (host_config built by the caller)."""
         return {
-            "image": self.image,
+            "image": self.image_id or self.image,
             "entrypoint": list(self.entrypoint),
             "command": list(self.command),
             "working_dir": self.working_dir,
@@ -271,6 +275,7 @@ def build_spec(
     host: str = "",
     name_token: Optional[str] = None,
     check_device: Callable[[Device], None] = refuse_socket_device,
+    image_id: Optional[str] = None,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
 
@@ -312,6 +317,8 @@ def build_spec(
         f"{LABEL}.pid": str(pid),
         # the pid is only meaningful on the machine (or runner container) named here
         f"{LABEL}.host": host,
+        # the reference as configured (the container is created from `image_id` when known)
+        f"{LABEL}.image": settings.image,
     }
     return ContainerSpec(
         image=settings.image,
@@ -344,4 +351,5 @@ def build_spec(
         pids_limit=settings.pids_limit,
         runtime=settings.runtime,
         read_only=settings.read_only,
+        image_id=image_id,
     )

@@ -20,10 +20,15 @@ class ImageRow:
     recorded: Optional[str]  # identity the lock records, None if the stage never ran in a container (or is untracked)
     current: Optional[str]  # identity of the local image, None if it is not present
     platform: Optional[str] = None  # the stage's docker.platform
+    # a built image (docker.build): `current` is its inputs' identity now (None: cannot tell)
+    build: Optional[str] = None  # its Dockerfile
+    built: Optional[str] = None  # the local image ID built from the current inputs, None if not built here
+    recorded_id: Optional[str] = None  # the image ID dvc.docker.lock records for the recorded inputs
+    changes: Tuple[str, ...] = ()  # what differs from the recorded inputs ("Dockerfile changed")
 
     @property
     def present(self) -> bool:
-        return self.current is not None
+        return (self.built if self.build else self.current) is not None
 
     @property
     def changed(self) -> Optional[bool]:
@@ -50,12 +55,46 @@ def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]
 
     identities = IdentityCache(client)
     return [
+        built_row(stage, settings) if settings.build else
         ImageRow(
             stage.addressing, settings.image, settings.pull, recorded_identity(stage),
             identities.identity(settings.image), settings.platform,
         )
         for stage, settings in stages
     ]
+
+
+def built_row(stage: Any, settings: Any) -> ImageRow:
+    """The row of a stage whose image is built: inputs now vs recorded, and the local image of the current inputs."""
+    from . import session
+    from .build import what_changed
+    from .errors import DockerExecError
+    from .provenance import looking_only
+    from .tracking import image_dependency_of
+
+    from . import build_dep
+
+    dep = image_dependency_of(stage)
+    recorded = dep.recorded() if dep is not None else None
+    record = build_dep.record(dep) if dep is not None else None
+    same = record if record is not None and record.identity == recorded else None
+    current = built = None
+    changes: Tuple[str, ...] = ()
+    if dep is not None and dep.build is not None:
+        try:
+            with looking_only():  # tells, never pulls a base
+                inputs = build_dep.current_inputs(dep)
+            current = inputs.identity
+            built = session.builder().find(current)
+            if recorded != current:
+                changes = tuple(what_changed(same.inputs if same else None, inputs))
+        except DockerExecError as exc:
+            changes = (f"not checked: {exc}",)
+    return ImageRow(
+        stage.addressing, settings.image, settings.pull, recorded, current,
+        build=dep.build.dockerfile if dep is not None and dep.build is not None else settings.build, built=built,
+        recorded_id=same.image_id if same else None, changes=changes,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +127,8 @@ def pull_plan(rows: Sequence[ImageRow]) -> Tuple[List[Pull], List[str]]:
     platforms: Dict[str, Optional[str]] = {}
     for row in rows:
         platforms.setdefault(row.image, row.platform)
+        if row.build:
+            continue  # built from its Dockerfile (`dvc docker build`), never pulled
         if built_here(row):
             if row.image not in skipped:
                 skipped.append(row.image)

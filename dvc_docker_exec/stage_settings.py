@@ -31,6 +31,7 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
         return None
     try:
         settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
+        settings = settings.with_build_tag(os.path.basename(git_root(stage)))
         if settings.active:
             roots = (os.path.normpath(stage.repo.root_dir), git_root(stage))
             trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
@@ -155,3 +156,12 @@ def repo_git_root(repo: Any) -> str:
     root = getattr(scm, "root_dir", None)
     # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
     return os.path.normpath(root or repo.root_dir)
+
+
+def build_spec_for(stage: Any, settings: DockerSettings) -> Any:
+    """The stage's `build.BuildSpec` (docker.build relative to the DVC repository root), or None."""
+    if not settings.build:
+        return None
+    from .build import spec_for
+
+    return spec_for(stage.repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image))

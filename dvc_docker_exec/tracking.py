@@ -89,8 +89,14 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
     if settings is not None:
         if not settings.track:
             return None
+        from .stage_settings import build_spec_for
+
+        try:
+            build = build_spec_for(stage, settings)
+        except DockerExecError as exc:  # no Dockerfile there: raised where the identity is needed
+            return ImageDependency(stage, path, key, image=settings.image, error=exc)
         return ImageDependency(
-            stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend,
+            stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend, build=build,
             platform=settings.platform,
         )
     # a host stage: only one that ran in a container before (turned off) needs the dependency
@@ -213,7 +219,10 @@ def write_records(dvcfile: Any, stages: list, records: Optional[dict] = None) ->
         if identity is None:
             records.pop(key, None)
         else:
-            records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity)
+            from .build_dep import record_fields
+
+            built = record_fields(dep, records.get(key)) if dep.build is not None else {}
+            records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity, **built)
     _write_record_file(dvcfile, path, lambda staging: provenance.write_record_file(path, records, staging=staging))
 
 

@@ -96,6 +96,9 @@ def widening(key: str, settings: DockerSettings, invoker: Invoker) -> Optional[s
         return f"joins network '{settings.network}' (a repository may choose {', '.join(REPO_NETWORKS)})"
     elif key == "host_root" and settings.host_root:
         return f"chooses the host folder mounted as the repository ('{settings.host_root}')"
+    elif key == "registry" and settings.registry:
+        # images built from the repository's files would be pushed wherever it says
+        return f"chooses where built images are pushed ('{settings.registry}')"
     elif key in WIDENING_OPTIONS:
         return _widening_option(key, settings)
     elif key in NARROWING_OPTIONS:

@@ -4,20 +4,20 @@
 #
 #   1. make sure a Docker Engine answers          (scripts/ensure-docker.sh)
 #   2. build the offline base image if missing    (scripts/build-images.sh python)
-#   3. build the stage image $IMAGE from examples/pipeline/Dockerfile on that
-#      base, its Python packages from a host-built wheelhouse (skipped when up
-#      to date: rebuilt when the Dockerfile, requirements.txt or the base change)
-#   4. make the project venv (dvc + this plugin)  (scripts/venv.sh)
-#   5. copy the example into a new Git + DVC repo, `dvc config docker.image`,
-#      `dvc repro`, `dvc metrics show`, one `dvc exp run -S ...`, `dvc exp show`
+#   3. make the project venv (dvc + this plugin)  (scripts/venv.sh)
+#   4. copy the example into a new Git + DVC repo, `dvc config docker.build
+#      Dockerfile` (the stage image is built by dvc from the example's Dockerfile
+#      on that base, tagged $IMAGE), a host-built wheelhouse in its wheels/ so
+#      the build is offline, `dvc repro`, `dvc metrics show`, one
+#      `dvc exp run -S ...`, `dvc exp show`
 #
 # Usage: scripts/run-example.sh [DIR]
 #   DIR: where to create the example repo (must not exist or be empty);
 #        default: a new directory /tmp/dvc-docker-exec-example.XXXXXX
 #
-# Environment: DDE_EXAMPLE_IMAGE (default dvc-docker-exec-example:latest),
-# DDE_EXAMPLE_REBUILD=1 rebuilds the stage image (FORCE=1 goes to build-images.sh
-# and rebuilds the base image too), DDE_CACHE (default
+# Environment: DDE_EXAMPLE_IMAGE (default dvc-docker-exec-example:latest), the tag
+# of the built stage image (FORCE=1 goes to build-images.sh and rebuilds the base
+# image), DDE_CACHE (default
 # ~/.cache/dvc-docker-exec) holds the example's wheelhouse.
 # Exits non-zero on any failure; the last line is the example repo's path.
 set -euo pipefail
@@ -30,10 +30,6 @@ EXAMPLE=$HERE/examples/pipeline
 IMAGE=${DDE_EXAMPLE_IMAGE:-dvc-docker-exec-example:latest}
 BASE=dvc-docker-exec-test/python:bookworm  # what `scripts/build-images.sh python` builds
 CACHE=${DDE_CACHE:-$HOME/.cache/dvc-docker-exec}
-REBUILD=${DDE_EXAMPLE_REBUILD:-0}
-RECIPE_LABEL=dvc-docker-exec-example.recipe
-# The legacy builder needs no buildx plugin and honours --network none.
-export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 # Offline: no usage analytics from dvc.
 export DVC_NO_ANALYTICS=1
 
@@ -98,45 +94,25 @@ build_wheelhouse() {
     mv "$wheels.tmp" "$wheels"
 }
 
-build_example_image() {
-    local t0=$SECONDS base_id recipe pyver wheels ctx net=(--network none) how="offline, wheels"
-    base_id=$(docker image inspect -f '{{.Id}}' "$BASE") || die "$BASE missing"
-    recipe=$({ cat "$EXAMPLE/Dockerfile" "$EXAMPLE/.dockerignore" "$EXAMPLE/requirements.txt"
-               echo "$base_id"; } | sha256sum | cut -c1-16)
-    if [ "$REBUILD" != 1 ] &&
-            [ "$(docker image inspect -f "{{index .Config.Labels \"$RECIPE_LABEL\"}}" "$IMAGE" 2>/dev/null)" = "$recipe" ]; then
-        echo "$PROG: stage image $IMAGE is up to date"
-        return
-    fi
-    mkdir -p "$CACHE"
-    exec 8>"$CACHE/.example.lock"  # one build at a time
-    flock 8
+# The Python of the base image, and wheels of requirements.txt for it in the example
+# repo's wheels/ (git-ignored, in the build context): the image builds offline.
+# Without a host python that fits, the build installs from PyPI.
+prepare_wheels() {
+    local pyver wheels
     pyver=$(docker run --rm --network none "$BASE" \
         python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "cannot run python3 in $BASE"
-    ctx=$WORK/context
-    mkdir -p "$ctx"
-    cp "$EXAMPLE/Dockerfile" "$EXAMPLE/.dockerignore" "$EXAMPLE/requirements.txt" "$ctx/"
     wheels=$CACHE/example-wheels-py$pyver
+    mkdir -p "$CACHE"
+    exec 8>"$CACHE/.example.lock"  # one wheelhouse build at a time
+    flock 8
     if build_wheelhouse "$pyver" "$wheels"; then
-        cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
+        cp -al "$wheels" "$DIR/wheels" 2>/dev/null || cp -a "$wheels" "$DIR/wheels"
+        rm -f "$DIR/wheels/.complete"
     else
         echo "$PROG: no host python$pyver with pip: the image build installs from PyPI"
-        net=() how="packages from PyPI"
     fi
-    echo "$PROG: building $IMAGE (base $BASE, python$pyver)"
-    if ! docker build "${net[@]}" --force-rm -q --build-arg "BASE_IMAGE=$BASE" \
-            --label "$RECIPE_LABEL=$recipe" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1; then
-        tail -n 40 "$WORK/build.log" >&2
-        die "docker build of $IMAGE failed"
-    fi
-    # The untagged venv stage and a replaced older image (both carry the label).
-    docker image prune -f --filter "label=$RECIPE_LABEL" >/dev/null 2>&1 || true
     exec 8>&-
-    echo "$PROG: built $IMAGE in $((SECONDS - t0))s ($how)"
 }
-
-step "Stage image $IMAGE (examples/pipeline/Dockerfile)"
-build_example_image
 
 step "Project venv (dvc + dvc-docker-exec)"
 VENV=$("$HERE/scripts/venv.sh")
@@ -157,10 +133,22 @@ if [ -z "$(git config user.email || true)" ]; then
     git config user.email "example@dvc-docker-exec.invalid"
 fi
 "$DVC" init -q
+# The stage image is code: dvc builds it from the Dockerfile (the first stage that
+# runs builds it, once; `dvc status` tells when its inputs change), tagged $IMAGE.
+"$DVC" config docker.build Dockerfile
+"$DVC" config docker.build_args "BASE_IMAGE=$BASE"
 "$DVC" config docker.image "$IMAGE"
-"$DVC" config docker.pull never  # offline: the image is local, never pull it
+"$DVC" config docker.pull never  # offline: nothing is pulled (the base image is local)
 git add -A
-git commit -q -m "Example pipeline, stages in containers of $IMAGE"
+git commit -q -m "Example pipeline, stages in containers of $IMAGE built from its Dockerfile"
+step "Wheels for an offline image build"
+prepare_wheels
+# An earlier version of this script built $IMAGE itself: dvc never retags an image
+# it did not build, so that old tag goes (the image stays if anything else names it).
+if docker image inspect "$IMAGE" >/dev/null 2>&1 &&
+        [ -z "$(docker image inspect -f '{{index .Config.Labels "dvc-docker-exec.build.inputs"}}' "$IMAGE")" ]; then
+    docker image rm "$IMAGE" >/dev/null
+fi
 echo "$PROG: .dvc/config:"
 sed 's/^/    /' .dvc/config
 

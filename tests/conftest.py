@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -274,6 +274,37 @@ class DvcRepo:
     def lock(self) -> Optional[str]:
         path = self.path / "dvc.lock"
         return path.read_text() if path.exists() else None
+
+
+HANG_GUARD = 90  # seconds: a test that would hang fails instead (not a timing assertion)
+
+
+def start_dvc(repo: DvcRepo, *args: str, env: Optional[dict] = None, preexec: Optional[Callable] = None):
+    """`dvc ARGS` in its own session, stderr to a file the test can poll."""
+    err = repo.path.parent / f"{repo.path.name}-stderr-{time.monotonic_ns()}.txt"
+    handle = open(err, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=repo.path,
+        env={**repo.env, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=handle,
+        start_new_session=True,
+        preexec_fn=preexec,
+    )
+    handle.close()
+    return proc, err
+
+
+def wait_until(condition: Callable[[], object], what: str, proc: Optional[subprocess.Popen] = None):
+    deadline = time.monotonic() + HANG_GUARD
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert proc is None or proc.poll() is None, f"dvc exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.05)
 
 
 def repo_env(home: Path) -> dict:

@@ -23,12 +23,11 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from tests.conftest import SESSION_ROOTS, DvcRepo, _unavailable, our_containers
+from tests.conftest import HANG_GUARD, SESSION_ROOTS, DvcRepo, _unavailable, our_containers, start_dvc, wait_until
 
 pytestmark = pytest.mark.docker
 
 ATTACKER = "dde-attacker"
-HANG_GUARD = 90  # seconds: a test that would hang fails instead (not a timing assertion)
 
 # Every way a stage could leave a DVC config behind for later stages: append,
 # overwrite, replace, create. `$1`: the config file, `$2`: where to log.
@@ -192,34 +191,6 @@ def secret_repo(repo: DvcRepo) -> None:
     repo.dvc("remote", "modify", "--local", "store", "password", "s3cret")
     repo.dvc("config", "--local", "docker.network", "none")
     os.chmod(repo.path / ".dvc" / "config.local", 0o600)
-
-
-def start_dvc(repo: DvcRepo, *args: str, env: Optional[dict] = None, preexec: Optional[Callable] = None):
-    """`dvc ARGS` in its own session, stderr to a file the test can poll."""
-    err = repo.path.parent / f"{repo.path.name}-stderr-{time.monotonic_ns()}.txt"
-    handle = open(err, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=repo.path,
-        env={**repo.env, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=handle,
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
-    handle.close()
-    return proc, err
-
-
-def wait_until(condition: Callable[[], object], what: str, proc: Optional[subprocess.Popen] = None):
-    deadline = time.monotonic() + HANG_GUARD
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert proc is None or proc.poll() is None, f"dvc exited ({proc.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.05)
 
 
 def copies(repo: DvcRepo) -> List[Path]:

@@ -41,6 +41,7 @@ def test_run_example_script(tmp_path, docker_client, no_leftovers):
     created, started, died, destroyed = of("create"), of("start"), of("die"), of("destroy")
     stages = collections.Counter(attrs["dvc-docker-exec.stage"] for attrs in created.values())
     assert stages == {"prepare": 1, "train": 2, "evaluate": 2}, stages
-    assert {attrs["image"] for attrs in created.values()} == {IMAGE}
+    # created from the built image's ID (what is recorded), the tag in our label
+    assert {attrs["dvc-docker-exec.image"] for attrs in created.values()} == {IMAGE}
     assert set(started) == set(died) == set(destroyed) == set(created)
     assert {attrs["exitCode"] for attrs in died.values()} == {"0"}

@@ -485,7 +485,7 @@ def test_image_as_param_reruns_stage_on_change(repo, busybox_image, docker_clien
     assert repo.read("runs.txt") == "s\ns\n"
     # the daemon's record, not our log line: one container of each image
     created = container_events(docker_client, "create", since, repo=str(repo.path))
-    assert [e["Actor"]["Attributes"]["image"] for e in created] == [busybox_image, second]
+    assert [e["Actor"]["Attributes"]["dvc-docker-exec.image"] for e in created] == [busybox_image, second]
 
 
 def test_machine_enabled_false_wins_over_meta_docker(repo, busybox_image, tmp_path):

@@ -13,7 +13,7 @@ from dvc_docker_exec.checks import ERROR, OK, WARNING
 from dvc_docker_exec.containers import PluginContainer, format_age, of_repo
 from dvc_docker_exec.pulling import PullDisplay, PullState, human_size
 
-SUBCOMMANDS = {"doctor", "images", "pull", "ps", "prune"}
+SUBCOMMANDS = {"build", "doctor", "images", "pull", "ps", "prune"}
 
 
 def _docker_subcommands(parser) -> set:

@@ -253,6 +253,11 @@ BAD: list = [
     ("runtime", "my runtime"),
     ("runtime", "-x"),
     ("read_only", "perhaps"),
+    ("build", "../outside/Dockerfile"),
+    ("build", "/etc"),
+    ("build_args", "NOEQUALS"),
+    ("target", "two words"),
+    ("registry", "no-host"),
 ]
 
 

@@ -185,8 +185,17 @@ def test_labels() -> None:
         f"{LABEL}.repo": REPO,
         f"{LABEL}.pid": "4242",
         f"{LABEL}.host": "",
+        f"{LABEL}.image": "busybox",
     }
     assert spec_for(host="box").labels[f"{LABEL}.host"] == "box"
+
+
+def test_created_from_the_image_id_tag_in_label() -> None:
+    """Issue 19 item 6: create by the ID read with the recorded identity; the tag stays visible."""
+    spec = spec_for(image_id="sha256:" + "a" * 64)
+    assert spec.create_kwargs(None)["image"] == "sha256:" + "a" * 64
+    assert spec.labels[f"{LABEL}.image"] == "busybox" and spec.image == "busybox"
+    assert spec_for().create_kwargs(None)["image"] == "busybox"
 
 
 def test_names_are_unique_per_call() -> None:

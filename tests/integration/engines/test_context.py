@@ -68,3 +68,27 @@ def test_a_down_context_socket_is_named_in_the_error(make_repo, busybox_image, t
     proc = repo.dvc("repro", check=False)
     assert f"cannot reach the Docker daemon at '{url}' (from Docker context 'i9-down'" in proc.stderr, proc.stderr
     assert "/var/run/docker.sock" not in proc.stderr
+
+
+def test_build_through_a_context(make_repo, busybox_image, tmp_path, docker_client, no_leftovers):
+    """docker.build through a Docker context (a socket proxy allowing builds): the context goes by the API."""
+    url = start_engine("proxy.sh", "dde-i19-build", env={"BUILD": "1"})
+    config_dir = tmp_path / "docker-config"
+    make_context(config_dir, "i19-build", url)
+    repo = make_repo(busybox_image)
+    repo.env.pop("DOCKER_HOST", None)
+    repo.env.pop("DOCKER_CONTEXT", None)
+    repo.env["DOCKER_CONFIG"] = str(config_dir)
+    token = os.urandom(6).hex()
+    repo.write("env/Dockerfile", f"FROM {busybox_image}\nLABEL dde-test-token={token}\nCOPY m /m\n")
+    repo.write("env/m", token)
+    repo.dvc("config", "docker.build", "env/Dockerfile")
+    repo.dvc("config", "docker.image", f"dde-i19-test/context:{token}")
+    scenarios.add_stage(repo, "s", "cat /m > o.txt", "-o", "o.txt")
+    try:
+        proc = repo.dvc("repro")
+        assert "Building image" in proc.stderr + proc.stdout
+        assert repo.read("o.txt") == token
+    finally:
+        for image in docker_client.images.list(filters={"label": f"dde-test-token={token}"}):
+            docker_client.images.remove(image.id, force=True)

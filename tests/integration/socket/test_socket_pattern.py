@@ -167,3 +167,22 @@ def test_project_on_no_mount_fails_clearly(runner, busybox_image, tmp_path):
     assert "'/tmp/r' is inside the DVC container's own filesystem" in errors[0]
     assert "mount the project into the DVC container" in errors[0]
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_build_in_the_socket_pattern(runner, make_repo, busybox_image, docker_client, token):
+    """docker.build from DVC in a container: the context is sent by the API, no host path translated."""
+    repo = make_repo(busybox_image)
+    repo.write("env/Dockerfile", f"FROM {busybox_image}\nLABEL dde-test-token={token}\nCOPY m /m\n")
+    repo.write("env/m", token)
+    repo.dvc("config", "docker.build", "env")
+    repo.dvc("config", "docker.image", f"dde-i19-test/socket:{token}")
+    repo.dvc("stage", "add", "-n", "s", "-o", "o.txt", "cat /m > o.txt")
+    workdir = f"/workspace/project-{token}"
+    try:
+        out = _ok(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
+        assert repo.read("o.txt") == token, out
+        assert "build:sha256:" in repo.read("dvc.docker.lock")
+        assert "up to date" in repo.dvc("status").stdout  # the host's dvc agrees with the runner's hash
+    finally:
+        for image in docker_client.images.list(filters={"label": f"dde-test-token={token}"}):
+            docker_client.images.remove(image.id, force=True)

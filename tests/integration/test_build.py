@@ -1,0 +1,260 @@
+"""Issue 19: the image as code (`docker.build`) and running exactly what is recorded.
+
+Offline: every image here is built FROM the local test images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import uuid
+from typing import Iterator, List
+
+import pytest
+
+from tests.conftest import BUSYBOX, DvcRepo, start_dvc, wait_until
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def scratch_images(docker_client) -> Iterator[List[str]]:
+    """Tags (and IDs) a test creates; removed afterwards, nothing else."""
+    made: List[str] = []
+    yield made
+    for ref in reversed(made):
+        try:
+            docker_client.images.remove(ref, force=True, noprune=False)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def marker_image(docker_client, text: str) -> str:
+    """A local image FROM busybox whose /marker holds `text`; returns its ID."""
+    dockerfile = f"FROM {BUSYBOX}\nRUN echo {text} > /marker\n".encode()
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), rm=True, labels={"dde-test": "i19"})
+    return image.id
+
+
+def test_moved_tag_between_identity_and_create_runs_recorded_bytes(repo: DvcRepo, docker_client, scratch_images):
+    """A `docker tag` (or build, or pull) in another terminal while the stage starts: the recorded image runs."""
+    tag = f"dde-i19-test/moved:{uuid.uuid4().hex[:8]}"
+    first, second = marker_image(docker_client, "first"), marker_image(docker_client, "second")
+    scratch_images += [tag, first, second]
+    docker_client.images.get(first).tag(tag)
+    repo.dvc("config", "docker.image", tag)
+    repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "cat /marker > out.txt")
+    proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "create"})
+    wait_until(lambda: "paused at create" in err.read_text(), "pause at create", proc)
+    docker_client.images.get(second).tag(tag)  # the tag moves after the identity was read
+    os.kill(proc.pid, signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 0, err.read_text()
+    assert repo.read("out.txt") == "first\n"
+    assert first in repo.read("dvc.docker.lock")
+    # the tag moved: status says so (the recorded bytes are not what the tag names now)
+    assert "s:" in repo.dvc("status").stdout
+
+
+# --- docker.build ----------------------------------------------------------------------------------------
+
+DOCKERFILE = """FROM {base}
+LABEL dde-test-token={token}
+COPY hello.txt /hello.txt
+RUN echo {built} > /built
+"""
+
+
+class Built:
+    """A repo whose stage runs in an image built from env/Dockerfile (unique per test: label + tag)."""
+
+    def __init__(self, repo: DvcRepo, client, token: str):
+        self.repo, self.client, self.token = repo, client, token
+
+    def dockerfile(self, base: str = BUSYBOX, built: str = "one") -> None:
+        self.repo.write("env/Dockerfile", DOCKERFILE.format(base=base, token=self.token, built=built))
+
+    def images(self) -> List:
+        return self.client.images.list(filters={"label": f"dde-test-token={self.token}"})
+
+    def record(self) -> dict:
+        from dvc_docker_exec.provenance import read_record_file
+
+        return read_record_file(str(self.repo.path / "dvc.docker.lock"))["s"].__dict__
+
+
+@pytest.fixture
+def built(repo: DvcRepo, docker_client) -> Iterator[Built]:
+    token = uuid.uuid4().hex[:12]
+    b = Built(repo, docker_client, token)
+    b.dockerfile()
+    repo.write("env/hello.txt", "hello\n")
+    repo.write("env/.dockerignore", "ignored.txt\n")
+    repo.write("env/ignored.txt", "x\n")
+    repo.write("in.txt", "in\n")
+    repo.dvc("config", "docker.build", "env")
+    repo.dvc("config", "docker.image", f"dde-i19-test/built:{token}")
+    # a real dependency: DVC run-caches only stages that have one
+    repo.dvc("stage", "add", "-n", "s", "-d", "in.txt", "-o", "out.txt", "cat /hello.txt /built in.txt > out.txt")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    yield b
+    for image in b.images():
+        try:
+            docker_client.images.remove(image.id, force=True)
+        except Exception:  # noqa: BLE001 - removed with another tag
+            pass
+
+
+def status(repo: DvcRepo) -> str:
+    return repo.dvc("status").stdout
+
+
+def test_build_runs_records_and_status_is_clean(built: Built):
+    out = built.repo.dvc("repro")
+    assert "Building image" in out.stderr + out.stdout
+    assert built.repo.read("out.txt") == "hello\none\nin\n"
+    record = built.record()
+    image_id = built.images()[0].id
+    assert record["identity"].startswith("build:sha256:") and record["image_id"] == image_id
+    assert record["build"] == "env/Dockerfile" and set(record["inputs"]) >= {"dockerfile", "context", "bases"}
+    assert record["inputs"]["bases"] == {BUSYBOX: built.client.images.get(BUSYBOX).id}
+    assert "up to date" in status(built.repo)
+    again = built.repo.dvc("repro")
+    assert "Building" not in again.stdout + again.stderr
+
+
+def test_status_names_what_changed_and_ignores_dockerignored(built: Built, scratch_images):
+    repo = built.repo
+    base = f"dde-i19-test/base:{built.token}"
+    built.client.images.get(BUSYBOX).tag(base)
+    scratch_images.append(base)
+    built.dockerfile(base=base)
+    repo.dvc("repro")
+    repo.write("env/ignored.txt", "changed\n")
+    assert "up to date" in status(repo)
+    repo.write("env/hello.txt", "changed\n")
+    assert "image build env/Dockerfile: files of the build context changed" in status(repo)
+    repo.write("env/hello.txt", "hello\n")
+    built.dockerfile(base=base, built="two")
+    assert "image build env/Dockerfile: Dockerfile changed" in status(repo)
+    built.dockerfile(base=base)
+    assert "up to date" in status(repo)
+    built.client.images.get(marker_image(built.client, "newbase")).tag(base)  # a new base under the same tag
+    scratch_images.append(built.client.images.get(base).id)
+    assert f"image build env/Dockerfile: base image '{base}' changed" in status(repo)
+    repo.dvc("config", "docker.build_args", "X=1")
+    assert "build args changed" in status(repo)
+
+
+def test_revert_restores_from_run_cache_without_container_or_build(built: Built):
+    repo = built.repo
+    repo.dvc("repro")
+    built.dockerfile(built="two")
+    repo.dvc("repro")
+    assert repo.read("out.txt") == "hello\ntwo\nin\n"
+    built.dockerfile(built="one")
+    out = repo.dvc("repro")
+    text = out.stdout + out.stderr
+    assert "in a container" not in text and "Building" not in text, text
+    assert repo.read("out.txt") == "hello\none\nin\n"
+    assert "up to date" in status(repo)
+
+
+def test_fresh_clone_and_removed_image_are_up_to_date_without_build(built: Built, make_repo, tmp_path):
+    repo = built.repo
+    repo.dvc("repro")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "ran")
+    for image in built.images():
+        built.client.images.remove(image.id, force=True)
+    assert "up to date" in status(repo)
+    clone = DvcRepo(tmp_path / "clone", repo.env)
+    repo.run("git", "clone", "-q", str(repo.path), str(clone.path), cwd=tmp_path)
+    clone.dvc("cache", "dir", "--local", str(repo.path / ".dvc" / "cache"))  # the data, as `dvc pull` would bring it
+    clone.dvc("checkout")
+    assert "up to date" in status(clone)
+    out = clone.dvc("repro")
+    assert "Building" not in out.stdout + out.stderr and not built.images()
+    clone.write("env/hello.txt", "other\n")  # a stage that must run builds
+    out = clone.dvc("repro")
+    assert "Building" in out.stdout + out.stderr and clone.read("out.txt") == "other\none\nin\n"
+
+
+def test_failed_build_is_one_error_and_records_nothing(built: Built, docker_client):
+    repo = built.repo
+    repo.write("env/Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={built.token}\nRUN echo going wrong; exit 3\n")
+    # the build's own containers carry the Dockerfile's LABELs (the token comes before the failing RUN)
+    ours = {"label": f"dde-test-token={built.token}"}
+    out = repo.dvc("repro", check=False)
+    assert out.returncode != 0
+    assert "ERROR" in out.stderr and "Traceback" not in out.stderr
+    assert "'env/Dockerfile': step 3/5 'RUN echo going wrong; exit 3' failed with exit code 3" in out.stderr, out.stderr
+    assert "going wrong" in out.stderr
+    assert repo.lock() is None and not (repo.path / "dvc.docker.lock").exists()
+    assert not docker_client.containers.list(all=True, filters=ours)  # no intermediate container left
+
+
+def test_dry_builds_nothing(built: Built):
+    out = built.repo.dvc("repro", "--dry")
+    assert "Building" not in out.stdout + out.stderr
+    assert not built.images()
+
+
+def test_parallel_processes_build_a_shared_dockerfile_once(built: Built, tmp_path):
+    """Two dvc processes (two clones, one Dockerfile): one builds, the other waits and reuses it."""
+    repo = built.repo
+    clone = DvcRepo(tmp_path / "clone", repo.env)
+    repo.run("git", "clone", "-q", str(repo.path), str(clone.path), cwd=tmp_path)
+    procs = [start_dvc(r, "repro") for r in (repo, clone)]
+    texts = []
+    for proc, err in procs:
+        assert proc.wait(timeout=180) == 0, err.read_text()
+        texts.append(err.read_text())
+    assert sum(t.count("Building image") for t in texts) == 1, texts
+    assert len(built.images()) == 1
+
+
+def test_dvc_docker_build_and_images(built: Built):
+    repo = built.repo
+    assert "not built here" in repo.dvc("docker", "images").stdout
+    out = repo.dvc("docker", "build").stdout
+    assert out.startswith(f"Built dde-i19-test/built:{built.token} from env/Dockerfile")
+    assert "Up to date:" in repo.dvc("docker", "build", "s").stdout
+    assert "Built " in repo.dvc("docker", "build", "--force").stdout  # the layer cache makes it cheap
+    image_id = built.images()[0].id
+    rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
+    assert rows[0]["build"] == "env/Dockerfile" and rows[0]["built"] == image_id and rows[0]["present"]
+    repo.dvc("repro")
+    rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
+    assert rows[0]["recorded_id"] == image_id and rows[0]["recorded"] == rows[0]["current"]
+    repo.write("env/hello.txt", "new\n")
+    doctor = repo.dvc("docker", "doctor", check=False).stdout
+    assert "image built from env/Dockerfile" in doctor and "files of the build context changed" in doctor
+    assert "Skipped" not in repo.dvc("docker", "pull").stdout  # nothing to pull: built, not pulled
+
+
+def test_queue_workers_build_a_shared_dockerfile_once(built: Built):
+    """`dvc queue start -j 2`: two experiments need the same image at once; one worker builds it."""
+    from tests.integration.test_experiments import queue, start_workers, stop_workers, wait_for_queue
+
+    repo = built.repo
+    repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])  # the workers' dvc
+    repo.write("params.yaml", "x: 1\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: cat /built > out.txt; echo ${x} >> out.txt\n"
+               "    deps: [in.txt]\n    params: [x]\n    outs: [out.txt]\n")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "params")
+    for name, value in (("q1", 2), ("q2", 3)):
+        queue(repo, name, f"x={value}")
+    try:
+        start_workers(repo, 2)
+        status = wait_for_queue(repo, ["q1", "q2"], timeout=240)
+        logs = [repo.dvc("queue", "logs", name).stdout for name in ("q1", "q2")]
+    finally:
+        stop_workers(repo)
+    assert status["q1"] == status["q2"] == "Success", (status, logs)
+    assert sum(log.count("Building image") for log in logs) == 1, logs
+    assert len(built.images()) == 1
