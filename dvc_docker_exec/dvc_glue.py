@@ -114,7 +114,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    from .runner import CONNECTION_LOST, StageSignals, pause_point
+    from .runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
 
     try:
         runner, images = _session(settings.backend)
@@ -126,6 +126,11 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
+        # the second wall: nothing of a killed run of this repo may run alongside this stage
+        from .containers import clear_orphans
+
+        clear_orphans(_state["client"], stage.repo.root_dir, runner.KIND)
+        lease = hold_lease(stage, runner.LEASE)
     except CONNECTION_LOST:
         from .errors import DockerExecError
 
@@ -139,12 +144,32 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         pause_point("overlays", signals)
         for cmd in commands:
             dvc_run.display_command(cmd)
-            spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+            spec = build_spec(settings, facts, cmd, env, mount_for, lease=lease, **facts_kwargs)
             logger.debug("%s", _run_line(spec))
             if settings.backend == "engine":
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
-            runner.run(spec, cmd, signals)
+            try:
+                runner.run(spec, cmd, signals)
+            except ImageMissingError:
+                # removed since this process last saw it (another stage, `docker rmi` meanwhile):
+                # the pull policy applies again, as it would to a new dvc process
+                if settings.pull == "never":
+                    raise
+                images.forget(settings.image)
+                images.ensure(settings.image, settings.pull, image_place(settings.backend))
+                runner.run(spec, cmd, signals)
+
+
+def hold_lease(stage: Any, kind: str) -> Any:
+    """This process's lease in the repo's .dvc/tmp/docker-exec (lease.py): its containers stop when dvc is gone.
+
+    No mount is added for it: the repository is mounted at the same path in
+    every stage container, and that folder is read-only there (protected_paths).
+    """
+    from .lease import hold
+
+    return hold(os.path.join(stage.repo.tmp_dir, OVERLAY_DIR), kind)
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
@@ -208,7 +233,7 @@ def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], se
     """`settings` None: a dry run, nothing created on disk (the protection mounts are left out)."""
     from .spec import StageFacts
 
-    paths = mount_paths(stage, env.get("DVC_ROOT"))
+    paths = mount_paths(stage, env.get("DVC_ROOT"), create=settings is not None)
     return StageFacts(
         addressing=stage.addressing,
         wdir=os.path.normpath(stage.wdir),
@@ -220,7 +245,7 @@ def stage_facts(stage: Any, env: dict, overlays: Tuple[Tuple[str, str], ...], se
     )
 
 
-def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
+def mount_paths(stage: Any, dvc_root: Optional[str], create: bool = True) -> List[str]:
     """Everything a stage may touch, at the same path as on the host.
 
     The Git root (or repo root), DVC_ROOT when it differs (`exp run --temp`
@@ -228,13 +253,19 @@ def mount_paths(stage: Any, dvc_root: Optional[str]) -> List[str]:
     cache when it lies outside (symlink/hardlink cache types must resolve
     inside), and local deps/outs outside the repo (absolute paths, remote://
     on local remotes). spec.dedupe_mounts drops what an outer mount covers.
+    `create`: make the cache folder if missing (not for a dry run).
     """
     paths = [_git_root(stage), os.path.normpath(stage.repo.root_dir)]
     if dvc_root and os.path.isabs(dvc_root):
         paths.append(os.path.normpath(dvc_root))
     cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
     if cache:
-        paths.append(os.path.normpath(os.path.abspath(cache)))
+        cache = os.path.normpath(os.path.abspath(cache))
+        if create:
+            # a cache dir set but not used yet (`dvc cache dir --local /new/dir`): DVC makes it on
+            # first use, Docker would refuse to mount a missing source
+            os.makedirs(cache, exist_ok=True)
+        paths.append(cache)
     wdir = os.path.normpath(os.path.abspath(stage.wdir))
     if not os.path.isdir(wdir):
         # Docker would create it, owned by root, and run the command in it
@@ -422,25 +453,14 @@ def config_overlays(stage: Any) -> Iterator[Tuple[Tuple[str, str], ...]]:
 @contextmanager
 def private_folder(parent: str) -> Iterator[str]:
     """A fresh mode-700 folder under `parent`, locked while in use, removed at the end."""
-    import fcntl
-    import tempfile
+    from .lease import locked_folder
 
-    os.makedirs(parent, exist_ok=True)
-    # made under a name the reaper ignores, locked, then renamed: never seen unlocked
-    staging = tempfile.mkdtemp(prefix=".new-", dir=parent)
-    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd, folder = locked_folder(parent)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        folder = os.path.join(parent, f"{os.getpid()}-{os.urandom(4).hex()}")
-        os.rename(staging, folder)
-        try:
-            yield folder
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        yield folder
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
         os.close(fd)
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def reap_stale_overlays(parent: str) -> None:

@@ -20,6 +20,7 @@ from docker.types import DeviceRequest, Mount
 
 from .config import DockerSettings, env_items
 from .errors import DockerExecError
+from .lease import LeaseRef, command as lease_command
 
 LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
 HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
@@ -66,6 +67,12 @@ class ContainerSpec:
     constraints: Tuple[str, ...] = ()  # Swarm placement (backend swarm only)
     # variables whose value comes from the host environment (docker.env NAME): never printed
     passthrough: FrozenSet[str] = frozenset()
+    # the lease the command is wrapped in: it stops when the dvc process that started it is gone (lease.py)
+    lease: Optional[LeaseRef] = None
+
+    def argv(self) -> Tuple[str, ...]:
+        """What follows the entrypoint in the container: the command, wrapped in its lease watcher."""
+        return lease_command(self.entrypoint[0], self.command[-1], self.lease) if self.lease else self.command
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -95,7 +102,7 @@ class ContainerSpec:
         return {
             "image": self.image,
             "entrypoint": list(self.entrypoint),
-            "command": list(self.command),
+            "command": list(self.argv()),
             "working_dir": self.working_dir,
             "user": self.user or "",
             "environment": dict(self.environment),
@@ -150,6 +157,8 @@ class ContainerSpec:
         if overlays:
             notes.append("the filtered copies of .dvc/config mounted read-only exist only while the stage runs")
         notes.append(f"the plugin also sets the container name and {LABEL} labels")
+        if self.lease:
+            notes.append("it wraps the command in a watcher that stops it when this dvc process is gone")
         return notes
 
 
@@ -281,6 +290,7 @@ def build_spec(
     user_name: str = "dvc",
     host: str = "",
     name_token: Optional[str] = None,
+    lease: Optional[LeaseRef] = None,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
 
@@ -364,6 +374,7 @@ def build_spec(
         gpus_cli=gpus.cli() if gpus else None,
         constraints=settings.constraints,
         passthrough=frozenset(item for item in settings.env if "=" not in item),
+        lease=lease,
     )
 
 
