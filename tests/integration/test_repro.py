@@ -431,3 +431,13 @@ def test_image_as_param_reruns_stage_on_change(repo, busybox_image, docker_clien
     # the daemon's record, not our log line: one container of each image
     created = container_events(docker_client, "create", since, repo=str(repo.path))
     assert [e["Actor"]["Attributes"]["image"] for e in created] == [busybox_image, second]
+
+
+def test_cache_dir_that_does_not_exist_yet_is_made_like_dvc_does(repo, tmp_path):
+    """Issue 18 (2): `dvc cache dir --local /new/dir` then repro: Docker refused the missing mount source."""
+    cache = tmp_path / "not-yet" / "cache"
+    repo.dvc("cache", "dir", "--local", str(cache))
+    repo.dvc("stage", "add", "-n", "s", "-o", "o.txt", "echo hi > o.txt")
+    repo.dvc("repro")
+    assert repo.read("o.txt") == "hi\n"
+    assert [p for p in cache.rglob("*") if p.is_file()], "the output was not cached in the new cache dir"
