@@ -55,3 +55,12 @@ def test_memory_limit_is_enforced(engine_repo):
     scenarios.add_stage(engine_repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
     proc = engine_repo.dvc("repro", check=False)
     assert "exited with 137" in proc.stderr, proc.stderr
+
+
+def test_sigkill_of_dvc_stops_and_removes_the_container(engine_repo, engine):
+    stopped = scenarios.sigkill_stops_the_container(engine_repo, engine)
+    print(f"stop time after SIGKILL (Podman): {stopped:.2f} s")
+
+
+def test_next_run_removes_an_orphan_and_status_names_it(engine_repo, engine, tmp_path):
+    scenarios.second_wall_removes_an_orphan(engine_repo, engine, tmp_path)
