@@ -297,10 +297,12 @@ def main() -> None:
     restarts_of_workers = 0
     while time.monotonic() - start < args.timeout:
         status = queue_status(repo, env)
-        waiting = [n for n, s in status.items() if s in ("Queued", "Running")]
+        running = processes(repo, "exec-run")
+        # DVC keeps saying "Running" for an experiment whose exec-run was SIGKILLed: only a live one waits
+        waiting = [n for n, s in status.items() if s == "Queued" or (s == "Running" and running)]
         if not waiting and len(status) >= args.exps and not chaos.is_alive():
             break
-        if waiting and not processes(repo, "queue-worker") and not processes(repo, "exec-run"):
+        if waiting and not processes(repo, "queue-worker") and not running:
             restarts_of_workers += 1
             start_workers()
         time.sleep(5)
@@ -325,7 +327,7 @@ def main() -> None:
                 results["corrupt"] += 1
             else:
                 results["succeeded"] += 1
-        elif state == "Failed":
+        elif state == "Failed" or (state == "Running" and name in chaos.hit):
             reason = failure_reason(repo, env, name, chaos.hit)
             results["failed with a reason" if reason else "failed without a reason"] += 1
             reasons[reason or "(none)"] += 1

@@ -126,10 +126,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
-        # the second wall: nothing of a killed run of this repo may run alongside this stage
-        from .containers import clear_orphans
-
-        clear_orphans(_state["client"], stage.repo.root_dir, runner.KIND)
+        second_wall(stage, runner.KIND)
         lease = hold_lease(stage, runner.LEASE)
     except CONNECTION_LOST:
         from .errors import DockerExecError
@@ -159,6 +156,22 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 images.forget(settings.image)
                 images.ensure(settings.image, settings.pull, image_place(settings.backend))
                 runner.run(spec, cmd, signals)
+
+
+def second_wall(stage: Any, kind: str) -> None:
+    """Nothing of a killed run of this repo may run alongside this stage: remove its containers first.
+
+    Asks the daemon only when a dvc process of this repo died since the last
+    check (its lease folder is left unlocked), so a stage pays nothing for it
+    otherwise; those folders are reaped once their containers were dealt with.
+    """
+    from .containers import clear_orphans
+    from .lease import lease_parents, reap, stale_folders
+
+    stale = stale_folders(lease_parents(stage.repo.tmp_dir))
+    if stale:
+        clear_orphans(_state["client"], stage.repo.root_dir, kind)
+        reap(stale)
 
 
 def hold_lease(stage: Any, kind: str) -> Any:
@@ -411,7 +424,8 @@ def _inside_any(path: str, parents: Sequence[str]) -> bool:
     return any(_inside(path, parent) for parent in parents)
 
 
-OVERLAY_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
+# in .dvc/tmp: one private folder per running dvc process (config copies, and its lease)
+from .lease import FOLDER as OVERLAY_DIR  # noqa: E402 - stdlib-only module, kept next to its use
 
 
 @contextmanager
@@ -472,8 +486,8 @@ def reap_stale_overlays(parent: str) -> None:
     except OSError:
         return
     for name in names:
-        if name.startswith("."):
-            continue
+        if name.startswith(".") or "-lease-" in name:
+            continue  # a dead process's lease is reaped by second_wall, after its containers
         path = os.path.join(parent, name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

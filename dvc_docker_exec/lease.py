@@ -44,10 +44,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 BEAT_PERIOD = 2  # seconds between two renewals of a Swarm lease
 BEAT_MISSES = 10  # readings (BEAT_PERIOD apart) without renewal before a Swarm task stops itself
+FOLDER = "docker-exec"  # in a repo's .dvc/tmp, shared with the config copies (dvc_glue.OVERLAY_DIR)
 NAME = "dvc-docker-exec-lease"  # $0 of the watcher script (what `ps` shows)
 
 # $1 shell, $2 lease, $3 the stage's command line. The watcher's stdout and
@@ -184,24 +185,38 @@ def hold(parent: str, kind: str = "fifo") -> LeaseRef:
     return holder.ref(kind)
 
 
-def stale_folders(parent: str) -> List[str]:
-    """Lease folders under `parent` whose dvc process is gone (unlocked): a run was killed since the last reap."""
+def stale_folders(parents: Sequence[str]) -> List[str]:
+    """Lease folders under `parents` whose dvc process is gone (unlocked): a run was killed since the last reap."""
     found = []
-    try:
-        names = [n for n in os.listdir(parent) if "-lease-" in n and not n.startswith(".")]
-    except OSError:
-        return []
-    for name in names:
-        path = os.path.join(parent, name)
+    for parent in parents:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            names = [n for n in os.listdir(parent) if "-lease-" in n and not n.startswith(".")]
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # only tried: released at once
-            found.append(path)
-        except OSError:
-            pass  # a live dvc holds it
-        finally:
-            os.close(fd)
+        for name in names:
+            path = os.path.join(parent, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # only tried: released at once
+                found.append(path)
+            except OSError:
+                pass  # a live dvc holds it
+            finally:
+                os.close(fd)
     return found
+
+
+def lease_parents(tmp_dir: str) -> List[str]:
+    """Where this repo's dvc processes keep their leases: its .dvc/tmp, and those of its experiments' temp copies."""
+    import glob
+
+    return [os.path.join(tmp_dir, FOLDER), *glob.glob(os.path.join(glob.escape(tmp_dir), "exps", "*", ".dvc", "tmp", FOLDER))]
+
+
+def reap(folders: Sequence[str]) -> None:
+    """Remove lease folders found stale, once the containers of their dead processes were dealt with."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

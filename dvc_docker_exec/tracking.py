@@ -245,10 +245,10 @@ def mention_orphans(repo: Any) -> None:
     run (its lease folder is left unlocked): a plain `dvc status` stays as
     fast as before and needs no daemon.
     """
-    from .lease import stale_folders
+    from .lease import lease_parents, stale_folders
 
     tmp_dir = getattr(repo, "tmp_dir", None)
-    if not tmp_dir or not stale_folders(os.path.join(tmp_dir, "docker-exec")):
+    if not tmp_dir or not stale_folders(lease_parents(tmp_dir)):
         return
     try:
         from .containers import list_containers

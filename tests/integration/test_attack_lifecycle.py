@@ -272,7 +272,7 @@ def test_copies_of_a_killed_dvc_are_removed_by_the_next_run(repo, docker_client)
 def assert_clean_interrupt(repo: DvcRepo, docker_client, proc: subprocess.Popen, err: Path) -> None:
     rc = proc.wait(timeout=HANG_GUARD)
     text = err.read_text()
-    left = [c for c in docker_client.containers.list(all=True, filters={"label": "dvc-docker-exec"})
+    left = [c for c in docker_client.containers.list(all=True, filters={"label": "dvc-docker-exec"}, ignore_removed=True)
             if c.labels.get("dvc-docker-exec.repo", "").startswith(str(repo.path))]
     assert rc != 0, text
     assert not left, f"left behind: {[(c.name, c.status) for c in left]}"

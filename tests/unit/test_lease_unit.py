@@ -76,7 +76,7 @@ def test_holder_makes_a_pipe_any_container_user_may_read_and_nobody_else_write(t
             os.read(fd, 1)
     finally:
         os.close(fd)
-    assert lease.stale_folders(str(tmp_path / "docker-exec")) == []
+    assert lease.stale_folders([str(tmp_path / "docker-exec")]) == []
     beat = lease.hold(str(tmp_path / "docker-exec"), "beat")
     assert beat.kind == "beat" and open(beat.path).read().startswith(f"{os.getpid()}-")
 
@@ -90,7 +90,15 @@ def test_a_dead_processes_lease_is_stale_and_reaped(tmp_path) -> None:
         finally:
             os._exit(0)
     os.waitpid(child, 0)
-    stale = lease.stale_folders(parent)
+    stale = lease.stale_folders([parent])
     assert len(stale) == 1 and f"{child}-lease-" in stale[0]
-    dvc_glue.reap_stale_overlays(parent)
-    assert lease.stale_folders(parent) == [] and os.listdir(parent) == []
+    dvc_glue.reap_stale_overlays(parent)  # the config copies' reaper leaves it to the second wall
+    assert lease.stale_folders([parent]) == stale
+    lease.reap(stale)
+    assert lease.stale_folders([parent]) == [] and os.listdir(parent) == []
+
+
+def test_lease_parents_include_the_temp_copies_of_experiments(tmp_path) -> None:
+    copy = tmp_path / "exps" / "tmpab12" / ".dvc" / "tmp" / "docker-exec"
+    copy.mkdir(parents=True)
+    assert lease.lease_parents(str(tmp_path)) == [str(tmp_path / "docker-exec"), str(copy)]
