@@ -102,3 +102,38 @@ def test_lease_parents_include_the_temp_copies_of_experiments(tmp_path) -> None:
     copy = tmp_path / "exps" / "tmpab12" / ".dvc" / "tmp" / "docker-exec"
     copy.mkdir(parents=True)
     assert lease.lease_parents(str(tmp_path)) == [str(tmp_path / "docker-exec"), str(copy)]
+
+
+class _FakeAPI:
+    def __init__(self, containers):
+        self._containers = containers
+        self.removed = []
+
+    def containers(self, all=False, filters=None):  # noqa: A002 - docker-py's name
+        return self._containers
+
+    def remove_container(self, cid, force=False, v=False):
+        assert force and v, "the second wall removes the anonymous volumes too (P7)"
+        self.removed.append(cid)
+
+
+def test_second_wall_removes_only_this_hosts_dead_processes_containers(caplog) -> None:
+    from dvc_docker_exec.containers import clear_orphans
+
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)  # a pid that is gone
+    host = os.uname().nodename
+
+    def item(cid, pid, host, repo="/r"):
+        labels = {"dvc-docker-exec": "1", "dvc-docker-exec.stage": "s", "dvc-docker-exec.repo": repo,
+                  "dvc-docker-exec.pid": str(pid), "dvc-docker-exec.host": host}
+        return {"Id": cid, "Names": [f"/dvc-s-{cid}"], "State": "running", "Created": 0, "Labels": labels}
+
+    api = _FakeAPI([item("dead", child, host), item("alive", os.getpid(), host), item("elsewhere", child, "other"),
+                    item("other-repo", child, host, repo="/q"), item("temp-copy", child, host, "/r/.dvc/tmp/exps/t")])
+    client = type("Client", (), {"api": api})()
+    removed = clear_orphans(client, "/r")
+    assert api.removed == ["dead", "temp-copy"] and [c.id for c in removed] == api.removed
+    assert f"removed container dvc-s-dead of stage 's' (running): its dvc process {child} is gone" in caplog.text
