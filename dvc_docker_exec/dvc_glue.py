@@ -126,8 +126,9 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         if settings.backend == "swarm":
             settings = _pinned(settings, images)
         mount_for = _mount_for(stage, settings)
-        second_wall(stage, runner.KIND)
-        lease = hold_lease(stage, runner.LEASE)
+        home = lease_home(stage, dvc_env.get("DVC_ROOT"))
+        second_wall(_state["client"], home, runner.KIND)
+        lease = hold_lease(home, runner.LEASE)
     except CONNECTION_LOST:
         from .errors import DockerExecError
 
@@ -158,31 +159,47 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 runner.run(spec, cmd, signals)
 
 
-def second_wall(stage: Any, kind: str) -> None:
-    """Nothing of a killed run of this repo may run alongside this stage: remove its containers first.
+def lease_home(stage: Any, dvc_root: Optional[str]) -> str:
+    """The project whose .dvc/tmp/docker-exec holds this process's lease: the one the user works in.
 
-    Asks the daemon only when a dvc process of this repo died since the last
-    check (its lease folder is left unlocked), so a stage pays nothing for it
-    otherwise; those folders are reaped once their containers were dealt with.
+    For `exp run --temp` and queued experiments that is DVC_ROOT (as DVC set
+    it, not docker.env), not the temp copy: DVC deletes the copy of a killed
+    experiment, and with it the sign that its dvc died (a container it left
+    in state Created would then never be found by the second wall).
+    """
+    root = os.path.normpath(stage.repo.root_dir)
+    if dvc_root and os.path.isabs(dvc_root) and _inside(root, dvc_root) and os.path.isdir(os.path.join(dvc_root, ".dvc")):
+        return os.path.normpath(dvc_root)
+    return root
+
+
+def second_wall(client: Any, home: str, kind: str) -> None:
+    """Nothing of a killed run of this project may run alongside this stage: remove its containers first.
+
+    Asks the daemon only when a dvc process of this project died since the
+    last check (its lease folder is left unlocked), so a stage pays nothing
+    for it otherwise; those folders are reaped once their containers were
+    dealt with. The project's experiments' temp copies count as the project.
     """
     from .containers import clear_orphans
     from .lease import lease_parents, reap, stale_folders
 
-    stale = stale_folders(lease_parents(stage.repo.tmp_dir))
+    stale = stale_folders(lease_parents(os.path.join(home, ".dvc", "tmp")))
     if stale:
-        clear_orphans(_state["client"], stage.repo.root_dir, kind)
+        clear_orphans(client, home, kind)
         reap(stale)
 
 
-def hold_lease(stage: Any, kind: str) -> Any:
-    """This process's lease in the repo's .dvc/tmp/docker-exec (lease.py): its containers stop when dvc is gone.
+def hold_lease(home: str, kind: str) -> Any:
+    """This process's lease in the project's .dvc/tmp/docker-exec (lease.py): its containers stop when dvc is gone.
 
-    No mount is added for it: the repository is mounted at the same path in
-    every stage container, and that folder is read-only there (protected_paths).
+    No mount is added for it: the project is mounted at the same path in
+    every stage container (DVC_ROOT too, for experiments' temp copies), and
+    that folder is read-only there (protected_paths).
     """
     from .lease import hold
 
-    return hold(os.path.join(stage.repo.tmp_dir, OVERLAY_DIR), kind)
+    return hold(os.path.join(home, ".dvc", "tmp", OVERLAY_DIR), kind)
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
