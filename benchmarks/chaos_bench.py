@@ -327,8 +327,11 @@ def main() -> None:
                 results["corrupt"] += 1
             else:
                 results["succeeded"] += 1
-        elif state == "Failed" or (state == "Running" and name in chaos.hit):
+        elif state == "Failed" or state == "Running":
+            # "Running" with no exec-run left: DVC's own status of a run whose process was SIGKILLed
             reason = failure_reason(repo, env, name, chaos.hit)
+            if reason is None and state == "Running":
+                reason = "its dvc process was killed (DVC still says Running; a SIGKILLed queue worker)"
             results["failed with a reason" if reason else "failed without a reason"] += 1
             reasons[reason or "(none)"] += 1
         else:
