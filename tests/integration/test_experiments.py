@@ -375,6 +375,28 @@ def test_sigkill_of_exec_run_stops_and_removes_the_container(exp_repo, docker_cl
     assert destroyed == [container.id]
 
 
+def test_container_of_an_experiment_killed_before_its_start_is_removed_by_the_next_run(exp_repo, docker_client):
+    """Chaos benchmark finding: exec-run SIGKILLed between the create and the start leaves a Created container
+    in a temp copy DVC then deletes; the next run in the project still finds it (the lease lives in the project)."""
+    repo = exp_repo()
+    queue(repo, "early", "x=23")
+    try:
+        start_workers(repo, 1, env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})
+        deadline = time.monotonic() + QUEUE_TIMEOUT
+        while not repo_containers(docker_client, repo):
+            assert time.monotonic() < deadline, queue_diagnostics(repo)
+            time.sleep(0.2)
+        orphan = repo_containers(docker_client, repo)[0]
+        repo.dvc("queue", "kill", "--force", "early")
+        assert wait_for_queue(repo, ["early"])["early"] == "Failed"
+    finally:
+        stop_workers(repo)
+    assert [c.id for c in repo_containers(docker_client, repo)] == [orphan.id]  # never started: no lease watches it
+    proc = repo.dvc("exp", "run", "-S", "x=24")
+    assert f"removed container {orphan.name}" in proc.stderr, proc.stderr
+    assert not repo_containers(docker_client, repo)
+
+
 def test_dvclive_in_container_logs_to_the_experiment(exp_repo, python_dvc_image):
     repo = exp_repo(python_dvc_image, files={"params.yaml": "lr: 0.1\n", "train.py": TRAIN_PY, "dvc.yaml": TRAIN_YAML})
     baseline = head(repo)
