@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 
 class Backend(Protocol):
+    LEASE: str  # "fifo" or "beat": how its containers learn that dvc is gone (lease.py)
+    KIND: str  # "container" or "service": what a killed run may leave (containers.clear_orphans)
+
     def run(self, spec: ContainerSpec, cmd: str, signals: "Optional[StageSignals]" = None) -> None:
         """`signals`: the caller's `runner.StageSignals` (it has more to clean up); None: install its own."""
 

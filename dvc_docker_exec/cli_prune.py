@@ -6,8 +6,9 @@ from .cli_base import CmdDocker, add_command
 
 HELP = "Remove this repo's containers whose dvc process is gone."
 DESCRIPTION = (
-    HELP + "\n\nSuch orphans are left when dvc itself is killed with SIGKILL"
-    " (`dvc queue kill --force`, the OOM killer) while a stage runs."
+    HELP + "\n\nSuch orphans are rare: a container stops by itself when its dvc process dies (its lease),"
+    " and the next run of the repo removes what is left. What remains (a dvc killed between the"
+    " create and the start, a remote engine) is removed here, with its anonymous volumes."
 )
 
 

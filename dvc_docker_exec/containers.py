@@ -1,22 +1,28 @@
 """The plugin's containers on the daemon: found by label, judged orphaned by their dvc pid.
 
-The runner removes its container whatever happens, except when the dvc
-process itself is killed with SIGKILL (`dvc queue kill --force`, the OOM
-killer): then the container runs on until its command ends (the daemon then
-removes it, as with `docker run --rm`). Every container carries the label
-`dvc-docker-exec` and the pid and host of the dvc process that started it,
-so such leftovers can be listed (`dvc docker ps`) and removed (`dvc docker
-prune`) before that.
+The runner removes its container whatever happens; when the dvc process
+itself is killed with SIGKILL (`dvc queue kill --force`, the OOM killer) the
+container's lease watcher stops it within seconds (lease.py) and the daemon
+removes it. Should one still be there (the watcher could not act: a dvc that
+died between start and the watcher's first read, a node that lost the lease
+file), it is an orphan: every container carries the label `dvc-docker-exec`
+and the pid and host of the dvc process that started it, so the next run of
+the repository removes it before starting anything (`clear_orphans`, the
+second wall), `dvc status` mentions it, and `dvc docker ps` / `prune` list and
+remove it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Tuple
 
 from .paths import is_within
+
+logger = logging.getLogger(f"dvc.{__name__}")
 from .spec import LABEL
 
 
@@ -65,11 +71,11 @@ class PluginContainer:
         )
 
     def remove(self, client: Any) -> None:
-        """Remove it (a service: with its task's container on whichever node)."""
+        """Remove it with its anonymous volumes (a service: with its task's container on whichever node)."""
         if self.kind == "service":
             client.api.remove_service(self.id)
         else:
-            client.api.remove_container(self.id, force=True)
+            client.api.remove_container(self.id, force=True, v=True)
 
     @property
     def short_id(self) -> str:
@@ -141,10 +147,41 @@ def of_repo(container: PluginContainer, repo_root: str) -> bool:
     return os.path.isabs(container.repo) and is_within(os.path.normpath(container.repo), os.path.normpath(repo_root))
 
 
-def list_containers(client: Any, repo_root: Optional[str] = None) -> List[PluginContainer]:
+def list_containers(
+    client: Any, repo_root: Optional[str] = None, kinds: Tuple[str, ...] = ("container", "service")
+) -> List[PluginContainer]:
     """Every container of the plugin, and its Swarm services on a manager, oldest first; only this repo's with repo_root."""
-    found = [PluginContainer.from_api(d) for d in client.api.containers(all=True, filters={"label": LABEL})]
-    found += [PluginContainer.from_service(d) for d in _services(client)]
+    found = []
+    if "container" in kinds:
+        found += [PluginContainer.from_api(d) for d in client.api.containers(all=True, filters={"label": LABEL})]
+    if "service" in kinds:
+        found += [PluginContainer.from_service(d) for d in _services(client)]
     if repo_root is not None:
         found = [c for c in found if of_repo(c, repo_root)]
     return sorted(found, key=lambda c: c.created)
+
+
+def clear_orphans(client: Any, repo_root: str, kind: str = "container") -> List[PluginContainer]:
+    """The second wall: remove this repo's `kind`s whose dvc process is gone, one warning each; returns them.
+
+    Called before each stage starts, so that a stage never runs alongside a
+    container of a killed run that may still write its outputs. Only orphans
+    judged on this host (pid and host known) are touched: a container of
+    another machine or runner container may belong to a live dvc.
+    """
+    from docker.errors import NotFound
+
+    removed = []
+    for found in list_containers(client, repo_root, (kind,)):
+        if not found.orphaned:
+            continue
+        try:
+            found.remove(client)
+        except NotFound:
+            continue  # its watcher stopped it and the daemon removed it meanwhile
+        logger.warning(
+            "removed %s %s of stage '%s' (%s): its dvc process %s is gone",
+            found.kind, found.name, found.stage, found.state, found.pid,
+        )
+        removed.append(found)
+    return removed

@@ -193,11 +193,14 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    from .runner import CONNECTION_LOST, StageSignals, pause_point
+    from .runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
 
     runner, images, settings, image_id = ready(stage, settings)  # type: ignore[misc]
     try:
         mount_for = _mount_for(stage, settings)
+        home = lease_home(stage)
+        second_wall(_state["client"], home, runner.KIND)
+        lease = hold_lease(home, runner.LEASE)
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
     _refuse_after_tampering(stage)
@@ -217,7 +220,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             # the plan is made again for each container, from what the paths resolve to now (issue 16, P2)
             with one_scan():  # the daemon sockets found once for all the mounts of this container
                 facts = stage_mounts.stage_facts(stage, overlays, settings, invoker, experiment=experiment)
-                spec = build_spec(settings, facts, cmd, env, mount_for, image_id=image_id, **facts_kwargs)
+                spec = build_spec(settings, facts, cmd, env, mount_for, image_id=image_id, lease=lease, **facts_kwargs)
                 check_plan(spec.mounts, facts.protected, mount_for)
             watched = tamper.watch_list(facts.protected, [p for p, _ in stage_mounts.user_config_places(stage)])
             logger.debug("%s", _run_line(spec))
@@ -225,7 +228,15 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
                 check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
             with watching(stage, watched):
-                runner.run(spec, cmd, signals)
+                try:
+                    runner.run(spec, cmd, signals)
+                except ImageMissingError:
+                    # removed since this process last saw it (another stage, `docker rmi` meanwhile):
+                    # the pull policy applies again, as it would to a new dvc process (issue 18)
+                    if settings.pull == "never" or settings.build:
+                        raise
+                    _pull_again(settings, images, spec.image_id)
+                    runner.run(spec, cmd, signals)
 
 
 TAMPERED = "tampered"  # _state key: the first tamper report of this process
@@ -323,6 +334,20 @@ def ready(
     return found
 
 
+def _pull_again(settings: DockerSettings, images: Any, image_id: Optional[str]) -> None:
+    """Pull an image removed during the run; it must be the image whose identity is recorded."""
+    from .errors import DockerExecError
+
+    images.forget(settings.image)
+    images.ensure(settings.image, settings.pull, image_place(settings.backend), settings.platform)
+    now = images.identities.image_id(settings.image)
+    if image_id and now != image_id:
+        raise DockerExecError(
+            f"image '{settings.image}' was removed while dvc ran, and pulling it again gave another image "
+            f"({now}, not {image_id}); nothing was recorded: run again"
+        )
+
+
 def _recorded(stage: Any) -> Optional[str]:
     """The identity dvc.docker.lock records for the stage (named in an absent image's error)."""
     from .tracking import image_dependency_of
@@ -364,6 +389,46 @@ def _built(stage: Any, settings: DockerSettings) -> Tuple[DockerSettings, Option
     pinned = builder.push(build_spec_for(stage, settings), identity, image_id, str(settings.registry))
     logger.debug("built image '%s' pinned for the Swarm nodes as '%s'", settings.image, pinned)
     return replace(settings, image=pinned), None
+
+
+def lease_home(stage: Any) -> str:
+    """The project whose .dvc/tmp/docker-exec holds this process's lease: the one the user works in.
+
+    For `exp run --temp` and queued experiments that is the parent project,
+    not the temp copy: DVC deletes the copy of a killed experiment, and with
+    it the sign that its dvc died (a container it left in state Created
+    would then never be found by the second wall).
+    """
+    return stage_mounts.parent_repo(stage) or os.path.normpath(stage.repo.root_dir)
+
+
+def second_wall(client: Any, home: str, kind: str) -> None:
+    """Nothing of a killed run of this project may run alongside this stage: remove its containers first.
+
+    Asks the daemon only when a dvc process of this project died since the
+    last check (its lease folder is left unlocked), so a stage pays nothing
+    for it otherwise; those folders are reaped once their containers were
+    dealt with. The project's experiments' temp copies count as the project.
+    """
+    from .containers import clear_orphans
+    from .lease import lease_parents, reap, stale_folders
+
+    stale = stale_folders(lease_parents(os.path.join(home, ".dvc", "tmp")))
+    if stale:
+        clear_orphans(client, home, kind)
+        reap(stale)
+
+
+def hold_lease(home: str, kind: str) -> Any:
+    """This process's lease in the project's .dvc/tmp/docker-exec (lease.py): its containers stop when dvc is gone.
+
+    No mount is added for it: the project is mounted at the same path in
+    every stage container (the parent project too, for experiments' temp
+    copies), and that folder is read-only there (stage_mounts.protection_rules).
+    """
+    from .lease import hold
+
+    return hold(os.path.join(home, ".dvc", "tmp", OVERLAY_DIR), kind)
 
 
 def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:

@@ -38,6 +38,7 @@ from typing import Iterator, Optional
 logger = logging.getLogger(f"dvc.{__name__}")
 
 PRIVATE_DIR = "docker-exec"  # in .dvc/tmp: one private folder per running dvc process
+LEASE_TAG = "-lease-"  # in the name of a lease folder (lease.py) under PRIVATE_DIR
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -127,8 +128,8 @@ def reap_stale_overlays(parent: str) -> None:
         return  # absent, or not a real folder: nothing of ours to reap (and never through a link)
     try:
         for name in os.listdir(parent_fd):
-            if name.startswith("."):
-                continue
+            if name.startswith(".") or LEASE_TAG in name:
+                continue  # a dead process's lease is reaped by the second wall, after its containers
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
             except OSError:

@@ -199,6 +199,12 @@ class ImageManager:
         # one inspect per distinct image per process, shared with provenance
         self.identities = IdentityCache(client)
 
+    def forget(self, image: str) -> None:
+        """Seen removed from the engine: the next ensure() looks (and pulls) again."""
+        self._known.discard(image)
+        self._pulled.discard(image)
+        self.identities.forget(image)
+
     def _present(self, image: str) -> bool:
         return self.identities.identity(image) is not None
 
@@ -424,6 +430,10 @@ def lost_connection(endpoint: Optional[Endpoint], cmd: str, cleaned: str) -> Doc
     )
 
 
+class ImageMissingError(DockerExecError):
+    """The image is not on the engine (any more): the caller may apply the pull policy again."""
+
+
 def _explain(exc: APIError) -> str:
     text = str(exc.explanation or exc)
     if "could not select device driver" in text:
@@ -448,6 +458,9 @@ class ContainerRunner:
     round trips, and even a container whose dvc process was SIGKILLed goes
     away once its command ends. An interrupted one is stopped and removed here.
     """
+
+    LEASE = "fifo"  # how its containers watch their dvc process: same kernel (lease.py)
+    KIND = "container"  # what it leaves on the daemon (containers.clear_orphans)
 
     def __init__(
         self, client: docker.DockerClient, engine: Optional[Engine] = None, endpoint: Optional[Endpoint] = None
@@ -494,7 +507,8 @@ class ContainerRunner:
                 cid = self.api.create_container(**spec.create_kwargs(host_config))["Id"]
             except APIError as exc:
                 ref = None  # refused: nothing was made
-                raise DockerExecError(f"cannot create the container for '{cmd}': {_explain(exc)}") from None
+                error = ImageMissingError if exc.status_code == 404 and "image" in _explain(exc).lower() else DockerExecError
+                raise error(f"cannot create the container for '{cmd}': {_explain(exc)}") from None
             ref = cid
             pause_point("created", signals)
             signals.check()
@@ -563,7 +577,7 @@ class ContainerRunner:
             except Exception:  # noqa: BLE001
                 pass
         try:
-            api.remove_container(ref, force=True)
+            api.remove_container(ref, force=True, v=True)  # with its anonymous volumes (`VOLUME` in the image)
         except NotFound:
             pass  # the daemon's auto-removal was quicker
         except Exception as exc:  # noqa: BLE001

@@ -21,6 +21,7 @@ from .config import Device, DockerSettings, Ulimit as UlimitSetting, env_items
 from .errors import DockerExecError
 from .mounts import StageFacts, dedupe_mounts, plan_mounts  # noqa: F401 (StageFacts, dedupe_mounts: re-exported)
 from .option_mounts import plan_option_mounts, refuse_socket_device
+from .lease import LeaseRef, command as lease_command
 
 LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
 HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"
@@ -67,6 +68,12 @@ class ContainerSpec:
     # inspect as the recorded identity: a tag moved since then does not matter);
     # `image` (the tag) stays for messages and the label
     image_id: Optional[str] = None
+    # the lease the command is wrapped in: it stops when the dvc process that started it is gone (lease.py)
+    lease: Optional[LeaseRef] = None
+
+    def argv(self) -> Tuple[str, ...]:
+        """What follows the entrypoint in the container: the command, wrapped in its lease watcher."""
+        return lease_command(self.entrypoint[0], self.command[-1], self.lease) if self.lease else self.command
 
     def host_config_kwargs(self) -> dict:
         kwargs: dict = {
@@ -108,7 +115,7 @@ class ContainerSpec:
         return {
             "image": self.image_id or self.image,
             "entrypoint": list(self.entrypoint),
-            "command": list(self.command),
+            "command": list(self.argv()),
             "working_dir": self.working_dir,
             "user": self.user or "",
             "environment": dict(self.environment),
@@ -190,6 +197,8 @@ class ContainerSpec:
         if overlays:
             notes.append("the filtered copies of .dvc/config mounted read-only exist only while the stage runs")
         notes.append(f"the plugin also sets the container name and {LABEL} labels")
+        if self.lease:
+            notes.append("it wraps the command in a watcher that stops it when this dvc process is gone")
         return notes
 
 
@@ -276,6 +285,7 @@ def build_spec(
     name_token: Optional[str] = None,
     check_device: Callable[[Device], None] = refuse_socket_device,
     image_id: Optional[str] = None,
+    lease: Optional[LeaseRef] = None,
 ) -> ContainerSpec:
     """The container for one command line of a stage.
 
@@ -352,4 +362,5 @@ def build_spec(
         runtime=settings.runtime,
         read_only=settings.read_only,
         image_id=image_id,
+        lease=lease,
     )

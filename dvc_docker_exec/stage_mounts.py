@@ -67,7 +67,7 @@ def stage_facts(
             trust.check(settings, stage.addressing, invoker)
         except SettingError as exc:
             raise DockerExecError(str(exc)) from None
-    paths = mount_paths(stage)
+    paths = mount_paths(stage, create=not dry)
     links = linked_paths(stage, paths)
     return StageFacts(
         addressing=stage.addressing,
@@ -98,7 +98,7 @@ def parent_repo(stage: Any) -> Optional[str]:
     return parent if os.path.isdir(os.path.join(parent, ".dvc")) else None
 
 
-def mount_paths(stage: Any) -> List[str]:
+def mount_paths(stage: Any, create: bool = True) -> List[str]:
     """Everything a stage may touch, at the same path as on the host.
 
     The Git root (or repo root), the parent repo of a temporary experiment
@@ -106,6 +106,7 @@ def mount_paths(stage: Any) -> List[str]:
     (symlink/hardlink cache types must resolve inside), and local deps/outs
     outside the repo (absolute paths, remote:// on local remotes).
     mounts.dedupe_mounts drops what an outer mount covers.
+    `create`: make the cache folder if missing (not for a dry run).
     """
     paths = [_git_root(stage), os.path.normpath(stage.repo.root_dir)]
     parent = parent_repo(stage)
@@ -113,7 +114,12 @@ def mount_paths(stage: Any) -> List[str]:
         paths.append(parent)
     cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
     if cache:
-        paths.append(os.path.normpath(os.path.abspath(cache)))
+        cache = os.path.normpath(os.path.abspath(cache))
+        if create:
+            # a cache dir set but not used yet (`dvc cache dir --local /new/dir`): DVC makes it on
+            # first use, Docker would refuse to mount a missing source (issue 18, item 2)
+            os.makedirs(cache, exist_ok=True)
+        paths.append(cache)
     wdir = os.path.normpath(os.path.abspath(stage.wdir))
     if not os.path.isdir(wdir):
         # Docker would create it, owned by root, and run the command in it

@@ -132,7 +132,7 @@ def service_create_kwargs(spec: ContainerSpec) -> Dict[str, Any]:
     container = SwarmContainerSpec(
         image=spec.image,
         command=list(spec.entrypoint),
-        args=list(spec.command),
+        args=list(spec.argv()),
         # NODE: which node ran the stage (a Swarm template, filled in per task)
         env=[f"{name}={value}" for name, value in sorted(spec.environment.items())] + [f"{NODE_VAR}={{{{.Node.ID}}}}"],
         workdir=spec.working_dir,
@@ -273,6 +273,9 @@ def _stage_failed(cmd: str, status: int, image: str, node: str, memory: Optional
 
 class SwarmRunner:
     """Runs one command line as a Swarm job service on the manager `client` talks to."""
+
+    LEASE = "beat"  # a task may run on another machine: a renewed file, not a pipe (lease.py)
+    KIND = "service"  # what it leaves on the manager (containers.clear_orphans)
 
     def __init__(self, client: Any, endpoint: Any = None):
         self.client = client

@@ -268,7 +268,43 @@ def _looking_only(original: Callable, when: Callable[[dict], bool]) -> Callable:
 
 
 def patch_status(module: Any) -> None:
-    module.status = _looking_only(module.status, lambda kwargs: True)
+    looking = _looking_only(module.status, lambda kwargs: True)
+
+    @functools.wraps(looking)
+    def status(repo: Any, *args: Any, **kwargs: Any) -> Any:
+        result = looking(repo, *args, **kwargs)
+        mention_orphans(repo)
+        return result
+
+    module.status = status
+
+
+def mention_orphans(repo: Any) -> None:
+    """`dvc status` names a container of this repo whose dvc process is gone (the next run would remove it).
+
+    Asks the daemon only when a dvc process of this repo died since the last
+    run (its lease folder is left unlocked): a plain `dvc status` stays as
+    fast as before and needs no daemon.
+    """
+    from .lease import lease_parents, stale_folders
+
+    tmp_dir = getattr(repo, "tmp_dir", None)
+    if not tmp_dir or not stale_folders(lease_parents(tmp_dir)):
+        return
+    try:
+        from .containers import list_containers
+        from .session import client
+
+        found = [c for c in list_containers(client(), repo.root_dir) if c.orphaned]
+    except Exception as exc:  # noqa: BLE001 - a hint, never a failure of `dvc status`
+        logger.debug("orphan check skipped: %s", exc)
+        return
+    for orphan in found:
+        logger.warning(
+            "%s %s of stage '%s' (%s) outlived its dvc process %s: the next `dvc repro` removes it, "
+            "or run `dvc docker prune`",
+            orphan.kind, orphan.name, orphan.stage, orphan.state, orphan.pid,
+        )
 
 
 def patch_reproduce(module: Any) -> None:

@@ -7,6 +7,7 @@ when ``CI=true``: a CI run that silently skipped them would prove nothing.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -387,3 +388,53 @@ def runner_image(docker_client) -> str:
     if proc.returncode != 0:
         _unavailable(f"scripts/build-images.sh runner failed:\n{proc.stdout}{proc.stderr}")
     return RUNNER
+
+
+# --- P7: anonymous volumes (shared by the lifecycle tests) ---------------------------------------------
+
+VOLUME_IMAGE = "dvc-docker-exec-test/busybox-volume:latest"  # busybox with `VOLUME /data`
+
+
+@pytest.fixture(scope="session")
+def volume_image(docker_client, busybox_image) -> str:
+    """An image that declares an anonymous volume: each container gets one of its own (P7)."""
+    dockerfile = f"FROM {busybox_image}\nVOLUME /data\n".encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=VOLUME_IMAGE, rm=True, pull=False)
+    return VOLUME_IMAGE
+
+
+def anonymous_volume(client, repo) -> str:
+    """The anonymous volume of the repo's running container (waits for it)."""
+    container = _wait_running(client, repo)
+    volumes = [m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume" and m["Destination"] == "/data"]
+    assert volumes, container.attrs["Mounts"]
+    return volumes[0]
+
+
+def volume_exists(client, name: str) -> bool:
+    import docker
+
+    try:
+        client.volumes.get(name)
+        return True
+    except docker.errors.NotFound:
+        return False
+
+
+def assert_volume_removed(client, name: str) -> None:
+    deadline = time.monotonic() + 30
+    while volume_exists(client, name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if volume_exists(client, name):
+        client.volumes.get(name).remove(force=True)
+        pytest.fail(f"anonymous volume {name} was left behind")
+
+
+def _wait_running(client, repo, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [c for c in our_containers(client, str(repo.path)) if c.status == "running"]
+        if running:
+            return running[0]
+        assert time.monotonic() < deadline, "no running container"
+        time.sleep(0.05)

@@ -404,11 +404,17 @@ def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_clie
     repo.dvc("stage", "add", "-n", "slow", "sleep 300")
     log = tempfile.TemporaryFile("w+")
     dvc = subprocess.Popen([*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=log, stderr=subprocess.STDOUT)
-    orphan = _wait_for_container(docker_client, str(repo.path), dvc, log)
+    killed = _wait_for_container(docker_client, str(repo.path), dvc, log)
     dvc.send_signal(signal.SIGKILL)
     dvc.wait()
+    # its lease stops it (issue 18); an orphan the lease could not stop is made by hand, with the dead pid
+    deadline = time.monotonic() + 30
+    while killed.id in {c.id for c in our_containers(docker_client, str(repo.path))} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    labels = {LABEL: "1", f"{LABEL}.stage": "slow", f"{LABEL}.repo": str(repo.path), f"{LABEL}.host": os.uname().nodename, f"{LABEL}.pid": str(dvc.pid)}
+    orphan = docker_client.containers.run(busybox_image, "sleep 300", labels=labels, detach=True)
     # a container of a live dvc process of this repo, and one of another repo
-    labels = {LABEL: "1", f"{LABEL}.stage": "live", f"{LABEL}.repo": str(repo.path), f"{LABEL}.host": os.uname().nodename, f"{LABEL}.pid": str(os.getpid())}
+    labels = {**labels, f"{LABEL}.stage": "live", f"{LABEL}.pid": str(os.getpid())}
     live = docker_client.containers.create(busybox_image, "true", labels=labels)
     other = docker_client.containers.create(busybox_image, "true", labels={**labels, f"{LABEL}.repo": str(tmp_path / "other"), f"{LABEL}.pid": str(dvc.pid)})
     try:

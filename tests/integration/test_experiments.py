@@ -350,42 +350,51 @@ def test_queue_kill_stops_and_removes_container(exp_repo, docker_client):
 
 
 @pytest.mark.parametrize("kill", [("queue", "kill", "--force", "forced"), ("queue", "stop", "--kill")])
-def test_sigkill_leaves_container_findable_by_label(exp_repo, docker_client, kill):
-    """Both send SIGKILL to `dvc exp exec-run`: nobody is left to stop the container.
-
-    It runs on until its command ends (then the daemon's AutoRemove takes it);
-    until then `docker ps --filter label=dvc-docker-exec` finds it.
-    """
+def test_sigkill_of_exec_run_stops_and_removes_the_container(exp_repo, docker_client, kill):
+    """Both send SIGKILL to `dvc exp exec-run`: nobody is left in dvc to stop the container,
+    so its lease does (issue 18): it stops and the daemon removes it (AutoRemove) within seconds."""
     repo = exp_repo()
     queue(repo, "forced", "x=22", "sleep=60")
     try:
         start_workers(repo, 1)
         container = wait_for_running_container(docker_client, repo)
+        since = int(time.time())
         repo.dvc(*kill)
+        killed = time.monotonic()
+        # generous bound (the promise is 2 s; benchmarks/chaos_bench.py measures it)
+        while repo_containers(docker_client, repo) and time.monotonic() < killed + 30:
+            time.sleep(0.1)
+        stopped = time.monotonic() - killed
         status = wait_for_queue(repo, ["forced"])
         assert status["forced"] == "Failed"
     finally:
         stop_workers(repo)
-    # the container outlives the exec-run process (its command sleeps 60 s)...
-    listed = subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label={LABEL}", "--format", '{{.ID}} {{.Label "dvc-docker-exec.repo"}}'],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    mine = [line.split()[0] for line in listed if f" {repo.path}/" in line]
-    assert mine and container.id.startswith(mine[0]), listed
-    container.reload()
-    assert container.status == "running", container.status  # its dvc process is gone, it is not
-    # ...and once its command ends, the daemon removes it by itself (AutoRemove)
-    since = int(time.time())
-    container.kill()
-    deadline = time.monotonic() + 60
-    while repo_containers(docker_client, repo) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not repo_containers(docker_client, repo), "the daemon did not remove the ended container"
+    assert not repo_containers(docker_client, repo), "the container outlived its dvc process"
+    assert stopped < 15, stopped
     destroyed = [e["id"] for e in container_events(docker_client, "destroy", since) if e["id"] == container.id]
     assert destroyed == [container.id]
+
+
+def test_container_of_an_experiment_killed_before_its_start_is_removed_by_the_next_run(exp_repo, docker_client):
+    """Chaos benchmark finding: exec-run SIGKILLed between the create and the start leaves a Created container
+    in a temp copy DVC then deletes; the next run in the project still finds it (the lease lives in the project)."""
+    repo = exp_repo()
+    queue(repo, "early", "x=23")
+    try:
+        start_workers(repo, 1, env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})
+        deadline = time.monotonic() + QUEUE_TIMEOUT
+        while not repo_containers(docker_client, repo):
+            assert time.monotonic() < deadline, queue_diagnostics(repo)
+            time.sleep(0.2)
+        orphan = repo_containers(docker_client, repo)[0]
+        repo.dvc("queue", "kill", "--force", "early")
+        assert wait_for_queue(repo, ["early"])["early"] == "Failed"
+    finally:
+        stop_workers(repo)
+    assert [c.id for c in repo_containers(docker_client, repo)] == [orphan.id]  # never started: no lease watches it
+    proc = repo.dvc("exp", "run", "-S", "x=24")
+    assert f"removed container {orphan.name}" in proc.stderr, proc.stderr
+    assert not repo_containers(docker_client, repo)
 
 
 def test_dvclive_in_container_logs_to_the_experiment(exp_repo, python_dvc_image):

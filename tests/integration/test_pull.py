@@ -96,3 +96,25 @@ def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docke
     repo.dvc("config", "docker.pull", "never")
     proc = repo.dvc("repro", "-f", check=False)
     assert proc.returncode != 0 and "docker.pull is 'never'" in proc.stderr
+
+
+def test_missing_pulls_again_an_image_removed_during_the_repro(make_repo, remote_image, docker_client, no_leftovers):
+    """Issue 18 (3): with `docker.pull missing`, an image removed while `dvc repro` runs is pulled for the next stage."""
+    repo = make_repo()
+    repo.dvc("config", "docker.image", remote_image)
+    repo.dvc("config", "docker.pull", "missing")
+    repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "while [ ! -e go ]; do sleep 0.05; done; echo a > a.txt")
+    repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "-o", "b.txt", "echo b > b.txt")
+    proc = subprocess.Popen(
+        [*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not docker_client.containers.list(filters={"ancestor": remote_image}):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    docker_client.images.remove(remote_image, force=True)  # untagged while stage a runs
+    (repo.path / "go").write_text("")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert repo.read("b.txt") == "b\n"
+    assert err.count(f"Pulling image '{remote_image}'") + out.count(f"Pulling image '{remote_image}'") == 2, out + err

@@ -523,3 +523,13 @@ def test_outputs_survive_when_the_stage_cannot_start(repo, tmp_path, fault):
     proc = repo.dvc("repro", "-f", check=False, env=env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert repo.read("out.txt") == "old\n", proc.stderr
+
+
+def test_cache_dir_that_does_not_exist_yet_is_made_like_dvc_does(repo, tmp_path):
+    """Issue 18 (2): `dvc cache dir --local /new/dir` then repro: Docker refused the missing mount source."""
+    cache = tmp_path / "not-yet" / "cache"
+    repo.dvc("cache", "dir", "--local", str(cache))
+    repo.dvc("stage", "add", "-n", "s", "-o", "o.txt", "echo hi > o.txt")
+    repo.dvc("repro")
+    assert repo.read("o.txt") == "hi\n"
+    assert [p for p in cache.rglob("*") if p.is_file()], "the output was not cached in the new cache dir"

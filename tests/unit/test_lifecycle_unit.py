@@ -125,9 +125,9 @@ class LostAPI(FakeRunAPI):
         self._refuse()
         super().kill(cid, signal)
 
-    def remove_container(self, cid: str, force: bool = False) -> None:
+    def remove_container(self, cid: str, force: bool = False, v: bool = False) -> None:
         self._refuse()
-        super().remove_container(cid, force)
+        super().remove_container(cid, force, v)
 
 
 @pytest.mark.parametrize("comes_back", [True, False])

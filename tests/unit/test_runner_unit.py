@@ -579,8 +579,8 @@ class FakeRunAPI:
     def kill(self, cid: str, signal: int) -> None:
         self.killed.append(signal)
 
-    def remove_container(self, cid: str, force: bool = False) -> None:
-        assert force
+    def remove_container(self, cid: str, force: bool = False, v: bool = False) -> None:
+        assert force and v, "removal must take the anonymous volumes too (P7)"
         self.removed.append(cid)
         self.containers.discard(cid)
 

@@ -79,3 +79,10 @@ def test_container_options_podman_honours(engine_repo):
     assert engine_repo.read("caps.txt").split()[-1].strip("0") == ""
     assert "10.0.0.5" in engine_repo.read("hosts.txt") and "db.internal" in engine_repo.read("hosts.txt")
     assert engine_repo.read("ro.txt").strip() == "RO"
+def test_sigkill_of_dvc_stops_and_removes_the_container(engine_repo, engine):
+    stopped = scenarios.sigkill_stops_the_container(engine_repo, engine)
+    print(f"stop time after SIGKILL (Podman): {stopped:.2f} s")
+
+
+def test_next_run_removes_an_orphan_and_status_names_it(engine_repo, engine, tmp_path):
+    scenarios.second_wall_removes_an_orphan(engine_repo, engine, tmp_path)

@@ -102,3 +102,20 @@ def test_denied_call_names_the_missing_permission(make_repo, busybox_image, name
     assert f"the Docker endpoint '{url}' (from DOCKER_HOST) refused" in proc.stderr, proc.stderr
     assert f"({needed} in docker-socket-proxy terms)" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and repo.lock() is None
+
+
+def test_sigkill_of_dvc_stops_and_removes_the_container(engine_repo, engine, upstream):
+    """Behind a proxy that cuts idle connections: the lease, not the connection, tells that dvc is gone."""
+    stopped = scenarios.sigkill_stops_the_container(engine_repo, engine)
+    print(f"stop time after SIGKILL (proxy in front of {upstream[0]}): {stopped:.2f} s")
+
+
+def test_a_cut_connection_does_not_stop_a_live_runs_stage(engine_repo):
+    """The proxy cuts every silent connection after 3 s: the stage (silent for 3 x that) must go on and succeed."""
+    scenarios.add_stage(engine_repo, "quiet", f"echo begin; sleep {3 * TIMEOUT + 1}; echo done > o.txt", "-o", "o.txt")
+    engine_repo.dvc("repro", timeout=120)
+    assert engine_repo.read("o.txt") == "done\n"
+
+
+def test_next_run_removes_an_orphan_and_status_names_it(engine_repo, engine, tmp_path):
+    scenarios.second_wall_removes_an_orphan(engine_repo, engine, tmp_path)

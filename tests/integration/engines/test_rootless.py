@@ -152,3 +152,12 @@ def test_exp_run_queue(user_repo):
         time.sleep(1)
     user_repo.dvc("exp", "apply", "q1")
     assert user_repo.read("o.txt") == "n=5\n0\n"
+
+
+def test_sigkill_of_dvc_stops_and_removes_the_container(user_repo, engine, rootless):
+    stopped = scenarios.sigkill_stops_the_container(user_repo, engine)
+    print(f"stop time after SIGKILL (rootless {rootless[1]}): {stopped:.2f} s")
+
+
+def test_next_run_removes_an_orphan_and_status_names_it(user_repo, engine, tmp_path):
+    scenarios.second_wall_removes_an_orphan(user_repo, engine, tmp_path)

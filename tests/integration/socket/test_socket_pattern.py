@@ -186,3 +186,28 @@ def test_build_in_the_socket_pattern(runner, make_repo, busybox_image, docker_cl
     finally:
         for image in docker_client.images.list(filters={"label": f"dde-test-token={token}"}):
             docker_client.images.remove(image.id, force=True)
+def test_sigkill_of_dvc_in_the_runner_stops_the_stage_container(runner, make_repo, busybox_image, docker_client, token):
+    """Issue 18: dvc in the runner is killed (SIGKILL) while its sibling stage runs: the sibling stops too.
+
+    The lease pipe lives in the project's .dvc/tmp, which both containers see
+    (the runner at its path, the sibling at the translated one): one inode, one pipe.
+    """
+    repo = make_repo(busybox_image)
+    repo.dvc("stage", "add", "-n", "orphan", "touch started; sleep 30; echo late > late.txt")
+    workdir = f"/workspace/project-{token}"
+    script = (
+        "dvc repro & p=$!; while [ ! -e started ]; do sleep 0.1; done; sleep 0.5; "
+        "kill -9 $p; echo killed-at=$(date +%s.%N)"
+    )
+    proc = runner.run(script, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir})
+    assert "killed-at=" in proc.stdout, proc.stdout + proc.stderr
+    killed = float(proc.stdout.split("killed-at=")[1].split()[0])
+    deadline = time.monotonic() + 60
+    while [c for c in docker_client.containers.list(filters={"label": LABEL}) if c.labels.get(f"{LABEL}.repo") == workdir]:
+        assert time.monotonic() < deadline, "the stage container outlived dvc in the runner"
+        time.sleep(0.05)
+    stopped = time.time() - killed
+    assert stopped < 15, stopped
+    print(f"stop time after SIGKILL (socket pattern): at most {stopped:.2f} s")
+    time.sleep(1)
+    assert not (repo.path / "late.txt").exists()

@@ -327,7 +327,7 @@ def test_kill_9_on_the_manager_node_is_not_called_out_of_memory(swarm_repo, swar
 
 
 def test_ps_and_prune_cover_services_of_a_killed_dvc(swarm_repo, swarm_clean):
-    """SIGKILL cannot be caught: the service outlives dvc; `dvc docker ps`/`prune` find and remove it."""
+    """SIGKILL cannot be caught: the service outlives dvc (its task ends by its lease); `dvc docker ps`/`prune` find and remove it."""
     write_pipeline(swarm_repo, {"slow": {"cmd": "sleep 300"}})
     proc = subprocess.Popen(
         [*DvcRepo.dvc_argv(), "repro"], cwd=swarm_repo.path, env=swarm_repo.env,
@@ -382,3 +382,38 @@ def test_logs_stream_live_while_the_task_runs(swarm_repo, swarm_clean):
     assert proc.returncode == 0, rest + err
     assert "after-out" in rest.splitlines()
     assert "live-err" in err.splitlines()
+
+
+def test_sigkill_of_dvc_ends_the_task_and_the_next_run_removes_the_service(swarm_repo, swarm_clean):
+    """Issue 18 on Swarm: the task of a SIGKILLed dvc ends within 30 s (its lease file stops being renewed);
+    the service it leaves is named by `dvc status` and removed by the next run before it starts anything."""
+    write_pipeline(swarm_repo, {"slow": {"cmd": "sleep 300"}, "quick": {"cmd": "echo q > q.txt", "outs": ["q.txt"]}})
+    proc = subprocess.Popen(
+        [*DvcRepo.dvc_argv(), "repro", "slow"], cwd=swarm_repo.path, env=swarm_repo.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    running = []
+    while time.monotonic() < deadline and not running:
+        ours = [s for s in swarm_clean.services() if s["Spec"]["Labels"].get("dvc-docker-exec.repo") == str(swarm_repo.path)]
+        running = [t for s in ours for t in swarm_clean.client.api.tasks(filters={"service": s["ID"]})
+                   if t["Status"]["State"] == "running"]
+        time.sleep(0.3)
+    assert running, "the stage's task never ran"
+    proc.kill()
+    proc.wait(timeout=60)
+    killed = time.monotonic()
+    service_id = running[0]["ServiceID"]
+    while time.monotonic() < killed + 90:
+        states = [t["Status"]["State"] for t in swarm_clean.client.api.tasks(filters={"service": service_id})]
+        if "running" not in states:
+            break
+        time.sleep(0.5)
+    ended = time.monotonic() - killed
+    print(f"an orphaned Swarm task ended {ended:.1f} s after SIGKILL of dvc")
+    assert ended < 45, f"the orphaned task ran {ended:.0f} s after its dvc was killed"  # promise: 30 s
+    status = swarm_repo.dvc("status")
+    assert f"service {ours[0]['Spec']['Name']} of stage 'slow'" in status.stderr, status.stderr
+    rerun = swarm_repo.dvc("repro", "quick")
+    assert f"removed service {ours[0]['Spec']['Name']} of stage 'slow'" in rerun.stderr, rerun.stderr
+    assert service_id not in {s["ID"] for s in swarm_clean.services()}
