@@ -260,7 +260,7 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
     finally:
         found = tamper.check(before, watched)
         if found:
-            _state[TAMPERED] = found
+            _state[TAMPERED] = found = f"{found} while its container ran"
             raise _tamper_error(stage, found)
 
 
@@ -268,7 +268,7 @@ def _tamper_error(stage: Any, found: str) -> Exception:
     from .errors import DockerExecError
 
     return DockerExecError(
-        f"stage '{stage.addressing}': {found} while its container ran; nothing was recorded. "
+        f"stage '{stage.addressing}': {found}; nothing was recorded. "
         "Inspect that path (Git hooks, core.fsmonitor and core.hooksPath in .git/config, commondir, "
         ".dvc/config.local) before you run dvc or git here again; if you changed it yourself, run again"
     )
@@ -278,7 +278,7 @@ def _refuse_after_tampering(stage: Any) -> None:
     """A run never continues after its own config changed (`--keep-going`, `exp run` of several stages)."""
     found = _state.get(TAMPERED)
     if found:
-        raise _tamper_error(stage, f"an earlier stage of this run changed what dvc and git read ({found})")
+        raise _tamper_error(stage, f"not run: {found} (an earlier stage of this dvc process)")
 
 
 READY = "_docker_exec_ready"  # attribute of a Stage: what `ready` found for it

@@ -63,12 +63,14 @@ def open_own_folder(path: str) -> int:
     except OSError as exc:
         raise UnsafePathError(f"'{path}' is not a folder ({_kind(path)}); a stage may have planted it: inspect and remove it") from exc
     info = os.fstat(fd)
-    foreign = info.st_uid != os.getuid()
-    # group-writable is fine for the user's own private group (umask 002), not for a shared one
-    open_to_others = info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != os.getgid())
-    if foreign or open_to_others:
+    if info.st_uid != os.getuid():
         os.close(fd)
-        raise UnsafePathError(f"'{path}' is {'owned by uid %d' % info.st_uid if foreign else 'writable by others'}: inspect and remove it")
+        raise UnsafePathError(f"'{path}' is owned by uid {info.st_uid}, not by you: inspect and remove it")
+    # ours but open to others (made under umask 0, or chmod-ed): closed again. What others
+    # may have put in it is never used: our files go into fresh mode-700 folders of random names
+    open_to_others = info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != os.getgid())
+    if open_to_others:
+        os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~0o022)
     return fd
 
 

@@ -117,6 +117,7 @@ def test_later_stages_of_the_run_are_refused_after_tampering(repo):
     if (repo.path / ".git.orig").exists():  # the rename worked: both stages must have been stopped
         assert proc.returncode != 0
         assert not (repo.path / "t.txt").exists(), proc.stdout + proc.stderr
+        assert f"stage 't': not run: '{repo.path}/.git' replaced" in proc.stderr, proc.stderr
         assert repo.lock() is None or "t.txt" not in repo.lock()
 
 

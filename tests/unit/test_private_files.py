@@ -62,13 +62,13 @@ def test_private_folder_refuses_a_planted_link_and_writes_nothing_there(tmp_path
     assert os.listdir(elsewhere) == []
 
 
-def test_private_folder_refuses_a_folder_others_may_write(tmp_path: Path) -> None:
+def test_private_folder_closes_a_folder_others_may_write(tmp_path: Path) -> None:
     shared = tmp_path / "docker-exec"
     shared.mkdir()
     shared.chmod(0o777)
-    with pytest.raises(pf.UnsafePathError, match="writable by others"):
-        with pf.private_folder(str(shared)):
-            pass
+    with pf.private_folder(str(shared)) as folder:
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
 
 
 def test_reaper_never_follows_a_linked_parent(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from dvc_docker_exec import tamper
 
 
@@ -111,3 +113,61 @@ def test_a_fifo_is_not_read(tmp_path):
     fifo = tmp_path / "config.local"
     os.mkfifo(fifo)
     assert tamper.snapshot([str(tmp_path)])[str(fifo)].kind == "other"  # an open for reading would block
+
+
+# --- what dvc_glue watches around each container ----------------------------------------------------
+
+
+def fake_stage(tmp_path: Path):
+    import types
+
+    files = {"global": str(tmp_path / "dvc-global" / "config"), "system": str(tmp_path / "dvc-system" / "config")}
+    return types.SimpleNamespace(addressing="s", repo=types.SimpleNamespace(config=types.SimpleNamespace(files=files)))
+
+
+def test_watch_list_comes_from_the_covers_and_the_users_config(tmp_path, monkeypatch):
+    from dvc_docker_exec import dvc_glue
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    repo = tmp_path / "repo"
+    covers = (
+        (str(repo / ".dvc"), True),
+        (str(repo / ".dvc" / "tmp"), False),
+        (str(repo / ".dvc" / "tmp" / "exps"), True),  # inside a watched .dvc: not watched again
+        (str(repo / ".git" / "hooks"), True),
+        (str(repo / ".git" / "config"), True),
+        (str(repo / "sub" / ".dvc"), True),
+    )
+    watched = dvc_glue.tamper_watch(fake_stage(tmp_path), covers)
+    home = tmp_path / "home"
+    assert watched[:3] == [str(repo / ".dvc"), str(repo / ".git"), str(repo / "sub" / ".dvc")]
+    for expected in (tmp_path / "dvc-global", tmp_path / "dvc-system", home / ".config" / "dvc", home / ".gitconfig", home / ".config" / "git"):
+        assert str(expected) in watched
+    assert str(repo / ".dvc" / "tmp" / "exps") not in watched
+
+
+def test_a_tampering_stage_stops_the_rest_of_the_run(tmp_path, monkeypatch):
+    from dvc_docker_exec import dvc_glue
+    from dvc_docker_exec.errors import DockerExecError
+
+    monkeypatch.setattr(dvc_glue, "_state", {})
+    stage = fake_stage(tmp_path)
+    git = git_dir(tmp_path)
+    with pytest.raises(DockerExecError, match=r"'.*/\.git/commondir' appeared \(a file\) while its container ran; nothing was recorded"):
+        with dvc_glue.watching(stage, [str(git)]):
+            (git / "commondir").write_text("/elsewhere\n")
+    with pytest.raises(DockerExecError, match="not run: '.*commondir' appeared"):
+        dvc_glue._refuse_after_tampering(stage)
+
+
+def test_the_tamper_report_replaces_the_stages_own_failure(tmp_path, monkeypatch):
+    from dvc_docker_exec import dvc_glue
+    from dvc_docker_exec.errors import DockerExecError
+
+    monkeypatch.setattr(dvc_glue, "_state", {})
+    git = git_dir(tmp_path)
+    with pytest.raises(DockerExecError, match="hooks/post-commit' appeared"):
+        with dvc_glue.watching(fake_stage(tmp_path), [str(git)]):
+            (git / "hooks" / "post-commit").write_text("#!/bin/sh\n")
+            raise RuntimeError("the command failed")
