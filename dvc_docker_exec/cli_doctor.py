@@ -168,6 +168,7 @@ class CmdDockerDoctor(CmdDocker):
         from .provenance import short_identity
         from .stage_images import image_rows
 
+        yield from _legacy_record_checks(self.repo.root_dir, stages)
         rows = {row.stage: row for row in image_rows(client, stages)} if client is not None else {}
         for stage, settings in stages:
             yield from volume_checks(stage.addressing, [v.source for v in settings.volumes])
@@ -175,7 +176,7 @@ class CmdDockerDoctor(CmdDocker):
             if row is None:
                 continue
             name = f"stage '{row.stage}'"
-            recorded = f"dvc.docker.lock records {short_identity(row.recorded)}" if row.recorded else "nothing recorded yet"
+            recorded = f"dvc.lock records {short_identity(row.recorded)}" if row.recorded else "nothing recorded yet"
             if row.present and not row.changed:
                 as_recorded = "as recorded" if row.recorded else "not recorded yet: the stage has not run in a container"
                 yield Check(name, OK, f"image '{row.image}' is present, identity {short_identity(row.current)} ({as_recorded})")
@@ -200,6 +201,25 @@ class CmdDockerDoctor(CmdDocker):
                     f"image '{row.image}' is not present: the first run pulls it (docker.pull {row.pull}; {recorded})",
                     f"`dvc docker pull {row.stage}`",
                 )
+
+
+def _legacy_record_checks(root: str, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
+    """A dvc.docker.lock of an earlier version is no longer read: say so (a reader might trust it, P8)."""
+    import os
+
+    from .checks import WARNING, Check
+    from .provenance import LEGACY_RECORD_FILE
+
+    folders = sorted({os.path.dirname(os.path.abspath(stage.path)) for stage, _ in stages})
+    for path in (os.path.join(folder, LEGACY_RECORD_FILE) for folder in folders):
+        if os.path.lexists(path):
+            rel = os.path.relpath(path, root)
+            yield Check(
+                "provenance",
+                WARNING,
+                f"'{rel}' is not read (earlier versions wrote it): the image each stage ran in is recorded in dvc.lock",
+                f"`git rm {rel}`",
+            )
 
 
 def add_parser(subparsers, parent_parser):

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
-HELP = "Pull the images of the pipeline's stages (or of the targets), each once, by the digest dvc.docker.lock records."
+HELP = "Pull the images of the pipeline's stages (or of the targets), each once, by the digest dvc.lock records."
 DESCRIPTION = (
     HELP + "\n\nAn image whose registry digest is recorded is pulled by that digest and tagged with the reference"
     " the stage names, so `dvc repro` runs exactly the recorded environment. A progress bar per image on a"

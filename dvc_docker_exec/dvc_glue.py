@@ -78,9 +78,10 @@ def _patch_with(name: str) -> Callable[[Any], None]:
 
 
 patch_stage_loader = _patch_with("patch_loader")
+patch_repo_stage = _patch_with("patch_stage_create")
 patch_stage_serialize = _patch_with("patch_serialize")
 patch_stage_cache = _patch_with("patch_stage_cache")
-patch_dvcfile = _patch_with("patch_dvcfile")
+patch_exp_serialize = _patch_with("patch_exp_serialize")
 patch_repo_status = _patch_with("patch_status")
 patch_repo_reproduce = _patch_with("patch_reproduce")
 

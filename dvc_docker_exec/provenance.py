@@ -2,33 +2,42 @@
 
 Public API (stable; ``dvc docker images/doctor/pull`` build on it):
 
-* :data:`RECORD_FILE` — ``dvc.docker.lock``, the Git-tracked record next to
-  each ``dvc.lock``.
 * :func:`resolve_identity` — image reference -> immutable identity through a
   docker-py client: the registry digest (``RepoDigests``) when the image came
   from a registry (of the reference's repository), else the local image ID
   (``sha256:...``); None if absent.
 * :class:`IdentityCache` — the same, one inspect per distinct image per process.
-* :class:`Record`, :func:`read_record_file`, :func:`read_records`,
-  :func:`write_record_file` — the record format (stage -> reference + identity).
+* :class:`Record` — one stage's recorded image (reference + identity), and its
+  form in ``dvc.lock``: :func:`lock_entry` / :func:`record_from_lock`.
 * :func:`identity_changed` — whether a stage's current identity differs from
   the recorded one (None when it cannot be told).
-* :func:`short_identity` — the short form used in messages.
+* :func:`short_identity` — the short form used in messages; :func:`short_id`
+  the 12 hex digits ``dvc exp show`` displays.
 * For a loaded DVC stage: ``tracking.image_dependency_of(stage)`` (its
-  ``image``, ``recorded()``, ``current()``, ``status()``).
+  ``image``, ``recorded()``, ``record()``, ``current()``, ``status()``).
 
-Record format (YAML, human-readable, written by the plugin when DVC writes the
-stage's entry in ``dvc.lock``)::
+Where the record lives (issue 17): ``dvc.lock``, and nowhere else. The image is
+a non-file dependency of the stage, as DVC's own dataset dependency
+(``ds://``) is: one entry in the stage's ``deps``::
 
-    # dvc-docker-exec: the image each container stage of dvc.yaml ran in
     train:
-      image: "python:3.12-slim"
-      id: "python@sha256:4f6c..."
+      cmd: python train.py
+      deps:
+      - path: docker:python:3.12-slim     # DEP_PREFIX + the reference as configured
+        dataset:                          # DVC's schema key for a non-file dependency
+          repo: python                    # only for a registry digest
+          sha256: 4f6c1a...               # 64 hex digits
 
-Top-level keys are stage names (``.`` replaced by ``_``, see
-:func:`record_key`), so that ``<key>.id`` is a DVC params key: DVC itself
-compares it (``dvc status``), keys its run cache with it and shows it in
-``dvc exp show`` / ``dvc params diff``.
+The identity is split so that no line is longer than 80 columns: DVC's YAML
+writer moves a longer value onto the next line after ``key: `` (a trailing
+space). One record, one place: ``dvc status``, ``dvc docker doctor`` and
+``dvc exp show`` all read it from the stage's lock entry, so they cannot
+disagree with ``dvc.lock`` (issue 16, P8). Fields added to :class:`Record`
+go into :func:`lock_entry` and :func:`record_from_lock`, nowhere else.
+
+Earlier versions kept a ``dvc.docker.lock`` file and a params entry
+``dvc.docker.lock: {<stage>.id: ...}`` in ``dvc.lock``; such a params entry is
+still read (:func:`record_from_lock`) until the stage's entry is written again.
 
 This module imports neither dvc nor docker (a client is passed in).
 """
@@ -36,22 +45,14 @@ This module imports neither dvc nor docker (a client is passed in).
 from __future__ import annotations
 
 import contextvars
-import json
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
-RECORD_FILE = "dvc.docker.lock"
-ID_KEY = "id"
-IMAGE_KEY = "image"
-HEADER = "# dvc-docker-exec: the image each container stage of dvc.yaml ran in (README: Provenance)\n"
+ID_KEY = "id"  # earlier versions' params key: <stage>.id
 
 _SHA = re.compile(r"sha256:([0-9a-f]{64})")
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_@-]*\Z")  # a stage name YAML reads as itself
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}  # YAML 1.1 reads these otherwise
-_SKIP_DIRS = {".git", ".dvc", "node_modules", "__pycache__"}
 
 
 @dataclass(frozen=True)
@@ -165,115 +166,75 @@ def identity_changed(recorded: Optional[str], current: Optional[str]) -> Optiona
     return recorded != current
 
 
-# --- record file -------------------------------------------------------------------
+# --- the record in dvc.lock ---------------------------------------------------------
+
+DEP_PREFIX = "docker:"  # the dependency's path in dvc.lock and its `dvc exp show` column: docker:<reference>
+LEGACY_RECORD_FILE = "dvc.docker.lock"  # what earlier versions wrote; no longer read nor written
+_LOCK_REPO = "repo"
+_LOCK_SHA = "sha256"
+_LOCK_ID = "id"  # an identity of another form (never written by Docker today): kept whole
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})\Z")
+
+
+def dep_path(image: str) -> str:
+    """The image dependency's path: `docker:python:3.12-slim`."""
+    return f"{DEP_PREFIX}{image}"
+
+
+def is_dep_path(path: Any) -> bool:
+    return isinstance(path, str) and path.startswith(DEP_PREFIX)
+
+
+def lock_entry(record: Record) -> Dict[str, str]:
+    """The record's mapping under the dependency's `dataset` key in dvc.lock (lines of at most 80 columns)."""
+    repo, digest = split_identity(record.identity)
+    match = _DIGEST.match(digest)
+    if not match:
+        return {_LOCK_ID: record.identity}
+    return {**({_LOCK_REPO: repo} if repo else {}), _LOCK_SHA: match.group(1)}
+
+
+def identity_from_entry(entry: Any) -> Optional[str]:
+    """The identity a `lock_entry` mapping holds; None for anything else."""
+    if not isinstance(entry, Mapping):
+        return None
+    if entry.get(_LOCK_ID):
+        return str(entry[_LOCK_ID])
+    sha = entry.get(_LOCK_SHA)
+    if not sha:
+        return None
+    repo = entry.get(_LOCK_REPO)
+    return f"{repo}@sha256:{sha}" if repo else f"sha256:{sha}"
+
+
+def record_from_lock(stage_name: str, lock_data: Any) -> Optional[Record]:
+    """The stage's recorded image from its dvc.lock entry (`lock_data`), None when nothing is recorded.
+
+    Reads the dependency written by this version, else the params entry of
+    earlier versions (their reference is unknown: empty).
+    """
+    if not isinstance(lock_data, Mapping):
+        return None
+    for dep in lock_data.get("deps") or []:
+        if isinstance(dep, Mapping) and is_dep_path(dep.get("path")):
+            identity = identity_from_entry(dep.get("dataset"))
+            if identity:
+                return Record(stage=stage_name, image=dep["path"][len(DEP_PREFIX) :], identity=identity)
+    legacy = ((lock_data.get("params") or {}).get(LEGACY_RECORD_FILE) or {}).get(f"{record_key(stage_name)}.{ID_KEY}")
+    return Record(stage=stage_name, image="", identity=str(legacy)) if legacy else None
 
 
 def record_key(stage_name: str) -> str:
-    """The record's key for a stage: DVC params keys are dotted paths, so no dots."""
+    """The key earlier versions gave a stage (DVC params keys are dotted paths, so no dots)."""
     return stage_name.replace(".", "_")
 
 
-def param_key(stage_name: str) -> str:
-    """The DVC params key that holds the stage's identity (`train.id`)."""
-    return f"{record_key(stage_name)}.{ID_KEY}"
-
-
-def record_path(dvcfile_path: str) -> str:
-    """The record file next to a `dvc.yaml` / `dvc.lock`."""
-    return os.path.join(os.path.dirname(os.path.abspath(dvcfile_path)), RECORD_FILE)
-
-
-def read_record_file(path: str) -> Dict[str, Record]:
-    """key -> Record of one record file; {} when it does not exist.
-
-    Raises ValueError for a file that is not a mapping of such entries.
-    """
-    try:
-        with open(path, encoding="utf-8") as fobj:
-            text = fobj.read()
-    except FileNotFoundError:
-        return {}
-    from ruamel.yaml import YAML  # a DVC dependency
-
-    try:
-        data = YAML(typ="safe", pure=True).load(text) or {}
-    except Exception as exc:  # ruamel's YAMLError and friends: one kind of error for callers
-        raise ValueError(f"'{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"'{path}' is not a mapping of stage names")
-    out: Dict[str, Record] = {}
-    for key, entry in data.items():
-        if not isinstance(entry, dict) or not entry.get(ID_KEY):
-            raise ValueError(f"'{path}': entry '{key}' has no '{ID_KEY}'")
-        out[str(key)] = Record(stage=str(key), image=str(entry.get(IMAGE_KEY, "")), identity=str(entry[ID_KEY]))
-    return out
-
-
-def format_records(records: Mapping[str, Record]) -> str:
-    """The file text: sorted keys, JSON-quoted values (valid YAML, stable diffs)."""
-    lines = [HEADER]
-    for key in sorted(records):
-        rec = records[key]
-        plain = _PLAIN_KEY.match(key) and key.lower() not in _YAML_WORDS
-        lines.append(f"{key if plain else json.dumps(key)}:\n")
-        lines.append(f"  {IMAGE_KEY}: {json.dumps(rec.image)}\n")
-        lines.append(f"  {ID_KEY}: {json.dumps(rec.identity)}\n")
-    return "".join(lines)
-
-
-def write_record_file(path: str, records: Mapping[str, Record]) -> bool:
-    """Write (atomically) or remove the file when empty; True if its content changed."""
-    try:
-        with open(path, encoding="utf-8") as fobj:
-            old: Optional[str] = fobj.read()
-    except FileNotFoundError:
-        old = None
-    if not records:
-        if old is not None:
-            os.unlink(path)
-        return old is not None
-    text = format_records(records)
-    if text == old:
-        return False
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fobj:
-        fobj.write(text)
-    os.replace(tmp, path)
-    return True
-
-
-def update_record_file(path: str, key: str, record: Optional[Record]) -> bool:
-    """Set (or with None remove) one stage's entry; True if the file changed."""
-    records = read_record_file(path)
-    if record is None:
-        if key not in records:
-            return False
-        del records[key]
-    else:
-        records[key] = record
-    return write_record_file(path, records)
-
-
-def _record_files(root: str) -> Iterator[str]:
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        if RECORD_FILE in files:
-            yield os.path.join(folder, RECORD_FILE)
-
-
-def read_records(root: str) -> Dict[str, Record]:
-    """Every recorded identity under a repo root: stage address -> Record.
-
-    The address is DVC's: `train` for the root dvc.yaml, `sub/dvc.yaml:train`
-    for another one (Record.stage is the record's key).
-    """
-    out: Dict[str, Record] = {}
-    for path in _record_files(root):
-        folder = os.path.relpath(os.path.dirname(path), root)
-        for key, rec in read_record_file(path).items():
-            address = key if folder == "." else f"{os.path.join(folder, 'dvc.yaml')}:{key}"
-            out[address] = rec
-    return out
+def short_id(identity: Optional[str]) -> str:
+    """The 12 hex digits `dvc exp show` displays for an identity (as `docker images` does); '' for None."""
+    if not identity:
+        return ""
+    match = _SHA.search(identity)
+    return match.group(1)[:12] if match else identity
 
 
 def describe_change(image: str, recorded: Optional[str], current: Optional[str]) -> str:

@@ -1,4 +1,4 @@
-"""The pipeline's images: as configured, as recorded in dvc.docker.lock, as present; what to pull.
+"""The pipeline's images: as configured, as recorded in dvc.lock, as present; what to pull.
 
 Shared by `dvc docker images`, `doctor` and `pull`; loaded only when one of
 them runs (the command modules are imported by every `dvc` invocation).
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 @dataclass(frozen=True)
 class ImageRow:
-    """One container stage's image: as configured, as recorded (dvc.lock / dvc.docker.lock), as present now."""
+    """One container stage's image: as configured, as recorded (dvc.lock), as present now."""
 
     stage: str
     image: str

@@ -31,6 +31,7 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
         return None
     try:
         settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
+        settings = trust.machine_track(settings, levels, stage.addressing)
         if settings.active:
             roots = (os.path.normpath(stage.repo.root_dir), git_root(stage))
             trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
@@ -68,3 +69,18 @@ def repo_git_root(repo: Any) -> str:
     root = getattr(scm, "root_dir", None)
     # NoSCM's root_dir is the repo root; Git's may be a parent (dvc init --subdir)
     return os.path.normpath(root or repo.root_dir)
+
+
+def tracking_off(stage: Any) -> bool:
+    """The levels (and the machine's word over the repository's, see trust.machine_track) turn tracking off.
+
+    For a stage that runs on the host now; settings_for answers for the others.
+    """
+    from . import trust
+
+    levels = config_snapshot(stage.repo)
+    try:
+        settings = trust.machine_track(DockerSettings.from_levels(levels), levels, stage.addressing)
+    except SettingError:
+        return False
+    return not settings.track
