@@ -529,7 +529,7 @@ def test_params_show_with_no_record_is_no_error(repo):
     assert params_show(repo) == {"params.yaml": {"lr": 1}}
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "host")
-    assert json.loads(repo.dvc("params", "diff", "--all", "--json").stdout) == {"params.yaml": {"lr": {"old": 1, "new": 1}}}
+    assert json.loads(repo.dvc("params", "diff", "--all", "--json").stdout) == {"params.yaml": {"lr": {"old": 1, "new": 1, "diff": 0}}}
     assert "!" not in repo.dvc("exp", "show", "--csv").stdout
 
 
