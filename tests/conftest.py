@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LABEL = "dvc-docker-exec"
 BUSYBOX = "dvc-docker-exec-test/busybox:latest"
 PYTHON_DVC = "dvc-docker-exec-test/python-dvc:bookworm"
-PYTHON = "dvc-docker-exec-test/python:bookworm"  # plain python (DVC's own tests run `python copy.py` stages)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -55,11 +54,6 @@ def _need_image(client, image: str) -> str:
 @pytest.fixture(scope="session")
 def busybox_image(docker_client) -> str:
     return _need_image(docker_client, BUSYBOX)
-
-
-@pytest.fixture(scope="session")
-def python_image(docker_client) -> str:
-    return _need_image(docker_client, PYTHON)
 
 
 @pytest.fixture(scope="session")

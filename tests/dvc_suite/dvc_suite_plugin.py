@@ -5,7 +5,8 @@ code changes). DVC's conftest points ``DVC_SYSTEM_CONFIG_DIR`` at a folder of
 the session (its ``isolate`` fixture); we write a ``[docker]`` section into
 the system-level config there, so it applies to every repository the tests
 create, as a machine administrator's config would. The image comes from
-``DVC_SUITE_IMAGE`` (it needs python: the tests' stages run ``python copy.py``).
+``DVC_SUITE_IMAGE`` (it needs python, and DVC for the stages whose scripts import it:
+the tests' stages run ``python copy.py`` and such).
 """
 
 from __future__ import annotations

@@ -85,6 +85,8 @@ def run_slice(sources: Path, junit: Path, basetemp: Path, image: Optional[str], 
     """One run of the slice; outcomes go to `junit`. `image` None: native (the plugin installed, no image)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DVC_SUITE_IMAGE"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    # as in DVC's CI, the venv is active: queue workers start `dvc`, host stages `python` scripts importing dvc
+    env["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH")]))
     if image:
         env["DVC_SUITE_IMAGE"] = image
     cmd = [

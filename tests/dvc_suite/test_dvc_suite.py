@@ -28,14 +28,15 @@ def _need_test_deps() -> None:
         _unavailable(f"DVC's test dependencies are missing ({', '.join(missing)}): pip install -e '.[tests]'")
 
 
-def test_dvc_functional_slice_passes_in_containers_as_natively(python_image, tmp_path):
+def test_dvc_functional_slice_passes_in_containers_as_natively(python_dvc_image, tmp_path):
+    # the image: the tests' stages run `python copy.py`, and some `python` scripts that import dvc
     import dvc
 
     _need_test_deps()
     sources = suite.dvc_sources(dvc.__version__)
     reports = {}
     took = {}
-    for name, image in (("native", None), ("containers", python_image)):
+    for name, image in (("native", None), ("containers", python_dvc_image)):
         junit = tmp_path / f"{name}.xml"
         start = time.monotonic()
         proc = suite.run_slice(sources, junit, tmp_path / name, image)
