@@ -433,10 +433,7 @@ class ContainerRunner:
         finally:
             for stream in (sock, waiter):
                 if stream is not None:
-                    try:
-                        stream.close()
-                    except Exception:  # noqa: BLE001 - the connection may be gone already
-                        pass
+                    streams.release(stream)
             if status is None and ref is not None:
                 cleaned = self._stop(ref, signals, report=lost is not None)
         if lost is not None:

@@ -160,3 +160,31 @@ def test_pump_reads_an_ssh_process_stream_without_waiting_for_a_full_chunk(pipes
     thread.join(10)
     proc.stdout.close()
     assert read() == (b"first\n", b"second\n")
+
+
+def test_release_closes_the_socket_and_response_under_an_attach_stream():
+    """docker-py's attach socket is a SocketIO: its close() leaves the socket to the GC (ResourceWarning)."""
+    import socket as socketlib
+
+    from dvc_docker_exec import streams as s
+
+    a, b = socketlib.socketpair()
+    stream = a.makefile("rb", buffering=0)  # a SocketIO over `a`, as docker-py returns
+
+    class Response:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    stream._response = response = Response()
+    stream._sock = a
+    s.release(stream)
+    assert a.fileno() == -1 and response.closed and stream.closed
+    b.close()
+
+    class Broken:
+        def close(self):
+            raise OSError("gone")
+
+    s.release(Broken())  # a connection already gone is no error
