@@ -82,7 +82,10 @@ def dvc_sources(version: str, cache: Optional[Path] = None) -> Path:
 
 def run_slice(sources: Path, junit: Path, basetemp: Path, image: Optional[str], workers: int = 2,
               timeout: int = 300, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
-    """One run of the slice; outcomes go to `junit`. `image` None: native (the plugin installed, no image)."""
+    """One run of the slice; outcomes go to `junit`. `image` None: native (the plugin installed, no image).
+
+    $DVC_SUITE_SLICE (paths under DVC's tests/, space-separated) runs less, while working on one part.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DVC_SUITE_IMAGE"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     # as in DVC's CI, the venv is active: queue workers start `dvc`, host stages `python` scripts importing dvc
