@@ -112,29 +112,6 @@ def _tracking_off(stage: Any) -> bool:
     return tracking_off(stage)
 
 
-def attach(stage: Any, lock_data: Optional[dict]) -> None:
-    """Give a pipeline stage its image dependency (once); never breaks DVC because of the plugin."""
-    if not getattr(stage, "name", None) or image_dependency_of(stage) is not None:
-        return
-    try:
-        dep = image_dependency(stage, lock_data)
-    except Exception as exc:  # noqa: BLE001 - loading dvc.yaml must not fail because of us
-        logger.warning("dvc-docker-exec: image of stage '%s' not tracked: %r", stage.name, exc)
-        return
-    if dep is not None:
-        stage.deps.append(dep)
-
-
-def _tracking_off(stage: Any) -> bool:
-    from .config import parse_bool
-
-    section = stage.repo.config.get("docker") or {}
-    try:
-        return not parse_bool(section.get("track", True))
-    except ValueError:
-        return False
-
-
 def patch_loader(module: Any) -> None:
     loader = module.StageLoader
     original = loader.load_stage.__func__

@@ -229,3 +229,23 @@ def test_exp_show_gets_one_short_column_per_image(dvc_repo, tmp_path):
     exp = SerializableExp.from_repo(fresh, rev="workspace")
     assert exp.deps[DEP].hash == "a" * 12 and "in.txt" in exp.deps
     assert "dvc.docker.lock" not in exp.params
+
+
+def test_a_host_stage_follows_the_machine_track_rule_too(dvc_repo, tmp_path):
+    """The repository's .dvc/config `track false` does not drop a recorded image while this machine says true."""
+    from dvc.repo import Repo
+
+    from dvc_docker_exec import stage_settings
+
+    repo, _ = dvc_repo
+    _lock_with(tmp_path, "host", "echo x > host.txt", ID_A)
+    with repo.config.edit("repo") as conf:
+        conf["docker"]["track"] = "false"
+    stage_settings._snapshots.clear()
+    assert not image_deps(stages(Repo(str(tmp_path)))["host"])  # the repository's word alone: off
+    with repo.config.edit("local") as conf:
+        conf["docker"] = {"track": "true"}
+    stage_settings._snapshots.clear()
+    (dep,) = image_deps(stages(Repo(str(tmp_path)))["host"])
+    assert dep.image is None and dep.recorded() == ID_A
+    stage_settings._snapshots.clear()
