@@ -10,6 +10,7 @@ or deselect it with `-m dvc_suite`.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import pytest
@@ -20,8 +21,8 @@ pytestmark = [pytest.mark.dvc_suite, pytest.mark.docker, pytest.mark.slow]
 
 
 def _need_test_deps() -> None:
-    missing = [m for m in ("pytest_mock", "pytest_timeout", "pytest_test_utils", "xdist", "filelock", "pytest_cov")
-               if __import__("importlib.util").util.find_spec(m) is None]
+    missing = [m for m in ("pytest_mock", "pytest_timeout", "xdist", "filelock", "pytest_cov")
+               if importlib.util.find_spec(m) is None]
     if missing:
         from tests.conftest import _unavailable
 
