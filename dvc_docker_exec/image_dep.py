@@ -59,10 +59,19 @@ class ImageDependency(DatasetDependency):
         # DVC's run cache keys only stages whose deps are all local: the identity is part of the key
         return "local"
 
-    # nothing on disk: never "deleted", never pulled
+    # nothing on disk: never "deleted", never pulled, not a file of the repository (DVC 3.50's
+    # AbstractDependency lacks the last one: `exp run` asks every dep while committing its files)
     @property
     def exists(self) -> bool:  # type: ignore[override]
         return True
+
+    @property
+    def is_in_repo(self) -> bool:  # type: ignore[override]
+        return False
+
+    @property
+    def use_scm_ignore(self) -> bool:  # type: ignore[override]
+        return False
 
     def fill_values(self, values: Optional[Dict[str, Any]] = None) -> None:
         self.hash_info = HashInfo(self.PARAM_DATASET, dict(values or {}))  # type: ignore[arg-type]

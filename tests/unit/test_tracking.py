@@ -77,6 +77,8 @@ def test_only_container_stages_with_dependencies_get_the_image_dependency(dvc_re
     assert [len(found[n]) for n in ("box", "download", "host", "untracked", "callback")] == [1, 1, 0, 0, 0]
     (dep,) = found["box"]
     assert dep.def_path == "docker:img:1" and dep.image == "img:1" and dep.recorded() is None
+    # not a file: DVC (3.50's `exp run` too) must not look for it in the workspace or .gitignore it
+    assert dep.exists and not dep.is_in_repo and not dep.use_scm_ignore and dep.protocol == "local"
     assert stages(repo)["callback"].is_callback  # DVC still reruns it every time
 
 
