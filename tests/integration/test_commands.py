@@ -239,7 +239,7 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
 
 
 def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_client, busybox_image, no_leftovers):  # noqa: F811
-    """A new machine gets what dvc.docker.lock records, not what the tag names today."""
+    """A new machine gets what dvc.lock records, not what the tag names today."""
     reference = new_layer_image
     repo = make_repo(reference)
     repo.dvc("config", "docker.pull", "missing")
@@ -255,7 +255,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
     row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
     assert (row["recorded"], row["current"], row["present"]) == (first["recorded"], None, False)
     doctor_line = lines_of(repo.dvc("docker", "doctor").stdout, "warning stage 'train': ")
-    assert doctor_line and f"dvc.docker.lock records {first['recorded'].split(':')[0]}" in doctor_line[0]
+    assert doctor_line and f"dvc.lock records {first['recorded'].split(':')[0]}" in doctor_line[0]
 
     proc = repo.dvc("docker", "pull")
     assert proc.stdout.strip() == f"Pulled {first['recorded']} as {reference}"
