@@ -327,7 +327,7 @@ def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busy
     try:
         proc = repo.dvc("docker", "pull")
         assert f"(here as {busybox_image}" in proc.stdout, proc.stdout  # other tests may add tags of it
-        assert f"as {other}: the image dvc.docker.lock records" in proc.stdout, proc.stdout
+        assert f"as {other}: the image dvc.lock records" in proc.stdout, proc.stdout
         assert docker_client.images.get(other).id == docker_client.images.get(busybox_image).id
         assert repo.dvc("status").stdout.strip() == "Data and pipelines are up to date."
     finally:

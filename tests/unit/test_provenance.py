@@ -125,3 +125,18 @@ def test_short_id_is_twelve_hex_digits():
     assert p.short_id(None) == ""
 
 
+
+
+def test_a_built_images_record_round_trips_and_its_key_is_the_identity_only():
+    """docker.build: the Dockerfile, inputs and produced image ID sit in the dependency's dvc.lock entry."""
+    inputs = {"dockerfile": DIGEST, "context": OTHER, "args": DIGEST, "target": "", "bases": {"python:3": f"python@{DIGEST}"}}
+    rec = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile", inputs=inputs, image_id=IMAGE_ID)
+    entry = p.lock_entry(rec)
+    assert entry == {"build": "env/Dockerfile", "sha256": "a" * 64, "built": "c" * 64, "inputs": inputs}
+    assert p.record_from_lock("train", {"deps": [{"path": p.dep_path("dvc-build/x"), "dataset": entry}]}) == rec
+    # the run-cache key: another machine's build of the same inputs has another image ID
+    assert p.lock_entry(rec, identity_only=True) == {"build": "env/Dockerfile", "sha256": "a" * 64}
+    assert p.identity_from_entry(p.lock_entry(rec, identity_only=True)) == "build:" + DIGEST
+    assert p.short_id("build:" + DIGEST) == "a" * 12
+    bare = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile")
+    assert p.record_from_entry("train", "dvc-build/x", p.lock_entry(bare)) == bare
