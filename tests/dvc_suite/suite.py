@@ -95,7 +95,7 @@ def run_slice(sources: Path, junit: Path, basetemp: Path, image: Optional[str], 
     cmd = [
         sys.executable, "-m", "pytest", "-p", "dvc_suite_plugin", "-p", "no:cacheprovider", "-q", "--no-cov",
         "-n", str(workers), f"--timeout={timeout}", f"--basetemp={basetemp}", f"--junitxml={junit}",
-        *extra, *SLICE,
+        *extra, *(os.environ.get("DVC_SUITE_SLICE", "").split() or SLICE),
     ]
     return subprocess.run(cmd, cwd=sources, env=env, capture_output=True, text=True)
 

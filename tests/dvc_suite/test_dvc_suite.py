@@ -11,6 +11,7 @@ or deselect it with `-m dvc_suite`.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 
 import pytest
@@ -50,7 +51,8 @@ def test_dvc_functional_slice_passes_in_containers_as_natively(python_dvc_image,
         f"containers {suite.counts(containers)} ({took['containers']:.0f} s)"
     )
     print(summary)
-    assert sum(o == suite.PASSED for o in native.values()) > 100, summary  # the slice really ran
+    # the whole slice really ran (DVC_SUITE_SLICE narrows it on purpose)
+    assert sum(o == suite.PASSED for o in native.values()) > (0 if os.environ.get("DVC_SUITE_SLICE") else 100), summary
     regressions, stale = suite.compare(native, containers, suite.read_known())
     if stale:
         print("known_differences.txt lists tests that no longer differ:", *stale, sep="\n  ")
