@@ -337,12 +337,17 @@ def status_only() -> bool:
 
 
 @contextmanager
-def looking_only() -> Iterator[None]:
-    token = _STATUS_ONLY.set(True)
+def _set(flag: "contextvars.ContextVar[bool]") -> Iterator[None]:
+    token = flag.set(True)
     try:
         yield
     finally:
-        _STATUS_ONLY.reset(token)
+        flag.reset(token)
+
+
+def looking_only() -> Any:
+    """Context: inside it identities are looked up, never pulled (`dvc status`, `--dry`)."""
+    return _set(_STATUS_ONLY)
 
 
 # True while DVC computes a run-cache key (set by tracking's patch of
@@ -355,10 +360,6 @@ def keying_only() -> bool:
     return _KEYING.get()
 
 
-@contextmanager
-def keying() -> Iterator[None]:
-    token = _KEYING.set(True)
-    try:
-        yield
-    finally:
-        _KEYING.reset(token)
+def keying() -> Any:
+    """Context: DVC computes a run-cache key."""
+    return _set(_KEYING)
