@@ -194,8 +194,12 @@ def watch_list(protected: Iterable[tuple], user_places: Iterable[str]) -> List[s
     are watched whether or not a mount is thought to reach them: a few stats,
     and the reach is exactly what an alias gets wrong.
     """
-    watched = [
-        path for path, read_only in protected
-        if read_only and f"{os.sep}.dvc{os.sep}tmp{os.sep}" not in path + os.sep
-    ]
+    watched = []
+    for path, read_only in protected:
+        if not read_only or f"{os.sep}.dvc{os.sep}tmp{os.sep}" in path + os.sep:
+            continue
+        parent = os.path.dirname(path)
+        # a cover inside `.git` (hooks, config: an experiment's writable .git) means the whole
+        # `.git`: what a stage may create there (a new commondir) is watched too
+        watched.append(parent if os.path.basename(parent) == ".git" else path)
     return list(dict.fromkeys([*watched, *user_places]))

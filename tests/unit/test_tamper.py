@@ -126,7 +126,7 @@ def fake_stage(tmp_path: Path):
 
 
 def test_watch_list_comes_from_the_covers_and_the_users_config(tmp_path, monkeypatch):
-    from dvc_docker_exec import dvc_glue
+    from dvc_docker_exec import stage_mounts, tamper
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
@@ -139,7 +139,8 @@ def test_watch_list_comes_from_the_covers_and_the_users_config(tmp_path, monkeyp
         (str(repo / ".git" / "config"), True),
         (str(repo / "sub" / ".dvc"), True),
     )
-    watched = dvc_glue.tamper_watch(fake_stage(tmp_path), covers)
+    user_places = [path for path, _ in stage_mounts.user_config_places(fake_stage(tmp_path))]
+    watched = tamper.watch_list(covers, user_places)
     home = tmp_path / "home"
     assert watched[:3] == [str(repo / ".dvc"), str(repo / ".git"), str(repo / "sub" / ".dvc")]
     for expected in (tmp_path / "dvc-global", tmp_path / "dvc-system", home / ".config" / "dvc", home / ".gitconfig", home / ".config" / "git"):
