@@ -252,3 +252,23 @@ def test_a_host_stage_follows_the_machine_track_rule_too(dvc_repo, tmp_path):
     (dep,) = image_deps(stages(Repo(str(tmp_path)))["host"])
     assert dep.image is None and dep.recorded() == ID_A
     stage_settings._snapshots.clear()
+
+
+def test_a_built_images_run_cache_key_is_its_identity_not_the_image_id_it_produced(dvc_repo):
+    """dvc.lock keeps a build's Dockerfile, inputs and image ID; the run-cache key only the inputs' hash."""
+    from dvc.stage import serialize
+    from dvc.stage.cache import _get_stage_hash
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    repo, _ = dvc_repo
+    box = stages(repo)["box"]
+    box.save_deps()
+    dep = image_deps(box)[0]
+    keys = set()
+    for built in ("c" * 64, "d" * 64):  # the same inputs built on two machines
+        entry = {"build": "env/Dockerfile", "sha256": "e" * 64, "built": built, "inputs": {"dockerfile": ID_A}}
+        dep.hash_info = HashInfo(dep.PARAM_DATASET, entry)
+        assert serialize.to_single_stage_lockfile(box)["deps"][0] == {"path": DEP, "dataset": entry}
+        assert dep.record().image_id == f"sha256:{built}" and dep.recorded() == "build:sha256:" + "e" * 64
+        keys.add(_get_stage_hash(box))
+    assert len(keys) == 1
