@@ -112,7 +112,9 @@ def look_alikes(image: str, images: Sequence[LocalImage], recorded: Optional[str
     found = []
     same = recorded_here(recorded, images)
     if same is not None:
-        name = same.tags[0] if same.tags else short_identity(same.id)
+        # of its tags, the one most like the name asked for (others may tag the same image elsewhere)
+        wanted = _norm(image)
+        name = max(same.tags, key=lambda tag: difflib.SequenceMatcher(None, wanted, _norm(tag)).ratio()) if same.tags else short_identity(same.id)
         found.append(
             f"the image dvc.lock records ({short_identity(recorded)}) is here as '{name}': "
             f"`docker tag {name} {image}` (or `dvc docker pull`)"

@@ -71,3 +71,9 @@ def test_local_images_tolerates_a_refusing_daemon() -> None:
 def test_a_shared_prefix_does_not_make_every_name_a_suggestion() -> None:
     team = [LocalImage((f"team/{name}:latest",), f"sha256:{i}") for i, name in enumerate(["busybox", "runner", "runner-venv"])]
     assert close_names("team/busybx:latest", team) == ["team/busybox:latest"]
+
+
+def test_the_recorded_image_is_named_by_its_tag_most_like_the_asked_name() -> None:
+    same = LocalImage(("127.0.0.1:5000/elsewhere:9", "team/busybox:latest"), "sha256:" + "e" * 64)
+    line = unavailable("team/busybx:latest", [same], recorded=same.id, policy="never")
+    assert "`docker tag team/busybox:latest team/busybx:latest`" in line
