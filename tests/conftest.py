@@ -146,7 +146,15 @@ def our_containers(client, under: Optional[str] = None) -> List:
     roots = [under] if under else SESSION_ROOTS
     # ignore_removed: a container removed between the list and its inspect (AutoRemove, another session) is
     # skipped, not a 404; whole path components: session root .../pytest-13 must not match .../pytest-139/...
-    found = client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
+    for attempt in range(10):
+        try:
+            found = client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
+            break
+        except docker.errors.APIError as exc:
+            # Podman answers 500 "no such container" (not 404) for one removed between list and inspect
+            if "no such container" not in str(exc).lower() or attempt == 9:
+                raise
+            time.sleep(0.1)
     return [c for c in found if any(_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
 
 

@@ -272,7 +272,9 @@ def test_docker_run_line_pasted_runs_the_same(make_repo, busybox_image, no_lefto
     line = line[: line.index("\n", line.index(" -c "))]
     assert "-e DVC_STAGE=s" in line and "-e FIXED=yes" in line and "-e FROM_HOST " in line
     assert not (repo.path / "out.txt").exists()
-    # pasted into a shell that has none of DVC's variables
+    # pasted into a shell that has none of DVC's variables; --dry makes nothing on disk, a run
+    # first makes the cache folder it mounts (as DVC does on first use): so does the user here
+    (repo.path / ".dvc" / "cache").mkdir(exist_ok=True)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     subprocess.run(["sh", "-c", line], env={**clean, "FROM_HOST": "h"}, check=True, timeout=120)
     pasted = repo.read("out.txt")
