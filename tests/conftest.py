@@ -446,3 +446,20 @@ def _wait_running(client, repo, timeout: float = 90):
             return running[0]
         assert time.monotonic() < deadline, "no running container"
         time.sleep(0.05)
+
+
+def made_first(dry_output: str) -> List[str]:
+    """Make the folders a `dvc repro --dry` line says a run makes first; returns them.
+
+    Why: --dry creates nothing, and Docker refuses a bind mount of a missing
+    source; a test that pastes the line does what the run would do first.
+    """
+    marker = "a run first makes "
+    if marker not in dry_output:
+        return []
+    text = dry_output.split(marker, 1)[1]
+    text = text.split(";", 1)[0].split(")\n", 1)[0].split("\n", 1)[0].rstrip(")")
+    folders = [part.strip() for part in text.split(", ") if part.strip()]
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+    return folders
