@@ -448,18 +448,25 @@ def _wait_running(client, repo, timeout: float = 90):
         time.sleep(0.05)
 
 
-def made_first(dry_output: str) -> List[str]:
-    """Make the folders a `dvc repro --dry` line says a run makes first; returns them.
+def made_first(dry_output: str, repo_path: Path) -> List[str]:
+    """Make what a `dvc repro --dry` line needs on disk to be pasted; returns the folders made.
 
     Why: --dry creates nothing, and Docker refuses a bind mount of a missing
-    source; a test that pastes the line does what the run would do first.
+    source. A run first makes the folders the note "a run first makes ..."
+    names, and the config copies shown under the `<run>` placeholder (here:
+    empty files, a DVC config without the docker section).
     """
+    folders: List[str] = []
     marker = "a run first makes "
-    if marker not in dry_output:
-        return []
-    text = dry_output.split(marker, 1)[1]
-    text = text.split(";", 1)[0].split(")\n", 1)[0].split("\n", 1)[0].rstrip(")")
-    folders = [part.strip() for part in text.split(", ") if part.strip()]
+    if marker in dry_output:
+        text = dry_output.split(marker, 1)[1]
+        text = text.split(";", 1)[0].split(")\n", 1)[0].split("\n", 1)[0].rstrip(")")
+        folders = [part.strip() for part in text.split(", ") if part.strip()]
     for folder in folders:
         os.makedirs(folder, exist_ok=True)
+    for name in ("config", "config.local"):
+        if f"/docker-exec/<run>/{name}" in dry_output:
+            copy = repo_path / ".dvc" / "tmp" / "docker-exec" / "<run>" / name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text("")
     return folders
