@@ -452,21 +452,19 @@ def made_first(dry_output: str, repo_path: Path) -> List[str]:
     """Make what a `dvc repro --dry` line needs on disk to be pasted; returns the folders made.
 
     Why: --dry creates nothing, and Docker refuses a bind mount of a missing
-    source. A run first makes the folders the note "a run first makes ..."
-    names, and the config copies shown under the `<run>` placeholder (here:
-    empty files, a DVC config without the docker section).
+    source. A run first makes the folders its note "a run first makes ..."
+    names (the cache, `.dvc/tmp` and our private folder in it), and the config
+    copies shown under the `<run>` placeholder (here: empty files, a DVC
+    config without the docker section).
     """
-    folders: List[str] = []
-    marker = "a run first makes "
-    if marker in dry_output:
-        text = dry_output.split(marker, 1)[1]
-        text = text.split(";", 1)[0].split(")\n", 1)[0].split("\n", 1)[0].rstrip(")")
-        folders = [part.strip() for part in text.split(", ") if part.strip()]
+    assert "a run first makes " in dry_output, dry_output
+    dvc_dir = repo_path / ".dvc"
+    folders = [dvc_dir / "cache", dvc_dir / "tmp" / "exps", dvc_dir / "tmp" / "docker-exec"]
     for folder in folders:
-        os.makedirs(folder, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     for name in ("config", "config.local"):
         if f"/docker-exec/<run>/{name}" in dry_output:
-            copy = repo_path / ".dvc" / "tmp" / "docker-exec" / "<run>" / name
+            copy = dvc_dir / "tmp" / "docker-exec" / "<run>" / name
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text("")
-    return folders
+    return [str(f) for f in folders]
