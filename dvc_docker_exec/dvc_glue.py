@@ -15,7 +15,7 @@ import io
 import os
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
 from .config import DockerSettings, dvc_schema
@@ -190,7 +190,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
             notes.append(f"{RUN_PLACEHOLDER} is the folder each run makes for its config copies")
         for cmd in commands:
             dvc_run.display_command(cmd)
-            logger.info("%s", _run_line(build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs), notes))
+            spec = build_spec(settings, facts, cmd, env, mount_for, **facts_kwargs)
+            logger.info("%s", _run_line(spec, [*notes, *_made_first(spec)]))
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
@@ -447,6 +448,15 @@ DRY_NOT_ASKED = (
     "--dry did not ask the daemon: paths are shown as DVC sees them (translated when DVC runs in a container, "
     "see `dvc docker doctor`) and the user is not mapped for a rootless engine"
 )
+
+
+def _made_first(spec: Any) -> List[str]:
+    """--dry: the bind sources a run makes before its container (the cache, .dvc/tmp folders), as a note."""
+    missing = [
+        m["Source"] for m in spec.mounts
+        if m["Type"] == "bind" and RUN_PLACEHOLDER not in m["Source"] and not os.path.lexists(m["Source"])
+    ]
+    return [f"a run first makes {', '.join(dict.fromkeys(missing))}"] if missing else []
 
 
 def _run_line(spec: Any, notes: Sequence[str] = ()) -> str:

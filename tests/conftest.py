@@ -146,7 +146,15 @@ def our_containers(client, under: Optional[str] = None) -> List:
     roots = [under] if under else SESSION_ROOTS
     # ignore_removed: a container removed between the list and its inspect (AutoRemove, another session) is
     # skipped, not a 404; whole path components: session root .../pytest-13 must not match .../pytest-139/...
-    found = client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
+    for attempt in range(10):
+        try:
+            found = client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
+            break
+        except docker.errors.APIError as exc:
+            # Podman answers 500 "no such container" (not 404) for one removed between list and inspect
+            if "no such container" not in str(exc).lower() or attempt == 9:
+                raise
+            time.sleep(0.1)
     return [c for c in found if any(_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
 
 
@@ -438,3 +446,25 @@ def _wait_running(client, repo, timeout: float = 90):
             return running[0]
         assert time.monotonic() < deadline, "no running container"
         time.sleep(0.05)
+
+
+def made_first(dry_output: str, repo_path: Path) -> List[str]:
+    """Make what a `dvc repro --dry` line needs on disk to be pasted; returns the folders made.
+
+    Why: --dry creates nothing, and Docker refuses a bind mount of a missing
+    source. A run first makes the folders its note "a run first makes ..."
+    names (the cache, `.dvc/tmp` and our private folder in it), and the config
+    copies shown under the `<run>` placeholder (here: empty files, a DVC
+    config without the docker section).
+    """
+    assert "a run first makes " in dry_output, dry_output
+    dvc_dir = repo_path / ".dvc"
+    folders = [dvc_dir / "cache", dvc_dir / "tmp" / "exps", dvc_dir / "tmp" / "docker-exec"]
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config", "config.local"):
+        if f"/docker-exec/<run>/{name}" in dry_output:
+            copy = dvc_dir / "tmp" / "docker-exec" / "<run>" / name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text("")
+    return [str(f) for f in folders]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import in_container_probe, refused
+from tests.conftest import made_first, in_container_probe, refused
 
 pytestmark = pytest.mark.docker
 
@@ -273,6 +273,7 @@ def test_docker_run_line_pasted_runs_the_same(make_repo, busybox_image, no_lefto
     assert "-e DVC_STAGE=s" in line and "-e FIXED=yes" in line and "-e FROM_HOST " in line
     assert not (repo.path / "out.txt").exists()
     # pasted into a shell that has none of DVC's variables
+    made_first(dry, repo.path)  # --dry makes nothing on disk; the folders a run makes first, it names
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     subprocess.run(["sh", "-c", line], env={**clean, "FROM_HOST": "h"}, check=True, timeout=120)
     pasted = repo.read("out.txt")

@@ -13,7 +13,7 @@ import shlex
 
 import pytest
 
-from tests.conftest import commit_all, refused, write_dvc_yaml
+from tests.conftest import made_first, commit_all, refused, write_dvc_yaml
 
 pytestmark = pytest.mark.docker
 
@@ -99,6 +99,7 @@ def test_the_pasted_run_line_makes_the_same_container(repo, docker_client):
     repo.dvc("stage", "add", "-n", "probe", "cat /proc/self/limits /proc/self/status > pasted.txt; touch /x || true")
     dry = repo.dvc("repro", "--dry").stdout
     line = next(row for row in dry.splitlines() if row.startswith("docker run"))
+    made_first(dry, repo.path)  # --dry makes nothing on disk; the folders a run makes first, it names
     repo.run("sh", "-c", line)
     text = repo.read("pasted.txt")
     assert re.search(r"^Max open files\s+128\s+256", text, re.M)
