@@ -13,15 +13,12 @@ from . import provenance
 
 
 def record(dep: Any) -> Optional[provenance.Record]:
-    """The stage's entry of dvc.docker.lock, or None."""
-    try:
-        return provenance.read_record_file(dep.fs_path).get(dep.key.rsplit(".", 1)[0])
-    except ValueError:
-        return None
+    """The stage's record in its dvc.lock entry (with the build's Dockerfile, inputs, image ID), or None."""
+    return dep.record()
 
 
 def recorded_inputs(dep: Any) -> Optional[dict]:
-    """The inputs dvc.docker.lock records for the identity dvc.lock records (None: nothing, or another identity)."""
+    """The inputs dvc.lock records with the identity it records (None: nothing, or another identity)."""
     entry = record(dep)
     return dict(entry.inputs) if entry is not None and entry.inputs and entry.identity == dep.recorded() else None
 
@@ -49,7 +46,10 @@ def describe_change(dep: Any) -> str:
 
 
 def record_fields(dep: Any, existing: Optional[provenance.Record]) -> dict:
-    """What dvc.docker.lock records beside the identity of a built image: Dockerfile, inputs, image ID."""
+    """What dvc.lock records beside the identity of a built image: Dockerfile, inputs, image ID.
+
+    `existing`: the record read from dvc.lock when the stage was loaded (kept for the same identity).
+    """
     from . import session
 
     identity = dep.recorded()

@@ -174,6 +174,7 @@ class CmdDockerDoctor(CmdDocker):
         from .provenance import short_identity
         from .stage_images import image_rows
 
+        yield from _legacy_record_checks(self.repo.root_dir, stages)
         rows = {row.stage: row for row in image_rows(client, stages)} if client is not None else {}
         for stage, settings in stages:
             yield from volume_checks(stage.addressing, [v.source for v in settings.volumes])
@@ -181,7 +182,7 @@ class CmdDockerDoctor(CmdDocker):
             if row is None:
                 continue
             name = f"stage '{row.stage}'"
-            recorded = f"dvc.docker.lock records {short_identity(row.recorded)}" if row.recorded else "nothing recorded yet"
+            recorded = f"dvc.lock records {short_identity(row.recorded)}" if row.recorded else "nothing recorded yet"
             if row.build:
                 yield built_check(name, row)
             elif row.present and not row.changed:
@@ -223,6 +224,25 @@ def built_check(name: str, row: Any) -> "Check":
         return Check(name, OK, f"{what}: inputs as recorded, not built here: built when the stage must run",
                      f"`dvc docker build {row.stage}` builds it now")
     return Check(name, OK, f"{what}: inputs as recorded, built here as {short_identity(row.built)}")
+
+
+def _legacy_record_checks(root: str, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
+    """A dvc.docker.lock of an earlier version is no longer read: say so (a reader might trust it, P8)."""
+    import os
+
+    from .checks import WARNING, Check
+    from .provenance import LEGACY_RECORD_FILE
+
+    folders = sorted({os.path.dirname(os.path.abspath(stage.path)) for stage, _ in stages})
+    for path in (os.path.join(folder, LEGACY_RECORD_FILE) for folder in folders):
+        if os.path.lexists(path):
+            rel = os.path.relpath(path, root)
+            yield Check(
+                "provenance",
+                WARNING,
+                f"'{rel}' is not read (earlier versions wrote it): the image each stage ran in is recorded in dvc.lock",
+                f"`git rm {rel}`",
+            )
 
 
 def add_parser(subparsers, parent_parser):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .cli_base import CmdDocker, add_command, add_json, add_targets
 
-HELP = "List the image of every stage in a container: its identity as recorded in dvc.docker.lock, now, and whether it is present."
+HELP = "List the image of every stage in a container: its identity as recorded in dvc.lock, now, and whether it is present."
 
 
 class CmdDockerImages(CmdDocker):

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
-HELP = "Pull the images of the pipeline's stages (or of the targets), each once, by the digest dvc.docker.lock records."
+HELP = "Pull the images of the pipeline's stages (or of the targets), each once, by the digest dvc.lock records."
 DESCRIPTION = (
     HELP + "\n\nAn image whose registry digest is recorded is pulled by that digest and tagged with the reference"
     " the stage names, so `dvc repro` runs exactly the recorded environment. A progress bar per image on a"
@@ -97,7 +97,7 @@ class CmdDockerPull(CmdDocker):
         same = recorded_here(item.recorded_id, local_images(self.client))
         names = f" (here as {', '.join(same.tags)})" if same is not None and same.tags else ""
         self._tag(str(item.recorded_id), item.source)
-        return f"Tagged {short_identity(item.recorded_id)}{names} as {item.source}: the image dvc.docker.lock records"
+        return f"Tagged {short_identity(item.recorded_id)}{names} as {item.source}: the image dvc.lock records"
 
     def _tag(self, source: str, reference: str) -> None:
         from docker.errors import APIError

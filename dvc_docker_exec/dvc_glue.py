@@ -149,9 +149,10 @@ def _patch_with(name: str) -> Callable[[Any], None]:
 
 
 patch_stage_loader = _patch_with("patch_loader")
+patch_repo_stage = _patch_with("patch_stage_create")
 patch_stage_serialize = _patch_with("patch_serialize")
 patch_stage_cache = _patch_with("patch_stage_cache")
-patch_dvcfile = _patch_with("patch_dvcfile")
+patch_exp_serialize = _patch_with("patch_exp_serialize")
 patch_repo_status = _patch_with("patch_status")
 patch_repo_reproduce = _patch_with("patch_reproduce")
 
@@ -250,8 +251,8 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
     Checked whether the container succeeded or failed (a failing stage may
     have planted something first); the tamper report replaces the stage's
     own error, since it is the one the user must act on. Raising here, inside
-    DVC's cmd_run, means DVC writes no dvc.lock entry (and so no
-    dvc.docker.lock entry) for the stage.
+    DVC's cmd_run, means DVC writes no dvc.lock entry (and so no image
+    record: it is one of the entry's deps) for the stage.
     """
     from . import tamper
 
@@ -350,7 +351,7 @@ def _pull_again(settings: DockerSettings, images: Any, image_id: Optional[str]) 
 
 
 def _recorded(stage: Any) -> Optional[str]:
-    """The identity dvc.docker.lock records for the stage (named in an absent image's error)."""
+    """The identity dvc.lock records for the stage (named in an absent image's error)."""
     from .tracking import image_dependency_of
 
     dep = image_dependency_of(stage)

@@ -18,9 +18,10 @@ _TARGETS = {
     "dvc.commands.experiments.exec_run": "patch_exec_run",  # queue logs: each error once
     # provenance: the image as a dependency (dvc_docker_exec/tracking.py)
     "dvc.stage.loader": "patch_stage_loader",
+    "dvc.repo.stage": "patch_repo_stage",
     "dvc.stage.serialize": "patch_stage_serialize",
     "dvc.stage.cache": "patch_stage_cache",
-    "dvc.dvcfile": "patch_dvcfile",
+    "dvc.repo.experiments.serialize": "patch_exp_serialize",
     "dvc.repo.status": "patch_repo_status",
     "dvc.repo.reproduce": "patch_repo_reproduce",
 }

@@ -1,19 +1,20 @@
-"""ImageDependency: the stage's image identity as a DVC params dependency.
+"""ImageDependency: the stage's image identity as a non-file DVC dependency.
 
 See tracking.py for the design; this module imports DVC's dependency classes,
-so tracking.py imports it only when a stage is loaded.
+so tracking.py imports it only when a stage is loaded or created.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict, List, Optional, Set
 
-from dvc.dependency.param import ParamsDependency
+from dvc.dependency.dataset import DatasetDependency
 from dvc_data.hashfile.hash_info import HashInfo
 
 from . import provenance
-from .provenance import status_only
+from .provenance import Record, status_only
 from .errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
@@ -25,39 +26,58 @@ class ImageNotChecked(DockerExecError):
     """The current identity cannot be known now (no daemon, image not present); status/dry only."""
 
 
-class ImageDependency(ParamsDependency):
-    """`<stage>.id` in dvc.docker.lock, valued by the daemon, not by the file.
+class ImageDependency(DatasetDependency):
+    """`docker:<image>` in the stage's deps, valued by the daemon; dvc.lock holds the identity that ran.
+
+    Why a DatasetDependency: it is DVC's non-file dependency. DVC writes its
+    `dumpd()` into dvc.lock as is, and leaves it out of what treats deps as
+    files (the stage graph, `--pull` of missing deps, `exp show`'s file
+    columns: tracking adds one column per image instead).
 
     `image` is the configured reference, or None for a stage that now runs on
     the host but has an identity in dvc.lock (it is changed once, then its
-    lock entry carries no identity). `error` is a settings error raised on use.
+    lock entry carries no image). `error` is a settings error raised on use.
     """
 
-    def __init__(self, stage: Any, path: str, key: str, image: Optional[str], pull: str = "missing",
+    meta = None  # `exp show` of DVC 3.50 reads every dep's meta
+
+    def __init__(self, stage: Any, image: Optional[str], recorded: Optional[Record] = None, pull: str = "missing",
                  error: Optional[Exception] = None, backend: str = "engine", platform: Optional[str] = None,
                  build: Any = None):
-        super().__init__(stage, path, params=[key])
-        self.key = key
+        path = provenance.dep_path(image or (recorded.image if recorded else ""))
+        super().__init__(stage, path, {})
+        # `exp show` of DVC 3.50 names a dep's column by its path relative to the root
+        self.fs_path = os.path.join(stage.repo.root_dir, path)
         self.image = image
         self.pull = pull
         self.error = error
         self.backend = backend  # swarm: the identity is the manager's (session.image_place)
         self.platform = platform  # docker.platform: the pull policy pulls for it
         self.build = build  # a build.BuildSpec (docker.build): the identity is its inputs' hash
+        self._recorded = recorded
+        self.fill_values(provenance.lock_entry(recorded) if recorded else None)
 
-    # the file is ours and may not exist yet: never "deleted", never read for status
+    @property
+    def protocol(self) -> str:  # type: ignore[override]
+        # DVC's run cache keys only stages whose deps are all local: the identity is part of the key
+        return "local"
+
+    # nothing on disk: never "deleted", never pulled, not a file of the repository (DVC 3.50's
+    # AbstractDependency lacks the last one: `exp run` asks every dep while committing its files)
     @property
     def exists(self) -> bool:  # type: ignore[override]
         return True
 
-    def isfile(self) -> bool:
-        return True
-
-    def isdir(self) -> bool:
+    @property
+    def is_in_repo(self) -> bool:  # type: ignore[override]
         return False
 
-    def validate_filepath(self) -> None:
-        return None
+    @property
+    def use_scm_ignore(self) -> bool:  # type: ignore[override]
+        return False
+
+    def fill_values(self, values: Optional[Dict[str, Any]] = None) -> None:
+        self.hash_info = HashInfo(self.PARAM_DATASET, dict(values or {}))  # type: ignore[arg-type]
 
     def current(self) -> Optional[str]:
         """The identity the stage runs in now; None for a host stage."""
@@ -76,29 +96,46 @@ class ImageDependency(ParamsDependency):
         return current_identity(self.image, self.pull, self.backend, self.platform, self.recorded())
 
     def recorded(self) -> Optional[str]:
-        value = self.hash_info.value if self.hash_info else None
-        return value.get(self.key) if isinstance(value, dict) else None
+        """The identity in hash_info: dvc.lock's until the stage is saved, then the one that ran."""
+        return provenance.identity_from_entry(self.hash_info.value if self.hash_info else None)
 
-    def read_params(self, flatten: bool = True, **kwargs: Any) -> Dict[str, Any]:
-        identity = self.current()
-        return {} if identity is None else {self.key: identity}
+    def record(self) -> Optional[Record]:
+        """The recorded image as dvc.lock holds it (its reference is the one it ran as; a build's fields too)."""
+        identity = self.recorded()
+        if identity is None:
+            return None
+        same = self._recorded is not None and self._recorded.identity == identity and self._recorded.image
+        image = self._recorded.image if same else self.image or ""  # type: ignore[union-attr]
+        return provenance.record_from_entry(self.stage.name, image, self.hash_info.value)
 
     def get_hash(self) -> HashInfo:
-        # a host stage: truthy (DVC's run cache requires every dep to hash) but
-        # serialized as nothing, see dumpd
+        if self.image is None:
+            # truthy (DVC's run cache requires every dep to hash); never written (tracking drops the dep)
+            return HashInfo(self.PARAM_DATASET, {"host": True})  # type: ignore[arg-type]
         try:
-            value = self.read_params() or {self.key: None}
+            identity = self.current()
         except ImageNotChecked:  # `--dry` asks the run cache too: what was recorded stands
-            value = {self.key: self.recorded()}
-        return HashInfo(self.PARAM_PARAMS, value)  # type: ignore[arg-type]
+            identity = self.recorded()
+        build = self.build.dockerfile if self.build is not None else None
+        entry = provenance.lock_entry(Record(self.stage.name, self.image, identity, build=build)) if identity else {}
+        return HashInfo(self.PARAM_DATASET, entry)  # type: ignore[arg-type]
 
     def save(self) -> None:
         self.hash_info = self.get_hash()
+        if self.build is not None and self.recorded() is not None:
+            # a built image: its Dockerfile, inputs and produced image ID go into its dvc.lock entry too
+            from . import build_dep
+
+            fields = build_dep.record_fields(self, self._recorded)
+            record = Record(self.stage.name, str(self.image), str(self.recorded()), **fields)
+            self.hash_info = HashInfo(self.PARAM_DATASET, provenance.lock_entry(record))  # type: ignore[arg-type]
 
     def dumpd(self, **kwargs: Any) -> dict:
-        if self.image is None:  # not in dvc.lock, nor in the run-cache key: as a plain host run
-            return {self.PARAM_PATH: self.def_path, self.PARAM_PARAMS: []}
-        return super().dumpd(**kwargs)
+        entry = self.hash_info.value if self.hash_info else None
+        if entry and provenance.keying_only():  # the run-cache key: the identity, not the build's trace
+            record = provenance.record_from_entry(self.stage.name, "", entry)
+            entry = provenance.lock_entry(record, identity_only=True) if record is not None else entry
+        return {self.PARAM_PATH: self.def_path, **({self.PARAM_DATASET: dict(entry)} if entry else {})}
 
     def workspace_status(self) -> dict:
         if self.error is not None:  # an invalid meta.docker: the error names the stage
@@ -128,6 +165,12 @@ class ImageDependency(ParamsDependency):
 
     def status(self) -> dict:
         return self.workspace_status()
+
+    def download(self, to: Any, jobs: Any = None) -> None:
+        return None
+
+    def update(self, rev: Any = None) -> None:
+        return None
 
 
 def current_identity(

@@ -2,7 +2,7 @@
 
 One line that says the image is not present here, why a pull failed (the
 registry's answer in a few words), the closest local names (a typo), any
-local image that is the one `dvc.docker.lock` records (under another tag),
+local image that is the one `dvc.lock` records (under another tag),
 and how to make the image exist. Used by the pull policy (`runner.ImageManager`)
 and `dvc docker pull`; only on the failure path (one `GET /images/json`).
 
@@ -116,7 +116,7 @@ def look_alikes(image: str, images: Sequence[LocalImage], recorded: Optional[str
         wanted = _norm(image)
         name = max(same.tags, key=lambda tag: difflib.SequenceMatcher(None, wanted, _norm(tag)).ratio()) if same.tags else short_identity(same.id)
         found.append(
-            f"the image dvc.docker.lock records ({short_identity(recorded)}) is here as '{name}': "
+            f"the image dvc.lock records ({short_identity(recorded)}) is here as '{name}': "
             f"`docker tag {name} {image}` (or `dvc docker pull`)"
         )
     close = [name for name in close_names(image, images) if same is None or name not in same.tags]

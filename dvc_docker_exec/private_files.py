@@ -1,8 +1,9 @@
 """The plugin's own files: written so that a stage cannot redirect them (issue 16, P6).
 
-Everything the plugin writes on the host (dvc.docker.lock, the config copies
-mounted over .dvc/config) is created exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`,
-under a random name) in a private folder, then renamed over its target. A
+Everything the plugin writes on the host (the config copies mounted over
+.dvc/config; dvc.lock, where the image is recorded, DVC writes itself) is
+created exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`, under a random name) in a
+private folder, then renamed over its target. A
 rename replaces a symlink at the target instead of following it, and an
 exclusive create fails on anything planted at the name, so a link, a FIFO or
 a file the stage left behind is never written through.

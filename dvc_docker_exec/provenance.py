@@ -2,33 +2,49 @@
 
 Public API (stable; ``dvc docker images/doctor/pull`` build on it):
 
-* :data:`RECORD_FILE` — ``dvc.docker.lock``, the Git-tracked record next to
-  each ``dvc.lock``.
 * :func:`resolve_identity` — image reference -> immutable identity through a
   docker-py client: the registry digest (``RepoDigests``) when the image came
   from a registry (of the reference's repository), else the local image ID
   (``sha256:...``); None if absent.
 * :class:`IdentityCache` — the same, one inspect per distinct image per process.
-* :class:`Record`, :func:`read_record_file`, :func:`read_records`,
-  :func:`write_record_file` — the record format (stage -> reference + identity).
+* :class:`Record` — one stage's recorded image (reference + identity), and its
+  form in ``dvc.lock``: :func:`lock_entry` / :func:`record_from_lock`.
 * :func:`identity_changed` — whether a stage's current identity differs from
   the recorded one (None when it cannot be told).
-* :func:`short_identity` — the short form used in messages.
+* :func:`short_identity` — the short form used in messages; :func:`short_id`
+  the 12 hex digits ``dvc exp show`` displays.
 * For a loaded DVC stage: ``tracking.image_dependency_of(stage)`` (its
-  ``image``, ``recorded()``, ``current()``, ``status()``).
+  ``image``, ``recorded()``, ``record()``, ``current()``, ``status()``).
 
-Record format (YAML, human-readable, written by the plugin when DVC writes the
-stage's entry in ``dvc.lock``)::
+Where the record lives (issue 17): ``dvc.lock``, and nowhere else. The image is
+a non-file dependency of the stage, as DVC's own dataset dependency
+(``ds://``) is: one entry in the stage's ``deps``::
 
-    # dvc-docker-exec: the image each container stage of dvc.yaml ran in
     train:
-      image: "python:3.12-slim"
-      id: "python@sha256:4f6c..."
+      cmd: python train.py
+      deps:
+      - path: docker:python:3.12-slim     # DEP_PREFIX + the reference as configured
+        dataset:                          # DVC's schema key for a non-file dependency
+          repo: python                    # only for a registry digest
+          sha256: 4f6c1a...               # 64 hex digits
+      - path: docker:dvc-docker-exec/proj-env  # a built image (docker.build, issue 19)
+        dataset:
+          build: env/Dockerfile           # the Dockerfile; the identity is build:sha256:<sha256>
+          sha256: 9e07ab...               # the hash of the build's inputs (what DVC compares)
+          built: 51d0c3...                # the local image ID the build produced (`dvc docker images`)
+          inputs: {dockerfile: ..., context: ..., args: ..., target: ..., bases: {...}}  # names what changed
 
-Top-level keys are stage names (``.`` replaced by ``_``, see
-:func:`record_key`), so that ``<key>.id`` is a DVC params key: DVC itself
-compares it (``dvc status``), keys its run cache with it and shows it in
-``dvc exp show`` / ``dvc params diff``.
+The identity is split so that no line is longer than 80 columns: DVC's YAML
+writer moves a longer value onto the next line after ``key: `` (a trailing
+space). One record, one place: ``dvc status``, ``dvc docker doctor`` and
+``dvc exp show`` all read it from the stage's lock entry, so they cannot
+disagree with ``dvc.lock`` (issue 16, P8). Fields added to :class:`Record`
+go into :func:`lock_entry` and :func:`record_from_entry`, nowhere else. A built
+image's ``inputs`` lines may be longer than 80 columns (DVC then wraps them).
+
+Earlier versions kept a ``dvc.docker.lock`` file and a params entry
+``dvc.docker.lock: {<stage>.id: ...}`` in ``dvc.lock``; such a params entry is
+still read (:func:`record_from_lock`) until the stage's entry is written again.
 
 This module imports neither dvc nor docker (a client is passed in).
 """
@@ -36,24 +52,14 @@ This module imports neither dvc nor docker (a client is passed in).
 from __future__ import annotations
 
 import contextvars
-import json
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
-from .private_files import read_own_file, replace_file
-
-RECORD_FILE = "dvc.docker.lock"
-ID_KEY = "id"
-IMAGE_KEY = "image"
-HEADER = "# dvc-docker-exec: the image each container stage of dvc.yaml ran in (README: Provenance)\n"
+ID_KEY = "id"  # earlier versions' params key: <stage>.id
 
 _SHA = re.compile(r"sha256:([0-9a-f]{64})")
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_@-]*\Z")  # a stage name YAML reads as itself
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}  # YAML 1.1 reads these otherwise
-_SKIP_DIRS = {".git", ".dvc", "node_modules", "__pycache__"}
 
 
 @dataclass(frozen=True)
@@ -196,128 +202,113 @@ def identity_changed(recorded: Optional[str], current: Optional[str]) -> Optiona
     return recorded != current
 
 
-# --- record file -------------------------------------------------------------------
+# --- the record in dvc.lock ---------------------------------------------------------
+
+DEP_PREFIX = "docker:"  # the dependency's path in dvc.lock and its `dvc exp show` column: docker:<reference>
+LEGACY_RECORD_FILE = "dvc.docker.lock"  # what earlier versions wrote; no longer read nor written
+_LOCK_REPO = "repo"
+_LOCK_SHA = "sha256"
+_LOCK_ID = "id"  # an identity of another form (never written by Docker today): kept whole
+_LOCK_BUILD = "build"  # a built image: the Dockerfile (its identity is build:sha256:<inputs' hash>)
+_LOCK_BUILT = "built"  # a built image: the 64 hex digits of the local image ID the build produced
+_LOCK_INPUTS = "inputs"  # a built image: build.BuildInputs.as_record()
+BUILD_PREFIX = "build:"
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})\Z")
+
+
+def dep_path(image: str) -> str:
+    """The image dependency's path: `docker:python:3.12-slim`."""
+    return f"{DEP_PREFIX}{image}"
+
+
+def is_dep_path(path: Any) -> bool:
+    return isinstance(path, str) and path.startswith(DEP_PREFIX)
+
+
+def lock_entry(record: Record, identity_only: bool = False) -> Dict[str, Any]:
+    """The record's mapping under the dependency's `dataset` key in dvc.lock (lines of at most 80 columns).
+
+    A built image (docker.build): `build` (the Dockerfile) and `sha256` (its
+    inputs' hash) are the identity; `built` (the local image ID the build
+    produced) and `inputs` (what `dvc status` compares to name what changed)
+    go with it unless `identity_only` (the run-cache key: the same inputs on
+    another machine build another image ID, and must still find the entry).
+    """
+    repo, digest = split_identity(record.identity)
+    if repo is None and digest.startswith(BUILD_PREFIX) and _DIGEST.match(digest[len(BUILD_PREFIX) :]):
+        entry: Dict[str, Any] = {_LOCK_BUILD: record.build or "", _LOCK_SHA: digest[len(BUILD_PREFIX) + 7 :]}
+        if identity_only:
+            return entry
+        built = _DIGEST.match(record.image_id or "")
+        if built:
+            entry[_LOCK_BUILT] = built.group(1)
+        if record.inputs:
+            entry[_LOCK_INPUTS] = dict(record.inputs)
+        return entry
+    match = _DIGEST.match(digest)
+    if not match:
+        return {_LOCK_ID: record.identity}
+    return {**({_LOCK_REPO: repo} if repo else {}), _LOCK_SHA: match.group(1)}
+
+
+def identity_from_entry(entry: Any) -> Optional[str]:
+    """The identity a `lock_entry` mapping holds; None for anything else."""
+    if not isinstance(entry, Mapping):
+        return None
+    if entry.get(_LOCK_ID):
+        return str(entry[_LOCK_ID])
+    sha = entry.get(_LOCK_SHA)
+    if not sha:
+        return None
+    if _LOCK_BUILD in entry:
+        return f"{BUILD_PREFIX}sha256:{sha}"
+    repo = entry.get(_LOCK_REPO)
+    return f"{repo}@sha256:{sha}" if repo else f"sha256:{sha}"
+
+
+def record_from_entry(stage_name: str, image: str, entry: Any) -> Optional[Record]:
+    """The Record a `lock_entry` mapping holds (a built image's Dockerfile, inputs and image ID too); None if none."""
+    identity = identity_from_entry(entry)
+    if identity is None:
+        return None
+    built = entry.get(_LOCK_BUILT)
+    inputs = entry.get(_LOCK_INPUTS)
+    return Record(
+        stage=stage_name, image=image, identity=identity,
+        build=str(entry[_LOCK_BUILD]) if entry.get(_LOCK_BUILD) else None,
+        inputs=dict(inputs) if isinstance(inputs, Mapping) else None,
+        image_id=f"sha256:{built}" if isinstance(built, str) and built else None,
+    )
+
+
+def record_from_lock(stage_name: str, lock_data: Any) -> Optional[Record]:
+    """The stage's recorded image from its dvc.lock entry (`lock_data`), None when nothing is recorded.
+
+    Reads the dependency written by this version, else the params entry of
+    earlier versions (their reference is unknown: empty).
+    """
+    if not isinstance(lock_data, Mapping):
+        return None
+    for dep in lock_data.get("deps") or []:
+        if isinstance(dep, Mapping) and is_dep_path(dep.get("path")):
+            record = record_from_entry(stage_name, dep["path"][len(DEP_PREFIX) :], dep.get("dataset"))
+            if record is not None:
+                return record
+    legacy = ((lock_data.get("params") or {}).get(LEGACY_RECORD_FILE) or {}).get(f"{record_key(stage_name)}.{ID_KEY}")
+    return Record(stage=stage_name, image="", identity=str(legacy)) if legacy else None
 
 
 def record_key(stage_name: str) -> str:
-    """The record's key for a stage: DVC params keys are dotted paths, so no dots."""
+    """The key earlier versions gave a stage (DVC params keys are dotted paths, so no dots)."""
     return stage_name.replace(".", "_")
 
 
-def param_key(stage_name: str) -> str:
-    """The DVC params key that holds the stage's identity (`train.id`)."""
-    return f"{record_key(stage_name)}.{ID_KEY}"
-
-
-def record_path(dvcfile_path: str) -> str:
-    """The record file next to a `dvc.yaml` / `dvc.lock`."""
-    return os.path.join(os.path.dirname(os.path.abspath(dvcfile_path)), RECORD_FILE)
-
-
-def read_record_file(path: str) -> Dict[str, Record]:
-    """key -> Record of one record file; {} when it does not exist.
-
-    Raises ValueError for a file that is not a mapping of such entries.
-    """
-    raw = read_own_file(path)  # never through a link a stage planted, never from a FIFO
-    if raw is None:
-        return {}
-    text = raw.decode("utf-8", errors="replace")
-    from ruamel.yaml import YAML  # a DVC dependency
-
-    try:
-        data = YAML(typ="safe", pure=True).load(text) or {}
-    except Exception as exc:  # ruamel's YAMLError and friends: one kind of error for callers
-        raise ValueError(f"'{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"'{path}' is not a mapping of stage names")
-    out: Dict[str, Record] = {}
-    for key, entry in data.items():
-        if not isinstance(entry, dict) or not entry.get(ID_KEY):
-            raise ValueError(f"'{path}': entry '{key}' has no '{ID_KEY}'")
-        inputs = entry.get("inputs")
-        out[str(key)] = Record(
-            stage=str(key),
-            image=str(entry.get(IMAGE_KEY, "")),
-            identity=str(entry[ID_KEY]),
-            build=str(entry["build"]) if entry.get("build") else None,
-            inputs=dict(inputs) if isinstance(inputs, dict) else None,
-            image_id=str(entry["image_id"]) if entry.get("image_id") else None,
-        )
-    return out
-
-
-def format_records(records: Mapping[str, Record]) -> str:
-    """The file text: sorted keys, JSON-quoted values (valid YAML, stable diffs)."""
-    lines = [HEADER]
-    for key in sorted(records):
-        rec = records[key]
-        plain = _PLAIN_KEY.match(key) and key.lower() not in _YAML_WORDS
-        lines.append(f"{key if plain else json.dumps(key)}:\n")
-        lines.append(f"  {IMAGE_KEY}: {json.dumps(rec.image)}\n")
-        lines.append(f"  {ID_KEY}: {json.dumps(rec.identity)}\n")
-        if rec.build:
-            lines.append(f"  build: {json.dumps(rec.build)}\n")
-        if rec.inputs:
-            lines.append(f"  inputs: {json.dumps(rec.inputs, sort_keys=True)}\n")
-        if rec.image_id:
-            lines.append(f"  image_id: {json.dumps(rec.image_id)}\n")
-    return "".join(lines)
-
-
-def write_record_file(path: str, records: Mapping[str, Record], staging: Optional[str] = None) -> bool:
-    """Write or remove the file when empty; True if its content changed.
-
-    Written through private_files.replace_file (P6): a fresh file under a
-    random name, in `staging` (the private `.dvc/tmp/docker-exec`) when given,
-    renamed over `path`; a link or FIFO at `path` or at a temp name is never
-    written through. Raises UnsafePathError (an OSError) for such a `path`.
-    """
-    raw = read_own_file(path)
-    old = None if raw is None else raw.decode("utf-8", errors="replace")
-    if not records:
-        if old is not None:
-            os.unlink(path)  # the file itself (read_own_file refused a link)
-        return old is not None
-    text = format_records(records)
-    if text == old:
-        return False
-    replace_file(path, text.encode("utf-8"), staging=staging)
-    return True
-
-
-def update_record_file(path: str, key: str, record: Optional[Record], staging: Optional[str] = None) -> bool:
-    """Set (or with None remove) one stage's entry; True if the file changed."""
-    records = read_record_file(path)
-    if record is None:
-        if key not in records:
-            return False
-        del records[key]
-    else:
-        records[key] = record
-    return write_record_file(path, records, staging=staging)
-
-
-def _record_files(root: str) -> Iterator[str]:
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        if RECORD_FILE in files:
-            yield os.path.join(folder, RECORD_FILE)
-
-
-def read_records(root: str) -> Dict[str, Record]:
-    """Every recorded identity under a repo root: stage address -> Record.
-
-    The address is DVC's: `train` for the root dvc.yaml, `sub/dvc.yaml:train`
-    for another one (Record.stage is the record's key).
-    """
-    out: Dict[str, Record] = {}
-    for path in _record_files(root):
-        folder = os.path.relpath(os.path.dirname(path), root)
-        for key, rec in read_record_file(path).items():
-            address = key if folder == "." else f"{os.path.join(folder, 'dvc.yaml')}:{key}"
-            out[address] = rec
-    return out
+def short_id(identity: Optional[str]) -> str:
+    """The 12 hex digits `dvc exp show` displays for an identity (as `docker images` does); '' for None."""
+    if not identity:
+        return ""
+    match = _SHA.search(identity)
+    return match.group(1)[:12] if match else identity
 
 
 def describe_change(image: str, recorded: Optional[str], current: Optional[str]) -> str:
@@ -346,9 +337,29 @@ def status_only() -> bool:
 
 
 @contextmanager
-def looking_only() -> Iterator[None]:
-    token = _STATUS_ONLY.set(True)
+def _set(flag: "contextvars.ContextVar[bool]") -> Iterator[None]:
+    token = flag.set(True)
     try:
         yield
     finally:
-        _STATUS_ONLY.reset(token)
+        flag.reset(token)
+
+
+def looking_only() -> Any:
+    """Context: inside it identities are looked up, never pulled (`dvc status`, `--dry`)."""
+    return _set(_STATUS_ONLY)
+
+
+# True while DVC computes a run-cache key (set by tracking's patch of
+# dvc.stage.cache._get_stage_hash, read by image_dep): a dependency's entry is
+# its identity only (a built image's produced image ID differs between machines).
+_KEYING: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_exec_keying", default=False)
+
+
+def keying_only() -> bool:
+    return _KEYING.get()
+
+
+def keying() -> Any:
+    """Context: DVC computes a run-cache key."""
+    return _set(_KEYING)

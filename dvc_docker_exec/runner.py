@@ -230,7 +230,7 @@ class ImageManager:
         `platform` (docker.platform): an image of another platform counts as
         absent, so it is pulled for that platform unless the policy is
         'never', which makes it an error.
-        `recorded`: the identity dvc.docker.lock records for the stage; an
+        `recorded`: the identity dvc.lock records for the stage; an
         absent image's error names a local image that has it (image_help).
         """
         key = (image, platform)
@@ -533,10 +533,7 @@ class ContainerRunner:
         finally:
             for stream in (sock, waiter):
                 if stream is not None:
-                    try:
-                        stream.close()
-                    except Exception:  # noqa: BLE001 - the connection may be gone already
-                        pass
+                    streams.release(stream)
             if status is None and ref is not None:
                 cleaned = self._stop(ref, signals, report=lost is not None)
         if lost is not None:

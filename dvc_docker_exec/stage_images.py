@@ -1,4 +1,4 @@
-"""The pipeline's images: as configured, as recorded in dvc.docker.lock, as present; what to pull.
+"""The pipeline's images: as configured, as recorded in dvc.lock, as present; what to pull.
 
 Shared by `dvc docker images`, `doctor` and `pull`; loaded only when one of
 them runs (the command modules are imported by every `dvc` invocation).
@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 @dataclass(frozen=True)
 class ImageRow:
-    """One container stage's image: as configured, as recorded (dvc.lock / dvc.docker.lock), as present now."""
+    """One container stage's image: as configured, as recorded (dvc.lock), as present now."""
 
     stage: str
     image: str
@@ -23,7 +23,7 @@ class ImageRow:
     # a built image (docker.build): `current` is its inputs' identity now (None: cannot tell)
     build: Optional[str] = None  # its Dockerfile
     built: Optional[str] = None  # the local image ID built from the current inputs, None if not built here
-    recorded_id: Optional[str] = None  # the image ID dvc.docker.lock records for the recorded inputs
+    recorded_id: Optional[str] = None  # the image ID dvc.lock records for the recorded inputs
     changes: Tuple[str, ...] = ()  # what differs from the recorded inputs ("Dockerfile changed")
 
     @property
@@ -102,7 +102,7 @@ class Pull:
     source: str  # what to pull: "repo@sha256:..." or the reference as configured
     tag_as: Optional[str] = None  # the stage's reference, pointed at the pulled digest
     platform: Optional[str] = None  # docker.platform: a multi-platform digest resolves to that platform
-    # the local image ID dvc.docker.lock records for `source` (built here): tagged, not pulled, if present
+    # the local image ID dvc.lock records for `source` (built here): tagged, not pulled, if present
     recorded_id: Optional[str] = None
 
 

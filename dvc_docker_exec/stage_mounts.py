@@ -115,11 +115,14 @@ def mount_paths(stage: Any, create: bool = True) -> List[str]:
     cache = getattr(getattr(stage.repo, "cache", None), "local_cache_dir", None)
     if cache:
         cache = os.path.normpath(os.path.abspath(cache))
-        if create:
+        if create and any(getattr(out, "use_cache", False) for out in stage.outs):
             # a cache dir set but not used yet (`dvc cache dir --local /new/dir`): DVC makes it on
-            # first use, Docker would refuse to mount a missing source (issue 18, item 2)
+            # first use, Docker would refuse to mount a missing source (issue 18, item 2). Only a
+            # stage with cached outputs uses it: DVC makes no cache for `outs_no_cache` (its own
+            # test_repro_external_outputs checks that an external cache folder stays absent)
             os.makedirs(cache, exist_ok=True)
-        paths.append(cache)
+        if os.path.isdir(cache) or not create:
+            paths.append(cache)
     wdir = os.path.normpath(os.path.abspath(stage.wdir))
     if not os.path.isdir(wdir):
         # Docker would create it, owned by root, and run the command in it

@@ -31,6 +31,7 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
         return None
     try:
         settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
+        settings = trust.machine_track(settings, levels, stage.addressing)
         settings = settings.with_build_tag(os.path.basename(git_root(stage)))
         if settings.active:
             roots = (os.path.normpath(stage.repo.root_dir), git_root(stage))
@@ -165,3 +166,19 @@ def build_spec_for(stage: Any, settings: DockerSettings) -> Any:
     from .build import spec_for
 
     return spec_for(stage.repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image))
+
+
+def tracking_off(stage: Any) -> bool:
+    """The levels (and the machine's word over the repository's, see trust.machine_track) turn tracking off.
+
+    For a stage that runs on the host now; settings_for answers for the others.
+    """
+    from . import trust
+    from .errors import DockerExecError
+
+    try:  # every level the stage's settings come from (.dvc/docker.yaml too)
+        levels = config_snapshot(stage.repo)
+        settings = trust.machine_track(DockerSettings.from_levels(levels), levels, stage.addressing)
+    except (SettingError, DockerExecError, ValueError):  # a bad setting is reported where the stage runs
+        return False
+    return not settings.track

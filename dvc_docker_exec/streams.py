@@ -138,6 +138,21 @@ def pump(sock: Any, output: Output) -> None:
         output.feed(chunk)
 
 
+def release(stream: Any) -> None:
+    """Close a stream of the daemon's and the socket and response under it, whatever state they are in.
+
+    Why not `stream.close()` alone: docker-py's attach socket is a SocketIO whose
+    close() leaves its socket to the garbage collector (a ResourceWarning, an
+    error under DVC 3.50's own test settings), and the HTTP response to the GC.
+    """
+    for part in (stream, getattr(stream, "_sock", None), getattr(stream, "_response", None)):
+        if part is not None:
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - the connection may be gone already
+                pass
+
+
 def close_quietly(stream: Any) -> None:
     """Close an attach stream whose other end may be gone (ssh:// raises BrokenPipeError here)."""
     try:

@@ -1,35 +1,37 @@
 """The image as a DVC dependency: where provenance meets DVC.
 
-Design (issue 8, item 9). DVC has no registry of dependency types, and
-``meta`` never makes a stage changed. Of the known routes we take the one that
-leaves every comparison to DVC itself: each container stage gets a *params*
-dependency on ``dvc.docker.lock`` (next to ``dvc.lock``) with the key
-``<stage>.id``. Then
+Design (issue 8, item 9; issue 17). DVC has no registry of dependency types,
+and ``meta`` never makes a stage changed. The image is a *non-file dependency*
+of each container stage, as DVC's own dataset dependency (``ds://``) is: an
+:class:`~.image_dep.ImageDependency` with the path ``docker:<image>``. Then
 
-* ``dvc.lock`` records ``params: {dvc.docker.lock: {train.id: <identity>}}``
-  (LOCK_FILE_STAGE_SCHEMA allows params; the lock's ``cmd`` stays the user's);
-* the run-cache key (``to_single_stage_lockfile``) holds params values, so a
-  run-cache entry is only restored for the same identity (A -> B -> A);
-* ``dvc exp show`` and ``dvc params diff`` read params files at each revision,
-  and ``dvc.docker.lock`` is committed with each experiment;
-* a DVC without the plugin finds an extra params entry in ``dvc.lock`` it has
+* ``dvc.lock`` records it among the stage's ``deps`` (``path`` + the
+  identity under ``dataset``, DVC's lock-schema key for such deps; the format
+  is ``provenance.lock_entry``); the lock's ``cmd`` stays the user's, and
+  ``dvc.lock`` is the only record (issue 16, P8: what status, doctor and
+  ``exp show`` report cannot disagree with it);
+* DVC compares it (``dvc status``: the dependency's status is ours) and the
+  run-cache key (``to_single_stage_lockfile``) holds it, so a run-cache entry
+  is only restored for the same identity (A -> B -> A);
+* the user's params are untouched (``params show/diff``); ``dvc exp show``
+  gets one column per distinct image (``docker:<image>``, 12 hex digits);
+* a DVC without the plugin finds an extra deps entry in ``dvc.lock`` it has
   no dependency for, and ignores it (it does not crash).
 
 What DVC cannot do by itself is know the *current* identity: the dependency
-(:class:`ImageDependency`, a ``ParamsDependency``) reads its value from the
-daemon, not from the file; the file holds what ran and is written when DVC
-writes the stage's lock entry. Patch points (both DVC 3.50 and latest):
+reads it from the daemon. Patch points (both DVC 3.50 and latest):
 
-* ``StageLoader.load_stage`` (wrapped): add the dependency to loaded stages.
-  Why not ``dvc.yaml``: the plugin never rewrites it, and a dependency injected
-  at load is gone when the plugin is (see README "Provenance").
-* ``serialize.to_pipeline_file`` (wrapped): never writes the injected
-  dependency back into ``dvc.yaml``.
+* ``StageLoader.load_stage`` and ``StageLoad.create`` (wrapped): every
+  pipeline stage gets the dependency, whether loaded from ``dvc.yaml`` or
+  created by ``dvc stage add`` / ``dvc run`` / ``Repo.run`` (there, after
+  ``restore_fields`` brought the stage's ``meta`` back). The plugin never
+  rewrites ``dvc.yaml``: the dependency is gone when the plugin is.
+* ``serialize.to_pipeline_file`` (wrapped): never writes the dependency into
+  ``dvc.yaml``; ``serialize.to_single_stage_lockfile`` (wrapped): a stage that
+  now runs on the host writes no image (nor keys the run cache with one).
 * ``dvc.stage.cache._can_hash`` (wrapped): a stage without dependencies of
   its own stays out of the run cache, as without the plugin.
-* ``ProjectFile._dump_lockfile`` (wrapped; 3.50 passes one stage, later
-  versions a list) and ``Lockfile.remove_stage``: keep ``dvc.docker.lock`` in
-  step with ``dvc.lock`` (repro, exp run, commit, remove).
+* ``SerializableExp.from_repo`` (wrapped): the ``exp show`` columns.
 * ``dvc.repo.status.status`` and ``dvc.repo.reproduce.reproduce`` with
   ``dry`` (wrapped, before ``Repo``'s class body imports them): inside
   ``dvc status`` and ``--dry`` an unreachable daemon or an absent image means
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from typing import Any, Callable, Optional
 
 from . import provenance
@@ -54,24 +55,21 @@ logger = logging.getLogger(f"dvc.{__name__}")
 # --- patch points ------------------------------------------------------------------
 
 
-def _record_path_for(dvcfile: Any) -> str:
-    return provenance.record_path(dvcfile.path)
-
-
 def image_dependency_of(stage: Any) -> Any:
     """The ImageDependency of a loaded stage (public API), or None when its image is not tracked.
 
     Its `image` is the configured reference (None: the stage runs on the host
-    now), `recorded()` the identity in dvc.lock, `current()` the identity now
-    (daemon), `status()` DVC's status entry for it.
+    now), `recorded()` the identity in dvc.lock, `record()` that as a
+    provenance.Record, `current()` the identity now (daemon), `status()`
+    DVC's status entry for it.
     """
     from .image_dep import ImageDependency
 
     return next((dep for dep in stage.deps if isinstance(dep, ImageDependency)), None)
 
 
-def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any:
-    """The ImageDependency to add to a freshly loaded pipeline stage, if any."""
+def image_dependency(stage: Any, lock_data: Optional[dict]) -> Any:
+    """The ImageDependency of a pipeline stage, if any; `lock_data` is its dvc.lock entry."""
     from .config import SettingError
     from .stage_settings import settings_for
     from .image_dep import ImageDependency
@@ -80,12 +78,11 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
         # DVC reruns a stage without deps and outs every time (a "callback
         # stage"); a dependency of ours would make it a normal stage
         return None
-    key = provenance.param_key(stage.name)
-    path = os.path.relpath(_record_path_for(dvcfile), stage.wdir)
+    recorded = provenance.record_from_lock(stage.name, lock_data)
     try:
         settings = settings_for(stage)
     except (DockerExecError, SettingError) as exc:
-        return ImageDependency(stage, path, key, image=None, error=exc)
+        return ImageDependency(stage, image=None, recorded=recorded, error=exc)
     if settings is not None:
         if not settings.track:
             return None
@@ -94,26 +91,34 @@ def image_dependency(stage: Any, dvcfile: Any, lock_data: Optional[dict]) -> Any
         try:
             build = build_spec_for(stage, settings)
         except DockerExecError as exc:  # no Dockerfile there: raised where the identity is needed
-            return ImageDependency(stage, path, key, image=settings.image, error=exc)
+            return ImageDependency(stage, settings.image, recorded, error=exc)
         return ImageDependency(
-            stage, path, key, image=settings.image, pull=settings.pull, backend=settings.backend, build=build,
+            stage, settings.image, recorded, pull=settings.pull, backend=settings.backend, build=build,
             platform=settings.platform,
         )
     # a host stage: only one that ran in a container before (turned off) needs the dependency
-    recorded = ((lock_data or {}).get("params") or {}).get(path) or {}
-    if key not in recorded or _tracking_off(stage):
+    if recorded is None or _tracking_off(stage):
         return None
-    return ImageDependency(stage, path, key, image=None)
+    return ImageDependency(stage, image=None, recorded=recorded)
+
+
+def attach(stage: Any, lock_data: Optional[dict]) -> None:
+    """Give a pipeline stage its image dependency (once); never breaks DVC because of the plugin."""
+    if not getattr(stage, "name", None) or image_dependency_of(stage) is not None:
+        return
+    try:
+        dep = image_dependency(stage, lock_data)
+    except Exception as exc:  # noqa: BLE001 - loading dvc.yaml must not fail because of us
+        logger.warning("dvc-docker-exec: image of stage '%s' not tracked: %r", stage.name, exc)
+        return
+    if dep is not None:
+        stage.deps.append(dep)
 
 
 def _tracking_off(stage: Any) -> bool:
-    from .config import DockerSettings
-    from .stage_settings import config_snapshot
+    from .stage_settings import tracking_off
 
-    try:  # every level the stage's settings come from (.dvc/docker.yaml too)
-        return not DockerSettings.from_levels(config_snapshot(stage.repo)).track
-    except (ValueError, DockerExecError):
-        return False
+    return tracking_off(stage)
 
 
 def patch_loader(module: Any) -> None:
@@ -123,27 +128,42 @@ def patch_loader(module: Any) -> None:
     @functools.wraps(original)
     def load_stage(cls: Any, dvcfile: Any, name: Any, stage_data: Any, lock_data: Any = None) -> Any:
         stage = original(cls, dvcfile, name, stage_data, lock_data)
-        try:
-            dep = image_dependency(stage, dvcfile, lock_data)
-        except Exception as exc:  # never break loading dvc.yaml because of the plugin
-            logger.warning("dvc-docker-exec: image of stage '%s' not tracked: %r", name, exc)
-            return stage
-        if dep is not None:
-            recorded = ((lock_data or {}).get("params") or {}).get(dep.def_path)
-            dep.fill_values(recorded)
-            stage.deps.append(dep)
+        attach(stage, lock_data)
         return stage
 
     loader.load_stage = classmethod(load_stage)
 
 
-def _without_image_deps(original: Callable) -> Callable:
+def patch_stage_create(module: Any) -> None:
+    """Stages made by `dvc stage add` (with or without --run), `dvc run`, `Repo.run` get the dependency too.
+
+    Why here and not in `create_stage`: `StageLoad.create` restores the
+    stage's `meta` (restore_fields) after creating it, and `meta.docker`
+    chooses the image. The run cache's own temporary stages (create_stage)
+    only carry outputs and need none.
+    """
+    stage_load = module.StageLoad
+    original = stage_load.create
+
+    @functools.wraps(original)
+    def create(self: Any, *args: Any, **kwargs: Any) -> Any:
+        stage = original(self, *args, **kwargs)
+        from dvc.stage import PipelineStage
+
+        if isinstance(stage, PipelineStage):
+            attach(stage, None)  # as DVC's own deps: nothing recorded until it runs or is committed
+        return stage
+
+    stage_load.create = create
+
+
+def _without_image_deps(original: Callable, drop: Callable[[Any], bool] = lambda dep: True) -> Callable:
     @functools.wraps(original)
     def wrapper(stage: Any, *args: Any, **kwargs: Any) -> Any:
         from .image_dep import ImageDependency
 
         deps = stage.deps
-        stage.deps = [dep for dep in deps if not isinstance(dep, ImageDependency)]
+        stage.deps = [dep for dep in deps if not (isinstance(dep, ImageDependency) and drop(dep))]
         try:
             return original(stage, *args, **kwargs)
         finally:
@@ -171,89 +191,57 @@ def patch_stage_cache(module: Any) -> None:
 
     module._can_hash = _can_hash
 
+    get_stage_hash = module._get_stage_hash
+
+    @functools.wraps(get_stage_hash)
+    def _get_stage_hash(stage: Any) -> Any:
+        # the key holds a built image's identity (its inputs' hash), not the image ID it produced here
+        with provenance.keying():
+            return get_stage_hash(stage)
+
+    module._get_stage_hash = _get_stage_hash
+
 
 def patch_serialize(module: Any) -> None:
     module.to_pipeline_file = _without_image_deps(module.to_pipeline_file)
+    # a stage that now runs on the host: its lock entry and run-cache key hold no image, as a plain host run's
+    module.to_single_stage_lockfile = _without_image_deps(module.to_single_stage_lockfile, lambda dep: dep.image is None)
 
 
-def read_records_for(path: str) -> dict:
-    """The entries of one dvc.docker.lock, or one clear error (a broken file, a link or FIFO a stage planted)."""
-    try:
-        return provenance.read_record_file(path)
-    except ValueError as exc:
-        raise DockerExecError(
-            f"{exc}: it is written by dvc-docker-exec; delete it and run `dvc commit` to write it again"
-        ) from None
-    except OSError as exc:  # private_files.UnsafePathError among them
-        raise DockerExecError(str(exc)) from None
+def image_columns(repo: Any) -> dict:
+    """`dvc exp show` columns: `docker:<image>` -> the 12 hex digits of each identity recorded for it."""
+    from .image_dep import ImageDependency
+
+    found: dict = {}
+    for dep in repo.index.deps:
+        record = dep.record() if isinstance(dep, ImageDependency) else None
+        if record is not None:
+            found.setdefault(provenance.dep_path(record.image or str(dep.image or "")), set()).add(
+                provenance.short_id(record.identity)
+            )
+    return {column: ",".join(sorted(ids)) for column, ids in found.items()}
 
 
-def _staging(dvcfile: Any) -> Optional[str]:
-    """The private folder our files are made in before the rename (P6, see private_files)."""
-    from .private_files import PRIVATE_DIR
+def patch_exp_serialize(module: Any) -> None:
+    """One `exp show` column per distinct image (not one per stage), placed with the deps, after the params."""
+    exp_class = module.SerializableExp
+    original = exp_class.from_repo.__func__
 
-    tmp_dir = getattr(dvcfile.repo, "tmp_dir", None)
-    return os.path.join(tmp_dir, PRIVATE_DIR) if tmp_dir else None
+    @functools.wraps(original)
+    def from_repo(cls: Any, repo: Any, *args: Any, **kwargs: Any) -> Any:
+        exp = original(cls, repo, *args, **kwargs)
+        try:
+            columns = image_columns(repo)
+        except Exception as exc:  # noqa: BLE001 - never break `exp show` because of the plugin
+            logger.debug("dvc-docker-exec: no image columns: %r", exc)
+            return exp
+        # DVC 3.50 lists every dep by its path (ours too, see ImageDependency.fs_path): replace those
+        for key in [key for key in exp.deps if provenance.is_dep_path(key)]:
+            del exp.deps[key]
+        exp.deps.update({column: module.ExpDep(hash=ids, size=None, nfiles=None) for column, ids in columns.items()})
+        return exp
 
-
-def _write_record_file(dvcfile: Any, path: str, write: Callable[[Optional[str]], bool]) -> None:
-    try:
-        changed = write(_staging(dvcfile))
-    except OSError as exc:
-        raise DockerExecError(f"could not write '{path}': {exc}") from None
-    if changed and os.path.exists(path):
-        dvcfile.repo.scm_context.track_file(os.path.relpath(path))
-
-
-def write_records(dvcfile: Any, stages: list, records: Optional[dict] = None) -> None:
-    """Bring the stages' entries of dvc.docker.lock in step with what dvc.lock got.
-
-    `records`: the file's entries as read before dvc.lock was written (see patch_dvcfile).
-    """
-    path = _record_path_for(dvcfile)
-    records = read_records_for(path) if records is None else records
-    for stage in stages:
-        key = provenance.record_key(stage.name)
-        dep = image_dependency_of(stage)
-        identity = dep.recorded() if dep is not None and dep.image is not None else None
-        if identity is None:
-            records.pop(key, None)
-        else:
-            from .build_dep import record_fields
-
-            built = record_fields(dep, records.get(key)) if dep.build is not None else {}
-            records[key] = provenance.Record(stage=key, image=str(dep.image), identity=identity, **built)
-    _write_record_file(dvcfile, path, lambda staging: provenance.write_record_file(path, records, staging=staging))
-
-
-def patch_dvcfile(module: Any) -> None:
-    project_file = module.ProjectFile
-    dump_lockfile = project_file._dump_lockfile
-
-    @functools.wraps(dump_lockfile)
-    def _dump_lockfile(self: Any, stages: Any, **kwargs: Any) -> Any:
-        # read first: a dvc.docker.lock a stage replaced by a link or a FIFO stops the
-        # write before dvc.lock records the stage, not between the two files
-        records = read_records_for(_record_path_for(self))
-        result = dump_lockfile(self, stages, **kwargs)
-        # DVC 3.50 passes one stage, later versions a list
-        write_records(self, stages if isinstance(stages, list) else [stages], records)
-        return result
-
-    project_file._dump_lockfile = _dump_lockfile
-
-    lockfile = module.Lockfile
-    remove_stage = lockfile.remove_stage
-
-    @functools.wraps(remove_stage)
-    def _remove_stage(self: Any, stage: Any) -> Any:
-        result = remove_stage(self, stage)
-        path = provenance.record_path(self.path)
-        key = provenance.record_key(stage.name)
-        _write_record_file(self, path, lambda staging: provenance.update_record_file(path, key, None, staging=staging))
-        return result
-
-    lockfile.remove_stage = _remove_stage
+    exp_class.from_repo = classmethod(from_repo)
 
 
 def _looking_only(original: Callable, when: Callable[[dict], bool]) -> Callable:

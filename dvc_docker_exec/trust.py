@@ -24,11 +24,12 @@ is outside the repository).
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Optional, Sequence, Set, Tuple
 
-from .config import META, REPO_LEVEL, SHARED, TRACKED, UNLIMITED, DockerSettings, SettingError
+from .config import META, REPO_LEVEL, SHARED, TRACKED, UNLIMITED, DockerSettings, SettingError, parse_bool
 from .paths import is_within
 
 ALLOW_KEY = "allow_repo_settings"
@@ -37,6 +38,8 @@ REPO_ORIGINS = (REPO_LEVEL, SHARED, META)
 # Any other network (or `container:<id>`) reaches services a host run may not.
 REPO_NETWORKS = ("host", "bridge", "none")
 WHERE = {REPO_LEVEL: "the repository's .dvc/config", SHARED: "the repository's .dvc/docker.yaml", META: "dvc.yaml (meta.docker)"}
+logger = logging.getLogger(f"dvc.{__name__}")
+_track_warned: Set[str] = set()
 ALLOW_HINT = "`dvc config --local docker.allow_repo_settings true` (or --global, --system)"
 
 
@@ -188,3 +191,34 @@ def same_user(user: Optional[str], uid: int, gid: int) -> bool:
         return value == str(number) or (number == 0 and value == "root")
 
     return same(name, uid) and (same(group, gid) if group else gid == 0)
+
+
+def machine_track(
+    settings: DockerSettings, levels: Sequence[Tuple[str, Mapping[str, Any]]], stage: str
+) -> DockerSettings:
+    """`settings` with `track` on when this machine's config says `docker.track true` (issue 16, P8).
+
+    Provenance is the machine owner's to insist on: `track: false` from the
+    repository (its .dvc/config or meta.docker) narrows nothing a host run
+    has, but it would let a repository run unrecorded where the owner wants a
+    record. The repository's value is ignored, with one warning per stage.
+    """
+    origin = settings.origins.get("track")
+    if settings.track or origin not in REPO_ORIGINS:
+        return settings
+    machine = [(level, section["track"]) for level, section in levels if level not in (REPO_LEVEL, SHARED) and "track" in section]
+    if not machine:
+        return settings
+    level, value = machine[-1]  # the machine level DVC gives precedence to
+    try:
+        if not parse_bool(value):
+            return settings
+    except (SettingError, ValueError):
+        return settings
+    if stage not in _track_warned:
+        _track_warned.add(stage)
+        logger.warning(
+            "stage '%s': docker.track false from %s is ignored: this machine's %s config sets docker.track true",
+            stage, WHERE[origin], level,
+        )
+    return replace(settings, track=True, origins={**settings.origins, "track": level})

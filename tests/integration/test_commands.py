@@ -239,7 +239,7 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
 
 
 def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_client, busybox_image, no_leftovers):  # noqa: F811
-    """A new machine gets what dvc.docker.lock records, not what the tag names today."""
+    """A new machine gets what dvc.lock records, not what the tag names today."""
     reference = new_layer_image
     repo = make_repo(reference)
     repo.dvc("config", "docker.pull", "missing")
@@ -255,7 +255,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
     row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
     assert (row["recorded"], row["current"], row["present"]) == (first["recorded"], None, False)
     doctor_line = lines_of(repo.dvc("docker", "doctor").stdout, "warning stage 'train': ")
-    assert doctor_line and f"dvc.docker.lock records {first['recorded'].split(':')[0]}" in doctor_line[0]
+    assert doctor_line and f"dvc.lock records {first['recorded'].split(':')[0]}" in doctor_line[0]
 
     proc = repo.dvc("docker", "pull")
     assert proc.stdout.strip() == f"Pulled {first['recorded']} as {reference}"
@@ -328,7 +328,7 @@ def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busy
         proc = repo.dvc("docker", "pull")
         here = proc.stdout.split("(here as ", 1)[1].split(")", 1)[0].split(", ")
         assert busybox_image in here, proc.stdout  # other tests (and other sessions) may add tags of it
-        assert f"as {other}: the image dvc.docker.lock records" in proc.stdout, proc.stdout
+        assert f"as {other}: the image dvc.lock records" in proc.stdout, proc.stdout
         assert docker_client.images.get(other).id == docker_client.images.get(busybox_image).id
         assert repo.dvc("status").stdout.strip() == "Data and pipelines are up to date."
     finally:

@@ -126,7 +126,7 @@ def git_show(repo: DvcRepo, rev: str, path: str) -> str:
 
 
 def experiments(repo: DvcRepo) -> Dict[str, dict]:
-    """name -> {rev, state, params, metrics} of every experiment in `dvc exp show --json`."""
+    """name -> {rev, state, params, metrics, deps} of every experiment in `dvc exp show --json`."""
     found = {}
     for baseline in json.loads(repo.dvc("exp", "show", "--json").stdout):
         for group in baseline.get("experiments") or []:
@@ -142,6 +142,8 @@ def experiments(repo: DvcRepo) -> Dict[str, dict]:
                     "state": state,
                     "metrics": metrics,
                     "params": params,
+                    # non-params deps: path -> hash (the image columns: docker:<image> -> 12 hex digits)
+                    "deps": {path: (entry or {}).get("hash") for path, entry in (data.get("deps") or {}).items()},
                 }
     return found
 

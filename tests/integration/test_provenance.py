@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterator
@@ -17,8 +18,8 @@ from typing import Callable, Dict, Iterator
 import pytest
 import yaml
 
-from dvc_docker_exec.provenance import RECORD_FILE, read_record_file, short_identity
-from tests.conftest import DvcRepo
+from dvc_docker_exec.provenance import LEGACY_RECORD_FILE, dep_path, record_from_lock, short_id, short_identity
+from tests.conftest import DvcRepo, container_events
 from tests.integration.test_experiments import experiments, git_show, queue, start_workers, stop_workers, wait_for_queue
 from tests.integration.test_pull import registry  # noqa: F401  (a fixture: the registry on loopback)
 
@@ -66,13 +67,34 @@ def image_id(docker_client, ref: str) -> str:
     return docker_client.api.inspect_image(ref)["Id"]
 
 
+def lock_records(text: str) -> Dict[str, tuple]:
+    """stage -> (image, identity) as a dvc.lock text records them."""
+    found = {}
+    for name, entry in ((yaml.safe_load(text) or {}).get("stages") or {}).items():
+        rec = record_from_lock(name, entry)
+        if rec is not None:
+            found[name] = (rec.image, rec.identity)
+    return found
+
+
 def records(repo: DvcRepo, folder: str = ".") -> Dict[str, tuple]:
-    return {k: (r.image, r.identity) for k, r in read_record_file(str(repo.path / folder / RECORD_FILE)).items()}
+    path = repo.path / folder / "dvc.lock"
+    return lock_records(path.read_text()) if path.exists() else {}
 
 
 def lock_identity(repo: DvcRepo, stage: str):
-    lock = yaml.safe_load(repo.lock())
-    return (lock["stages"][stage].get("params") or {}).get(RECORD_FILE, {}).get(f"{stage}.id")
+    return records(repo).get(stage, (None, None))[1]
+
+
+def params_show(repo: DvcRepo) -> dict:
+    """What DVC's params show (`Repo.params.show`: `dvc exp show`, `dvc.api.params_show`) finds, per file."""
+    code = ("import json; from dvc.repo import Repo; "
+            "print(json.dumps({p: v.get('data') for p, v in Repo('.').params.show()[''].get('data', {}).items()}))")
+    return json.loads(repo.run(sys.executable, "-c", code).stdout)
+
+
+def trailing_space(text: str) -> list:
+    return [line for line in text.splitlines() if line.endswith((" ", "\t"))]
 
 
 def status(repo: DvcRepo, **kwargs) -> dict:
@@ -130,15 +152,13 @@ def test_image_change_reruns_exactly_the_stages_on_it(repo, build_image, busybox
     assert records(repo) == {"box": (image_b, b_id), "pinned": (busybox_image, a_id)}
     assert lock_identity(repo, "box") == b_id
     assert repo.read("dvc.yaml") == yaml_before  # never rewritten
-    # git diff shows which stage changed environment
-    diff = repo.run("git", "diff", "--", RECORD_FILE).stdout
+    # git diff of dvc.lock shows which stage changed environment, in lines of at most 80 columns
+    diff = repo.run("git", "diff", "--", "dvc.lock").stdout
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-    assert changed == [
-        f'-  image: "{busybox_image}"',
-        f'-  id: "{a_id}"',
-        f'+  image: "{image_b}"',
-        f'+  id: "{b_id}"',
-    ], diff
+    assert f"-    - path: {dep_path(busybox_image)}" in changed and f"+    - path: {dep_path(image_b)}" in changed
+    assert f"-        sha256: {a_id[7:]}" in changed and f"+        sha256: {b_id[7:]}" in changed, diff
+    assert not trailing_space(repo.lock()) and max(len(line) for line in repo.lock().splitlines()) <= 80
+    assert not (repo.path / LEGACY_RECORD_FILE).exists()  # dvc.lock is the only record
     assert status(repo) == {}
 
 
@@ -192,8 +212,7 @@ def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo):
     assert "runs on the host" in repo.dvc("status").stdout
     proc = repo.dvc("repro")
     assert "Running stage 's':" in proc.stdout and "in a container" not in proc.stdout
-    assert lock_identity(repo, "s") is None and "params" not in yaml.safe_load(repo.lock())["stages"]["s"]
-    assert not (repo.path / RECORD_FILE).exists()
+    assert lock_identity(repo, "s") is None and "docker:" not in repo.lock()
     assert status(repo) == {}
 
     repo.dvc("config", "docker.enabled", "true")
@@ -210,8 +229,7 @@ def test_track_false_is_the_old_behaviour(repo, build_image):
     repo.dvc("config", "docker.track", "false")
     repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
-    assert "params" not in yaml.safe_load(repo.lock())["stages"]["s"]
-    assert not (repo.path / RECORD_FILE).exists()
+    assert "docker:" not in repo.lock() and records(repo) == {}
     repo.dvc("config", "docker.image", image_b)
     assert status(repo) == {}
     assert "Data and pipelines are up to date" in repo.dvc("status").stdout
@@ -281,7 +299,7 @@ def test_stage_add_and_repro_never_write_the_dependency_into_dvc_yaml(repo):
     repo.dvc("repro")
     repo.dvc("commit", "-f")
     text = repo.read("dvc.yaml")
-    assert RECORD_FILE not in text and "params" not in text
+    assert "docker:" not in text and "params" not in text
     assert set(records(repo)) == {"a", "b"}
 
 
@@ -291,7 +309,7 @@ def test_a_stage_without_dependencies_still_runs_every_time(repo):
     repo.dvc("repro")
     repo.dvc("repro")
     assert len(repo.read("runs.txt").splitlines()) == 2
-    assert not (repo.path / RECORD_FILE).exists()  # nothing to compare: it always reruns
+    assert records(repo) == {}  # nothing to compare: it always reruns
 
 
 def test_commit_records_the_identity(repo, build_image, docker_client):
@@ -308,39 +326,45 @@ def test_stage_in_a_subfolder_records_next_to_its_lock(repo):
     repo.write("sub/in.txt", "in\n")
     repo.write("sub/dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    wdir: .\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro", "sub/dvc.yaml")
-    assert set(records(repo, "sub")) == {"s"} and not (repo.path / RECORD_FILE).exists()
-    assert RECORD_FILE in yaml.safe_load(repo.read("sub/dvc.lock"))["stages"]["s"]["params"]
+    assert set(records(repo, "sub")) == {"s"} and not (repo.path / "dvc.lock").exists()
     assert status(repo) == {}
     repo.dvc("remove", "sub/dvc.yaml:s")
-    assert not (repo.path / "sub" / RECORD_FILE).exists()
+    assert records(repo, "sub") == {}
 
 
-def test_params_diff_and_exp_show_show_the_identity(repo, build_image, docker_client, busybox_image):
+def test_params_stay_the_users_and_exp_show_has_one_short_column_per_image(
+    repo, build_image, docker_client, busybox_image
+):
+    """issue 17, group 3: params show/diff of the user's files unchanged; `exp show` one column per image."""
     image_b = build_image("b", "B")
-    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
+    repo.write("params.yaml", "lr: 1\n")
+    repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    params: [lr]\n"
+               f"    outs: [out.txt]\n  t:\n    cmd: {MARK_CMD} > t.txt\n    deps: [in.txt]\n    outs: [t.txt]\n")
     repo.dvc("repro")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "A")
+    assert params_show(repo) == {"params.yaml": {"lr": 1}}
     repo.dvc("config", "docker.image", image_b)
     repo.dvc("repro")
-    diff = json.loads(repo.dvc("params", "diff", "--json").stdout)
-    assert diff[RECORD_FILE]["s.id"] == {
-        "old": image_id(docker_client, busybox_image),
-        "new": image_id(docker_client, image_b),
-    }
+    assert json.loads(repo.dvc("params", "diff", "--json").stdout) == {}  # no params changed
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "B")
     repo.dvc("config", "docker.image", busybox_image)
     repo.dvc("exp", "run", "-n", "back-to-a")
+    a_col, b_col = dep_path(busybox_image), dep_path(image_b)
     exps = experiments(repo)
-    assert exps["back-to-a"]["params"][RECORD_FILE]["s"]["id"] == image_id(docker_client, busybox_image)
+    assert exps["back-to-a"]["deps"][a_col] == short_id(image_id(docker_client, busybox_image))
+    assert list(exps["back-to-a"]["params"]) == ["params.yaml"]
     exp_diff = json.loads(repo.dvc("exp", "diff", "HEAD", "back-to-a", "--json").stdout)
-    assert exp_diff["params"][RECORD_FILE]["s.id"] == {
-        "old": image_id(docker_client, image_b),
-        "new": image_id(docker_client, busybox_image),
-    }
-    table = repo.dvc("exp", "show", "--csv").stdout
-    assert "s.id" in table.splitlines()[0] and image_id(docker_client, image_b) in table
+    assert LEGACY_RECORD_FILE not in exp_diff["params"]
+    header, *rows = repo.dvc("exp", "show", "--csv").stdout.splitlines()
+    columns = header.split(",")
+    assert b_col in columns and columns.count(b_col) == 1  # two stages, one image: one column
+    assert short_id(image_id(docker_client, image_b)) in ",".join(rows)
+    assert columns.index("lr") < columns.index(b_col)  # after the user's params
+    dropped = repo.dvc("exp", "show", "--csv", "--drop", "docker:.*").stdout.splitlines()[0].split(",")
+    assert not [c for c in dropped if c.startswith("docker:")] and "lr" in dropped
+    assert "Warning" not in repo.dvc("exp", "save", "-n", "saved").stderr  # nothing untracked of ours
 
 
 IMAGE_PARAM_YAML = f"""stages:
@@ -376,13 +400,10 @@ def test_queue_j2_records_the_identity_per_experiment(make_repo, busybox_image, 
     expected = {"on-a": (busybox_image, "none\n"), "on-b": (image_b, "QB\n")}
     for name, (image, out) in expected.items():
         rev = exps[name]["rev"]
-        recorded = yaml.safe_load(git_show(repo, rev, RECORD_FILE))
-        assert recorded == {"s": {"image": image, "id": image_id(docker_client, image)}}, name
-        lock = yaml.safe_load(git_show(repo, rev, "dvc.lock"))
-        assert lock["stages"]["s"]["params"][RECORD_FILE] == {"s.id": image_id(docker_client, image)}
-        assert exps[name]["params"][RECORD_FILE]["s"]["id"] == image_id(docker_client, image)
+        assert lock_records(git_show(repo, rev, "dvc.lock")) == {"s": (image, image_id(docker_client, image))}, name
+        assert exps[name]["deps"][dep_path(image)] == short_id(image_id(docker_client, image))
     # the workspace was not touched by the queue
-    assert not (repo.path / RECORD_FILE).exists()
+    assert not (repo.path / "dvc.lock").exists()
 
 
 def test_temp_exp_run_records_the_identity(make_repo, busybox_image, build_image, docker_client, no_leftovers):
@@ -395,9 +416,7 @@ def test_temp_exp_run_records_the_identity(make_repo, busybox_image, build_image
     repo.run("git", "commit", "-qm", "pipeline")
     repo.dvc("exp", "run", "--temp", "-n", "tmp-b", "-S", f"image={image_b}")
     rev = experiments(repo)["tmp-b"]["rev"]
-    assert yaml.safe_load(git_show(repo, rev, RECORD_FILE)) == {
-        "s": {"image": image_b, "id": image_id(docker_client, image_b)}
-    }
+    assert lock_records(git_show(repo, rev, "dvc.lock")) == {"s": (image_b, image_id(docker_client, image_b))}
 
 
 VANILLA = """import sys
@@ -421,7 +440,7 @@ def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert "Data and pipelines are up to date" in proc.stdout and "Traceback" not in proc.stderr
     shown = repo.run(sys.executable, str(script), "exp", "show", "--csv").stdout
-    assert shown.startswith("Experiment,") and "s.id" not in shown  # no dependency on the record there
+    assert shown.startswith("Experiment,") and "docker:" not in shown  # no dependency on the record there
     proc = repo.run(sys.executable, str(script), "repro", "-f")
     assert lock_identity(repo, "s") is None  # dvc.lock rewritten without the plugin's entry
 
@@ -483,3 +502,108 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
             docker_client.images.remove(ref, force=True)
         except Exception:  # noqa: BLE001
             pass
+
+
+# --- issue 17: stages DVC creates without the loader; nothing recorded is no error ---------------
+
+
+def test_stage_add_run_then_status_is_clean_and_the_run_cache_restores_without_a_container(repo, docker_client):
+    """`dvc stage add --run` records the image like `dvc repro`; the run-cache key is the reloaded stage's."""
+    repo.dvc("stage", "add", "--run", "-n", "copy", "-d", "in.txt", "-o", "out.txt", "cp in.txt out.txt")
+    assert lock_identity(repo, "copy") == image_id(docker_client, "dvc-docker-exec-test/busybox:latest")
+    assert status(repo) == {} and "Data and pipelines are up to date" in repo.dvc("status").stdout
+    assert not trailing_space(repo.lock())
+    (repo.path / "out.txt").unlink()
+    (repo.path / "dvc.lock").unlink()
+    time.sleep(1.1)  # events are filtered by whole seconds
+    since = int(time.time())
+    proc = repo.dvc("repro")
+    until = int(time.time()) + 1
+    assert "Stage 'copy' is cached - skipping run" in proc.stdout, proc.stdout
+    assert container_events(docker_client, "create", since, until, repo=str(repo.path)) == []
+    assert repo.read("out.txt") == "in\n" and status(repo) == {}
+
+
+def test_commit_of_a_stage_run_without_commit_and_of_one_run_by_hand(repo):
+    """`Repo.run(no_commit=True)` (DVC's run_copy) then `dvc commit`: no prompt, as without the plugin."""
+    api = ("from dvc.repo import Repo; Repo('.').run(name='copy', cmd='cp in.txt out.txt', deps=['in.txt'],"
+           " outs=['out.txt'], no_commit=True)")
+    repo.run(sys.executable, "-c", api)
+    proc = repo.dvc("commit", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert lock_identity(repo, "copy") and status(repo) == {}
+    # a stage added, its command run by hand on the host, committed (-f: DVC asks for it, natively too)
+    repo.dvc("stage", "add", "-n", "hand", "-d", "in.txt", "-o", "hand.txt", "cp in.txt hand.txt")
+    repo.write("hand.txt", "in\n")
+    repo.dvc("commit", "-f", "hand")
+    assert lock_identity(repo, "hand") and status(repo) == {}
+
+
+def test_params_show_with_no_record_is_no_error(repo):
+    """Stages that never ran in a container: nothing recorded is never an error (issue 17, group 2)."""
+    repo.write("params.yaml", "lr: 1\n")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    params: [lr]\n"
+               "    outs: [out.txt]\n    meta: {docker: false}\n")
+    repo.dvc("repro")
+    assert params_show(repo) == {"params.yaml": {"lr": 1}}
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "host")
+    assert json.loads(repo.dvc("params", "diff", "--all", "--json").stdout) == {"params.yaml": {"lr": {"old": 1, "new": 1, "diff": 0}}}
+    assert "!" not in repo.dvc("exp", "show", "--csv").stdout
+
+
+# --- issue 16, P8: one record; what is reported agrees with dvc.lock ----------------------------------
+
+
+FORGE = "sha256:" + "f" * 64
+
+
+def test_a_stage_cannot_make_status_doctor_and_exp_show_disagree_with_dvc_lock(repo, docker_client, busybox_image):
+    """A stage forges another stage's identity, in the file earlier versions read and in dvc.lock itself."""
+    real = image_id(docker_client, busybox_image)
+    repo.write("dvc.yaml", f"""stages:
+  s:
+    cmd: echo s > s.txt
+    deps: [in.txt]
+    outs: [s.txt]
+  forger:
+    cmd:
+    - "echo 's:' > dvc.docker.lock"
+    - "echo '  image: {busybox_image}' >> dvc.docker.lock"
+    - "echo '  id: {FORGE}' >> dvc.docker.lock"
+    - sed -i 's/{real[7:]}/{FORGE[7:]}/' dvc.lock
+    - echo f > f.txt
+    deps: [in.txt, s.txt]
+    outs: [f.txt]
+""")
+    repo.dvc("repro")
+    assert lock_identity(repo, "s") == FORGE  # the stage did rewrite dvc.lock (the repository is writable)
+    # every report reads dvc.lock: the forgery shows, and `dvc status` calls the stage changed
+    text = repo.dvc("status").stdout
+    assert f"{short_identity(FORGE)} -> {short_identity(real)}" in text, text
+    images = json.loads(repo.dvc("docker", "images", "--json").stdout)
+    assert {row["stage"]: row["recorded"] for row in images}["s"] == FORGE
+    doctor = repo.dvc("docker", "doctor", check=False).stdout
+    assert f"dvc.lock records {short_identity(FORGE)}" in doctor, doctor
+    assert "'dvc.docker.lock' is not read" in doctor  # the file of earlier versions is named, not trusted
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "forged")
+    assert short_id(FORGE) in repo.dvc("exp", "show", "--csv").stdout
+    repo.dvc("repro")  # reruns s under the real image: the record is true again
+    assert lock_identity(repo, "s") == real and status(repo) == {}
+
+
+def test_a_machine_track_true_wins_over_the_repository(repo, build_image):
+    image_b = build_image("b", "B")
+    repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
+               "    meta: {docker: {track: false}}\n")
+    repo.dvc("config", "--local", "docker.track", "true")
+    proc = repo.dvc("repro")
+    assert "docker.track false from dvc.yaml (meta.docker) is ignored" in proc.stderr, proc.stderr
+    assert lock_identity(repo, "s")
+    repo.dvc("config", "docker.image", image_b)
+    assert set(status(repo)) == {"s"}  # tracked: the image change makes it changed
+    repo.dvc("config", "--local", "--unset", "docker.track")
+    repo.dvc("config", "docker.track", "false")  # the repository's .dvc/config alone: its word stands
+    repo.write("dvc.yaml", repo.read("dvc.yaml").replace("    meta: {docker: {track: false}}\n", ""))
+    assert status(repo) == {}

@@ -35,7 +35,8 @@ def test_stage_runs_in_container_and_lock_equals_host_run(repo):
     assert "docker-init" not in repo.read("where.txt")
     # the same lock but for the image identity (README "Provenance")
     recorded = yaml.safe_load(in_container)
-    assert list(recorded["stages"]["hello"].pop("params")) == ["dvc.docker.lock"]
+    image_dep, *others = recorded["stages"]["hello"].pop("deps")  # the stage had no deps of its own
+    assert image_dep["path"] == "docker:dvc-docker-exec-test/busybox:latest" and not others
     assert yaml.safe_load(repo.lock()) == recorded
     assert recorded["stages"]["hello"]["cmd"] == cmd
 

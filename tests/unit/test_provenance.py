@@ -84,66 +84,59 @@ def test_short_identity_and_change_words():
     assert "not recorded" in p.describe_change("b:1", None, OTHER)
 
 
-def test_keys_have_no_dots():
-    assert p.record_key("train@0.1") == "train@0_1"
-    assert p.param_key("train") == "train.id"
+def test_record_round_trips_through_the_lock_entry():
+    for identity in (f"python@{DIGEST}", IMAGE_ID, "reg:5000/team/x@" + DIGEST, "sha512:" + "d" * 128):
+        rec = p.Record("train", "python:3.12", identity)
+        lock = {"deps": [{"path": p.dep_path("python:3.12"), "dataset": p.lock_entry(rec)}]}
+        assert p.record_from_lock("train", lock) == rec
+    assert p.lock_entry(p.Record("t", "i", f"python@{DIGEST}")) == {"repo": "python", "sha256": "a" * 64}
+    assert p.lock_entry(p.Record("t", "i", IMAGE_ID)) == {"sha256": "c" * 64}
 
 
-def test_record_file_round_trip_and_stable_text(tmp_path):
-    path = str(tmp_path / p.RECORD_FILE)
-    assert p.read_record_file(path) == {}
-    recs = {"train": p.Record("train", "python:3.12", f"python@{DIGEST}"), "a@1": p.Record("a@1", "x y", IMAGE_ID)}
-    assert p.write_record_file(path, recs) is True
-    assert p.write_record_file(path, dict(reversed(list(recs.items())))) is False  # same text
-    assert p.read_record_file(path) == recs
-    text = open(path).read()
-    assert text.startswith("#") and text.index("\na@1:\n") < text.index("\ntrain:\n")
-    odd = {"yes": p.Record("yes", "i", IMAGE_ID), "a b": p.Record("a b", "i", IMAGE_ID)}
-    p.write_record_file(path, odd)
-    assert p.read_record_file(path) == odd  # keys YAML would read otherwise are quoted
-    import yaml  # YAML 1.1 as well
-
-    assert set(yaml.safe_load(open(path))) == {"yes", "a b"}
+def test_nothing_recorded_is_none_never_an_error():
+    assert p.record_from_lock("train", None) is None
+    assert p.record_from_lock("train", {}) is None
+    assert p.record_from_lock("train", {"deps": [{"path": "data.csv", "md5": "x"}]}) is None
+    assert p.record_from_lock("train", {"deps": [{"path": "docker:busybox"}]}) is None  # added, never run
+    assert p.record_from_lock("train", {"deps": "garbage", "params": []}) is None
 
 
-def test_record_file_is_yaml_dvc_reads_as_params(tmp_path):
-    from dvc.dependency.param import read_param_file
-    from dvc.fs import LocalFileSystem
-
-    path = str(tmp_path / p.RECORD_FILE)
-    p.write_record_file(path, {"train": p.Record("train", "busybox", IMAGE_ID)})
-    assert read_param_file(LocalFileSystem(), path, ["train.id"], flatten=True) == {"train.id": IMAGE_ID}
+def test_record_of_earlier_versions_is_read_from_the_params_entry():
+    lock = {"params": {p.LEGACY_RECORD_FILE: {"train_1.id": IMAGE_ID}}}
+    assert p.record_from_lock("train.1", lock) == p.Record("train.1", "", IMAGE_ID)
 
 
-def test_update_record_file_and_removal(tmp_path):
-    path = str(tmp_path / p.RECORD_FILE)
-    assert p.update_record_file(path, "s", p.Record("s", "i", IMAGE_ID)) is True
-    assert p.update_record_file(path, "s", p.Record("s", "i", IMAGE_ID)) is False
-    assert p.update_record_file(path, "t", None) is False
-    assert p.update_record_file(path, "s", None) is True
-    assert not os.path.exists(path)
+def test_lock_entry_lines_fit_80_columns_no_trailing_space():
+    """DVC's YAML writer moves a longer value onto the next line after `key: ` (a trailing space)."""
+    import io
+
+    from dvc.utils.serialize._yaml import _get_yaml
+
+    rec = p.Record("a-rather-long-stage-name", "x", "dvc-docker-exec-test/busybox@" + DIGEST)
+    lock = {"stages": {rec.stage: {"cmd": "c", "deps": [{"path": p.dep_path("busybox"), "dataset": p.lock_entry(rec)}]}}}
+    text = io.StringIO()
+    _get_yaml().dump(lock, text)
+    assert all(len(line) <= 80 and not line.endswith(" ") for line in text.getvalue().splitlines()), text.getvalue()
 
 
-def test_bad_record_file_is_an_error(tmp_path):
-    path = tmp_path / p.RECORD_FILE
-    path.write_text("- a\n")
-    with pytest.raises(ValueError):
-        p.read_record_file(str(path))
-    path.write_text("train: [unclosed\n")
-    with pytest.raises(ValueError, match="not valid YAML"):
-        p.read_record_file(str(path))
-    path.write_text("train: {image: x}\n")
-    with pytest.raises(ValueError, match="no 'id'"):
-        p.read_record_file(str(path))
+def test_short_id_is_twelve_hex_digits():
+    assert p.short_id(f"python@{DIGEST}") == "a" * 12
+    assert p.short_id(IMAGE_ID) == "c" * 12
+    assert p.short_id(None) == ""
 
 
-def test_read_records_of_a_repo(tmp_path):
-    p.write_record_file(str(tmp_path / p.RECORD_FILE), {"a": p.Record("a", "i", IMAGE_ID)})
-    (tmp_path / "sub").mkdir()
-    (tmp_path / ".dvc").mkdir()
-    p.write_record_file(str(tmp_path / "sub" / p.RECORD_FILE), {"b": p.Record("b", "j", OTHER)})
-    p.write_record_file(str(tmp_path / ".dvc" / p.RECORD_FILE), {"c": p.Record("c", "j", OTHER)})
-    assert p.read_records(str(tmp_path)) == {
-        "a": p.Record("a", "i", IMAGE_ID),
-        os.path.join("sub", "dvc.yaml") + ":b": p.Record("b", "j", OTHER),
-    }
+
+
+def test_a_built_images_record_round_trips_and_its_key_is_the_identity_only():
+    """docker.build: the Dockerfile, inputs and produced image ID sit in the dependency's dvc.lock entry."""
+    inputs = {"dockerfile": DIGEST, "context": OTHER, "args": DIGEST, "target": "", "bases": {"python:3": f"python@{DIGEST}"}}
+    rec = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile", inputs=inputs, image_id=IMAGE_ID)
+    entry = p.lock_entry(rec)
+    assert entry == {"build": "env/Dockerfile", "sha256": "a" * 64, "built": "c" * 64, "inputs": inputs}
+    assert p.record_from_lock("train", {"deps": [{"path": p.dep_path("dvc-build/x"), "dataset": entry}]}) == rec
+    # the run-cache key: another machine's build of the same inputs has another image ID
+    assert p.lock_entry(rec, identity_only=True) == {"build": "env/Dockerfile", "sha256": "a" * 64}
+    assert p.identity_from_entry(p.lock_entry(rec, identity_only=True)) == "build:" + DIGEST
+    assert p.short_id("build:" + DIGEST) == "a" * 12
+    bare = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile")
+    assert p.record_from_entry("train", "dvc-build/x", p.lock_entry(bare)) == bare

@@ -216,3 +216,31 @@ def test_a_daemon_that_stays_away_is_a_cut_for_the_caller(monkeypatch, pipes) ->
         streams.follow(api, "c" * 64, EmptySocket(), streams.Output(False, out_w, err_w), running=lambda a, c: True)
     assert api.opens == streams.REOPEN_TRIES  # not a loop at full speed for ever
     assert sum(slept) < 5
+
+
+def test_release_closes_the_socket_and_response_under_an_attach_stream():
+    """docker-py's attach socket is a SocketIO: its close() leaves the socket to the GC (ResourceWarning)."""
+    import socket as socketlib
+
+    from dvc_docker_exec import streams as s
+
+    a, b = socketlib.socketpair()
+    stream = a.makefile("rb", buffering=0)  # a SocketIO over `a`, as docker-py returns
+
+    class Response:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    stream._response = response = Response()
+    stream._sock = a
+    s.release(stream)
+    assert a.fileno() == -1 and response.closed and stream.closed
+    b.close()
+
+    class Broken:
+        def close(self):
+            raise OSError("gone")
+
+    s.release(Broken())  # a connection already gone is no error

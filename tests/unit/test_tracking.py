@@ -69,12 +69,17 @@ def image_deps(stage) -> list:
     return [d for d in stage.deps if isinstance(d, image_dep.ImageDependency)]
 
 
+DEP = provenance.dep_path("img:1")
+
+
 def test_only_container_stages_with_dependencies_get_the_image_dependency(dvc_repo):
     repo, _ = dvc_repo
     found = {name: image_deps(stage) for name, stage in stages(repo).items()}
     assert [len(found[n]) for n in ("box", "download", "host", "untracked", "callback")] == [1, 1, 0, 0, 0]
     (dep,) = found["box"]
-    assert dep.def_path == provenance.RECORD_FILE and dep.params == ["box.id"] and dep.image == "img:1"
+    assert dep.def_path == "docker:img:1" and dep.image == "img:1" and dep.recorded() is None
+    # not a file: DVC (3.50's `exp run` too) must not look for it in the workspace or .gitignore it
+    assert dep.exists and not dep.is_in_repo and not dep.use_scm_ignore and dep.protocol == "local"
     assert stages(repo)["callback"].is_callback  # DVC still reruns it every time
 
 
@@ -83,11 +88,11 @@ def test_status_words_and_values(dvc_repo, caplog):
     box = stages(repo)["box"]
     (dep,) = image_deps(box)
     status = dep.status()
-    assert status == {provenance.RECORD_FILE: {f"image 'img:1' {ID_A[:19]} (not recorded before)": "new"}}
+    assert status == {DEP: {f"image 'img:1' {ID_A[:19]} (not recorded before)": "new"}}
     dep.save()
     assert dep.recorded() == ID_A and dep.status() == {}
     identities["img:1"] = ID_B
-    assert dep.status() == {provenance.RECORD_FILE: {f"image 'img:1' {ID_A[:19]} -> {ID_B[:19]}": "modified"}}
+    assert dep.status() == {DEP: {f"image 'img:1' {ID_A[:19]} -> {ID_B[:19]}": "modified"}}
     del identities["img:1"]
     with caplog.at_level(logging.WARNING, logger="dvc"):
         assert dep.status() == {}  # not checked is not changed
@@ -102,14 +107,29 @@ def test_lock_and_run_cache_key_hold_the_identity_and_dvc_yaml_never(dvc_repo):
     box = stages(repo)["box"]
     box.save_deps()
     lock = serialize.to_single_stage_lockfile(box)
-    assert lock["params"] == {provenance.RECORD_FILE: {"box.id": ID_A}}
-    assert lock["cmd"] == "echo x > box.txt"
-    assert serialize.to_pipeline_file(box)["box"].get("params") is None
+    assert lock["deps"][0] == {"path": DEP, "dataset": {"sha256": "a" * 64}}
+    assert "params" not in lock and lock["cmd"] == "echo x > box.txt"
+    assert serialize.to_pipeline_file(box)["box"]["deps"] == ["in.txt"]
     assert image_deps(box)  # and it is still there afterwards
     key_a = _get_stage_hash(box)
     identities["img:1"] = ID_B
     box.save_deps()
     assert _get_stage_hash(box) != key_a
+
+
+def test_the_lock_entry_is_read_back(dvc_repo, tmp_path):
+    from dvc.repo import Repo
+
+    repo, identities = dvc_repo
+    box = stages(repo)["box"]
+    (tmp_path / "box.txt").write_text("x\n")
+    box.save()
+    box.dump(update_lock=True)
+    text = (tmp_path / "dvc.lock").read_text()
+    assert not [line for line in text.splitlines() if line.endswith(" ")], text
+    (dep,) = image_deps(stages(Repo(str(tmp_path)))["box"])
+    assert dep.recorded() == ID_A and dep.status() == {}
+    assert dep.record() == provenance.Record("box", "img:1", ID_A)
 
 
 def test_a_stage_without_own_dependencies_stays_out_of_the_run_cache(dvc_repo, tmp_path):
@@ -125,47 +145,130 @@ def test_a_stage_without_own_dependencies_stays_out_of_the_run_cache(dvc_repo, t
     assert _can_hash(found["download"]) is False  # as without the plugin: no deps, no run cache
 
 
+def _lock_with(tmp_path, stage: str, cmd: str, identity: str, image: str = "img:1") -> None:
+    from dvc.utils.serialize import dump_yaml
+
+    entry = provenance.lock_entry(provenance.Record(stage, image, identity))
+    lock = {"schema": "2.0", "stages": {stage: {"cmd": cmd, "deps": [{"path": provenance.dep_path(image), "dataset": entry}]}}}
+    dump_yaml(str(tmp_path / "dvc.lock"), lock)
+
+
 def test_a_stage_turned_host_is_changed_once_then_records_nothing(dvc_repo, tmp_path):
     from dvc.repo import Repo
     from dvc.stage import serialize
-    from dvc.utils.serialize import dump_yaml
 
-    lock = {"schema": "2.0", "stages": {"host": {"cmd": "echo x > host.txt", "params": {
-        provenance.RECORD_FILE: {"host.id": ID_A}}}}}
-    dump_yaml(str(tmp_path / "dvc.lock"), lock)
+    _lock_with(tmp_path, "host", "echo x > host.txt", ID_A)
     host = stages(Repo(str(tmp_path)))["host"]
     (dep,) = image_deps(host)
     assert dep.image is None
-    assert dep.status() == {
-        provenance.RECORD_FILE: {f"image {ID_A[:19]} no longer used (the stage runs on the host)": "deleted"}
-    }
+    assert dep.status() == {DEP: {f"image {ID_A[:19]} no longer used (the stage runs on the host)": "deleted"}}
     host.save_deps()
     assert dep.status() == {}  # saved: the host run is what the lock holds now
-    assert "params" not in serialize.to_single_stage_lockfile(host)
+    assert [d["path"] for d in serialize.to_single_stage_lockfile(host)["deps"]] == ["in.txt"]
     assert bool(dep.get_hash())  # DVC's run cache needs every dep to hash
 
 
-def test_records_follow_the_lock(dvc_repo, tmp_path):
-    from dvc_docker_exec.tracking import write_records
+def test_the_record_of_earlier_versions_counts(dvc_repo, tmp_path):
+    """A dvc.lock written by an earlier version (params on dvc.docker.lock) is not a rerun."""
+    from dvc.repo import Repo
+    from dvc.utils.serialize import dump_yaml
+
+    lock = {"schema": "2.0", "stages": {"box": {"cmd": "echo x > box.txt", "params": {
+        provenance.LEGACY_RECORD_FILE: {"box.id": ID_A}}}}}
+    dump_yaml(str(tmp_path / "dvc.lock"), lock)
+    (dep,) = image_deps(stages(Repo(str(tmp_path)))["box"])
+    assert dep.recorded() == ID_A and dep.status() == {}
+
+
+def test_stages_created_by_dvc_get_the_dependency(dvc_repo, tmp_path):
+    """`dvc stage add`, `dvc run` and `Repo.run` create stages without the loader (issue 17, group 1)."""
+    from dvc.repo import Repo
+
+    repo, _ = dvc_repo
+    stage = repo.stage.create(name="made", cmd="echo y > made.txt", deps=["in.txt"], outs=["made.txt"])
+    (dep,) = image_deps(stage)
+    assert dep.image == "img:1" and dep.recorded() is None
+    meta_host = repo.stage.create(name="box", cmd="c", deps=["in.txt"], outs=["x.txt"], force=True)
+    assert image_deps(meta_host)  # box has no meta here: the repo's image
+    (tmp_path / "dvc.yaml").write_text(PIPELINE.replace("meta: {docker: false}", "meta: {docker: other:2}"))
+    again = Repo(str(tmp_path)).stage.create(name="host", cmd="c", deps=["in.txt"], outs=["host.txt"], force=True)
+    (dep,) = image_deps(again)  # meta restored from dvc.yaml (restore_fields) chooses the image
+    assert dep.image == "other:2"
+
+
+def test_machine_track_true_is_not_switched_off_by_the_repository(dvc_repo, tmp_path, caplog):
+    """issue 16, P8: the repository's `track: false` (meta or .dvc/config) yields to this machine's `track true`."""
+    from dvc.repo import Repo
+
+    from dvc_docker_exec import stage_settings
+
+    repo, _ = dvc_repo
+    assert not image_deps(stages(repo)["untracked"])  # no machine word: the repository's false stands
+    with repo.config.edit("local") as conf:
+        conf["docker"] = {"track": "true"}
+    stage_settings._snapshots.clear()
+    with caplog.at_level(logging.WARNING, logger="dvc"):
+        (dep,) = image_deps(stages(Repo(str(tmp_path)))["untracked"])
+    assert dep.image == "img:1"
+    assert "docker.track false from dvc.yaml (meta.docker) is ignored" in caplog.text
+    stage_settings._snapshots.clear()
+
+
+def test_exp_show_gets_one_short_column_per_image(dvc_repo, tmp_path):
+    from dvc.repo import Repo
+    from dvc.repo.experiments.serialize import SerializableExp
+
+    from dvc_docker_exec.tracking import image_columns
 
     repo, _ = dvc_repo
     found = stages(repo)
-    found["box"].save_deps()
-    write_records(found["box"].dvcfile, [found["box"], found["host"]])
-    assert provenance.read_record_file(str(tmp_path / provenance.RECORD_FILE)) == {
-        "box": provenance.Record("box", "img:1", ID_A)
-    }
-    write_records(found["box"].dvcfile, [found["host"]])  # untouched: host has no entry
-    assert set(provenance.read_record_file(str(tmp_path / provenance.RECORD_FILE))) == {"box"}
+    for name in ("box", "download"):
+        (tmp_path / f"{name[0]}.txt").write_text("x\n")
+        (tmp_path / "box.txt").write_text("x\n")
+        found[name].save()
+        found[name].dump(update_lock=True)
+    fresh = Repo(str(tmp_path))
+    assert image_columns(fresh) == {DEP: "a" * 12}  # two stages, one image: one column
+    exp = SerializableExp.from_repo(fresh, rev="workspace")
+    assert exp.deps[DEP].hash == "a" * 12 and "in.txt" in exp.deps
+    assert "dvc.docker.lock" not in exp.params
 
 
-def test_a_damaged_record_file_is_a_one_line_error(dvc_repo, tmp_path):
-    from dvc_docker_exec.errors import DockerExecError
-    from dvc_docker_exec.tracking import write_records
+def test_a_host_stage_follows_the_machine_track_rule_too(dvc_repo, tmp_path):
+    """The repository's .dvc/config `track false` does not drop a recorded image while this machine says true."""
+    from dvc.repo import Repo
+
+    from dvc_docker_exec import stage_settings
 
     repo, _ = dvc_repo
-    (tmp_path / provenance.RECORD_FILE).write_text("box: [unclosed\n")
+    _lock_with(tmp_path, "host", "echo x > host.txt", ID_A)
+    with repo.config.edit("repo") as conf:
+        conf["docker"]["track"] = "false"
+    stage_settings._snapshots.clear()
+    assert not image_deps(stages(Repo(str(tmp_path)))["host"])  # the repository's word alone: off
+    with repo.config.edit("local") as conf:
+        conf["docker"] = {"track": "true"}
+    stage_settings._snapshots.clear()
+    (dep,) = image_deps(stages(Repo(str(tmp_path)))["host"])
+    assert dep.image is None and dep.recorded() == ID_A
+    stage_settings._snapshots.clear()
+
+
+def test_a_built_images_run_cache_key_is_its_identity_not_the_image_id_it_produced(dvc_repo):
+    """dvc.lock keeps a build's Dockerfile, inputs and image ID; the run-cache key only the inputs' hash."""
+    from dvc.stage import serialize
+    from dvc.stage.cache import _get_stage_hash
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    repo, _ = dvc_repo
     box = stages(repo)["box"]
     box.save_deps()
-    with pytest.raises(DockerExecError, match="not valid YAML.*delete it and run `dvc commit`"):
-        write_records(box.dvcfile, [box])
+    dep = image_deps(box)[0]
+    keys = set()
+    for built in ("c" * 64, "d" * 64):  # the same inputs built on two machines
+        entry = {"build": "env/Dockerfile", "sha256": "e" * 64, "built": built, "inputs": {"dockerfile": ID_A}}
+        dep.hash_info = HashInfo(dep.PARAM_DATASET, entry)
+        assert serialize.to_single_stage_lockfile(box)["deps"][0] == {"path": DEP, "dataset": entry}
+        assert dep.record().image_id == f"sha256:{built}" and dep.recorded() == "build:sha256:" + "e" * 64
+        keys.add(_get_stage_hash(box))
+    assert len(keys) == 1

@@ -181,7 +181,7 @@ def test_build_in_the_socket_pattern(runner, make_repo, busybox_image, docker_cl
     try:
         out = _ok(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
         assert repo.read("o.txt") == token, out
-        assert "build:sha256:" in repo.read("dvc.docker.lock")
+        assert "build: env/Dockerfile" in repo.read("dvc.lock")
         assert "up to date" in repo.dvc("status").stdout  # the host's dvc agrees with the runner's hash
     finally:
         for image in docker_client.images.list(filters={"label": f"dde-test-token={token}"}):

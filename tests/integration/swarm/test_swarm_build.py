@@ -40,7 +40,7 @@ def test_built_image_is_pushed_and_nodes_run_its_digest(build_repo, swarm_clean)
     repo.dvc("config", "--local", "docker.registry", swarm_clean.registry)
     repo.dvc("repro")
     assert repo.read("out.txt") == f"{token}\n"
-    assert "build:sha256:" in repo.read("dvc.docker.lock")
+    assert "build: env/Dockerfile" in repo.read("dvc.lock")
     assert "up to date" in repo.dvc("status").stdout
 
 

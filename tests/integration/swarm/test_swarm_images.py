@@ -231,9 +231,9 @@ def test_dvc_docker_pull_puts_the_recorded_digest_back_on_the_manager(swarm_repo
     moved_digest = variant(3, "B")  # the registry's tag moves; node 3 holds B under the tag
     swarm_clean.node(1).images.pull(repository, tag="1")  # and the manager pulls it
     changed = status(swarm_repo)["s"][0]["changed deps"]
-    assert changed == {"dvc.docker.lock": {f"image '{ref}' {_short(first_digest)} -> {_short(moved_digest)}": "modified"}}
+    assert changed == {f"docker:{ref}": {f"image '{ref}' {_short(first_digest)} -> {_short(moved_digest)}": "modified"}}
 
-    swarm_repo.dvc("docker", "pull")  # by the digest dvc.docker.lock records, onto the manager
+    swarm_repo.dvc("docker", "pull")  # by the digest dvc.lock records, onto the manager
     assert first_digest in swarm_clean.node(1).images.get(ref).attrs["RepoDigests"]
     assert status(swarm_repo) == {}
     since = int(time.time())

@@ -54,4 +54,4 @@ def test_runner_on_the_manager_places_stages_on_other_nodes(swarm_repo, swarm_cl
     assert workdir == WORKDIR  # the stage sees the project where the runner does
     lock = yaml.safe_load(swarm_repo.lock())
     assert lock["stages"]["b"]["cmd"] == stages["b"]["cmd"]
-    assert "dvc-docker-exec-test/busybox" in swarm_repo.read("dvc.docker.lock")
+    assert "docker:dvc-docker-exec-test/busybox" in swarm_repo.lock()
