@@ -114,10 +114,11 @@ def test_reservation_larger_than_any_node_fails(swarm_repo):
 def gpu_probe(name: str) -> str:
     """A stage command that writes its node and the GPU ids Swarm assigned it.
 
-    Read from the shell's own /proc/$$/environ: the variable's name has a '-',
-    which dash and busybox sh drop from the environment of their children.
+    Read from the first process's /proc/1/environ (docker-init: services run with
+    --init): the variable's name has a '-', which dash and busybox sh drop from the
+    environment of their children, and the stage's shell is the lease watcher's child.
     """
-    return f'echo "$DVC_DOCKER_NODE" > {name}; tr "\\0" "\\n" < /proc/$$/environ | grep "^{GPU_IDS_VAR}=" >> {name}'
+    return f'echo "$DVC_DOCKER_NODE" > {name}; tr "\\0" "\\n" < /proc/1/environ | grep "^{GPU_IDS_VAR}=" >> {name}'
 
 
 def test_gpu_stages_land_on_the_gpu_node_and_get_its_gpus(swarm_repo, swarm_clean):
