@@ -257,11 +257,16 @@ def parse_build_args(value: Any) -> Tuple[Tuple[str, str], ...]:
     return tuple(out)
 
 
-def parse_target(value: Any) -> str:
-    text = _scalar(value, "the name of a build stage of the Dockerfile (FROM ... AS name)")
+def _plain_name(value: Any, expected: str) -> str:
+    """A name of letters, digits, `_`, `.` and `-` (a build stage, a runtime): nothing a CLI could misread."""
+    text = _scalar(value, expected)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
-        raise SettingError(f"expected the name of a build stage of the Dockerfile (FROM ... AS name), got '{value}'")
+        raise SettingError(f"expected {expected}, got '{value}'")
     return text
+
+
+def parse_target(value: Any) -> str:
+    return _plain_name(value, "the name of a build stage of the Dockerfile (FROM ... AS name)")
 
 
 _REGISTRY = re.compile(rf"{_DOMAIN}(?:/{_PATH_COMPONENT})*\Z", re.ASCII)
@@ -524,10 +529,7 @@ def parse_pids_limit(value: Any) -> int:
 
 
 def parse_runtime(value: Any) -> str:
-    text = _scalar(value, "a runtime name like runc, nvidia or runsc")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
-        raise SettingError(f"expected a runtime name like runc, nvidia or runsc, got '{value}'")
-    return text
+    return _plain_name(value, "a runtime name like runc, nvidia or runsc")
 
 
 PARSERS: Mapping[str, Callable[[Any], Any]] = {
