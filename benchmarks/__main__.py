@@ -4,6 +4,7 @@
     python -m benchmarks status cli              # these two, with their default arguments
     python -m benchmarks status -- --stages 10   # arguments after `--` go to every benchmark named
     python -m benchmarks                         # all of them (chaos and swarm take tens of minutes)
+    python -m benchmarks cli --json out.json     # the table's rows as JSON too (to keep, or compare later)
 
 A benchmark is a module `benchmarks/<name>_bench.py` (or `signal_stress.py`) whose docstring's
 first line says what it compares and whose `main()` parses `sys.argv` with argparse, prints its
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib.util
 import io
+import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
@@ -31,12 +33,12 @@ HERE = Path(__file__).resolve().parent
 EXTRA = ("signal_stress.py",)
 
 
-@dataclass
+@dataclasses.dataclass
 class Result:
     name: str
     compares: str
     seconds: float
-    figures: Dict[str, str] = field(default_factory=dict)
+    figures: Dict[str, str] = dataclasses.field(default_factory=dict)
     failed: str = ""
 
 
@@ -130,16 +132,17 @@ def table(results: List[Result], width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, folder: Path = HERE) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     passed: List[str] = []
     if "--" in argv:
         at = argv.index("--")
         argv, passed = argv[:at], argv[at + 1 :]
-    found = discover()
+    found = discover(folder)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(found)}")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and what each compares")
+    parser.add_argument("--json", metavar="FILE", help="also write the table's rows to FILE as JSON")
     args = parser.parse_args(argv)
     if args.list:
         width = max(map(len, found))
@@ -155,6 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results.append(run_one(name, found[name], passed))
     print()
     print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=1) + "\n")
     return 1 if any(r.failed for r in results) else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,17 @@ def test_list_and_unknown_names(capsys) -> None:
     with pytest.raises(SystemExit):
         runner.main(["no-such-benchmark"])
     assert "no benchmark named no-such-benchmark" in capsys.readouterr().err
+
+
+def test_the_named_benchmarks_run_into_one_table_and_json(tmp_path: Path, capsys) -> None:
+    _bench(tmp_path, "one", "    return {'ratio': sys.argv[1:]}")
+    _bench(tmp_path, "two", "    sys.exit('needs a daemon')")
+    _bench(tmp_path, "three", "    raise AssertionError('not run: not named')")
+    out = tmp_path / "out.json"
+    assert runner.main(["one", "two", "--json", str(out), "--", "--reps", "1"], folder=tmp_path) == 1
+    text = capsys.readouterr().out
+    table = text[text.index("benchmark ") :]
+    assert "one" in table and "ratio: ['--reps', '1']" in table and "FAILED: needs a daemon" in table
+    assert "three" not in text
+    rows = json.loads(out.read_text())
+    assert [(r["name"], r["failed"]) for r in rows] == [("one", ""), ("two", "needs a daemon")]
