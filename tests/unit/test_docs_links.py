@@ -95,3 +95,11 @@ def test_the_checker_sees_a_broken_link_and_a_wrong_anchor(tmp_path: Path) -> No
         "`[code](nowhere.md)`\n```\n[code](nowhere.md)\n```\n[gone](nowhere.md) [bad](there.md#nope)\n"
     )
     assert broken_links(page) == ["nowhere.md: no such file", "there.md#nope: no heading with the anchor #nope"]
+
+
+def test_the_readme_is_first_contact_and_leads_to_every_docs_page() -> None:
+    """About 200 lines (the reference lives in docs/), and every docs page is reachable from it."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 250, "README.md grows past first contact: move the reference into docs/"
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in LINK.findall(prose(text))}
+    assert [p.name for p in PAGES[1:] if p.resolve() not in linked] == []
