@@ -3,7 +3,7 @@
 Links: `[text](path)` and `[text](path#anchor)` in README.md and docs/*.md, outside code blocks and
 inline code; the path must exist (relative to the page), and an anchor must name a heading of the target
 page as GitHub renders it (lower case, punctuation dropped, spaces to hyphens, `-1` for a repeat).
-Purpose line: a docs page's first line is its level-1 heading `# Topic: what the page is for`.
+Purpose line: a docs page's first line says what the page is for ("This page is for ..."), then its title.
 """
 
 from __future__ import annotations
@@ -81,10 +81,11 @@ def test_every_relative_link_resolves(page: Path) -> None:
 
 @pytest.mark.parametrize("page", PAGES[1:], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_docs_page_says_first_what_it_is_for(page: Path) -> None:
-    first = page.read_text().splitlines()[0] if page.read_text() else ""
-    assert re.match(r"^# [^:]+: \S.*", first) and len(first.split()) >= 7, (
-        f"{page.name}: the first line must be `# Topic: what this page is for`, got {first!r}"
+    lines = page.read_text().splitlines() + ["", "", ""]
+    assert lines[0].startswith("This page is for ") and len(lines[0].split()) >= 8, (
+        f"{page.name}: the first line must say what the page is for (\"This page is for ...\"), got {lines[0]!r}"
     )
+    assert lines[1] == "" and lines[2].startswith("# "), f"{page.name}: the purpose line, a blank line, then the title"
 
 
 def test_the_checker_sees_a_broken_link_and_a_wrong_anchor(tmp_path: Path) -> None:
