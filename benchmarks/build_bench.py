@@ -1,4 +1,6 @@
-"""The cost of `docker.build` (issue 19), measured side by side; prints numbers, asserts nothing.
+"""`dvc repro`/`status` with a built image (`docker.build`) vs a named one (`docker.image`); hashing; a rebuild.
+
+The cost of `docker.build` (issue 19), measured side by side; prints numbers, asserts nothing.
 
     python benchmarks/build_bench.py [--reps 9] [--files 1000] [--mb 200]
 
@@ -69,7 +71,9 @@ def make_repo(root: Path, files: int, mb: int, build: bool) -> Path:
     return root
 
 
-def side_by_side(cmd: str, built: Path, plain: Path, reps: int) -> None:
+def side_by_side(cmd: str, built: Path, plain: Path, reps: int) -> str:
+    """Prints wall and CPU medians; returns the wall-time difference, for the runner's table."""
+    figure = ""
     for what, cpu in (("wall", False), ("cpu", True)):
         times: dict = {"build": [], "image": []}
         for rep in range(reps):
@@ -79,9 +83,11 @@ def side_by_side(cmd: str, built: Path, plain: Path, reps: int) -> None:
         b, i = statistics.median(times["build"]), statistics.median(times["image"])
         print(f"dvc {cmd:7s} nothing to run, {what:4s}: docker.build {b:.3f}s, docker.image {i:.3f}s: "
               f"{(b - i) * 1000:+.0f} ms ({b / i:.3f}x), medians of {reps}", flush=True)
+        figure = figure or f"{(b - i) * 1000:+.0f} ms ({b / i:.3f}x)"
+    return figure
 
 
-def hashing(built: Path, reps: int) -> None:
+def hashing(built: Path, reps: int) -> str:
     from dvc_docker_exec import build
 
     spec = build.spec_for(str(built), "env")
@@ -98,15 +104,17 @@ def hashing(built: Path, reps: int) -> None:
         warm.append(time.perf_counter() - start)
     c, w = statistics.median(cold), statistics.median(warm)
     print(f"context hash in-process: cold {c * 1000:.0f} ms, warm (stat cache) {w * 1000:.1f} ms ({c / w:.0f}x)")
+    return f"cold {c * 1000:.0f} ms, warm {w * 1000:.1f} ms"
 
 
-def rebuild(built: Path, reps: int) -> None:
+def rebuild(built: Path, reps: int) -> str:
     times = [dvc(built, "docker", "build", "--force") for _ in range(reps)]
     print(f"unchanged rebuild, warm layer cache (dvc docker build --force): median {statistics.median(times):.2f}s "
           f"(min {min(times):.2f}, max {max(times):.2f})")
+    return f"{statistics.median(times):.2f} s"
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--files", type=int, default=1000)
@@ -119,10 +127,12 @@ def main() -> None:
         plain = make_repo(work / "plain", args.files, args.mb, build=False)
         print(f"context: {args.files} files, {args.mb} MB")
         dvc(built, "status")  # the first status fills the hash cache (a repro did already; same cost)
-        side_by_side("repro", built, plain, args.reps)
-        side_by_side("status", built, plain, args.reps)
-        hashing(built, args.reps)
-        rebuild(built, max(2, args.reps // 2))
+        figures = {
+            "repro, build - image (wall)": side_by_side("repro", built, plain, args.reps),
+            "status, build - image (wall)": side_by_side("status", built, plain, args.reps),
+            "context hash": hashing(built, args.reps),
+            "unchanged rebuild": rebuild(built, max(2, args.reps // 2)),
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
@@ -130,6 +140,7 @@ def main() -> None:
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "image", "rm", "-f", *ids], capture_output=True)
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Chaos: queued experiments under SIGKILLs, `dvc queue kill` and engine restarts; nothing corrupt, nothing left.
+"""Queued experiments under SIGKILLs, `dvc queue kill`, engine restarts vs what they must give: nothing corrupt or left.
 
 Prints numbers, asserts nothing (issue 18). Usage (test images built, see scripts/test.sh):
 
@@ -255,7 +255,7 @@ def failure_reason(repo: Path, env: dict, name: str, hit: Dict[str, str]) -> Opt
     return errors[-1][:160] if errors else None
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exps", type=int, default=8)
     parser.add_argument("-j", "--jobs", type=int, default=2)
@@ -274,12 +274,14 @@ def main() -> None:
         env["DOCKER_HOST"] = private_podman()
     root = Path(tempfile.mkdtemp(prefix="dde-chaos-"))
     print(f"engine {args.engine} ({env.get('DOCKER_HOST', 'system Docker')}), work folder {root}")
+    figures = {}
     if args.stop_trials:
         times = stop_trials(root, env, args.stop_trials)
+        figures["stop after SIGKILL (median, max)"] = f"{statistics.median(times):.2f} s, {max(times):.2f} s"
         print(f"stop time after SIGKILL of dvc repro ({args.engine}, {len(times)} trials): min {min(times):.2f} s, "
               f"median {statistics.median(times):.2f} s, max {max(times):.2f} s")
     if not args.exps:
-        return
+        return figures
     repo = make_repo(root / "chaos", env)
     for i in range(1, args.exps + 1):
         sh([*DVC, "exp", "run", "--queue", "-n", f"e{i}", "-S", f"x={i}"], repo, env)
@@ -350,6 +352,9 @@ def main() -> None:
         print(f"    CORRUPT {line}")
     print(f"  containers left after 5 s: {len(left)} {[c.name for c in left]}")
     print(f"  config copies left after 5 s: {len(copies)}")
+    figures["experiments"] = f"{args.exps}: " + ", ".join(f"{key} {count}" for key, count in sorted(results.items()))
+    figures["left after 5 s"] = f"{len(left)} containers, {len(copies)} config copies"
+    return figures
 
 
 if __name__ == "__main__":

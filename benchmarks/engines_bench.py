@@ -1,4 +1,4 @@
-"""One stage container per engine, measured side by side (ContainerRunner, no DVC around it).
+"""One stage container on each engine (Podman, a socket proxy, rootless) vs rootful Docker (ContainerRunner, no DVC).
 
 Prints numbers, asserts nothing. Usage (as root, engines started by
 scripts/engines/*.sh; an endpoint that does not answer is skipped):
@@ -36,7 +36,7 @@ ENDPOINTS = {
 }
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=10)
     args = parser.parse_args()
@@ -73,10 +73,13 @@ def main() -> None:
             runner.run(spec, "true")
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["docker (rootful)"]) if times.get("docker (rootful)") else None
+    figures = {}
     for name, values in times.items():
         median = statistics.median(values)
         ratio = f"  x{median / base:.2f}" if base else ""
         print(f"{name:24s} median {median * 1000:7.1f} ms over {len(values)} runs{ratio}")
+        figures[name] = f"{median * 1000:.0f} ms{ratio}"
+    return figures
 
 
 if __name__ == "__main__":

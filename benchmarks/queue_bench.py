@@ -114,7 +114,7 @@ def drain(root: Path, env: dict, jobs: int, exps: int, timeout: float = 300) -> 
     return elapsed
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--exps", type=int, default=4)
     parser.add_argument("--sleep", type=float, default=3)
@@ -144,6 +144,9 @@ def main() -> None:
     overhead = (med[("plugin", 1)] - med[("native", 1)]) / args.exps
     print(f"plugin overhead per experiment ((plugin j1 - native j1) / {args.exps}): {overhead:+.2f} s")
     print(f"pure sleep: {args.exps * args.sleep:g} s at -j 1, {args.exps * args.sleep / 2:g} s at -j 2")
+    figures = {f"{mode} -j 1 / -j 2": f"{med[(mode, 1)] / med[(mode, 2)]:.2f}x" for mode in ("native", "plugin")}
+    figures["plugin overhead per experiment"] = f"{overhead:+.2f} s"
+    return figures
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def timed_repro(root: Path, env: dict, out_path: Path | None = None) -> float:
             out.close()
 
 
-def compare(name: str, plugin: Path, manual: Path, env: dict, reps: int, out_dir: Path | None = None) -> None:
+def compare(name: str, plugin: Path, manual: Path, env: dict, reps: int, out_dir: Path | None = None) -> str:
     times: dict = {"plugin": [], "docker run": []}
     for rep in range(reps):
         order = [("plugin", plugin), ("docker run", manual)]
@@ -85,9 +85,10 @@ def compare(name: str, plugin: Path, manual: Path, env: dict, reps: int, out_dir
     print(f"  plugin       median {p:7.2f} s   runs {', '.join(f'{t:.2f}' for t in times['plugin'])}")
     print(f"  docker run   median {m:7.2f} s   runs {', '.join(f'{t:.2f}' for t in times['docker run'])}")
     print(f"  ratio plugin / hand-written docker run: {p / m:.2f}x")
+    return f"{p / m:.2f}x"
 
 
-def hook_cost(reps: int = 15) -> None:
+def hook_cost(reps: int = 15) -> str:
     """What the .pth line costs at every Python start, as a wheel install has it.
 
     A wheel of this checkout is installed with --target into a temp dir and the
@@ -128,9 +129,10 @@ def hook_cost(reps: int = 15) -> None:
     print("import hook at Python start (wheel install, python -X importtime):")
     print(f"  median {statistics.median(totals) / 1000:.3f} ms, min {min(totals) / 1000:.3f} ms over {reps} interpreters")
     print(f"  dvc / docker imported by the hook: {loaded}")
+    return f"{statistics.median(totals) / 1000:.3f} ms"
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--stages", type=int, default=10)
@@ -148,7 +150,8 @@ def main() -> None:
             manuals[network] = make_repo(manual_root, env, [hand_written(c, manual_root, network) for c in trivial])
         # The headline: each side with its default network, as a user gets it
         # (the plugin's default is host; `docker run` without --network is bridge).
-        compare(
+        figures = {}
+        figures["plugin / docker run, defaults"] = compare(
             f"{args.stages} trivial stages, defaults: plugin (network host) vs docker run (bridge)",
             plugins["host"],
             manuals["bridge"],
@@ -156,7 +159,9 @@ def main() -> None:
             args.reps,
         )
         for network in ("host", "none", "bridge"):
-            compare(f"{args.stages} trivial stages, both on network {network}", plugins[network], manuals[network], env, args.reps)
+            figures[f"plugin / docker run, network {network}"] = compare(
+                f"{args.stages} trivial stages, both on network {network}", plugins[network], manuals[network], env, args.reps
+            )
 
         size = args.mb * 1_000_000
         big = f"head -c {size} /dev/zero | tr '\\0' 'x'"
@@ -164,8 +169,11 @@ def main() -> None:
         configure_plugin(plugin, env, "host")
         manual_root = base / "manual-big"
         manual = make_repo(manual_root, env, [hand_written(big, manual_root, "host")])
-        compare(f"one stage writing {args.mb} MB to stdout (to a file)", plugin, manual, env, args.reps, base)
-        hook_cost()
+        figures[f"plugin / docker run, {args.mb} MB stdout"] = compare(
+            f"one stage writing {args.mb} MB to stdout (to a file)", plugin, manual, env, args.reps, base
+        )
+        figures["import hook at Python start"] = hook_cost()
+    return figures
 
 
 if __name__ == "__main__":

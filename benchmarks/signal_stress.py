@@ -1,4 +1,6 @@
-"""SIGTERM/SIGHUP at random moments of `dvc repro`: count what is left behind. Prints numbers, asserts nothing.
+"""SIGTERM/SIGHUP at random moments of `dvc repro` vs the promise that nothing is left (this version or --base).
+
+Counts what is left behind. Prints numbers, asserts nothing.
 
     python benchmarks/signal_stress.py [--tries 60] [--base /tmp/base]
 
@@ -37,7 +39,7 @@ def _exiting(pid: int) -> bool:
         return True
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tries", type=int, default=60)
     parser.add_argument("--base", help="folder holding the dvc_docker_exec package to use instead")
@@ -91,6 +93,10 @@ def main() -> None:
           f"{args.tries - counts['finished']} signalled mid-run: "
           f"containers left {counts['containers']} (Created: {counts['created']}), "
           f"copies left {counts['copies']}, exit 0 with dvc.lock despite the signal {counts['locks']}")
+    return {
+        "signalled mid-run": f"{args.tries - counts['finished']} of {args.tries}",
+        "left": f"{counts['containers']} containers, {counts['copies']} copies, {counts['locks']} locks",
+    }
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def docker_import_cost(reps: int = 5) -> float:
     return statistics.median(runs)
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stages", type=int, default=50)
     parser.add_argument("--reps", type=int, default=7)
@@ -127,10 +127,18 @@ def main() -> None:
         script = base / "counting_dvc.py"
         script.write_text(COUNTING_DVC)
         print("daemon calls of one `dvc status` (docker-py HTTP requests):")
+        calls = {}
         for n in sorted({1, 10, args.stages}):
             root = plugin if n == args.stages else make_repo(base / f"plugin-{n}", env, n, enabled=True)
-            print(f"  {n:3} stages: {daemon_calls(root, env, script)}")
+            calls[n] = daemon_calls(root, env, script)
+            print(f"  {n:3} stages: {calls[n]}")
         print(f"  docker.enabled false, {args.stages} stages: {daemon_calls(host, env, script)}")
+        return {
+            f"plugin / docker.enabled false, {args.stages} stages": f"{p / h:.2f}x ({p:.2f} s vs {h:.2f} s)",
+            "daemon calls for " + ", ".join(f"{n}" for n in calls) + " stages": ", ".join(
+                c.split()[0] for c in calls.values()
+            ),
+        }
 
 
 if __name__ == "__main__":

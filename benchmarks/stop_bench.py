@@ -160,13 +160,14 @@ def row(name: str, times: List[float], width: int = 46) -> str:
     )
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--queue", action="store_true", help="also time `dvc queue kill`")
     args = parser.parse_args()
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     client = docker.from_env()
+    figures = {}
     with tempfile.TemporaryDirectory(prefix="dde-stop-bench-") as tmp:
         base = Path(tmp)
         print(f"signal -> container gone, {args.reps} runs each (seconds; README promise: within {PROMISE:g} s)")
@@ -182,6 +183,7 @@ def main() -> None:
                     plugin.append(plugin_once(root, env, sig, client))
                     cli.append(docker_run_once(manual, env, cmd, sig, client))
                 print(row(f"{sig} to dvc repro (plugin)", plugin))
+                figures[f"{sig}, {kind}: plugin median, max"] = f"{statistics.median(plugin):.2f} s, {max(plugin):.2f} s"
                 print(row(f"{sig} to attached docker run --rm --init", cli))
                 finite = [t for t in cli if t != float("inf")]
                 if finite:
@@ -190,6 +192,8 @@ def main() -> None:
             times = [queue_kill_once(base, env, client, rep) for rep in range(args.reps)]
             print("dvc queue kill of a running experiment (command exits on SIGINT)")
             print(row("from `dvc queue kill` start to container gone", times))
+            figures["dvc queue kill to container gone (median)"] = f"{statistics.median(times):.2f} s"
+    return figures
 
 
 if __name__ == "__main__":

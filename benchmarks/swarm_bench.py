@@ -1,4 +1,4 @@
-"""Swarm backend: 1 node vs 3 nodes for a queue, and the per-stage cost of a service.
+"""Swarm backend: a queue on 1 node vs 3, and a stage as a service vs as a container (engine backend).
 
 Prints numbers, asserts nothing. Needs root, the main Docker Engine and the
 test images (scripts/test.sh), and starts the 3-node test swarm itself
@@ -168,7 +168,7 @@ def repro(base: Path, env: dict, backend: str, stages: int, swarm_host: str) -> 
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--exps", type=int, default=6)
     parser.add_argument("--sleep", type=float, nargs="+", default=[5, 20], help="stage lengths to compare")
@@ -223,6 +223,9 @@ def main() -> None:
     print(f"dvc repro of {args.stages} trivial stages, median of {args.reps}:")
     print(f"  engine backend {engine:.2f} s, swarm backend {swarm:.2f} s")
     print(f"  swarm overhead per stage: {(swarm - engine) / args.stages:+.2f} s")
+    figures = {f"3 nodes vs 1, sleep {s:g} s (wall)": f"{queue[(s, 1)][0] / queue[(s, 3)][0]:.2f}x" for s in args.sleep}
+    figures["swarm overhead per stage"] = f"{(swarm - engine) / args.stages:+.2f} s"
+    return figures
 
 
 if __name__ == "__main__":

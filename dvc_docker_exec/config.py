@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 PULL_POLICIES = ("missing", "always", "never")
-DEFAULT_NETWORK = "host"  # why: see README "Networking" (fastest start, same as a host run)
+DEFAULT_NETWORK = "host"  # why: see docs/stage-environment.md "Networking" (fastest start, same as a host run)
 DEFAULT_SHELL = "/bin/sh"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -614,7 +614,7 @@ class DockerSettings:
 
     image: Optional[str] = None
     enabled: bool = True
-    track: bool = True  # record the image identity and rerun when it changes (README "Provenance")
+    track: bool = True  # record the image identity and rerun when it changes (docs/provenance.md)
     pull: str = "missing"
     user: Optional[str] = None
     env: Tuple[str, ...] = ()

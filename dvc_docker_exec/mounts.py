@@ -82,7 +82,7 @@ def plan_mounts(
     for copy, hidden in facts.config_overlays:
         overlay, original = mount_for(copy, True), mount_for(hidden, True)
         # A file inside a named volume cannot be bind-mounted on its own; the
-        # stage then sees the unfiltered config (README: socket pattern).
+        # stage then sees the unfiltered config (docs/socket-pattern.md).
         if overlay["Type"] == "bind" and original["Type"] == "bind":
             extra += _at_every_alias(original["Source"], overlay, binds, True)
     taken = {os.path.normpath(m["Target"]) for m in mounts}

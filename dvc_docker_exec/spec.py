@@ -53,7 +53,7 @@ class ContainerSpec:
     constraints: Tuple[str, ...] = ()  # Swarm placement (backend swarm only)
     # variables whose value comes from the host environment (docker.env NAME): never printed
     passthrough: FrozenSet[str] = frozenset()
-    # container options of issue 21 (README "Container options"); None/() = Docker's default
+    # container options of issue 21 (docs/configuration.md "Container options"); None/() = Docker's default
     platform: Optional[str] = None
     devices: Tuple[Device, ...] = ()
     cap_add: Tuple[str, ...] = ()

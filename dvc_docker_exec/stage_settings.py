@@ -88,7 +88,7 @@ def shared_section(path: str) -> dict:
     DVC tolerates no unknown key in its config (`feature.*` is dropped with a
     warning on every command), nor at the top of dvc.yaml; it ignores files it
     does not know in `.dvc`. Same keys and trust as the committed `.dvc/config`
-    (README "Sharing the settings").
+    (docs/configuration.md "Sharing the settings").
     """
     from .errors import DockerExecError
 
