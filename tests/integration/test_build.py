@@ -125,6 +125,9 @@ def test_build_runs_records_and_status_is_clean(built: Built):
     assert record["identity"].startswith("build:sha256:") and record["image_id"] == image_id
     assert record["build"] == "env/Dockerfile" and set(record["inputs"]) >= {"dockerfile", "context", "bases"}
     assert record["inputs"]["bases"] == {BUSYBOX: built.client.images.get(BUSYBOX).id}
+    # issue 17: no line wrapped by DVC's YAML writer (it leaves `key: ` with a trailing space)
+    lock = built.repo.lock()
+    assert [line for line in lock.splitlines() if line != line.rstrip() or len(line) > 80] == [], lock
     assert "up to date" in status(built.repo)
     again = built.repo.dvc("repro")
     assert "Building" not in again.stdout + again.stderr
