@@ -32,15 +32,27 @@ a non-file dependency of the stage, as DVC's own dataset dependency
           build: env/Dockerfile           # the Dockerfile; the identity is build:sha256:<sha256>
           sha256: 9e07ab...               # the hash of the build's inputs (what DVC compares)
           built: 51d0c3...                # the local image ID the build produced (`dvc docker images`)
-          inputs: {dockerfile: ..., context: ..., args: ..., target: ..., bases: {...}}  # names what changed
+          file: 2c26b4...                 # the inputs (they name what changed): the Dockerfile's sha256,
+          files: 3a6eb0...                # the build context's other files', the build args',
+          args: 44136f...
+          target: prod                    # the target (no line when there is none),
+          bases:                          # and each FROM image's identity, split as the stage's is
+          - ref: python:3.12-slim
+            repo: python
+            sha: 4f6c1a...
 
-The identity is split so that no line is longer than 80 columns: DVC's YAML
+Every value is split so that no line is longer than 80 columns: DVC's YAML
 writer moves a longer value onto the next line after ``key: `` (a trailing
-space). One record, one place: ``dvc status``, ``dvc docker doctor`` and
+space, which pre-commit's whitespace hook rewrites). Hence bare hex digits
+(the ``sha256:`` goes without saying) and short keys: 64 hex digits fit after
+a key of up to 6 characters at the entry's indent, 4 in a base's (``sha``).
+Only what the user chose can still be longer: a reference or Dockerfile path
+of more than about 60 characters (as DVC's own long file paths are). Locks
+written before (``inputs:`` as one nested mapping) are still read.
+One record, one place: ``dvc status``, ``dvc docker doctor`` and
 ``dvc exp show`` all read it from the stage's lock entry, so they cannot
 disagree with ``dvc.lock`` (issue 16, P8). Fields added to :class:`Record`
-go into :func:`lock_entry` and :func:`record_from_entry`, nowhere else. A built
-image's ``inputs`` lines may be longer than 80 columns (DVC then wraps them).
+go into :func:`lock_entry` and :func:`record_from_entry`, nowhere else.
 
 Earlier versions kept a ``dvc.docker.lock`` file and a params entry
 ``dvc.docker.lock: {<stage>.id: ...}`` in ``dvc.lock``; such a params entry is
@@ -211,9 +223,16 @@ _LOCK_SHA = "sha256"
 _LOCK_ID = "id"  # an identity of another form (never written by Docker today): kept whole
 _LOCK_BUILD = "build"  # a built image: the Dockerfile (its identity is build:sha256:<inputs' hash>)
 _LOCK_BUILT = "built"  # a built image: the 64 hex digits of the local image ID the build produced
-_LOCK_INPUTS = "inputs"  # a built image: build.BuildInputs.as_record()
+_LOCK_INPUTS = "inputs"  # a built image's inputs as one mapping: written before, still read
+# a built image's inputs (build.BuildInputs.as_record()), one key each in the entry: as_record key -> lock key
+_INPUT_KEYS = (("dockerfile", "file"), ("context", "files"), ("args", "args"))
+_LOCK_TARGET = "target"
+_LOCK_BASES = "bases"  # a list of {ref, repo?, sha} (or {ref, id} for another form)
+_LOCK_REF = "ref"
+_LOCK_BASE_SHA = "sha"  # `sha256` would not fit: a base's keys are indented 2 more
 BUILD_PREFIX = "build:"
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})\Z")
+_HEX = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def dep_path(image: str) -> str:
@@ -243,27 +262,76 @@ def lock_entry(record: Record, identity_only: bool = False) -> Dict[str, Any]:
         if built:
             entry[_LOCK_BUILT] = built.group(1)
         if record.inputs:
-            entry[_LOCK_INPUTS] = dict(record.inputs)
+            entry.update(_inputs_entry(record.inputs))
         return entry
+    return _identity_entry(record.identity, _LOCK_SHA)
+
+
+def _identity_entry(identity: str, sha_key: str) -> Dict[str, Any]:
+    """`repo@sha256:<hex>` -> {repo, <sha_key>: hex}; `sha256:<hex>` -> {<sha_key>: hex}; else {id: identity}."""
+    repo, digest = split_identity(identity)
     match = _DIGEST.match(digest)
     if not match:
-        return {_LOCK_ID: record.identity}
-    return {**({_LOCK_REPO: repo} if repo else {}), _LOCK_SHA: match.group(1)}
+        return {_LOCK_ID: identity}
+    return {**({_LOCK_REPO: repo} if repo else {}), sha_key: match.group(1)}
+
+
+def _identity_of(entry: Mapping[str, Any], sha_key: str) -> Optional[str]:
+    """The inverse of `_identity_entry`; None when the mapping holds none."""
+    if entry.get(_LOCK_ID):
+        return str(entry[_LOCK_ID])
+    sha = entry.get(sha_key)
+    if not sha:
+        return None
+    repo = entry.get(_LOCK_REPO)
+    return f"{repo}@sha256:{sha}" if repo else f"sha256:{sha}"
+
+
+def _bare(value: Any) -> Any:
+    """`sha256:<hex>` -> hex (what fits a line); any other value as is."""
+    match = _DIGEST.match(value) if isinstance(value, str) else None
+    return match.group(1) if match else value
+
+
+def _inputs_entry(inputs: Mapping[str, Any]) -> Dict[str, Any]:
+    """A built image's inputs (build.BuildInputs.as_record()) as keys of its lock entry, every line within 80 columns."""
+    entry: Dict[str, Any] = {key: _bare(inputs.get(name) or "") for name, key in _INPUT_KEYS}
+    if inputs.get("target"):
+        entry[_LOCK_TARGET] = inputs["target"]
+    bases = inputs.get("bases") if isinstance(inputs.get("bases"), Mapping) else {}
+    if bases:
+        entry[_LOCK_BASES] = [{_LOCK_REF: ref, **_identity_entry(str(identity), _LOCK_BASE_SHA)}
+                              for ref, identity in bases.items()]
+    return entry
+
+
+def _inputs_of_entry(entry: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The inverse of `_inputs_entry` (exactly as_record(), whose JSON the identity hashes); also the old `inputs:`."""
+    old = entry.get(_LOCK_INPUTS)
+    if isinstance(old, Mapping):
+        return dict(old)
+    if not all(key in entry for _, key in _INPUT_KEYS):
+        return None
+
+    def digest(value: Any) -> Any:
+        return f"sha256:{value}" if isinstance(value, str) and _HEX.match(value) else value
+
+    bases = {}
+    for base in entry.get(_LOCK_BASES) or []:
+        identity = _identity_of(base, _LOCK_BASE_SHA) if isinstance(base, Mapping) else None
+        if identity is not None and base.get(_LOCK_REF):
+            bases[str(base[_LOCK_REF])] = identity
+    inputs: Dict[str, Any] = {name: digest(entry[key]) for name, key in _INPUT_KEYS}
+    return {**inputs, "target": entry.get(_LOCK_TARGET) or "", "bases": bases}
 
 
 def identity_from_entry(entry: Any) -> Optional[str]:
     """The identity a `lock_entry` mapping holds; None for anything else."""
     if not isinstance(entry, Mapping):
         return None
-    if entry.get(_LOCK_ID):
-        return str(entry[_LOCK_ID])
-    sha = entry.get(_LOCK_SHA)
-    if not sha:
-        return None
-    if _LOCK_BUILD in entry:
-        return f"{BUILD_PREFIX}sha256:{sha}"
-    repo = entry.get(_LOCK_REPO)
-    return f"{repo}@sha256:{sha}" if repo else f"sha256:{sha}"
+    if _LOCK_BUILD in entry and entry.get(_LOCK_SHA) and not entry.get(_LOCK_ID):
+        return f"{BUILD_PREFIX}sha256:{entry[_LOCK_SHA]}"
+    return _identity_of(entry, _LOCK_SHA)
 
 
 def record_from_entry(stage_name: str, image: str, entry: Any) -> Optional[Record]:
@@ -272,11 +340,10 @@ def record_from_entry(stage_name: str, image: str, entry: Any) -> Optional[Recor
     if identity is None:
         return None
     built = entry.get(_LOCK_BUILT)
-    inputs = entry.get(_LOCK_INPUTS)
     return Record(
         stage=stage_name, image=image, identity=identity,
         build=str(entry[_LOCK_BUILD]) if entry.get(_LOCK_BUILD) else None,
-        inputs=dict(inputs) if isinstance(inputs, Mapping) else None,
+        inputs=_inputs_of_entry(entry) if entry.get(_LOCK_BUILD) else None,
         image_id=f"sha256:{built}" if isinstance(built, str) and built else None,
     )
 

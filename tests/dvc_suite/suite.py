@@ -1,7 +1,7 @@
 """DVC's own functional tests as a yardstick (issue 17): a slice of them, natively and in containers.
 
 Fetches the source distribution of the DVC version under test (it ships
-``tests/``) once into a cache folder, runs the slice twice with pytest-xdist,
+``tests/``) once into a cache folder, runs the slice twice, side by side, with pytest-xdist,
 and compares the outcomes: every test that passes natively must pass with
 ``docker.image`` set at DVC's system level (``dvc_suite_plugin``), unless
 ``known_differences.txt`` lists it with a reason.
@@ -11,6 +11,8 @@ Pure helpers (no DVC import) so that the comparison is unit-testable.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -80,10 +82,14 @@ def dvc_sources(version: str, cache: Optional[Path] = None) -> Path:
     return root
 
 
-def run_slice(sources: Path, junit: Path, basetemp: Path, image: Optional[str], workers: int = 2,
-              timeout: int = 300, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
-    """One run of the slice; outcomes go to `junit`. `image` None: native (the plugin installed, no image).
+def start_slice(sources: Path, junit: Path, basetemp: Path, image: Optional[str], workers: int = 2,
+                timeout: int = 300, extra: Sequence[str] = ()) -> "subprocess.Popen[bytes]":
+    """Start one run of the slice; outcomes go to `junit`, its output to `junit` + `.log`.
 
+    `image` None: native (the plugin installed, no image). Returns at once, so
+    that the native and the container runs go side by side: the container
+    run's workers mostly wait for the daemon, which leaves CPU to the native
+    run. The run is a session of its own: `stop_slice` ends its xdist workers too.
     $DVC_SUITE_SLICE (paths under DVC's tests/, space-separated) runs less, while working on one part.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DVC_SUITE_IMAGE"))}
@@ -97,7 +103,63 @@ def run_slice(sources: Path, junit: Path, basetemp: Path, image: Optional[str], 
         "-n", str(workers), f"--timeout={timeout}", f"--basetemp={basetemp}", f"--junitxml={junit}",
         *extra, *(os.environ.get("DVC_SUITE_SLICE", "").split() or SLICE),
     ]
-    return subprocess.run(cmd, cwd=sources, env=env, capture_output=True, text=True)
+    with open(log_of(junit), "wb") as log:
+        return subprocess.Popen(cmd, cwd=sources, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_slice(proc: "subprocess.Popen[bytes]") -> None:
+    """End a run still going (the test failed or was interrupted), its workers with it."""
+    if proc.poll() is None:
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def log_of(junit: Path) -> Path:
+    return junit.with_name(junit.name + ".log")
+
+
+def native_cache_file(version: str, cache: Optional[Path] = None) -> Path:
+    """Where the native outcomes of `version` are kept, keyed by what decides them.
+
+    Why a native result may be cached: the native run is a fact of the DVC
+    version (its tests, the slice, Python and the venv's packages), not of
+    this project's code, which only the container run exercises. The cache
+    folder is the sources' (`cache_dir()`, under the home folder): a CI run on
+    a fresh machine starts without it and runs both.
+    """
+    from importlib import metadata
+
+    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
+                      if d.metadata["Name"] and d.metadata["Name"].lower().replace("_", "-") != "dvc-docker-exec")
+    slice_ = os.environ.get("DVC_SUITE_SLICE", "").split() or list(SLICE)
+    key = json.dumps([version, list(sys.version_info[:2]), slice_, packages])
+    return (cache or cache_dir()) / f"native-{version}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def cached_native(version: str, cache: Optional[Path] = None) -> Optional[Dict[str, str]]:
+    """The native outcomes of an earlier run (None: none kept, or $DVC_SUITE_FRESH asks for a new run)."""
+    path = native_cache_file(version, cache)
+    if os.environ.get("DVC_SUITE_FRESH") or not path.exists():
+        return None
+    return dict(json.loads(path.read_text()))
+
+
+def remember_native(version: str, found: Mapping[str, str], cache: Optional[Path] = None) -> bool:
+    """Keep native outcomes for the next run; only a run with no failure (a flaky failure is not a fact)."""
+    if not found or any(o == FAILED for o in found.values()):
+        return False
+    path = native_cache_file(version, cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(dict(found), sort_keys=True, indent=0))
+    os.replace(staging, path)
+    return True
 
 
 def outcomes(junit: Path) -> Dict[str, str]:

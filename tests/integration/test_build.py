@@ -125,6 +125,9 @@ def test_build_runs_records_and_status_is_clean(built: Built):
     assert record["identity"].startswith("build:sha256:") and record["image_id"] == image_id
     assert record["build"] == "env/Dockerfile" and set(record["inputs"]) >= {"dockerfile", "context", "bases"}
     assert record["inputs"]["bases"] == {BUSYBOX: built.client.images.get(BUSYBOX).id}
+    # issue 17: no line wrapped by DVC's YAML writer (it leaves `key: ` with a trailing space)
+    lock = built.repo.lock()
+    assert [line for line in lock.splitlines() if line != line.rstrip() or len(line) > 80] == [], lock
     assert "up to date" in status(built.repo)
     again = built.repo.dvc("repro")
     assert "Building" not in again.stdout + again.stderr
@@ -151,6 +154,29 @@ def test_status_names_what_changed_and_ignores_dockerignored(built: Built, scrat
     assert f"image build env/Dockerfile: base image '{base}' changed" in status(repo)
     repo.dvc("config", "docker.build_args", "X=1")
     assert "build args changed" in status(repo)
+
+
+def test_a_lock_written_before_with_nested_inputs_is_still_read(built: Built):
+    """dvc.lock of earlier versions held a build's inputs as one nested `inputs:` mapping (long lines, issue 17)."""
+    from ruamel.yaml import YAML
+
+    repo = built.repo
+    repo.dvc("repro")
+    record = built.record()
+    yaml = YAML(typ="safe")
+    lock = yaml.load(repo.lock())
+    entry = lock["stages"]["s"]["deps"][0]["dataset"]
+    for key in ("file", "files", "args", "target", "bases"):
+        entry.pop(key, None)
+    entry["inputs"] = dict(record["inputs"])  # the old form: as_record(), sha256: prefixes and all
+    with open(repo.path / "dvc.lock", "w", encoding="utf-8") as fobj:
+        yaml.dump(lock, fobj)
+    assert built.record() == record
+    assert "up to date" in status(repo)
+    repo.write("env/hello.txt", "changed\n")  # what changed is told from the old inputs
+    assert "image build env/Dockerfile: files of the build context changed" in status(repo)
+    repo.dvc("repro")  # the entry is written again in the new form
+    assert "inputs:" not in repo.lock() and all(line == line.rstrip() for line in repo.lock().splitlines())
 
 
 def test_revert_restores_from_run_cache_without_container_or_build(built: Built):

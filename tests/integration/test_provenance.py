@@ -485,6 +485,7 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
         repo.dvc("repro")  # pulls the absent image first
         first = records(repo)["s"][1]
         assert first.startswith(f"{name}@sha256:"), first  # the registry digest, not the image ID
+        assert not trailing_space(repo.lock()), repo.lock()  # a pulled image's repo line too (issue 17)
         assert first in docker_client.api.inspect_image(ref)["RepoDigests"]
 
         _push(docker_client, build_image("moved", "MOVED"), name, "1")  # the tag moves in the registry

@@ -48,3 +48,19 @@ def test_sources_come_from_the_cache_without_the_network(tmp_path):
     (root / "tests").mkdir(parents=True)
     (root / "tests" / "conftest.py").write_text("")
     assert suite.dvc_sources("9.9.9", cache=tmp_path) == root
+
+
+def test_native_outcomes_are_kept_per_dvc_version_and_only_without_failures(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_SUITE_FRESH", raising=False)
+    monkeypatch.delenv("DVC_SUITE_SLICE", raising=False)
+    assert suite.cached_native("9.9.9", cache=tmp_path) is None
+    assert not suite.remember_native("9.9.9", {"a": "passed", "b": "failed"}, cache=tmp_path)  # flaky? run again
+    assert suite.cached_native("9.9.9", cache=tmp_path) is None
+    assert suite.remember_native("9.9.9", {"a": "passed", "c": "skipped"}, cache=tmp_path)
+    assert suite.cached_native("9.9.9", cache=tmp_path) == {"a": "passed", "c": "skipped"}
+    assert suite.cached_native("9.9.8", cache=tmp_path) is None  # another DVC: another fact
+    monkeypatch.setenv("DVC_SUITE_SLICE", "tests/func/test_run.py")
+    assert suite.cached_native("9.9.9", cache=tmp_path) is None  # another slice
+    monkeypatch.delenv("DVC_SUITE_SLICE")
+    monkeypatch.setenv("DVC_SUITE_FRESH", "1")
+    assert suite.cached_native("9.9.9", cache=tmp_path) is None

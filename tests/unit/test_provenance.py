@@ -132,7 +132,9 @@ def test_a_built_images_record_round_trips_and_its_key_is_the_identity_only():
     inputs = {"dockerfile": DIGEST, "context": OTHER, "args": DIGEST, "target": "", "bases": {"python:3": f"python@{DIGEST}"}}
     rec = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile", inputs=inputs, image_id=IMAGE_ID)
     entry = p.lock_entry(rec)
-    assert entry == {"build": "env/Dockerfile", "sha256": "a" * 64, "built": "c" * 64, "inputs": inputs}
+    assert entry == {"build": "env/Dockerfile", "sha256": "a" * 64, "built": "c" * 64,
+                     "file": "a" * 64, "files": "b" * 64, "args": "a" * 64,
+                     "bases": [{"ref": "python:3", "repo": "python", "sha": "a" * 64}]}
     assert p.record_from_lock("train", {"deps": [{"path": p.dep_path("dvc-build/x"), "dataset": entry}]}) == rec
     # the run-cache key: another machine's build of the same inputs has another image ID
     assert p.lock_entry(rec, identity_only=True) == {"build": "env/Dockerfile", "sha256": "a" * 64}
@@ -140,3 +142,28 @@ def test_a_built_images_record_round_trips_and_its_key_is_the_identity_only():
     assert p.short_id("build:" + DIGEST) == "a" * 12
     bare = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile")
     assert p.record_from_entry("train", "dvc-build/x", p.lock_entry(bare)) == bare
+
+
+def test_a_built_images_lock_lines_fit_80_columns_and_the_old_form_is_still_read():
+    """No trailing whitespace in dvc.lock (issue 17): DVC's YAML writer wraps a line longer than 80 columns
+    after `key: `. Every identity of a build (its inputs, each base's identity) stays complete."""
+    from dvc.utils.serialize import dumps_yaml
+
+    bases = {"python:3.12-slim": f"python@{DIGEST}", "local/base:1": IMAGE_ID, "odd:1": "other-form-identity"}
+    inputs = {"dockerfile": DIGEST, "context": OTHER, "args": IMAGE_ID, "target": "prod", "bases": bases}
+    rec = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile", inputs=inputs, image_id=IMAGE_ID)
+    lock = {"schema": "2.0", "stages": {"train": {"cmd": "python train.py", "deps": [
+        {"path": p.dep_path("dvc-build/x"), "dataset": p.lock_entry(rec)}]}}}
+    text = dumps_yaml(lock)
+    assert all(len(line) <= 80 and line == line.rstrip() for line in text.splitlines()), text
+    from ruamel.yaml import YAML
+
+    assert p.record_from_lock("train", YAML(typ="safe").load(text)["stages"]["train"]) == rec
+    # a lock written before: the inputs as one nested mapping
+    old = {"build": "env/Dockerfile", "sha256": "a" * 64, "built": "c" * 64, "inputs": inputs}
+    assert p.record_from_lock("train", {"deps": [{"path": p.dep_path("dvc-build/x"), "dataset": old}]}) == rec
+    # no target, no base (FROM scratch): as_record's "" and {} come back
+    plain = {**inputs, "target": "", "bases": {}}
+    rec = p.Record("train", "dvc-build/x", "build:" + DIGEST, build="env/Dockerfile", inputs=plain)
+    assert "target" not in p.lock_entry(rec) and "bases" not in p.lock_entry(rec)
+    assert p.record_from_entry("train", "dvc-build/x", p.lock_entry(rec)) == rec
