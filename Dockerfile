@@ -86,7 +86,7 @@ RUN set -eu; \
         pip install -q /tmp/dde/src; \
     fi; \
     rm -rf /tmp/dde; \
-    python -c 'import docker, dvc, dvc_docker_exec.runner'; \
+    python -c 'import docker, dvc, dvc_docker_exec.backends.runner'; \
     dvc --version
 
 WORKDIR /workspace

@@ -18,12 +18,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
-from .config import DockerSettings, dvc_schema
-from .private_files import PRIVATE_DIR, UnsafePathError, private_folder, reap_stale_overlays
-from . import session
-from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
-from . import stage_mounts
-from .stage_settings import SECTION, git_root as _git_root, settings_for
+from dvc_docker_exec.config import DockerSettings, dvc_schema
+from dvc_docker_exec.boundary.private_files import PRIVATE_DIR, UnsafePathError, private_folder, reap_stale_overlays
+from dvc_docker_exec.backends import session
+from dvc_docker_exec.backends.session import engine_ids as _engine_ids, image_place, session as _session, state as _state
+from dvc_docker_exec.stage import mounts as stage_mounts
+from dvc_docker_exec.stage.settings import SECTION, git_root as _git_root, settings_for
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
 logger = logging.getLogger(f"dvc.{__name__}")
@@ -125,7 +125,7 @@ def register_commands(module: Any) -> None:
     We extend the list right after the module runs, before anything builds
     the parser, and drop the memo in case it was built already.
     """
-    from . import commands
+    from dvc_docker_exec import commands
 
     if commands not in module.COMMANDS:
         module.COMMANDS.append(commands)
@@ -139,7 +139,7 @@ def _patch_with(name: str) -> Callable[[Any], None]:
     """A hook target that delegates to tracking.<name> (provenance, see tracking.py)."""
 
     def patch(module: Any) -> None:
-        from . import tracking
+        from dvc_docker_exec.dependency import tracking
 
         getattr(tracking, name)(module)
         module._dvc_docker_exec_patched = True
@@ -164,8 +164,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
 
     from dvc.stage import run as dvc_run
 
-    from .engine import check_limits
-    from .spec import build_spec, container_env
+    from dvc_docker_exec.api.engine import check_limits
+    from dvc_docker_exec.types.spec import build_spec, container_env
 
     logger.info("Running stage '%s' in a container of image '%s':", stage.addressing, settings.image)
     commands = dvc_run._enforce_cmd_list(stage.cmd)
@@ -195,7 +195,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    from .runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
+    from dvc_docker_exec.backends.runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
 
     runner, images, settings, image_id = ready(stage, settings)  # type: ignore[misc]
     try:
@@ -207,10 +207,10 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         raise _lost_before(stage) from None
     _refuse_after_tampering(stage)
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
-    from . import tamper
-    from .mounts import check_plan
-    from .sockets import one_scan
-    from .trust import Invoker
+    from dvc_docker_exec.boundary import tamper
+    from dvc_docker_exec.types.mounts import check_plan
+    from dvc_docker_exec.boundary.sockets import one_scan
+    from dvc_docker_exec.stage.trust import Invoker
 
     # from DVC's own run_env (its experiment executor), never from docker.env
     experiment = bool((run_env or {}).get("DVC_EXP_NAME"))
@@ -254,7 +254,7 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
     DVC's cmd_run, means DVC writes no dvc.lock entry (and so no image
     record: it is one of the entry's deps) for the stage.
     """
-    from . import tamper
+    from dvc_docker_exec.boundary import tamper
 
     before = tamper.snapshot(watched)
     try:
@@ -267,7 +267,7 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
 
 
 def _tamper_error(stage: Any, found: str) -> Exception:
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     return DockerExecError(
         f"stage '{stage.addressing}': {found}; nothing was recorded. "
@@ -304,7 +304,7 @@ def ready(
     a built image is its inputs' hash, known without a build); only the
     daemon is asked.
     """
-    from .runner import CONNECTION_LOST
+    from dvc_docker_exec.backends.runner import CONNECTION_LOST
 
     found = getattr(stage, READY, None)
     if found is not None:
@@ -338,7 +338,7 @@ def ready(
 
 def _pull_again(settings: DockerSettings, images: Any, image_id: Optional[str]) -> None:
     """Pull an image removed during the run; it must be the image whose identity is recorded."""
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     images.forget(settings.image)
     images.ensure(settings.image, settings.pull, image_place(settings.backend), settings.platform)
@@ -352,14 +352,14 @@ def _pull_again(settings: DockerSettings, images: Any, image_id: Optional[str]) 
 
 def _recorded(stage: Any) -> Optional[str]:
     """The identity dvc.lock records for the stage (named in an absent image's error)."""
-    from .tracking import image_dependency_of
+    from dvc_docker_exec.dependency.tracking import image_dependency_of
 
     dep = image_dependency_of(stage)
     return dep.recorded() if dep is not None else None
 
 
 def _lost_before(stage: Any) -> Exception:
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     return DockerExecError(
         f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
@@ -376,8 +376,8 @@ def _built(stage: Any, settings: DockerSettings) -> Tuple[DockerSettings, Option
     """
     from dataclasses import replace
 
-    from .errors import DockerExecError
-    from .stage_settings import build_spec_for
+    from dvc_docker_exec.errors import DockerExecError
+    from dvc_docker_exec.stage.settings import build_spec_for
 
     if settings.backend == "swarm" and not settings.registry:
         raise DockerExecError(
@@ -412,8 +412,8 @@ def second_wall(client: Any, home: str, kind: str) -> None:
     for it otherwise; those folders are reaped once their containers were
     dealt with. The project's experiments' temp copies count as the project.
     """
-    from .containers import clear_orphans
-    from .lease import lease_parents, reap, stale_folders
+    from dvc_docker_exec.backends.containers import clear_orphans
+    from dvc_docker_exec.backends.lease import lease_parents, reap, stale_folders
 
     stale = stale_folders(lease_parents(os.path.join(home, ".dvc", "tmp")))
     if stale:
@@ -428,7 +428,7 @@ def hold_lease(home: str, kind: str) -> Any:
     every stage container (the parent project too, for experiments' temp
     copies), and that folder is read-only there (stage_mounts.protection_rules).
     """
-    from .lease import hold
+    from dvc_docker_exec.backends.lease import hold
 
     return hold(os.path.join(home, ".dvc", "tmp", OVERLAY_DIR), kind)
 
@@ -486,10 +486,10 @@ def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Calla
         if dry and "client" not in _state:
             # --dry does not need the daemon: show paths as DVC sees them (not cached,
             # so a later real run in this process still detects the socket pattern)
-            from .paths import IdentityPaths
+            from dvc_docker_exec.boundary.paths import IdentityPaths
 
             return _positional(IdentityPaths("dry run"))
-        from .paths import detect_host_paths
+        from dvc_docker_exec.boundary.paths import detect_host_paths
 
         _session()
         host_paths = detect_host_paths(
@@ -545,7 +545,7 @@ def config_overlays(stage: Any, dry: bool = False) -> Iterator[Tuple[Tuple[str, 
         try:
             folder = stack.enter_context(private_folder(parent))
         except UnsafePathError as exc:
-            from .errors import DockerExecError
+            from dvc_docker_exec.errors import DockerExecError
 
             raise DockerExecError(f"stage '{stage.addressing}': {exc}") from None
         overlays = []

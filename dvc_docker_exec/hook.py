@@ -16,7 +16,7 @@ _TARGETS = {
     "dvc.stage": "patch_stage",  # check daemon and image before Stage.run deletes the outputs
     "dvc.cli.parser": "register_commands",  # `dvc docker ...`
     "dvc.commands.experiments.exec_run": "patch_exec_run",  # queue logs: each error once
-    # provenance: the image as a dependency (dvc_docker_exec/tracking.py)
+    # provenance: the image as a dependency (dvc_docker_exec/dependency/tracking.py)
     "dvc.stage.loader": "patch_stage_loader",
     "dvc.repo.stage": "patch_repo_stage",
     "dvc.stage.serialize": "patch_stage_serialize",

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 DEFAULT_URL = "unix:///var/run/docker.sock"
 
@@ -65,7 +65,7 @@ class Endpoint:
                 ) from None
             kwargs.setdefault("use_ssh_client", True)
         client = docker.DockerClient(base_url=self.url, tls=self.tls or False, **kwargs)
-        from .proxy import denied_hook
+        from dvc_docker_exec.api.proxy import denied_hook
 
         client.api.hooks["response"].append(denied_hook(self.describe()))
         return client

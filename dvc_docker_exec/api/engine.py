@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 

@@ -107,7 +107,7 @@ def pull_reason(detail: str) -> str:
 
 def look_alikes(image: str, images: Sequence[LocalImage], recorded: Optional[str] = None) -> List[str]:
     """Clauses naming the local image that is the recorded one, and the closest local names."""
-    from .provenance import short_identity
+    from dvc_docker_exec.types.provenance import short_identity
 
     found = []
     same = recorded_here(recorded, images)

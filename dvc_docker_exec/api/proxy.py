@@ -16,7 +16,7 @@ import re
 from typing import Any, Callable, List
 from urllib.parse import unquote, urlsplit
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 _SECTION = re.compile(r"^/(?:v[\d.]+/)?_?([A-Za-z]+)")
 # Tecnativa's variable for each API section (its README)

@@ -35,7 +35,7 @@ from requests.exceptions import ChunkedEncodingError
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 

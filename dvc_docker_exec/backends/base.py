@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from .spec import ContainerSpec
+from dvc_docker_exec.types.spec import ContainerSpec
 
 if TYPE_CHECKING:
-    from .runner import StageSignals
+    from dvc_docker_exec.backends.runner import StageSignals
 
 
 class Backend(Protocol):
@@ -34,9 +34,9 @@ def make_backend(kind: str, client: Any, engine: Any = None, endpoint: Any = Non
     """`engine`: what `engine.probe` found at the endpoint (the engine backend adapts to it);
     `endpoint`: where it is, named in errors."""
     if kind == "swarm":
-        from .swarm import SwarmRunner
+        from dvc_docker_exec.backends.swarm import SwarmRunner
 
         return SwarmRunner(client, endpoint)
-    from .runner import ContainerRunner
+    from dvc_docker_exec.backends.runner import ContainerRunner
 
     return ContainerRunner(client, engine, endpoint)

@@ -24,9 +24,9 @@ import sys
 import tempfile
 from typing import IO, Any, Deque, Dict, Mapping, Optional, Tuple
 
-from . import build
-from .build import BuildInputs, BuildSpec
-from .errors import DockerExecError
+from dvc_docker_exec.types import build
+from dvc_docker_exec.types.build import BuildInputs, BuildSpec
+from dvc_docker_exec.errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -115,7 +115,7 @@ class BuildDisplay:
 
 def cache_path(spec: BuildSpec) -> Optional[str]:
     """The context's hash cache, in the user's private lock folder (a stage cannot write it)."""
-    from .runner import lock_folder
+    from dvc_docker_exec.backends.runner import lock_folder
 
     try:
         folder = lock_folder()
@@ -192,7 +192,7 @@ class Builder:
         if identity in self.produced and not force:
             image_id = self.produced[identity]
         if image_id is None:
-            from .runner import _file_lock
+            from dvc_docker_exec.backends.runner import _file_lock
 
             with _file_lock(f"build:{identity}", what=f"building the image of '{spec.dockerfile}'"):
                 # another process may have built it while we waited

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
-from .paths import is_within
+from dvc_docker_exec.boundary.paths import is_within
 
 logger = logging.getLogger(f"dvc.{__name__}")
-from .spec import LABEL
+from dvc_docker_exec.types.spec import LABEL
 
 
 def _pid_alive(pid: int) -> bool:
@@ -132,7 +132,7 @@ def _services(client: Any) -> List[Mapping[str, Any]]:
     """The plugin's services when the daemon is a Swarm manager (else none: not an error)."""
     from docker.errors import APIError
 
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     try:
         return client.api.services(filters={"label": LABEL})

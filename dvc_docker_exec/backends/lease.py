@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 # in a repo's .dvc/tmp, shared with the config copies; a lease folder's name carries LEASE_TAG
-from .private_files import LEASE_TAG, PRIVATE_DIR as FOLDER
+from dvc_docker_exec.boundary.private_files import LEASE_TAG, PRIVATE_DIR as FOLDER
 
 BEAT_PERIOD = 2  # seconds between two renewals of a Swarm lease
 BEAT_MISSES = 10  # readings (BEAT_PERIOD apart) without renewal before a Swarm task stops itself

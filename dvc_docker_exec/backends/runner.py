@@ -27,12 +27,12 @@ from docker.errors import APIError, DockerException, NotFound
 
 from dvc.stage.exceptions import StageCmdFailedError
 
-from . import streams
-from .endpoint import Endpoint, discover
-from .engine import Engine
-from .errors import DockerExecError, StageInterruptedError
-from .provenance import IdentityCache
-from .spec import ContainerSpec
+from dvc_docker_exec.api import streams
+from dvc_docker_exec.api.endpoint import Endpoint, discover
+from dvc_docker_exec.api.engine import Engine
+from dvc_docker_exec.errors import DockerExecError, StageInterruptedError
+from dvc_docker_exec.types.provenance import IdentityCache
+from dvc_docker_exec.types.spec import ContainerSpec
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
 logger = logging.getLogger(f"dvc.{__name__}")
@@ -270,7 +270,7 @@ class ImageManager:
 
     def _platform_mismatch(self, image: str, platform: Optional[str]) -> Optional[str]:
         """The image's own platform when it does not satisfy `platform`, else None."""
-        from .pulling import image_platform, platform_matches
+        from dvc_docker_exec.api.pulling import image_platform, platform_matches
 
         if not platform:
             return None
@@ -281,14 +281,14 @@ class ImageManager:
         return None if platform_matches(platform, actual) else actual
 
     def _unavailable(self, image: str, recorded: Optional[str], **why: str) -> str:
-        from .image_help import local_images, unavailable
+        from dvc_docker_exec.api.image_help import local_images, unavailable
 
         return unavailable(image, local_images(self.client), recorded=recorded, **why)
 
     def _pull(
         self, image: str, on: Optional[str] = None, platform: Optional[str] = None, recorded: Optional[str] = None
     ) -> None:
-        from .pulling import PullFailed, pull_image
+        from dvc_docker_exec.api.pulling import PullFailed, pull_image
 
         self.out.write(f"Pulling image '{image}'{' for ' + platform if platform else ''}...\n")
         try:
@@ -301,7 +301,7 @@ class ImageManager:
                 ) from None
             self.identities.forget(image)
             if self._present(image):  # docker.pull always: a local image exists, but not the latest one
-                from .image_help import pull_reason
+                from dvc_docker_exec.api.image_help import pull_reason
 
                 raise DockerExecError(
                     f"cannot pull image '{image}' from {exc.registry} ({pull_reason(exc.detail)}) and docker.pull "

@@ -18,7 +18,7 @@ state: dict = {}  # per process: docker client, image manager, backends, host pa
 def endpoint() -> Any:
     """The daemon this process talks to (`endpoint.discover`), found once."""
     if "endpoint" not in state:
-        from .endpoint import discover
+        from dvc_docker_exec.api.endpoint import discover
 
         state["endpoint"] = discover()
     return state["endpoint"]
@@ -30,7 +30,7 @@ def client(host_run_hint: Union[bool, Callable[[], bool]] = True) -> Any:
     `host_run_hint` False: the error does not suggest `docker.enabled false` (already in force).
     """
     if "client" not in state:
-        from .runner import connect
+        from dvc_docker_exec.backends.runner import connect
 
         logger.debug("Docker endpoint %s", endpoint().describe())
         state["client"] = connect(endpoint(), host_run_hint=host_run_hint)
@@ -40,13 +40,13 @@ def client(host_run_hint: Union[bool, Callable[[], bool]] = True) -> Any:
 def session(backend: str = "engine"):
     """The client, image manager and backend of this dvc process (one connection each)."""
     if "engine" not in state:
-        from .engine import probe
-        from .runner import ImageManager
+        from dvc_docker_exec.api.engine import probe
+        from dvc_docker_exec.backends.runner import ImageManager
 
         state["engine"] = probe(client().api)
         state["images"] = ImageManager(client())
     if ("backend", backend) not in state:
-        from .backend import make_backend
+        from dvc_docker_exec.backends.base import make_backend
 
         state[("backend", backend)] = make_backend(backend, state["client"], state["engine"], state["endpoint"])
     return state[("backend", backend)], state["images"]
@@ -55,7 +55,7 @@ def session(backend: str = "engine"):
 def builder() -> Any:
     """The builds of this dvc process (`builder.Builder`), on the same connection and image manager."""
     if "builder" not in state:
-        from .builder import Builder
+        from dvc_docker_exec.backends.builder import Builder
 
         session()
         state["builder"] = Builder(state["client"], state["images"])

@@ -49,12 +49,12 @@ from docker.types import (
     TaskTemplate,
 )
 
-from . import streams
-from .config import split_constraint
-from .errors import DockerExecError
-from .runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
-from .spec import ContainerSpec
-from .streams import Output
+from dvc_docker_exec.api import streams
+from dvc_docker_exec.config import split_constraint
+from dvc_docker_exec.errors import DockerExecError
+from dvc_docker_exec.backends.runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
+from dvc_docker_exec.types.spec import ContainerSpec
+from dvc_docker_exec.api.streams import Output
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -263,7 +263,7 @@ def _amount(key: str, value: int) -> str:
 
 def _stage_failed(cmd: str, status: int, image: str, node: str, memory: Optional[int], oom: str) -> Exception:
     """`oom`: "" (not an OOM kill), "yes" (the node said so), "probably" (inferred, see SwarmRunner._oom)."""
-    from .runner import ContainerCmdFailedError
+    from dvc_docker_exec.backends.runner import ContainerCmdFailedError
 
     exc = ContainerCmdFailedError(cmd, status, image, oom=bool(oom), memory=memory, probable=oom == "probably")
     exc.args = (exc.args[0] + f" on Swarm node {node}",)

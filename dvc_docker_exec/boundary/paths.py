@@ -40,9 +40,9 @@ from typing import Any, Protocol
 import docker.errors
 from docker.types import Mount
 
-from .endpoint import Endpoint, discover
-from .errors import DockerExecError
-from .sockets import WELL_KNOWN, SocketGuard, engine_sockets, unescape_mountinfo
+from dvc_docker_exec.api.endpoint import Endpoint, discover
+from dvc_docker_exec.errors import DockerExecError
+from dvc_docker_exec.boundary.sockets import WELL_KNOWN, SocketGuard, engine_sockets, unescape_mountinfo
 
 # Under "dvc." so that `dvc -v` (which only configures the "dvc" logger tree)
 # shows these messages.

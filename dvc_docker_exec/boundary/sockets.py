@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 Ident = Tuple[int, int]
 
@@ -89,7 +89,7 @@ def daemon_socket(path: str) -> Optional[DaemonSocket]:
 
 def sockets_in_use(environ: Optional[dict] = None) -> List[str]:
     """Paths of daemon sockets in use: the default, the configured endpoint's, other engines'."""
-    from .endpoint import DEFAULT_URL, discover
+    from dvc_docker_exec.api.endpoint import DEFAULT_URL, discover
 
     env = os.environ if environ is None else environ
     paths = [DEFAULT_URL[len("unix://") :]]

@@ -10,8 +10,8 @@ from dvc.cli.command import CmdBase
 if TYPE_CHECKING:
     import docker
 
-    from .config import DockerSettings
-    from .endpoint import Endpoint
+    from dvc_docker_exec.config import DockerSettings
+    from dvc_docker_exec.api.endpoint import Endpoint
 
 
 class CmdDocker(CmdBase):
@@ -19,15 +19,15 @@ class CmdDocker(CmdBase):
 
     @property
     def endpoint(self) -> "Endpoint":
-        from . import session
+        from dvc_docker_exec.backends import session
 
         return session.endpoint()
 
     @property
     def client(self) -> "docker.DockerClient":
         """A pinged client, or DVC's one-line error naming the endpoint (unreachable, permission)."""
-        from . import session
-        from .stage_settings import off_here
+        from dvc_docker_exec.backends import session
+        from dvc_docker_exec.stage.settings import off_here
 
         return session.client(host_run_hint=lambda: not off_here(self.repo))  # asked only if it fails
 
@@ -47,8 +47,8 @@ class CmdDocker(CmdBase):
         A bad setting is DVC's one-line error, or with `on_error` reported
         there and the stage skipped (doctor reports every stage).
         """
-        from .stage_settings import settings_for
-        from .errors import DockerExecError
+        from dvc_docker_exec.stage.settings import settings_for
+        from dvc_docker_exec.errors import DockerExecError
 
         found = []
         for stage in self.stages(targets):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli_base import CmdDocker, add_command, add_targets
+from dvc_docker_exec.commands.base import CmdDocker, add_command, add_targets
 
 HELP = "Build the images of the pipeline's stages that set docker.build (or of the targets), without running them."
 DESCRIPTION = (
@@ -16,9 +16,9 @@ class CmdDockerBuild(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from . import session
-        from .provenance import short_identity
-        from .stage_settings import build_spec_for
+        from dvc_docker_exec.backends import session
+        from dvc_docker_exec.types.provenance import short_identity
+        from dvc_docker_exec.stage.settings import build_spec_for
 
         specs = {}
         for stage, settings in self.container_stages(self.args.targets):

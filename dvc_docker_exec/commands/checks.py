@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from dvc_docker_exec.api.engine import Engine
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -55,7 +55,7 @@ def socket_check(socket_path: Optional[str], uid: Optional[int] = None) -> Optio
 
 
 def daemon_check(version: Mapping[str, Any]) -> Check:
-    from .engine import from_api
+    from dvc_docker_exec.api.engine import from_api
 
     return Check(
         "daemon",
@@ -135,7 +135,7 @@ def swarm_gpus_checks(capacities: Sequence[Mapping[str, int]], used_by: Sequence
 
     `capacities`: `swarm.node_capacity` of every node; `used_by`: (stage, docker.gpus count; -1: all, 0: device=...).
     """
-    from .swarm import GPU_RESOURCE
+    from dvc_docker_exec.backends.swarm import GPU_RESOURCE
 
     if not used_by:
         return []

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from .cli_base import CmdDocker, add_command, add_json
-from .errors import DockerExecError
+from dvc_docker_exec.commands.base import CmdDocker, add_command, add_json
+from dvc_docker_exec.errors import DockerExecError
 
 if TYPE_CHECKING:
-    from .checks import Check
+    from dvc_docker_exec.commands.checks import Check
 
 PROXY_FIX = "allow it in the socket proxy, or use a socket that allows it"
 HELP = "Check the Docker setup for this repo's pipeline: one line per check, with a fix."
@@ -23,7 +23,7 @@ class CmdDockerDoctor(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from .checks import ERROR, summary
+        from dvc_docker_exec.commands.checks import ERROR, summary
 
         checks = list(self.checks())
         failed = any(c.level == ERROR for c in checks)
@@ -36,7 +36,7 @@ class CmdDockerDoctor(CmdDocker):
         return 1 if failed else 0
 
     def checks(self) -> Iterator[Check]:
-        from .checks import ERROR, OK, Check, socket_check
+        from dvc_docker_exec.commands.checks import ERROR, OK, Check, socket_check
 
         try:
             endpoint = self.endpoint
@@ -59,7 +59,7 @@ class CmdDockerDoctor(CmdDocker):
     @staticmethod
     def _guarded(name: str, checks: Callable[[], Iterable[Check]]) -> Iterator[Check]:
         """A daemon call refused midway (a socket proxy's rules) is that check's error line, not the end of doctor."""
-        from .checks import ERROR, Check
+        from dvc_docker_exec.commands.checks import ERROR, Check
 
         try:
             yield from list(checks())
@@ -69,15 +69,15 @@ class CmdDockerDoctor(CmdDocker):
     def _connect(self) -> Tuple[Optional[Any], Any]:
         from docker.errors import DockerException
 
-        from .checks import ERROR, Check, daemon_check
-        from .runner import connect_failure
+        from dvc_docker_exec.commands.checks import ERROR, Check, daemon_check
+        from dvc_docker_exec.backends.runner import connect_failure
 
         try:
             client = self.endpoint.client()
             client.ping()
             version = client.version()
         except DockerException as exc:
-            from .stage_settings import off_here
+            from dvc_docker_exec.stage.settings import off_here
 
             what, fix = connect_failure(self.endpoint, exc, host_run_hint=lambda: not off_here(self.repo))
             return None, Check("daemon", ERROR, what, fix)
@@ -88,7 +88,7 @@ class CmdDockerDoctor(CmdDocker):
 
     def _stages(self) -> Tuple[List[Tuple[Any, Any]], List[Check]]:
         """(stage, settings) of the stages in containers, and an error line for each stage with bad settings."""
-        from .checks import ERROR, Check
+        from dvc_docker_exec.commands.checks import ERROR, Check
 
         def name(stage: Any) -> str:
             return f"stage '{stage.addressing}'"
@@ -104,8 +104,8 @@ class CmdDockerDoctor(CmdDocker):
     def _engine_checks(self, client: Any, stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
         from docker.errors import APIError
 
-        from .checks import engine_check, gpus_check, limits_check, runtime_check
-        from .engine import from_api
+        from dvc_docker_exec.commands.checks import engine_check, gpus_check, limits_check, runtime_check
+        from dvc_docker_exec.api.engine import from_api
 
         try:
             info: Optional[dict] = client.info()
@@ -132,8 +132,8 @@ class CmdDockerDoctor(CmdDocker):
         """The nodes' GPUs, from the manager: what `docker.gpus N` reserves on Swarm."""
         from docker.errors import APIError
 
-        from .checks import ERROR, Check, swarm_gpus_checks
-        from .swarm import node_capacity
+        from dvc_docker_exec.commands.checks import ERROR, Check, swarm_gpus_checks
+        from dvc_docker_exec.backends.swarm import node_capacity
 
         try:
             nodes = client.api.nodes()
@@ -143,10 +143,10 @@ class CmdDockerDoctor(CmdDocker):
         yield from swarm_gpus_checks([node_capacity(n) for n in nodes], used_by)
 
     def _paths_check(self, client: Any) -> Check:
-        from .checks import ERROR, OK, WARNING, Check
-        from .config import DockerSettings, SettingError
-        from .stage_settings import SECTION, repo_git_root
-        from .paths import IdentityPaths, detect_host_paths, in_container
+        from dvc_docker_exec.commands.checks import ERROR, OK, WARNING, Check
+        from dvc_docker_exec.config import DockerSettings, SettingError
+        from dvc_docker_exec.stage.settings import SECTION, repo_git_root
+        from dvc_docker_exec.boundary.paths import IdentityPaths, detect_host_paths, in_container
 
         root = repo_git_root(self.repo)
         fix = "if DVC runs in a container, run it with the project on a bind mount or a named volume, or set `dvc config docker.host_root HOST_PATH`"
@@ -170,9 +170,9 @@ class CmdDockerDoctor(CmdDocker):
         return Check("paths", OK, f"{paths.describe()}; {root} -> {mount['Type']} {mount['Source']}{target}")
 
     def _stage_checks(self, client: Optional[Any], stages: List[Tuple[Any, Any]]) -> Iterator[Check]:
-        from .checks import ERROR, OK, WARNING, Check, volume_checks
-        from .provenance import short_identity
-        from .stage_images import image_rows
+        from dvc_docker_exec.commands.checks import ERROR, OK, WARNING, Check, volume_checks
+        from dvc_docker_exec.types.provenance import short_identity
+        from dvc_docker_exec.dependency.image_rows import image_rows
 
         yield from _legacy_record_checks(self.repo.root_dir, stages)
         rows = {row.stage: row for row in image_rows(client, stages)} if client is not None else {}
@@ -213,8 +213,8 @@ class CmdDockerDoctor(CmdDocker):
 
 def built_check(name: str, row: Any) -> "Check":
     """A stage whose image is built from its Dockerfile: are its inputs as recorded, is it built here?"""
-    from .checks import OK, WARNING, Check
-    from .provenance import short_identity
+    from dvc_docker_exec.commands.checks import OK, WARNING, Check
+    from dvc_docker_exec.types.provenance import short_identity
 
     what = f"image built from {row.build} ('{row.image}')"
     if row.changes:
@@ -230,8 +230,8 @@ def _legacy_record_checks(root: str, stages: List[Tuple[Any, Any]]) -> Iterator[
     """A dvc.docker.lock of an earlier version is no longer read: say so (a reader might trust it, P8)."""
     import os
 
-    from .checks import WARNING, Check
-    from .provenance import LEGACY_RECORD_FILE
+    from dvc_docker_exec.commands.checks import WARNING, Check
+    from dvc_docker_exec.types.provenance import LEGACY_RECORD_FILE
 
     folders = sorted({os.path.dirname(os.path.abspath(stage.path)) for stage, _ in stages})
     for path in (os.path.join(folder, LEGACY_RECORD_FILE) for folder in folders):

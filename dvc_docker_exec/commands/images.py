@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli_base import CmdDocker, add_command, add_json, add_targets
+from dvc_docker_exec.commands.base import CmdDocker, add_command, add_json, add_targets
 
 HELP = "List the image of every stage in a container: its identity as recorded in dvc.lock, now, and whether it is present."
 
@@ -11,8 +11,8 @@ class CmdDockerImages(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from .provenance import short_identity
-        from .stage_images import image_rows
+        from dvc_docker_exec.types.provenance import short_identity
+        from dvc_docker_exec.dependency.image_rows import image_rows
 
         stages = self.container_stages(self.args.targets)
         rows = image_rows(self.client, stages) if stages else []
@@ -37,7 +37,7 @@ class CmdDockerImages(CmdDocker):
 
 def built_cells(row) -> list:
     """A built image: its inputs' identity recorded (and the image ID that run used), now, and whether it is built here."""
-    from .provenance import short_identity
+    from dvc_docker_exec.types.provenance import short_identity
 
     recorded = short_identity(row.recorded)
     if row.recorded_id:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli_base import CmdDocker, add_command
+from dvc_docker_exec.commands.base import CmdDocker, add_command
 
 HELP = "Remove this repo's containers whose dvc process is gone."
 DESCRIPTION = (
@@ -17,7 +17,7 @@ class CmdDockerPrune(CmdDocker):
         from docker.errors import NotFound
         from dvc.ui import ui
 
-        from .containers import list_containers
+        from dvc_docker_exec.backends.containers import list_containers
 
         chosen = [c for c in list_containers(self.client, self.repo.root_dir) if self.args.all or c.orphaned]
         verb = "Would remove" if self.args.dry else "Removed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli_base import CmdDocker, add_command, add_json
+from dvc_docker_exec.commands.base import CmdDocker, add_command, add_json
 
 HELP = "List the containers that dvc-docker-exec started for this repo."
 DESCRIPTION = (
@@ -15,7 +15,7 @@ class CmdDockerPs(CmdDocker):
     def run(self) -> int:
         from dvc.ui import ui
 
-        from .containers import list_containers
+        from dvc_docker_exec.backends.containers import list_containers
 
         found = list_containers(self.client, None if self.args.all_repos else self.repo.root_dir)
         if self.args.json:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Optional
 
-from .cli_base import CmdDocker, add_command, add_targets
+from dvc_docker_exec.commands.base import CmdDocker, add_command, add_targets
 
 if TYPE_CHECKING:
-    from .stage_images import Pull
+    from dvc_docker_exec.dependency.image_rows import Pull
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -26,8 +26,8 @@ class CmdDockerPull(CmdDocker):
 
         from dvc.ui import ui
 
-        from .errors import DockerExecError
-        from .stage_images import image_rows, pull_plan
+        from dvc_docker_exec.errors import DockerExecError
+        from dvc_docker_exec.dependency.image_rows import image_rows, pull_plan
 
         stages = self.container_stages(self.args.targets)
         if not stages:
@@ -57,9 +57,9 @@ class CmdDockerPull(CmdDocker):
 
     def _pull(self, item: "Pull", position: Optional[int]) -> str:
         """Pull (or tag, see _tag_recorded) one plan item; returns the line that says what was done."""
-        from .errors import DockerExecError
-        from .image_help import local_images, unavailable
-        from .pulling import PullFailed, pull_image
+        from dvc_docker_exec.errors import DockerExecError
+        from dvc_docker_exec.api.image_help import local_images, unavailable
+        from dvc_docker_exec.api.pulling import PullFailed, pull_image
 
         api = self.client.api
         if item.recorded_id:
@@ -87,8 +87,8 @@ class CmdDockerPull(CmdDocker):
         """
         from docker.errors import ImageNotFound
 
-        from .image_help import local_images, recorded_here
-        from .provenance import short_identity
+        from dvc_docker_exec.api.image_help import local_images, recorded_here
+        from dvc_docker_exec.types.provenance import short_identity
 
         try:
             self.client.api.inspect_image(item.recorded_id)
@@ -103,7 +103,7 @@ class CmdDockerPull(CmdDocker):
         from docker.errors import APIError
         from docker.utils import parse_repository_tag
 
-        from .errors import DockerExecError
+        from dvc_docker_exec.errors import DockerExecError
 
         repository, tag = parse_repository_tag(reference)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from . import provenance
+from dvc_docker_exec.types import provenance
 
 
 def record(dep: Any) -> Optional[provenance.Record]:
@@ -30,7 +30,7 @@ def current_inputs(dep: Any, connect: Callable[[Callable[[], Any]], Any] = lambd
     that turns an unreachable daemon into "not checked"); raises
     builder.BaseNotPresent for an absent, unrecorded base while looking only.
     """
-    from . import session
+    from dvc_docker_exec.backends import session
 
     bases = (recorded_inputs(dep) or {}).get("bases")
     looking = provenance.status_only()
@@ -40,7 +40,7 @@ def current_inputs(dep: Any, connect: Callable[[Callable[[], Any]], Any] = lambd
 
 def describe_change(dep: Any) -> str:
     """`dvc status`'s words: `image build env/Dockerfile: Dockerfile changed`."""
-    from .build import what_changed
+    from dvc_docker_exec.types.build import what_changed
 
     return f"image build {dep.build.dockerfile}: {', '.join(what_changed(recorded_inputs(dep), current_inputs(dep)))}"
 
@@ -50,7 +50,7 @@ def record_fields(dep: Any, existing: Optional[provenance.Record]) -> dict:
 
     `existing`: the record read from dvc.lock when the stage was loaded (kept for the same identity).
     """
-    from . import session
+    from dvc_docker_exec.backends import session
 
     identity = dep.recorded()
     same = existing if existing is not None and existing.identity == identity else None

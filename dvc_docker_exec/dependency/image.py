@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Set
 from dvc.dependency.dataset import DatasetDependency
 from dvc_data.hashfile.hash_info import HashInfo
 
-from . import provenance
-from .provenance import Record, status_only
-from .errors import DockerExecError
+from dvc_docker_exec.types import provenance
+from dvc_docker_exec.types.provenance import Record, status_only
+from dvc_docker_exec.errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 _unreachable: List[str] = []  # inside `dvc status`: why the daemon could not be reached
@@ -86,8 +86,8 @@ class ImageDependency(DatasetDependency):
         if self.image is None:
             return None
         if self.build is not None:  # docker.build: the inputs' hash (build_dep.py)
-            from . import build_dep
-            from .builder import BaseNotPresent
+            from dvc_docker_exec.dependency import build as build_dep
+            from dvc_docker_exec.backends.builder import BaseNotPresent
 
             try:
                 return build_dep.current_inputs(self, status_session).identity
@@ -124,7 +124,7 @@ class ImageDependency(DatasetDependency):
         self.hash_info = self.get_hash()
         if self.build is not None and self.recorded() is not None:
             # a built image: its Dockerfile, inputs and produced image ID go into its dvc.lock entry too
-            from . import build_dep
+            from dvc_docker_exec.dependency import build as build_dep
 
             fields = build_dep.record_fields(self, self._recorded)
             record = Record(self.stage.name, str(self.image), str(self.recorded()), **fields)
@@ -149,7 +149,7 @@ class ImageDependency(DatasetDependency):
         try:
             current = self.current()
             if self.build is not None and provenance.identity_changed(recorded, current):
-                from . import build_dep
+                from dvc_docker_exec.dependency import build as build_dep
 
                 return {str(self): {build_dep.describe_change(self): "new" if recorded is None else "modified"}}
         except ImageNotChecked as exc:
@@ -180,13 +180,13 @@ def current_identity(
 
     On Swarm that is the manager engine's identity of the image (the one the nodes are pinned to).
     """
-    from . import session
+    from dvc_docker_exec.backends import session
 
     if status_only():
         _runner, images = status_session(session.session)
         identity = images.identities.identity(image)
         if identity is None:
-            from .image_help import local_images, look_alikes
+            from dvc_docker_exec.api.image_help import local_images, look_alikes
 
             where = session.image_place(backend)
             hints = "; ".join(["", *look_alikes(image, local_images(images.client), recorded)])

@@ -33,7 +33,7 @@ class ImageRow:
     @property
     def changed(self) -> Optional[bool]:
         """Differs from the recorded identity (None: cannot tell, the image is absent)."""
-        from .provenance import identity_changed
+        from dvc_docker_exec.types.provenance import identity_changed
 
         return identity_changed(self.recorded, self.current) if self.recorded else None
 
@@ -43,7 +43,7 @@ class ImageRow:
 
 def recorded_identity(stage: Any) -> Optional[str]:
     """The identity dvc.lock records for the stage (None: never ran in a container, or not tracked)."""
-    from .tracking import image_dependency_of
+    from dvc_docker_exec.dependency.tracking import image_dependency_of
 
     dep = image_dependency_of(stage)
     return dep.recorded() if dep is not None else None
@@ -51,7 +51,7 @@ def recorded_identity(stage: Any) -> Optional[str]:
 
 def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]:
     """`stages`: (stage, DockerSettings) pairs; one inspect per distinct image."""
-    from .provenance import IdentityCache
+    from dvc_docker_exec.types.provenance import IdentityCache
 
     identities = IdentityCache(client)
     return [
@@ -66,13 +66,13 @@ def image_rows(client: Any, stages: Sequence[Tuple[Any, Any]]) -> List[ImageRow]
 
 def built_row(stage: Any, settings: Any) -> ImageRow:
     """The row of a stage whose image is built: inputs now vs recorded, and the local image of the current inputs."""
-    from . import session
-    from .build import what_changed
-    from .errors import DockerExecError
-    from .provenance import looking_only
-    from .tracking import image_dependency_of
+    from dvc_docker_exec.backends import session
+    from dvc_docker_exec.types.build import what_changed
+    from dvc_docker_exec.errors import DockerExecError
+    from dvc_docker_exec.types.provenance import looking_only
+    from dvc_docker_exec.dependency.tracking import image_dependency_of
 
-    from . import build_dep
+    from dvc_docker_exec.dependency import build as build_dep
 
     dep = image_dependency_of(stage)
     recorded = dep.recorded() if dep is not None else None

@@ -45,8 +45,8 @@ import functools
 import logging
 from typing import Any, Callable, Optional
 
-from . import provenance
-from .errors import DockerExecError
+from dvc_docker_exec.types import provenance
+from dvc_docker_exec.errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -63,16 +63,16 @@ def image_dependency_of(stage: Any) -> Any:
     provenance.Record, `current()` the identity now (daemon), `status()`
     DVC's status entry for it.
     """
-    from .image_dep import ImageDependency
+    from dvc_docker_exec.dependency.image import ImageDependency
 
     return next((dep for dep in stage.deps if isinstance(dep, ImageDependency)), None)
 
 
 def image_dependency(stage: Any, lock_data: Optional[dict]) -> Any:
     """The ImageDependency of a pipeline stage, if any; `lock_data` is its dvc.lock entry."""
-    from .config import SettingError
-    from .stage_settings import settings_for
-    from .image_dep import ImageDependency
+    from dvc_docker_exec.config import SettingError
+    from dvc_docker_exec.stage.settings import settings_for
+    from dvc_docker_exec.dependency.image import ImageDependency
 
     if stage.is_callback:
         # DVC reruns a stage without deps and outs every time (a "callback
@@ -86,7 +86,7 @@ def image_dependency(stage: Any, lock_data: Optional[dict]) -> Any:
     if settings is not None:
         if not settings.track:
             return None
-        from .stage_settings import build_spec_for
+        from dvc_docker_exec.stage.settings import build_spec_for
 
         try:
             build = build_spec_for(stage, settings)
@@ -116,7 +116,7 @@ def attach(stage: Any, lock_data: Optional[dict]) -> None:
 
 
 def _tracking_off(stage: Any) -> bool:
-    from .stage_settings import tracking_off
+    from dvc_docker_exec.stage.settings import tracking_off
 
     return tracking_off(stage)
 
@@ -160,7 +160,7 @@ def patch_stage_create(module: Any) -> None:
 def _without_image_deps(original: Callable, drop: Callable[[Any], bool] = lambda dep: True) -> Callable:
     @functools.wraps(original)
     def wrapper(stage: Any, *args: Any, **kwargs: Any) -> Any:
-        from .image_dep import ImageDependency
+        from dvc_docker_exec.dependency.image import ImageDependency
 
         deps = stage.deps
         stage.deps = [dep for dep in deps if not (isinstance(dep, ImageDependency) and drop(dep))]
@@ -183,7 +183,7 @@ def patch_stage_cache(module: Any) -> None:
 
     @functools.wraps(can_hash)
     def _can_hash(stage: Any) -> bool:
-        from .image_dep import ImageDependency
+        from dvc_docker_exec.dependency.image import ImageDependency
 
         if stage.deps and all(isinstance(dep, ImageDependency) for dep in stage.deps):
             return False
@@ -210,7 +210,7 @@ def patch_serialize(module: Any) -> None:
 
 def image_columns(repo: Any) -> dict:
     """`dvc exp show` columns: `docker:<image>` -> the 12 hex digits of each identity recorded for it."""
-    from .image_dep import ImageDependency
+    from dvc_docker_exec.dependency.image import ImageDependency
 
     found: dict = {}
     for dep in repo.index.deps:
@@ -274,14 +274,14 @@ def mention_orphans(repo: Any) -> None:
     run (its lease folder is left unlocked): a plain `dvc status` stays as
     fast as before and needs no daemon.
     """
-    from .lease import lease_parents, stale_folders
+    from dvc_docker_exec.backends.lease import lease_parents, stale_folders
 
     tmp_dir = getattr(repo, "tmp_dir", None)
     if not tmp_dir or not stale_folders(lease_parents(tmp_dir)):
         return
     try:
-        from .containers import list_containers
-        from .session import client
+        from dvc_docker_exec.backends.containers import list_containers
+        from dvc_docker_exec.backends.session import client
 
         found = [c for c in list_containers(client(), repo.root_dir) if c.orphaned]
     except Exception as exc:  # noqa: BLE001 - a hint, never a failure of `dvc status`

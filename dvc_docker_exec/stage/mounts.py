@@ -17,12 +17,12 @@ import logging
 import os
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
-from .config import DockerSettings
-from .errors import DockerExecError
-from .mounts import Rule, StageFacts, mode_at
-from .paths import is_within, linked_outside
-from .private_files import PRIVATE_DIR as OVERLAY_DIR  # in .dvc/tmp: one private folder per dvc process
-from .stage_settings import git_root as _git_root
+from dvc_docker_exec.config import DockerSettings
+from dvc_docker_exec.errors import DockerExecError
+from dvc_docker_exec.types.mounts import Rule, StageFacts, mode_at
+from dvc_docker_exec.boundary.paths import is_within, linked_outside
+from dvc_docker_exec.boundary.private_files import PRIVATE_DIR as OVERLAY_DIR  # in .dvc/tmp: one private folder per dvc process
+from dvc_docker_exec.stage.settings import git_root as _git_root
 
 logger = logging.getLogger(f"dvc.{__name__}")
 
@@ -60,8 +60,8 @@ def stage_facts(
     so, never a setting): dvclive in the stage then stages its files in Git.
     """
     if settings is not None and invoker is not None:
-        from . import trust
-        from .config import SettingError
+        from dvc_docker_exec.stage import trust
+        from dvc_docker_exec.config import SettingError
 
         try:
             trust.check(settings, stage.addressing, invoker)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Sequence, Set, Tuple
 
-from .config import MACHINE_LEVELS, REPO_LEVEL, SHARED, SHARED_FILE, DockerSettings, SettingError
+from dvc_docker_exec.config import MACHINE_LEVELS, REPO_LEVEL, SHARED, SHARED_FILE, DockerSettings, SettingError
 
 SECTION = "docker"
 _snapshots: dict = {}  # per process: config file paths -> the docker section of each level
@@ -22,8 +22,8 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
     Repository-supplied settings that widen host access are refused here
     (see `trust`), before anything starts.
     """
-    from . import trust
-    from .errors import DockerExecError
+    from dvc_docker_exec.stage import trust
+    from dvc_docker_exec.errors import DockerExecError
 
     levels = config_snapshot(stage.repo)
     meta = (stage.meta or {}).get(SECTION) if isinstance(stage.meta, dict) else None
@@ -90,7 +90,7 @@ def shared_section(path: str) -> dict:
     does not know in `.dvc`. Same keys and trust as the committed `.dvc/config`
     (README "Sharing the settings").
     """
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     try:
         with open(path, encoding="utf-8") as fobj:
@@ -118,7 +118,7 @@ def shared_section(path: str) -> dict:
 
 def tracked_origin(path: str) -> str:
     """The origin of a config file Git tracks: the repository's, whatever the file's name (see `trust`)."""
-    from .config import TRACKED
+    from dvc_docker_exec.config import TRACKED
 
     return f"{TRACKED}{path}"
 
@@ -163,7 +163,7 @@ def build_spec_for(stage: Any, settings: DockerSettings) -> Any:
     """The stage's `build.BuildSpec` (docker.build relative to the DVC repository root), or None."""
     if not settings.build:
         return None
-    from .build import spec_for
+    from dvc_docker_exec.types.build import spec_for
 
     return spec_for(stage.repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image))
 
@@ -173,8 +173,8 @@ def tracking_off(stage: Any) -> bool:
 
     For a stage that runs on the host now; settings_for answers for the others.
     """
-    from . import trust
-    from .errors import DockerExecError
+    from dvc_docker_exec.stage import trust
+    from dvc_docker_exec.errors import DockerExecError
 
     try:  # every level the stage's settings come from (.dvc/docker.yaml too)
         levels = config_snapshot(stage.repo)

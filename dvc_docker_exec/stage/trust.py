@@ -29,8 +29,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence, Set, Tuple
 
-from .config import META, REPO_LEVEL, SHARED, TRACKED, UNLIMITED, DockerSettings, SettingError, parse_bool
-from .paths import is_within
+from dvc_docker_exec.config import META, REPO_LEVEL, SHARED, TRACKED, UNLIMITED, DockerSettings, SettingError, parse_bool
+from dvc_docker_exec.boundary.paths import is_within
 
 ALLOW_KEY = "allow_repo_settings"
 REPO_ORIGINS = (REPO_LEVEL, SHARED, META)

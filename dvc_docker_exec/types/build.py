@@ -38,7 +38,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 PREFIX = "build:"  # identities of built images: "build:sha256:<hex>" (a pulled one: "repo@sha256:" or "sha256:")
 LABEL_INPUTS = "dvc-docker-exec.build.inputs"  # on the built image: the identity it was built from

@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from docker.types import Mount
 
-from .errors import DockerExecError
+from dvc_docker_exec.errors import DockerExecError
 
 MountFor = Callable[[str, bool], Mount]
 Rule = Tuple[str, bool]  # (path as DVC sees it, read_only)

@@ -23,9 +23,9 @@ from typing import Callable, Iterable, Optional, Tuple
 
 from docker.types import Mount
 
-from .config import Device, DockerSettings
-from .errors import DockerExecError
-from .sockets import WELL_KNOWN, SocketGuard
+from dvc_docker_exec.config import Device, DockerSettings
+from dvc_docker_exec.errors import DockerExecError
+from dvc_docker_exec.boundary.sockets import WELL_KNOWN, SocketGuard
 
 TMP = "/tmp"  # writable under docker.read_only, so that ordinary commands (mktemp, pip, matplotlib) work
 

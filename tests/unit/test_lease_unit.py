@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.lease: the wrapped command, the holder's files, stale folders.
+"""Unit tests for dvc_docker_exec.backends.lease: the wrapped command, the holder's files, stale folders.
 
 The watcher itself is never *run* on the host (`kill -1` would reach every
 process of the user): tests/integration/test_orphans.py runs it in containers.
@@ -12,10 +12,11 @@ import subprocess
 
 import pytest
 
-from dvc_docker_exec import dvc_glue, lease
+from dvc_docker_exec import dvc_glue
+from dvc_docker_exec.backends import lease
 from dvc_docker_exec.config import DockerSettings
-from dvc_docker_exec.lease import LeaseRef
-from dvc_docker_exec.spec import StageFacts, build_spec
+from dvc_docker_exec.backends.lease import LeaseRef
+from dvc_docker_exec.types.spec import StageFacts, build_spec
 from docker.types import Mount
 
 CMD = "echo \"it's\" $HOME; exit 3"
@@ -118,7 +119,7 @@ class _FakeAPI:
 
 
 def test_second_wall_removes_only_this_hosts_dead_processes_containers(caplog) -> None:
-    from dvc_docker_exec.containers import clear_orphans
+    from dvc_docker_exec.backends.containers import clear_orphans
 
     child = os.fork()
     if child == 0:

@@ -15,10 +15,12 @@ from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import ProtocolError
 
-from dvc_docker_exec import dvc_glue, runner, stage_mounts
+from dvc_docker_exec import dvc_glue
+from dvc_docker_exec.backends import runner
+from dvc_docker_exec.stage import mounts as stage_mounts
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError, StageInterruptedError
-from dvc_docker_exec.spec import StageFacts, build_spec
+from dvc_docker_exec.types.spec import StageFacts, build_spec
 from tests.unit.test_runner_unit import FakeDockerClient, FakeRunAPI
 
 # --- StageSignals ----------------------------------------------------------------------------------
@@ -360,7 +362,7 @@ class FakeSwarmAPI:
 
 @pytest.mark.parametrize("comes_back", [True, False])
 def test_swarm_lost_manager_is_one_clear_error(comes_back: bool) -> None:
-    from dvc_docker_exec.swarm import SwarmRunner
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     api = FakeSwarmAPI(comes_back)
     endpoint = types.SimpleNamespace(describe=lambda: "'tcp://manager:2375' (from DOCKER_HOST)")
@@ -376,7 +378,7 @@ def test_swarm_lost_manager_is_one_clear_error(comes_back: bool) -> None:
 
 
 def test_swarm_signal_during_create_removes_the_service() -> None:
-    from dvc_docker_exec.swarm import SwarmRunner
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     api = FakeSwarmAPI(comes_back=True, signal_in_create=True)
     with pytest.raises(StageInterruptedError):

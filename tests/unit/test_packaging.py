@@ -90,8 +90,9 @@ def test_wheel_has_the_pth_at_its_root(wheel: Path) -> None:
 
 
 def test_wheel_has_every_module(wheel: Path) -> None:
-    """The published form (a wheel, until it is on the index: README "Install") carries every module of the source."""
-    source = sorted(f"dvc_docker_exec/{p.name}" for p in (ROOT / "dvc_docker_exec").glob("*.py"))
+    """The published form (a wheel, until it is on the index: README "Install") carries every module of the source, sub-packages included."""
+    source = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "dvc_docker_exec").rglob("*.py"))
+    assert "dvc_docker_exec/backends/runner.py" in source  # the sub-packages are seen
     with zipfile.ZipFile(wheel) as whl:
         assert [n for n in source if n not in whl.namelist()] == []
         metadata = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_docker_exec import private_files as pf
+from dvc_docker_exec.boundary import private_files as pf
 
 
 def test_replace_file_replaces_a_planted_link_and_leaves_its_target(tmp_path: Path) -> None:
