@@ -16,6 +16,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
+_SHA = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+def short_identity(identity: Optional[str]) -> str:
+    """How an identity reads in a message: `python@sha256:4f6c1a...` -> `python@sha256:4f6c1a2b3c4d`; None -> `none`."""
+    if not identity:
+        return "none"
+    return _SHA.sub(lambda m: f"sha256:{m.group(1)[:12]}", identity)
+
+
 _LIBRARY = ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/")
 
 
@@ -107,8 +117,6 @@ def pull_reason(detail: str) -> str:
 
 def look_alikes(image: str, images: Sequence[LocalImage], recorded: Optional[str] = None) -> List[str]:
     """Clauses naming the local image that is the recorded one, and the closest local names."""
-    from dvc_docker_exec.types.provenance import short_identity
-
     found = []
     same = recorded_here(recorded, images)
     if same is not None:

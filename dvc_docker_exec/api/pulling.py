@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Mapping, Optional
 
+from dvc_docker_exec.api.image_help import short_identity
 from dvc_docker_exec.errors import DockerExecError
 
 logger = logging.getLogger(f"dvc.{__name__}")
@@ -86,8 +87,6 @@ class PullDisplay:
     def __init__(self, image: str, out: Optional[IO[str]] = None, position: Optional[int] = None):
         from dvc.progress import Tqdm
 
-        from dvc_docker_exec.types.provenance import short_identity
-
         self.image = image
         self.label = short_identity(image)  # `repo@sha256:<12 hex>` for a pull by digest
         self.out = out or sys.stderr
@@ -116,8 +115,6 @@ class PullDisplay:
     def close(self, failed: bool = False) -> None:
         self.bar.close()
         if self.lines and not failed:
-            from dvc_docker_exec.types.provenance import short_identity
-
             state = self.state
             text = short_identity(state.status or "pulled")
             if state.layers:

@@ -13,7 +13,7 @@ backs it in the runner:
 * on a bind mount of the runner   -> bind ``host source + relative part``;
 * on a named volume of the runner -> the whole volume at the same destination
   (Docker < 26 has no volume subpath), so callers must dedupe by target
-  (``spec.dedupe_mounts``);
+  (``types.mounts.dedupe_mounts``);
 * on the runner's own filesystem  -> error (the host daemon cannot reach it);
 * not in a container              -> identity bind mount;
 * ``docker.host_root`` configured -> repo root prefix swap, no detection.

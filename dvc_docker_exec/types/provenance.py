@@ -11,7 +11,8 @@ Public API (stable; ``dvc docker images/doctor/pull`` build on it):
   form in ``dvc.lock``: :func:`lock_entry` / :func:`record_from_lock`.
 * :func:`identity_changed` — whether a stage's current identity differs from
   the recorded one (None when it cannot be told).
-* :func:`short_identity` — the short form used in messages; :func:`short_id`
+* :func:`short_identity` (from api/image_help.py, where pulls use it too) — the short
+  form used in messages; :func:`short_id`
   the 12 hex digits ``dvc exp show`` displays.
 * For a loaded DVC stage: ``tracking.image_dependency_of(stage)`` (its
   ``image``, ``recorded()``, ``record()``, ``current()``, ``status()``).
@@ -56,6 +57,8 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+
+from dvc_docker_exec.api.image_help import short_identity
 
 ID_KEY = "id"  # earlier versions' params key: <stage>.id
 
@@ -182,13 +185,6 @@ class IdentityCache:
 
     def forget(self, reference: str) -> None:
         self._cache.pop(reference, None)
-
-
-def short_identity(identity: Optional[str]) -> str:
-    """`python@sha256:4f6c1a...` -> `python@sha256:4f6c1a2b3c4d`; None -> `none`."""
-    if not identity:
-        return "none"
-    return _SHA.sub(lambda m: f"sha256:{m.group(1)[:12]}", identity)
 
 
 def identity_changed(recorded: Optional[str], current: Optional[str]) -> Optional[bool]:

@@ -19,9 +19,9 @@ from docker.types import DeviceRequest, Mount, Ulimit
 
 from dvc_docker_exec.config import Device, DockerSettings, Ulimit as UlimitSetting, env_items
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.types.mounts import StageFacts, dedupe_mounts, plan_mounts  # noqa: F401 (StageFacts, dedupe_mounts: re-exported)
+from dvc_docker_exec.types.mounts import StageFacts, plan_mounts
 from dvc_docker_exec.types.options import plan_option_mounts, refuse_socket_device
-from dvc_docker_exec.backends.lease import LeaseRef, command as lease_command
+from dvc_docker_exec.types.lease import LeaseRef, command as lease_command
 
 LABEL = "dvc-docker-exec"  # every container carries it: `docker ps -a --filter label=dvc-docker-exec`
 HOME_IN_CONTAINER = "/tmp/dvc-docker-exec-home"

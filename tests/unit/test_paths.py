@@ -504,7 +504,7 @@ def test_host_root_cannot_expose_socket():
 
 
 def test_paths_on_one_volume_merge_into_one_mount_rw_wins(runner):
-    from dvc_docker_exec.types.spec import dedupe_mounts
+    from dvc_docker_exec.types.mounts import dedupe_mounts
 
     mounts = [
         runner.mount("/workspace/repo"),
@@ -518,7 +518,7 @@ def test_paths_on_one_volume_merge_into_one_mount_rw_wins(runner):
 
 
 def test_two_sources_for_one_target_conflict():
-    from dvc_docker_exec.types.spec import dedupe_mounts
+    from dvc_docker_exec.types.mounts import dedupe_mounts
 
     with pytest.raises(DockerExecError, match="conflicting mounts for '/x'"):
         dedupe_mounts([Mount(target="/x", source="/a", type="bind"), Mount(target="/x", source="/b", type="bind")])

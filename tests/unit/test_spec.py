@@ -21,7 +21,8 @@ from docker.types import DeviceRequest, Mount
 from dvc_docker_exec import dvc_glue
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.types.spec import HOME_IN_CONTAINER, LABEL, ContainerSpec, StageFacts, build_spec, container_env, container_name, dedupe_mounts, resolve_user
+from dvc_docker_exec.types.spec import HOME_IN_CONTAINER, LABEL, ContainerSpec, StageFacts, build_spec, container_env, container_name, resolve_user
+from dvc_docker_exec.types.mounts import dedupe_mounts
 
 REPO = "/home/me/proj"
 CMD = """python train.py --name "it's" && echo '$HOME' | tr a-z A-Z > out.txt; echo $VAR ${OTHER:-x}"""
