@@ -39,7 +39,7 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # in a repo's .dvc/tmp, shared with the config copies; a lease folder's name carries LEASE_TAG
 from dvc_docker_exec.boundary.private_files import LEASE_TAG, PRIVATE_DIR as FOLDER
@@ -48,7 +48,7 @@ from dvc_docker_exec.types.lease import BEAT_PERIOD, LeaseRef
 def locked_folder(parent: str, tag: str = "") -> Tuple[int, str]:
     """A fresh mode-700 folder `<pid>-<tag><hex>` under `parent`, flock-ed: (its fd, its path).
 
-    Made under a name the reaper (dvc_glue.reap_stale_overlays) ignores,
+    Made under a name the reaper (private_files.reap_stale_overlays) ignores,
     locked, then renamed: it is never seen unlocked while its process lives.
     The caller closes the fd (releasing the lock) and removes the folder.
     """
@@ -176,3 +176,29 @@ def reap(folders: Sequence[str]) -> None:
     """Remove lease folders found stale, once the containers of their dead processes were dealt with."""
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def second_wall(client: Any, home: str, kind: str) -> None:
+    """Nothing of a killed run of this project may run alongside this stage: remove its containers first.
+
+    Asks the daemon only when a dvc process of this project died since the
+    last check (its lease folder is left unlocked), so a stage pays nothing
+    for it otherwise; those folders are reaped once their containers were
+    dealt with. The project's experiments' temp copies count as the project.
+    """
+    from dvc_docker_exec.backends.containers import clear_orphans
+
+    stale = stale_folders(lease_parents(os.path.join(home, ".dvc", "tmp")))
+    if stale:
+        clear_orphans(client, home, kind)
+        reap(stale)
+
+
+def hold_in(home: str, kind: str) -> LeaseRef:
+    """This process's lease in the project's .dvc/tmp/docker-exec: its containers stop when dvc is gone.
+
+    No mount is added for it: the project is mounted at the same path in
+    every stage container (the parent project too, for experiments' temp
+    copies), and that folder is read-only there (stage/mounts.py protection_rules).
+    """
+    return hold(os.path.join(home, ".dvc", "tmp", FOLDER), kind)

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Union
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -29,7 +29,8 @@ from dvc.stage.exceptions import StageCmdFailedError
 
 from dvc_docker_exec.api import streams
 from dvc_docker_exec.api.endpoint import Endpoint, discover
-from dvc_docker_exec.api.engine import Engine
+from dvc_docker_exec.api.engine import Engine, check_limits
+from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError, StageInterruptedError
 from dvc_docker_exec.types.provenance import IdentityCache
 from dvc_docker_exec.types.spec import ContainerSpec
@@ -198,6 +199,17 @@ class ImageManager:
         self._known: set = set()  # seen present in this process: no inspect per stage
         # one inspect per distinct image per process, shared with provenance
         self.identities = IdentityCache(client)
+
+    def pull_again(self, settings: DockerSettings, on: Optional[str], image_id: Optional[str]) -> None:
+        """Pull an image removed during the run (issue 18); it must be the image whose identity is recorded."""
+        self.forget(settings.image)
+        self.ensure(settings.image, settings.pull, on, settings.platform)
+        now = self.identities.image_id(settings.image)
+        if image_id and now != image_id:
+            raise DockerExecError(
+                f"image '{settings.image}' was removed while dvc ran, and pulling it again gave another image "
+                f"({now}, not {image_id}); nothing was recorded: run again"
+            )
 
     def forget(self, image: str) -> None:
         """Seen removed from the engine: the next ensure() looks (and pulls) again."""
@@ -461,6 +473,8 @@ class ContainerRunner:
 
     LEASE = "fifo"  # how its containers watch their dvc process: same kernel (lease.py)
     KIND = "container"  # what it leaves on the daemon (containers.clear_orphans)
+    RUNS_HERE = True  # on the endpoint's engine: its GPUs, runtimes and limits are the stage's
+    image_place = None  # the image is looked up and pulled where the stage runs
 
     def __init__(
         self, client: docker.DockerClient, engine: Optional[Engine] = None, endpoint: Optional[Endpoint] = None
@@ -469,6 +483,18 @@ class ContainerRunner:
         self.api = client.api
         self.engine = engine or Engine("Docker Engine", "?")
         self.endpoint = endpoint
+
+    def pulled(self, settings: DockerSettings, images: "ImageManager") -> Tuple[DockerSettings, Optional[str]]:
+        """The container is created from the image ID read in the inspect whose identity DVC records (issue 19, item 6)."""
+        return settings, images.identities.image_id(settings.image)
+
+    def built(self, stage: str, settings: DockerSettings, builder: Any, spec: Any) -> Tuple[DockerSettings, Optional[str]]:
+        """Built now unless it exists; created from the local image ID the build gave."""
+        _identity, image_id = builder.ensure(spec)
+        return settings, image_id
+
+    def check_limits(self, spec: ContainerSpec, allow_unlimited: bool) -> None:
+        check_limits(self.engine, spec.mem_limit, spec.nano_cpus, allow_unlimited)
 
     def _register_wait(self, cid: str):
         # The daemon registers the wait, then sends the headers at once and

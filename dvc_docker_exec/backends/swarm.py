@@ -36,7 +36,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from docker.errors import APIError, NotFound
 from docker.types import (
@@ -50,7 +51,7 @@ from docker.types import (
 )
 
 from dvc_docker_exec.api import streams
-from dvc_docker_exec.config import split_constraint
+from dvc_docker_exec.config import DockerSettings, split_constraint
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.backends.runner import CONNECTION_LOST, StageSignals, short_reason, lost_connection, with_signals
 from dvc_docker_exec.types.spec import ContainerSpec
@@ -276,14 +277,46 @@ class SwarmRunner:
 
     LEASE = "beat"  # a task may run on another machine: a renewed file, not a pipe (lease.py)
     KIND = "service"  # what it leaves on the manager (containers.clear_orphans)
+    RUNS_HERE = False  # on the nodes: the manager's GPUs, runtimes and limits say nothing of them
 
-    def __init__(self, client: Any, endpoint: Any = None):
+    def __init__(self, client: Any, endpoint: Any = None, engine: Any = None):
+        # `engine`: the manager's (session passes it to every backend); the nodes' are not known here
         self.client = client
         self.api = client.api
         self.endpoint = endpoint
         self._nodes: Dict[str, str] = {}
         self._nodes_seen: Optional[List[Dict[str, Any]]] = None
         self._manager_node: Optional[str] = None
+
+    @property
+    def image_place(self) -> Optional[str]:
+        # the pull policy applies to the manager's engine: it tells the identity (recorded for provenance)
+        return f"the Swarm manager {self.endpoint.describe()}" if self.endpoint is not None else "the Swarm manager"
+
+    def pulled(self, settings: DockerSettings, images: Any) -> Tuple[DockerSettings, Optional[str]]:
+        """The nodes pull the image themselves from a registry they reach, by its registry digest where
+        the manager knows one, so every node runs the same bytes (no ID to create from: None)."""
+        identity = images.identities.identity(settings.image)
+        if identity and "@sha256:" in identity:
+            logger.debug("image '%s' pinned for the Swarm nodes as '%s'", settings.image, identity)
+            return replace(settings, image=identity), None
+        return settings, None
+
+    def built(self, stage: str, settings: DockerSettings, builder: Any, spec: Any) -> Tuple[DockerSettings, Optional[str]]:
+        """A built image exists only on the manager: pushed to the machine's docker.registry and the nodes
+        pinned to its digest; without a registry, one error before any build or service."""
+        if not settings.registry:
+            raise DockerExecError(
+                f"stage '{stage}': an image built here (docker.build) must reach the Swarm nodes: "
+                "set a registry they all reach on this machine, `dvc config --local docker.registry HOST:PORT`"
+            )
+        identity, image_id = builder.ensure(spec)
+        pinned = builder.push(spec, identity, image_id, str(settings.registry))
+        logger.debug("built image '%s' pinned for the Swarm nodes as '%s'", settings.image, pinned)
+        return replace(settings, image=pinned), None
+
+    def check_limits(self, spec: ContainerSpec, allow_unlimited: bool) -> None:
+        """Swarm nodes enforce limits themselves; the manager's engine says nothing of them."""
 
     def run(self, spec: ContainerSpec, cmd: str, signals: Optional[StageSignals] = None) -> None:
         with_signals(signals, self._run, spec, cmd)

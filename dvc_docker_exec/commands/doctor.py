@@ -115,15 +115,20 @@ class CmdDockerDoctor(CmdDocker):
         yield engine_check(engine, info)
         # stages whose limits this engine would refuse to run without (docker.allow_unlimited)
         yield limits_check(engine, [s.addressing for s, st in stages if (st.memory or st.cpus) and not st.allow_unlimited])
-        engine_gpus = [s.addressing for s, st in stages if st.gpus and st.backend != "swarm"]
+        from dvc_docker_exec.backends.session import backend_class
+
+        # the endpoint's GPUs and runtimes are a stage's only where its backend runs it (not Swarm's nodes)
+        here = [(s, st) for s, st in stages if backend_class(st.backend).RUNS_HERE]
+        engine_gpus = [s.addressing for s, st in here if st.gpus]
         gpus = gpus_check(info, engine_gpus) if info is not None else None
         if gpus is not None:
             yield gpus
-        runtimes = [(s.addressing, st.runtime) for s, st in stages if st.runtime and st.backend != "swarm"]
+        runtimes = [(s.addressing, st.runtime) for s, st in here if st.runtime]
         runtime = runtime_check(info, runtimes) if info is not None else None
         if runtime is not None:
             yield runtime
-        swarm_gpus = [(s.addressing, 0 if st.gpus.device_ids else st.gpus.count) for s, st in stages if st.gpus and st.backend == "swarm"]
+        elsewhere = [(s, st) for s, st in stages if not backend_class(st.backend).RUNS_HERE]
+        swarm_gpus = [(s.addressing, 0 if st.gpus.device_ids else st.gpus.count) for s, st in elsewhere if st.gpus]
         if swarm_gpus:
             yield from self._swarm_gpus_checks(client, swarm_gpus)
 

@@ -385,3 +385,14 @@ def _deepest_existing(path: str) -> Optional[str]:
 
 def describe(rules: Iterable[Rule]) -> str:
     return ", ".join(f"{path} ({'ro' if ro else 'rw'})" for path, ro in rules)
+
+
+def lease_home(stage: Any) -> str:
+    """The project whose .dvc/tmp/docker-exec holds this process's lease: the one the user works in.
+
+    For `exp run --temp` and queued experiments that is the parent project,
+    not the temp copy: DVC deletes the copy of a killed experiment, and with
+    it the sign that its dvc died (a container it left in state Created
+    would then never be found by the second wall).
+    """
+    return parent_repo(stage) or os.path.normpath(stage.repo.root_dir)

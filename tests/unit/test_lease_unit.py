@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from dvc_docker_exec import dvc_glue
+from dvc_docker_exec.boundary.private_files import reap_stale_overlays
 from dvc_docker_exec.backends import lease
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.types import lease as watch
@@ -94,7 +94,7 @@ def test_a_dead_processes_lease_is_stale_and_reaped(tmp_path) -> None:
     os.waitpid(child, 0)
     stale = lease.stale_folders([parent])
     assert len(stale) == 1 and f"{child}-lease-" in stale[0]
-    dvc_glue.reap_stale_overlays(parent)  # the config copies' reaper leaves it to the second wall
+    reap_stale_overlays(parent)  # the config copies' reaper leaves it to the second wall
     assert lease.stale_folders([parent]) == stale
     lease.reap(stale)
     assert lease.stale_folders([parent]) == [] and os.listdir(parent) == []

@@ -15,7 +15,7 @@ from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import ProtocolError
 
-from dvc_docker_exec import dvc_glue
+from dvc_docker_exec.stage import overlays
 from dvc_docker_exec.backends import runner
 from dvc_docker_exec.stage import mounts as stage_mounts
 from dvc_docker_exec.config import DockerSettings
@@ -202,7 +202,7 @@ def test_copy_keeps_the_originals_mode(tmp_path: Path) -> None:
     os.chmod(original, 0o600)
     old_umask = os.umask(0)  # the copy must not depend on a tight umask
     try:
-        dvc_glue._write_without_section(str(original), str(tmp_path / "copy"))
+        overlays._write_without_section(str(original), str(tmp_path / "copy"))
     finally:
         os.umask(old_umask)
     copy = tmp_path / "copy"
@@ -211,9 +211,9 @@ def test_copy_keeps_the_originals_mode(tmp_path: Path) -> None:
 
 
 def test_private_folder_is_locked_and_removed(tmp_path: Path) -> None:
-    with dvc_glue.private_folder(str(tmp_path)) as folder:
+    with overlays.private_folder(str(tmp_path)) as folder:
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-        dvc_glue.reap_stale_overlays(str(tmp_path))  # a live folder is not reaped
+        overlays.reap_stale_overlays(str(tmp_path))  # a live folder is not reaped
         assert os.path.isdir(folder)
     assert os.listdir(tmp_path) == []
 
@@ -230,7 +230,7 @@ def test_stale_folder_of_a_dead_process_is_reaped(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
     (parent / "link").symlink_to(tmp_path / "elsewhere")  # planted: never followed
     try:
-        dvc_glue.reap_stale_overlays(str(parent))
+        overlays.reap_stale_overlays(str(parent))
     finally:
         os.close(fd)
     assert sorted(os.listdir(parent)) == ["456-live", "link"]

@@ -227,10 +227,11 @@ def test_final_log_read_writes_only_what_the_live_stream_missed() -> None:
 
 
 def test_swarm_stages_run_the_recorded_registry_digest() -> None:
-    from dataclasses import dataclass
+    import types
+    from dataclasses import dataclass, replace
 
     from dvc_docker_exec.config import DockerSettings
-    from dvc_docker_exec.dvc_glue import _pinned
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     @dataclass
     class Identities:
@@ -245,10 +246,11 @@ def test_swarm_stages_run_the_recorded_registry_digest() -> None:
 
     settings = DockerSettings(image="reg:5000/team/train:1", backend="swarm")
     digest = "reg:5000/team/train@sha256:" + "a" * 64
-    assert _pinned(settings, Images({"reg:5000/team/train:1": digest})).image == digest
+    swarm = SwarmRunner(types.SimpleNamespace(api=None))
+    assert swarm.pulled(settings, Images({"reg:5000/team/train:1": digest})) == (replace(settings, image=digest), None)
     # built here (an image ID, no registry digest) or absent on the manager: the reference as configured
-    assert _pinned(settings, Images({"reg:5000/team/train:1": "sha256:" + "b" * 64})).image == settings.image
-    assert _pinned(settings, Images({})).image == settings.image
+    assert swarm.pulled(settings, Images({"reg:5000/team/train:1": "sha256:" + "b" * 64})) == (settings, None)
+    assert swarm.pulled(settings, Images({})) == (settings, None)
 
 
 def test_services_listed_like_containers() -> None:
