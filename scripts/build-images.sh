@@ -338,7 +338,7 @@ REPO=$(cd "$HERE/.." && pwd)
 runner_context() {
     local dir=$1 f
     mkdir -p "$dir/dvc_docker_exec"
-    for f in Dockerfile setup.py setup.cfg pyproject.toml MANIFEST.in dvc_docker_exec.pth; do
+    for f in Dockerfile setup.py setup.cfg pyproject.toml MANIFEST.in dvc_docker_exec.pth dvc_docker_exec_hook.py; do
         cp "$REPO/$f" "$dir/$f" || die "$REPO/$f missing"
     done
     # setup.cfg's long_description; not part of the hash (docs only)

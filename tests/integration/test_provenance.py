@@ -420,7 +420,7 @@ def test_temp_exp_run_records_the_identity(make_repo, busybox_image, build_image
 
 
 VANILLA = """import sys
-sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "dvc_docker_exec.hook"]
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "dvc_docker_exec_hook"]
 from dvc.cli import main
 sys.exit(main(sys.argv[1:]))
 """
