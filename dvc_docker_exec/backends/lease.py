@@ -36,41 +36,20 @@ import atexit
 import fcntl
 import os
 import shutil
-import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 # in a repo's .dvc/tmp, shared with the config copies; a lease folder's name carries LEASE_TAG
-from dvc_docker_exec.boundary.private_files import LEASE_TAG, PRIVATE_DIR as FOLDER
+from dvc_docker_exec.boundary.private_files import LEASE_TAG, PRIVATE_DIR as FOLDER, LockedFolder
 from dvc_docker_exec.types.lease import BEAT_PERIOD, LeaseRef
-
-def locked_folder(parent: str, tag: str = "") -> Tuple[int, str]:
-    """A fresh mode-700 folder `<pid>-<tag><hex>` under `parent`, flock-ed: (its fd, its path).
-
-    Made under a name the reaper (private_files.reap_stale_overlays) ignores,
-    locked, then renamed: it is never seen unlocked while its process lives.
-    The caller closes the fd (releasing the lock) and removes the folder.
-    """
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".new-", dir=parent)
-    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        folder = os.path.join(parent, f"{os.getpid()}-{tag}{os.urandom(4).hex()}")
-        os.rename(staging, folder)
-    except BaseException:
-        os.close(fd)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return fd, folder
-
 
 class _Holder:
     """This process's end of one lease folder: the pipe's write end, and the beat when asked for."""
 
     def __init__(self, parent: str):
-        self.lock_fd, self.folder = locked_folder(parent, LEASE_TAG.lstrip("-"))
+        self._locked = LockedFolder(parent, LEASE_TAG.lstrip("-"))
+        self.folder = self._locked.path
         # any container user may open the pipe for reading and reach it (the
         # name is random; nobody but us may write): docker.user, rootless
         # subordinate ids. Reading it gives nothing: nothing is ever written.
@@ -119,12 +98,11 @@ class _Holder:
                 return
 
     def release(self) -> None:
-        for fd in (self.fifo_fd, self.lock_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            os.close(self.fifo_fd)
+        except OSError:
+            pass
+        self._locked.remove()
 
 
 _holders: Dict[str, _Holder] = {}

@@ -85,30 +85,55 @@ def _kind(path: str) -> str:
     return "a special file" if not stat.S_ISREG(mode) else "a file"
 
 
+class LockedFolder:
+    """A fresh mode-700 folder `<pid>-<tag><hex>` under `parent` (a folder of ours: open_own_folder), flock-ed while held.
+
+    Made under a name the reapers ignore (``.new-*``), locked, then renamed: it
+    is never seen unlocked while its process lives, so a folder found unlocked
+    belongs to a dead process. Made, opened and removed relative to the
+    verified parent: no symlink is followed (P6). The config copies
+    (private_folder) and the lease (lease.py) both live in one.
+    """
+
+    def __init__(self, parent: str, tag: str = ""):
+        self.parent = parent
+        self._parent_fd = open_own_folder(parent)
+        staging = f".new-{os.getpid()}-{os.urandom(4).hex()}"
+        self.fd = -1
+        try:
+            os.mkdir(staging, 0o700, dir_fd=self._parent_fd)
+            self.fd = os.open(staging, _DIR_FLAGS, dir_fd=self._parent_fd)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.name = f"{os.getpid()}-{tag}{os.urandom(4).hex()}"
+            os.rename(staging, self.name, src_dir_fd=self._parent_fd, dst_dir_fd=self._parent_fd)
+        except BaseException:
+            if self.fd >= 0:
+                os.close(self.fd)
+            _remove_tree(self._parent_fd, parent, staging)
+            os.close(self._parent_fd)
+            raise
+        self.path = os.path.join(parent, self.name)
+
+    def remove(self) -> None:
+        """Removed while still locked, then unlocked; a second call does nothing."""
+        if self._parent_fd < 0:
+            return
+        try:
+            _remove_tree(self._parent_fd, self.parent, self.name)
+        finally:
+            os.close(self.fd)
+            os.close(self._parent_fd)
+            self._parent_fd = -1
+
+
 @contextmanager
 def private_folder(parent: str) -> Iterator[str]:
     """A fresh mode-700 folder under `parent`, locked while in use, removed at the end."""
-    parent_fd = open_own_folder(parent)
+    folder = LockedFolder(parent)
     try:
-        # made under a name the reaper ignores, locked, then renamed: never seen unlocked
-        staging = f".new-{os.getpid()}-{os.urandom(4).hex()}"
-        os.mkdir(staging, 0o700, dir_fd=parent_fd)
-        fd = os.open(staging, _DIR_FLAGS, dir_fd=parent_fd)
-    except BaseException:
-        os.close(parent_fd)
-        raise
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        name = f"{os.getpid()}-{os.urandom(4).hex()}"
-        os.rename(staging, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-        try:
-            yield os.path.join(parent, name)
-        finally:
-            _remove_tree(parent_fd, parent, name)
+        yield folder.path
     finally:
-        os.close(fd)
-        _remove_tree(parent_fd, parent, staging)
-        os.close(parent_fd)
+        folder.remove()
 
 
 def _remove_tree(parent_fd: int, parent: str, name: str) -> None:
