@@ -22,7 +22,7 @@ looks the same as a dead dvc. And no container may hold the socket to watch
 The lease lives in ``.dvc/tmp/docker-exec/<pid>-lease-<hex>/`` inside the
 repository, which every stage container already shows at the same path (that
 is also what makes it work in the socket pattern): **no mount is added for
-it**. That folder is read-only in the stage (dvc_glue.protected_paths), so a
+it**. That folder is read-only in the stage (stage/mounts.py protection_rules), so a
 stage cannot remove the pipe; the watcher opened it before the command
 started anyway. The folder is locked (flock) while dvc lives, so the next run
 reaps the folders of dead processes like the config copies.

@@ -14,7 +14,7 @@ the lock folder of runner.lock_folder (XDG_RUNTIME_DIR or /tmp): a rename
 only works within one filesystem, and /tmp or /run/user rarely share the
 repository's; the config copies must moreover lie inside the repository so
 that the socket pattern can translate their paths for the host's daemon. No
-stage can reach that folder: dvc_glue.protected_paths mounts
+stage can reach that folder: stage/mounts.py protection_rules mounts
 `.dvc/tmp/docker-exec` read-only over every mount of the repository (and of
 the parent repo in `exp run --temp`), and the folder is made and opened
 without following links. When the target lies on another filesystem than

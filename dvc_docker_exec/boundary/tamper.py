@@ -1,6 +1,6 @@
 """Tamper evidence (issue 16, P4): what later host dvc/git processes read did not change during a stage.
 
-The read-only covers (dvc_glue.protected_paths) are the first wall; this is
+The read-only covers (stage/mounts.py protection_rules) are the first wall; this is
 the second. Before each container the identity of every watched path is
 recorded; after it exits the same paths are looked at again. Any difference
 (a `.git` renamed away and copied back, a new `config.local`, a planted hook,

@@ -8,9 +8,9 @@ their `run()`.
 
 from dvc.cli import formatter
 
-from dvc_docker_exec.commands import build as cli_build, doctor as cli_doctor, images as cli_images, prune as cli_prune, ps as cli_ps, pull as cli_pull
+from dvc_docker_exec.commands import build, doctor, images, prune, ps, pull
 
-SUB_COMMANDS = [cli_doctor, cli_images, cli_pull, cli_build, cli_ps, cli_prune]
+SUB_COMMANDS = [doctor, images, pull, build, ps, prune]  # one module per command, in `dvc docker --help` order
 DOCKER_HELP = "Run stages in Docker containers: check the setup, list, pull and build the pipeline's images, list and remove containers."
 
 

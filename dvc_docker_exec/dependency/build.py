@@ -1,6 +1,6 @@
-"""A built image (docker.build) as the stage's image dependency: what `image_dep.ImageDependency` delegates.
+"""A built image (docker.build) as the stage's image dependency: what `dependency.image.ImageDependency` delegates.
 
-Kept apart from image_dep so that the dependency's design (tracking.py) and
+Kept apart from image.py so that the dependency's design (tracking.py) and
 the build's inputs (build.py, builder.py) change independently. `dep` is an
 ImageDependency whose `build` is a `build.BuildSpec`.
 """
@@ -26,7 +26,7 @@ def recorded_inputs(dep: Any) -> Optional[dict]:
 def current_inputs(dep: Any, connect: Callable[[Callable[[], Any]], Any] = lambda make: make()) -> Any:
     """build.BuildInputs now: told without building; inside `dvc status` / `--dry` never pulls a base.
 
-    `connect(session.builder)` gives the builder (image_dep passes the one
+    `connect(session.builder)` gives the builder (image.py passes the one
     that turns an unreachable daemon into "not checked"); raises
     builder.BaseNotPresent for an absent, unrecorded base while looking only.
     """

@@ -3,7 +3,7 @@
 Design (issue 8, item 9; issue 17). DVC has no registry of dependency types,
 and ``meta`` never makes a stage changed. The image is a *non-file dependency*
 of each container stage, as DVC's own dataset dependency (``ds://``) is: an
-:class:`~.image_dep.ImageDependency` with the path ``docker:<image>``. Then
+:class:`~.image.ImageDependency` with the path ``docker:<image>``. Then
 
 * ``dvc.lock`` records it among the stage's ``deps`` (``path`` + the
   identity under ``dataset``, DVC's lock-schema key for such deps; the format

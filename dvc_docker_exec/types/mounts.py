@@ -1,7 +1,7 @@
 """The one mount plan: every mount of a stage container, computed and checked in one place.
 
 Input: `StageFacts` (paths as DVC sees them, gathered per command by
-`stage_mounts`), the settings' volumes and `mount_for(path, read_only)`,
+`stage/mounts.py`), the settings' volumes and `mount_for(path, read_only)`,
 which resolves a path as the daemon will (symlinks, `..`, the socket
 pattern's translation), refuses a daemon socket and returns the Mount. No
 other module adds a mount to a container: `spec.build_spec` takes its mounts
@@ -43,7 +43,7 @@ Rule = Tuple[str, bool]  # (path as DVC sees it, read_only)
 
 @dataclass(frozen=True)
 class StageFacts:
-    """What the plan needs to know about a stage (gathered by `stage_mounts`, per command)."""
+    """What the plan needs to know about a stage (gathered by `stage/mounts.py`, per command)."""
 
     addressing: str
     wdir: str

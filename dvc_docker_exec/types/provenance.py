@@ -323,7 +323,7 @@ def split_identity(identity: str) -> Tuple[Optional[str], str]:
 
 
 # True inside `dvc status` and `--dry` runs (set by tracking's patches, read by
-# image_dep): identities are looked up, never pulled, and may stay unknown.
+# dependency/image.py): identities are looked up, never pulled, and may stay unknown.
 _STATUS_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_exec_status_only", default=False)
 
 
@@ -347,7 +347,7 @@ def looking_only() -> Any:
 
 
 # True while DVC computes a run-cache key (set by tracking's patch of
-# dvc.stage.cache._get_stage_hash, read by image_dep): a dependency's entry is
+# dvc.stage.cache._get_stage_hash, read by dependency/image.py): a dependency's entry is
 # its identity only (a built image's produced image ID differs between machines).
 _KEYING: contextvars.ContextVar[bool] = contextvars.ContextVar("dvc_docker_exec_keying", default=False)
 

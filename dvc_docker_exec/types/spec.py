@@ -305,7 +305,7 @@ def build_spec(
     if home:
         environment.setdefault("HOME", home)
     # every mount comes from the one plan (mounts.py); the options' tmpfs and devices
-    # (option_mounts) are planned against its targets and checked by the socket rule
+    # (types/options.py) are planned against its targets and checked by the socket rule
     planned = plan_mounts(facts, settings.volumes, mount_for, home=home)
     options = plan_option_mounts(settings, [m["Target"] for m in planned], check_device)
     mounts = (*planned, *options.tmpfs)
