@@ -2,11 +2,12 @@
 
 Stdlib only and nothing but a ``sys.meta_path`` entry: it costs microseconds
 and imports neither dvc nor docker, nor the ``dvc_docker_exec`` package (a
-top-level module for that reason: importing ``dvc_docker_exec.hook`` would run
-the package's ``__init__`` first); ``dvc_docker_exec.dvc_glue`` is imported
-only when DVC itself imports one of the modules below: the real loader runs first and then our patch, so the plugin
-is active for the ``dvc`` script, ``python -m dvc``, the Python API and DVC's
-own subprocesses (queue workers run ``dvc exp exec-run``) alike.
+top-level module for that reason: a module inside the package would run the
+package's ``__init__`` first). ``dvc_docker_exec.dvc_glue`` is imported only
+when DVC itself imports one of the modules below: the real loader runs first
+and then our patch, so the plugin is active for the ``dvc`` script,
+``python -m dvc``, the Python API and DVC's own subprocesses (queue workers run
+``dvc exp exec-run``) alike.
 """
 
 import sys
