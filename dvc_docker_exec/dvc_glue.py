@@ -1,4 +1,9 @@
-"""Where the plugin meets DVC: config schema registration and ``cmd_run``.
+"""Where the plugin meets DVC: the patch points, and the orchestration of one stage (``ready``, ``cmd_run``).
+
+Orchestration only: what a stage gets comes from stage/ (settings, mounts,
+config copies), how it runs from its backend (backends/: every difference
+between one engine and Swarm is a method there), what it may not touch from
+boundary/. See docs/architecture.md.
 
 ``dvc.stage.run.run_stage`` looks ``cmd_run`` up at call time, so replacing
 the module attribute routes every stage command through ``cmd_run`` below,
@@ -193,9 +198,8 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    from dvc_docker_exec.backends.runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
-
     from dvc_docker_exec.backends.lease import hold_in, second_wall
+    from dvc_docker_exec.backends.runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
 
     runner, images, settings, image_id = ready(stage, settings)  # type: ignore[misc]
     try:
