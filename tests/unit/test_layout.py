@@ -125,3 +125,17 @@ def test_the_hook_module_is_stdlib_only() -> None:
             (n.module if isinstance(n, ast.ImportFrom) else n.names[0].name) in {"sys", "__future__"}
             for n in top
         )
+
+
+def test_no_backend_branch_outside_the_backends() -> None:
+    """A difference between one engine and Swarm is a backend's method or attribute, not an `if backend ==`."""
+    found = []
+    for module, path in modules():
+        if unit_of(module) == "backends":
+            continue  # session builds the backend docker.backend names
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in node.ops):
+                sides = [node.left, *node.comparators]
+                if any(isinstance(s, ast.Attribute) and s.attr == "backend" for s in sides):
+                    found.append(f"{module}:{node.lineno}")
+    assert found == []
