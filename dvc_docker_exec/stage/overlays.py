@@ -1,9 +1,4 @@
-"""The config copies a stage sees: .dvc/config{,.local} without the [docker] section (moved out of dvc_glue).
-
-Why: DVC validates .dvc/config strictly; DVC or dvclive inside the stage image
-(which lacks this plugin) would fail with `extra keys not allowed @
-data['docker']`. See :func:`config_overlays`.
-"""
+"""The config copies a stage sees: .dvc/config{,.local} without the [docker] section (config_overlays says why)."""
 
 from __future__ import annotations
 
@@ -16,8 +11,6 @@ from dvc_docker_exec.boundary.private_files import PRIVATE_DIR, UnsafePathError,
 from dvc_docker_exec.stage.settings import SECTION
 
 OVERLAY_DIR = PRIVATE_DIR  # in .dvc/tmp: one private folder per running dvc process
-
-
 RUN_PLACEHOLDER = "<run>"  # in --dry: the per-run folder of the config copies (`<pid>-<random>` at run time)
 
 
