@@ -76,7 +76,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 # The plugin: its wheel from the wheelhouse, else built here from the source
 # (dependencies from PyPI). A flat wheelhouse installed it in the venv stage.
-COPY setup.py setup.cfg pyproject.toml MANIFEST.in README.md dvc_docker_exec.pth /tmp/dde/src/
+COPY setup.py setup.cfg pyproject.toml MANIFEST.in README.md dvc_docker_exec.pth dvc_docker_exec_hook.py /tmp/dde/src/
 COPY dvc_docker_exec /tmp/dde/src/dvc_docker_exec/
 COPY pyproject.toml ${WHEELS}/plugin/*.whl /tmp/dde/plugin/
 RUN set -eu; \
@@ -86,7 +86,7 @@ RUN set -eu; \
         pip install -q /tmp/dde/src; \
     fi; \
     rm -rf /tmp/dde; \
-    python -c 'import docker, dvc, dvc_docker_exec.runner'; \
+    python -c 'import docker, dvc, dvc_docker_exec.backends.runner'; \
     dvc --version
 
 WORKDIR /workspace

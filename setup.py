@@ -3,7 +3,7 @@
 Why: DVC has no plugin entry point for stage execution, so the package ships
 ``dvc_docker_exec.pth`` at the root of site-packages; Python runs its single
 ``import`` line at start-up and that installs a stdlib-only import hook
-(``dvc_docker_exec/hook.py``). A wheel only carries a root-level file if the
+(``dvc_docker_exec_hook.py``). A wheel only carries a root-level file if the
 build puts it there, and setuptools' editable wheels (PEP 660) write only their
 own ``.pth``, so both build paths are extended here. Files placed this way are
 listed in RECORD, so ``pip uninstall`` removes them.

@@ -88,7 +88,7 @@ def side_by_side(cmd: str, built: Path, plain: Path, reps: int) -> str:
 
 
 def hashing(built: Path, reps: int) -> str:
-    from dvc_docker_exec import build
+    from dvc_docker_exec.types import build
 
     spec = build.spec_for(str(built), "env")
     cache_file = str(built.parent / "hash-cache.json")

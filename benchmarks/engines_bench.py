@@ -23,9 +23,9 @@ import docker
 from docker.types import Mount
 
 from dvc_docker_exec.config import DockerSettings
-from dvc_docker_exec.engine import probe
-from dvc_docker_exec.runner import ContainerRunner
-from dvc_docker_exec.spec import StageFacts, build_spec
+from dvc_docker_exec.api.engine import probe
+from dvc_docker_exec.backends.runner import ContainerRunner
+from dvc_docker_exec.types.spec import StageFacts, build_spec
 
 IMAGE = "dvc-docker-exec-test/busybox:latest"
 ENDPOINTS = {

@@ -112,7 +112,7 @@ def hook_cost(reps: int = 15) -> str:
         totals = []
         for _ in range(reps):
             proc = subprocess.run(
-                [sys.executable, "-X", "importtime", "-c", "import dvc_docker_exec.hook"],
+                [sys.executable, "-X", "importtime", "-c", "import dvc_docker_exec_hook"],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -121,7 +121,7 @@ def hook_cost(reps: int = 15) -> str:
             ours = [int(row[1]) for row in rows if len(row) == 3 and row[2].strip().startswith("dvc_docker_exec")]
             totals.append(max(ours))  # the outermost import's cumulative time
         loaded = subprocess.run(
-            [sys.executable, "-c", "import sys, dvc_docker_exec.hook; print('dvc' in sys.modules, 'docker' in sys.modules)"],
+            [sys.executable, "-c", "import sys, dvc_docker_exec_hook; print('dvc' in sys.modules, 'docker' in sys.modules)"],
             capture_output=True,
             text=True,
             env=env,

@@ -1,7 +1,9 @@
 """dvc-docker-exec: run every DVC stage command in a Docker container.
 
-Kept empty on purpose: the ``.pth`` import hook imports ``dvc_docker_exec.hook``
-at every Python start, and that must not pull in dvc or docker.
+The ``.pth`` file runs the top-level, stdlib-only ``dvc_docker_exec_hook`` at
+every Python start; this package is imported only when DVC loads a module the
+hook patches. Kept empty all the same: whatever imports it first pays for it.
+The layout of its sub-packages: docs/architecture.md.
 """
 
 __version__ = "0.1.0"

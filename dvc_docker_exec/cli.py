@@ -11,7 +11,7 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from . import hook  # noqa: F401 - registers `dvc docker` even where the .pth file was not processed
+    import dvc_docker_exec_hook  # noqa: F401 - registers `dvc docker` even where the .pth file was not processed
     from dvc.cli import main as dvc_main
 
     return dvc_main(["docker", *(sys.argv[1:] if argv is None else argv)])

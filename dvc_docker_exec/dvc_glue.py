@@ -1,4 +1,9 @@
-"""Where the plugin meets DVC: config schema registration and ``cmd_run``.
+"""Where the plugin meets DVC: the patch points, and the orchestration of one stage (``ready``, ``cmd_run``).
+
+Orchestration only: what a stage gets comes from stage/ (settings, mounts,
+config copies), how it runs from its backend (backends/: every difference
+between one engine and Swarm is a method there), what it may not touch from
+boundary/. See docs/architecture.md.
 
 ``dvc.stage.run.run_stage`` looks ``cmd_run`` up at call time, so replacing
 the module attribute routes every stage command through ``cmd_run`` below,
@@ -11,19 +16,18 @@ from __future__ import annotations
 
 import logging
 import functools
-import io
 import os
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 
-from .config import DockerSettings, dvc_schema
-from .private_files import PRIVATE_DIR, UnsafePathError, private_folder, reap_stale_overlays
-from . import session
-from .session import engine_ids as _engine_ids, image_place, session as _session, state as _state
-from . import stage_mounts
-from .stage_settings import SECTION, git_root as _git_root, settings_for
+from dvc_docker_exec.config import DockerSettings, dvc_schema
+from dvc_docker_exec.backends import session
+from dvc_docker_exec.backends.session import engine_ids as _engine_ids, session as _session, state as _state
+from dvc_docker_exec.stage import mounts as stage_mounts
+from dvc_docker_exec.stage.overlays import RUN_PLACEHOLDER, config_overlays
+from dvc_docker_exec.stage.settings import SECTION, git_root as _git_root, settings_for
 
 # under "dvc." so that `dvc -v` / `-q` apply to our messages too
 logger = logging.getLogger(f"dvc.{__name__}")
@@ -125,7 +129,7 @@ def register_commands(module: Any) -> None:
     We extend the list right after the module runs, before anything builds
     the parser, and drop the memo in case it was built already.
     """
-    from . import commands
+    from dvc_docker_exec import commands
 
     if commands not in module.COMMANDS:
         module.COMMANDS.append(commands)
@@ -139,7 +143,7 @@ def _patch_with(name: str) -> Callable[[Any], None]:
     """A hook target that delegates to tracking.<name> (provenance, see tracking.py)."""
 
     def patch(module: Any) -> None:
-        from . import tracking
+        from dvc_docker_exec.dependency import tracking
 
         getattr(tracking, name)(module)
         module._dvc_docker_exec_patched = True
@@ -164,8 +168,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
 
     from dvc.stage import run as dvc_run
 
-    from .engine import check_limits
-    from .spec import build_spec, container_env
+    from dvc_docker_exec.types.spec import build_spec, container_env
 
     logger.info("Running stage '%s' in a container of image '%s':", stage.addressing, settings.image)
     commands = dvc_run._enforce_cmd_list(stage.cmd)
@@ -195,22 +198,23 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
         return
 
     # The repo lock is released while the command runs (DVC's unlocked_repo), as for a host run.
-    from .runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
+    from dvc_docker_exec.backends.lease import hold_in, second_wall
+    from dvc_docker_exec.backends.runner import CONNECTION_LOST, ImageMissingError, StageSignals, pause_point
 
     runner, images, settings, image_id = ready(stage, settings)  # type: ignore[misc]
     try:
         mount_for = _mount_for(stage, settings)
-        home = lease_home(stage)
+        home = stage_mounts.lease_home(stage)
         second_wall(_state["client"], home, runner.KIND)
-        lease = hold_lease(home, runner.LEASE)
+        lease = hold_in(home, runner.LEASE)
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
     _refuse_after_tampering(stage)
     # Signals wait for each step to finish: no container in state Created, no copy left behind.
-    from . import tamper
-    from .mounts import check_plan
-    from .sockets import one_scan
-    from .trust import Invoker
+    from dvc_docker_exec.boundary import tamper
+    from dvc_docker_exec.types.mounts import check_plan
+    from dvc_docker_exec.boundary.sockets import one_scan
+    from dvc_docker_exec.stage.trust import Invoker
 
     # from DVC's own run_env (its experiment executor), never from docker.env
     experiment = bool((run_env or {}).get("DVC_EXP_NAME"))
@@ -226,9 +230,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                 check_plan(spec.mounts, facts.protected, mount_for)
             watched = tamper.watch_list(facts.protected, [p for p, _ in stage_mounts.user_config_places(stage)])
             logger.debug("%s", _run_line(spec))
-            if settings.backend == "engine":
-                # Swarm nodes enforce limits themselves; the manager's engine says nothing of them
-                check_limits(_state["engine"], spec.mem_limit, spec.nano_cpus, settings.allow_unlimited)
+            runner.check_limits(spec, settings.allow_unlimited)
             with watching(stage, watched):
                 try:
                     runner.run(spec, cmd, signals)
@@ -237,7 +239,7 @@ def cmd_run(original: Callable, stage: Any, dry: bool = False, run_env: Optional
                     # the pull policy applies again, as it would to a new dvc process (issue 18)
                     if settings.pull == "never" or settings.build:
                         raise
-                    _pull_again(settings, images, spec.image_id)
+                    images.pull_again(settings, runner.image_place, spec.image_id)
                     runner.run(spec, cmd, signals)
 
 
@@ -254,7 +256,7 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
     DVC's cmd_run, means DVC writes no dvc.lock entry (and so no image
     record: it is one of the entry's deps) for the stage.
     """
-    from . import tamper
+    from dvc_docker_exec.boundary import tamper
 
     before = tamper.snapshot(watched)
     try:
@@ -267,7 +269,7 @@ def watching(stage: Any, watched: Sequence[str]) -> Iterator[None]:
 
 
 def _tamper_error(stage: Any, found: str) -> Exception:
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     return DockerExecError(
         f"stage '{stage.addressing}': {found}; nothing was recorded. "
@@ -304,31 +306,22 @@ def ready(
     a built image is its inputs' hash, known without a build); only the
     daemon is asked.
     """
-    from .runner import CONNECTION_LOST
+    from dvc_docker_exec.backends.runner import CONNECTION_LOST
 
     found = getattr(stage, READY, None)
     if found is not None:
         return found
     try:
         runner, images = _session(settings.backend)
-        # On Swarm the policy applies to the manager's engine: it tells the identity
-        # (recorded for provenance) and the nodes then pull the image themselves from
-        # a registry they reach, by its registry digest where the manager knows one,
-        # so every node runs the same bytes.
-        image_id = None
-        if settings.build and check_only:
-            return None
         if settings.build:
-            settings, image_id = _built(stage, settings)
+            if check_only:
+                return None
+            from dvc_docker_exec.stage.settings import build_spec_for
+
+            settings, image_id = runner.built(stage.addressing, settings, session.builder(), build_spec_for(stage, settings))
         else:
-            images.ensure(
-                settings.image, settings.pull, image_place(settings.backend), settings.platform, _recorded(stage)
-            )
-            if settings.backend == "swarm":
-                settings = _pinned(settings, images)
-            else:
-                # the ID from the inspect whose identity DVC records (issue 19, item 6)
-                image_id = images.identities.image_id(settings.image)
+            images.ensure(settings.image, settings.pull, runner.image_place, settings.platform, _recorded(stage))
+            settings, image_id = runner.pulled(settings, images)
     except CONNECTION_LOST:
         raise _lost_before(stage) from None
     found = (runner, images, settings, image_id)
@@ -336,112 +329,21 @@ def ready(
     return found
 
 
-def _pull_again(settings: DockerSettings, images: Any, image_id: Optional[str]) -> None:
-    """Pull an image removed during the run; it must be the image whose identity is recorded."""
-    from .errors import DockerExecError
-
-    images.forget(settings.image)
-    images.ensure(settings.image, settings.pull, image_place(settings.backend), settings.platform)
-    now = images.identities.image_id(settings.image)
-    if image_id and now != image_id:
-        raise DockerExecError(
-            f"image '{settings.image}' was removed while dvc ran, and pulling it again gave another image "
-            f"({now}, not {image_id}); nothing was recorded: run again"
-        )
-
-
 def _recorded(stage: Any) -> Optional[str]:
     """The identity dvc.lock records for the stage (named in an absent image's error)."""
-    from .tracking import image_dependency_of
+    from dvc_docker_exec.dependency.tracking import image_dependency_of
 
     dep = image_dependency_of(stage)
     return dep.recorded() if dep is not None else None
 
 
 def _lost_before(stage: Any) -> Exception:
-    from .errors import DockerExecError
+    from dvc_docker_exec.errors import DockerExecError
 
     return DockerExecError(
         f"lost the connection to the Docker daemon at {session.endpoint().describe()} before stage "
         f"'{stage.addressing}' started: nothing was run"
     )
-
-
-def _built(stage: Any, settings: DockerSettings) -> Tuple[DockerSettings, Optional[str]]:
-    """(settings, local image ID) of a stage whose image is built (docker.build): built now unless it exists.
-
-    On Swarm the image exists only on the manager: it is pushed to the
-    machine's docker.registry and the nodes are pinned to its digest (no ID
-    to create from there); without a registry, one error before any service.
-    """
-    from dataclasses import replace
-
-    from .errors import DockerExecError
-    from .stage_settings import build_spec_for
-
-    if settings.backend == "swarm" and not settings.registry:
-        raise DockerExecError(
-            f"stage '{stage.addressing}': an image built here (docker.build) must reach the Swarm nodes: "
-            "set a registry they all reach on this machine, `dvc config --local docker.registry HOST:PORT`"
-        )
-    builder = session.builder()
-    identity, image_id = builder.ensure(build_spec_for(stage, settings))
-    if settings.backend != "swarm":
-        return settings, image_id
-    pinned = builder.push(build_spec_for(stage, settings), identity, image_id, str(settings.registry))
-    logger.debug("built image '%s' pinned for the Swarm nodes as '%s'", settings.image, pinned)
-    return replace(settings, image=pinned), None
-
-
-def lease_home(stage: Any) -> str:
-    """The project whose .dvc/tmp/docker-exec holds this process's lease: the one the user works in.
-
-    For `exp run --temp` and queued experiments that is the parent project,
-    not the temp copy: DVC deletes the copy of a killed experiment, and with
-    it the sign that its dvc died (a container it left in state Created
-    would then never be found by the second wall).
-    """
-    return stage_mounts.parent_repo(stage) or os.path.normpath(stage.repo.root_dir)
-
-
-def second_wall(client: Any, home: str, kind: str) -> None:
-    """Nothing of a killed run of this project may run alongside this stage: remove its containers first.
-
-    Asks the daemon only when a dvc process of this project died since the
-    last check (its lease folder is left unlocked), so a stage pays nothing
-    for it otherwise; those folders are reaped once their containers were
-    dealt with. The project's experiments' temp copies count as the project.
-    """
-    from .containers import clear_orphans
-    from .lease import lease_parents, reap, stale_folders
-
-    stale = stale_folders(lease_parents(os.path.join(home, ".dvc", "tmp")))
-    if stale:
-        clear_orphans(client, home, kind)
-        reap(stale)
-
-
-def hold_lease(home: str, kind: str) -> Any:
-    """This process's lease in the project's .dvc/tmp/docker-exec (lease.py): its containers stop when dvc is gone.
-
-    No mount is added for it: the project is mounted at the same path in
-    every stage container (the parent project too, for experiments' temp
-    copies), and that folder is read-only there (stage_mounts.protection_rules).
-    """
-    from .lease import hold
-
-    return hold(os.path.join(home, ".dvc", "tmp", OVERLAY_DIR), kind)
-
-
-def _pinned(settings: DockerSettings, images: Any) -> DockerSettings:
-    """settings with the image as `repo@sha256:...` when its identity is a registry digest."""
-    from dataclasses import replace
-
-    identity = images.identities.identity(settings.image)
-    if identity and "@sha256:" in identity:
-        logger.debug("image '%s' pinned for the Swarm nodes as '%s'", settings.image, identity)
-        return replace(settings, image=identity)
-    return settings
 
 
 DRY_NOT_ASKED = (
@@ -480,102 +382,5 @@ def _tty() -> bool:
 
 
 def _mount_for(stage: Any, settings: DockerSettings, dry: bool = False) -> Callable:
-    """path -> Mount at the same path; translated when DVC runs in a container."""
-    key = ("paths", stage.repo.root_dir, settings.host_root)
-    if key not in _state:
-        if dry and "client" not in _state:
-            # --dry does not need the daemon: show paths as DVC sees them (not cached,
-            # so a later real run in this process still detects the socket pattern)
-            from .paths import IdentityPaths
-
-            return _positional(IdentityPaths("dry run"))
-        from .paths import detect_host_paths
-
-        _session()
-        host_paths = detect_host_paths(
-            _state["client"], repo_root=_git_root(stage), host_root=settings.host_root, endpoint=_state["endpoint"]
-        )
-        logger.debug("host paths: %s", host_paths.describe())
-        _state[key] = host_paths
-    return _positional(_state[key])
-
-
-def _positional(host_paths: Any) -> Callable:
-    # spec.build_spec calls mount_for(path, read_only)
-    return lambda path, read_only=False: host_paths.mount(path, read_only=read_only)
-
-
-OVERLAY_DIR = PRIVATE_DIR  # in .dvc/tmp: one private folder per running dvc process
-
-
-RUN_PLACEHOLDER = "<run>"  # in --dry: the per-run folder of the config copies (`<pid>-<random>` at run time)
-
-
-@contextmanager
-def config_overlays(stage: Any, dry: bool = False) -> Iterator[Tuple[Tuple[str, str], ...]]:
-    """Filtered copies of .dvc/config{,.local} without our section, for the stage.
-
-    Why: DVC validates .dvc/config strictly; DVC or dvclive inside the stage
-    image (which lacks this plugin) would fail with `extra keys not allowed @
-    data['docker']` and dvclive would lose its DVC integration. The copies live
-    in .dvc/tmp (inside the repo, so the socket pattern can translate them) and
-    are mounted read-only over the originals; the host files stay untouched.
-
-    A copy may hold secrets (a remote's password in config.local): it keeps
-    the original's mode, in a folder only its owner can enter, and exists only
-    while the stage runs. The folder is locked (flock) while in use, so
-    folders left by a killed process are recognised and removed by the next run.
-    """
-    dvc_dir = getattr(stage.repo, "dvc_dir", None)
-    tmp_dir = getattr(stage.repo, "tmp_dir", None)
-    originals = [os.path.join(dvc_dir, name) for name in ("config", "config.local")] if dvc_dir else []
-    needs = [path for path in originals if _has_section(path)]
-    if not tmp_dir:
-        yield ()
-        return
-    parent = os.path.join(tmp_dir, OVERLAY_DIR)
-    if dry:  # where the run puts the copies; nothing is written
-        yield tuple((os.path.join(parent, RUN_PLACEHOLDER, os.path.basename(p)), p) for p in needs)
-        return
-    reap_stale_overlays(parent)
-    if not needs:
-        yield ()
-        return
-    with ExitStack() as stack:
-        try:
-            folder = stack.enter_context(private_folder(parent))
-        except UnsafePathError as exc:
-            from .errors import DockerExecError
-
-            raise DockerExecError(f"stage '{stage.addressing}': {exc}") from None
-        overlays = []
-        for path in needs:
-            copy = os.path.join(folder, os.path.basename(path))
-            _write_without_section(path, copy)
-            overlays.append((copy, path))
-        yield tuple(overlays)
-
-
-def _has_section(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as fobj:
-            return any(line.strip().lower().startswith(f"[{SECTION}]") for line in fobj)
-    except OSError:
-        return False
-
-
-def _write_without_section(src: str, dst: str) -> None:
-    """The copy is created with the original's mode (never wider), not chmod-ed after the fact."""
-    from configobj import ConfigObj
-
-    conf = ConfigObj(src, encoding="utf-8", interpolation=False)
-    for key in [k for k in conf if k.lower() == SECTION]:
-        del conf[key]
-    buffer = io.BytesIO()
-    conf.write(buffer)
-    mode = os.stat(src).st_mode & 0o666
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o600)
-    with os.fdopen(fd, "wb") as fobj:
-        fobj.write(buffer.getvalue())
-        # readable by whoever may read the original (a container user other than ours)
-        os.fchmod(fobj.fileno(), mode)
+    """path -> Mount at the same path; translated when DVC runs in a container (session.mount_for)."""
+    return session.mount_for(stage.repo.root_dir, _git_root(stage), settings.host_root, dry=dry)

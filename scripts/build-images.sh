@@ -334,16 +334,16 @@ IMG_RUNNER_VENV=$NS/runner-venv:latest
 RECIPE_RUNNER=runner-1
 REPO=$(cd "$HERE/.." && pwd)
 
-# runner_context DIR: the files the Dockerfile copies (package: *.py only).
+# runner_context DIR: the files the Dockerfile copies (package: *.py only, its sub-packages too).
 runner_context() {
     local dir=$1 f
     mkdir -p "$dir/dvc_docker_exec"
-    for f in Dockerfile setup.py setup.cfg pyproject.toml MANIFEST.in dvc_docker_exec.pth; do
+    for f in Dockerfile setup.py setup.cfg pyproject.toml MANIFEST.in dvc_docker_exec.pth dvc_docker_exec_hook.py; do
         cp "$REPO/$f" "$dir/$f" || die "$REPO/$f missing"
     done
     # setup.cfg's long_description; not part of the hash (docs only)
     if [ -f "$REPO/README.md" ]; then cp "$REPO/README.md" "$dir/"; else : >"$dir/README.md"; fi
-    cp "$REPO"/dvc_docker_exec/*.py "$dir/dvc_docker_exec/"
+    (cd "$REPO" && find dvc_docker_exec -name '*.py' -print0 | xargs -0 cp --parents -t "$dir")
 }
 
 # runner_host_python VERSION: like build_wheelhouse, install pip if needed.

@@ -81,7 +81,7 @@ class Built:
 
     def record(self) -> dict:
         """The stage's record, read from its dvc.lock entry (the only place it is written)."""
-        from dvc_docker_exec.provenance import record_from_lock
+        from dvc_docker_exec.types.provenance import record_from_lock
 
         assert not (self.repo.path / "dvc.docker.lock").exists()
         from ruamel.yaml import YAML

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterator
 import pytest
 import yaml
 
-from dvc_docker_exec.provenance import LEGACY_RECORD_FILE, dep_path, record_from_lock, short_id, short_identity
+from dvc_docker_exec.types.provenance import LEGACY_RECORD_FILE, dep_path, record_from_lock, short_id, short_identity
 from tests.conftest import DvcRepo, container_events
 from tests.integration.test_experiments import experiments, git_show, queue, start_workers, stop_workers, wait_for_queue
 from tests.integration.test_pull import registry  # noqa: F401  (a fixture: the registry on loopback)
@@ -420,7 +420,7 @@ def test_temp_exp_run_records_the_identity(make_repo, busybox_image, build_image
 
 
 VANILLA = """import sys
-sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "dvc_docker_exec.hook"]
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "dvc_docker_exec_hook"]
 from dvc.cli import main
 sys.exit(main(sys.argv[1:]))
 """

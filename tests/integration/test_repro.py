@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from dvc_docker_exec.spec import HOME_IN_CONTAINER
+from dvc_docker_exec.types.spec import HOME_IN_CONTAINER
 from tests.conftest import LABEL, container_events, in_container_probe, our_containers
 
 pytestmark = pytest.mark.docker

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_docker_exec import build as b
+from dvc_docker_exec.types import build as b
 from dvc_docker_exec.config import DockerSettings, SettingError, derived_tag, parse_build, parse_build_args, parse_image, parse_target
 from dvc_docker_exec.errors import DockerExecError
 
@@ -172,7 +172,7 @@ def test_identity_and_what_changed():
 
 
 def test_registry_is_a_host_and_machine_level_only():
-    from dvc_docker_exec import trust
+    from dvc_docker_exec.stage import trust
     from dvc_docker_exec.config import parse_registry
 
     assert parse_registry("127.0.0.1:5000/") == "127.0.0.1:5000"
@@ -189,7 +189,7 @@ def test_registry_is_a_host_and_machine_level_only():
 
 
 def test_build_failure_message_names_step_code_and_tail():
-    from dvc_docker_exec.builder import BuildDisplay, BuildFailed
+    from dvc_docker_exec.backends.builder import BuildDisplay, BuildFailed
 
     display = BuildDisplay("env/Dockerfile", io.StringIO())
     for line in ("Step 1/2 : FROM busybox\n", " ---> abc\n", "Step 2/2 : RUN make\n", " ---> Running in x\n", "cc: error\n"):
@@ -232,7 +232,7 @@ def test_a_build_asks_for_nothing_beyond_dockers_defaults(tmp_path):
     """Item 8: no host mount, network, secret, SSH, privilege or cache source: the repository chooses none."""
     from types import SimpleNamespace
 
-    from dvc_docker_exec.builder import Builder
+    from dvc_docker_exec.backends.builder import Builder
 
     root = make(tmp_path, {"env/Dockerfile": "FROM busybox\n", "env/a": "1"})
     s = spec(root, "env", args=(("A", "1"),), target="t", tag="x/y")
@@ -252,7 +252,7 @@ def test_a_build_asks_for_nothing_beyond_dockers_defaults(tmp_path):
 def test_a_context_changed_after_hashing_is_not_built(tmp_path):
     from types import SimpleNamespace
 
-    from dvc_docker_exec.builder import Builder
+    from dvc_docker_exec.backends.builder import Builder
 
     root = make(tmp_path, {"env/Dockerfile": "FROM busybox\n", "env/a": "1"})
     s = spec(root, "env")

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from dvc_docker_exec import checks, commands, dvc_glue
-from dvc_docker_exec.checks import ERROR, OK, WARNING
-from dvc_docker_exec.containers import PluginContainer, format_age, of_repo
-from dvc_docker_exec.pulling import PullDisplay, PullState, human_size
+from dvc_docker_exec.commands import checks
+from dvc_docker_exec import commands, dvc_glue
+from dvc_docker_exec.commands.checks import ERROR, OK, WARNING
+from dvc_docker_exec.backends.containers import PluginContainer, format_age, of_repo
+from dvc_docker_exec.api.pulling import PullDisplay, PullState, human_size
 
 SUBCOMMANDS = {"build", "doctor", "images", "pull", "ps", "prune"}
 
@@ -63,7 +64,7 @@ ROOTLESS_V1_INFO = {"CgroupDriver": "none", "CgroupVersion": "1", "MemoryLimit":
 
 
 def _engine(version, info):
-    from dvc_docker_exec.engine import from_api
+    from dvc_docker_exec.api.engine import from_api
 
     return from_api(version, info)
 
@@ -247,13 +248,13 @@ def test_format_age(seconds: float, text: str) -> None:
 
 
 def _row(stage: str, image: str, recorded=None, current=None):
-    from dvc_docker_exec.stage_images import ImageRow
+    from dvc_docker_exec.dependency.image_rows import ImageRow
 
     return ImageRow(stage, image, "missing", recorded, current)
 
 
 def test_pull_plan_by_recorded_digest() -> None:
-    from dvc_docker_exec.stage_images import Pull, pull_plan
+    from dvc_docker_exec.dependency.image_rows import Pull, pull_plan
 
     d1, d2 = "reg/app@sha256:" + "1" * 64, "reg/app@sha256:" + "2" * 64
     rows = [
@@ -275,7 +276,7 @@ def test_pull_plan_by_recorded_digest() -> None:
 
 
 def test_pull_plan_pulls_for_the_stages_platform() -> None:
-    from dvc_docker_exec.stage_images import ImageRow, Pull, pull_plan
+    from dvc_docker_exec.dependency.image_rows import ImageRow, Pull, pull_plan
 
     digest = "reg/app@sha256:" + "1" * 64
     rows = [ImageRow("a", "reg/app:1", "missing", digest, None, "linux/arm64"), ImageRow("b", "py:3", "missing", None, None)]

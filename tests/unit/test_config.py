@@ -17,22 +17,7 @@ from typing import Any
 import pytest
 import voluptuous
 
-from dvc_docker_exec.config import (
-    DEFAULT_NETWORK,
-    DEFAULT_SHELL,
-    PARSERS,
-    Device,
-    DockerSettings,
-    Gpus,
-    SettingError,
-    Tmpfs,
-    Ulimit,
-    Volume,
-    dvc_schema,
-    env_items,
-    parse_volume,
-    parse_volumes,
-)
+from dvc_docker_exec.config import DEFAULT_NETWORK, DEFAULT_SHELL, PARSERS, Device, DockerSettings, Gpus, SettingError, Tmpfs, Ulimit, Volume, dvc_schema, env_items, parse_volume, parse_volumes
 
 # --- parsers: good values ------------------------------------------------------
 
@@ -699,7 +684,7 @@ def test_repo_enabled_false_a_stage_may_turn_on() -> None:
 def test_shared_file_is_read_and_checked(tmp_path) -> None:
     """Issue 20, item 6: .dvc/docker.yaml, the settings plain DVC ignores."""
     from dvc_docker_exec.errors import DockerExecError
-    from dvc_docker_exec.stage_settings import shared_section
+    from dvc_docker_exec.stage.settings import shared_section
 
     path = tmp_path / "docker.yaml"
     assert shared_section(str(path)) == {}  # absent: nothing
@@ -715,7 +700,7 @@ def test_shared_file_is_read_and_checked(tmp_path) -> None:
 
 def test_shared_file_counts_as_the_repository() -> None:
     """Its settings come with the repository: .dvc/config shadows it, and it may not widen host access."""
-    from dvc_docker_exec import trust
+    from dvc_docker_exec.stage import trust
 
     settings = DockerSettings.from_levels([("shared", {"image": "a", "pull": "never"}), ("repo", {"image": "b"})])
     assert settings.image == "b" and settings.pull == "never" and settings.origins["pull"] == "shared"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_docker_exec.endpoint import DEFAULT_URL, discover
+from dvc_docker_exec.api.endpoint import DEFAULT_URL, discover
 from dvc_docker_exec.errors import DockerExecError
 
 
@@ -78,7 +78,7 @@ def test_tcp_and_ssh_have_no_socket() -> None:
 
 def test_unreachable_context_error_names_it(config_dir: Path) -> None:
     """Finding (c): the error names the context's endpoint, not /var/run/docker.sock."""
-    from dvc_docker_exec.runner import connect
+    from dvc_docker_exec.backends.runner import connect
 
     endpoint = discover({"DOCKER_CONFIG": str(config_dir), "DOCKER_CONTEXT": "rootless"})
     with pytest.raises(DockerExecError) as info:

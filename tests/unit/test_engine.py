@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from dvc_docker_exec.engine import Engine, check_limits, from_api
+from dvc_docker_exec.api.engine import Engine, check_limits, from_api
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.proxy import denied_message, permissions_for
+from dvc_docker_exec.api.proxy import denied_message, permissions_for
 
 DOCKER_VERSION = {"Version": "20.10.24", "Components": [{"Name": "Engine", "Version": "20.10.24"}]}
 PODMAN_VERSION = {"Version": "4.3.1", "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}

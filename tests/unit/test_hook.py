@@ -21,7 +21,8 @@ from typing import List
 
 import pytest
 
-from dvc_docker_exec import dvc_glue, hook
+from dvc_docker_exec import dvc_glue
+import dvc_docker_exec_hook as hook
 from tests.conftest import ROOT, _unavailable
 
 FINDER = "any(type(f).__name__ == '_Finder' for f in sys.meta_path)"
@@ -46,7 +47,7 @@ PROBE = """
 import importlib.metadata as md, json, site, sys
 files = md.distribution("dvc-docker-exec").files or []
 pth = [str(f.locate()) for f in files if f.name == "dvc_docker_exec.pth"]
-import dvc_docker_exec.hook as hook
+import dvc_docker_exec_hook as hook
 print(json.dumps({"pth": pth, "site": site.getsitepackages(), "hook": hook.__file__}))
 """
 
@@ -63,7 +64,7 @@ def installed_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not found:
         _unavailable(f"dvc_docker_exec.pth is not installed in the site-packages of {sys.executable} (pip install -e .)")
     # the installed plugin is this checkout's (editable) or a copy of it, not another checkout's
-    assert Path(info["hook"]).read_bytes() == (ROOT / "dvc_docker_exec" / "hook.py").read_bytes(), info["hook"]
+    assert Path(info["hook"]).read_bytes() == (ROOT / "dvc_docker_exec_hook.py").read_bytes(), info["hook"]
     assert found[0].read_bytes() == (ROOT / "dvc_docker_exec.pth").read_bytes()
     return found[0]
 
@@ -150,11 +151,11 @@ def test_python_m_dvc_works(installed_pth: Path, tmp_path: Path) -> None:
 def test_import_time_is_recorded(installed_pth: Path, tmp_path: Path, record_property) -> None:
     """Prints the hook's cumulative import time; no assertion on it (machines vary)."""
     proc = python("-X", "importtime", "-c", "pass", cwd=tmp_path)
-    lines = [line for line in proc.stderr.splitlines() if line.rstrip().endswith("dvc_docker_exec.hook")]
+    lines = [line for line in proc.stderr.splitlines() if line.rstrip().endswith("dvc_docker_exec_hook")]
     assert lines, proc.stderr
     cumulative_us = int(lines[0].split("|")[1])
     record_property("hook_import_us", cumulative_us)
-    print(f"dvc_docker_exec.hook cumulative import time: {cumulative_us} us")
+    print(f"dvc_docker_exec_hook cumulative import time: {cumulative_us} us")
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not {"dvc", "docker", "voluptuous"} & imported
 
@@ -218,7 +219,7 @@ def test_hook_module_is_stdlib_only() -> None:
     source = Path(hook.__file__).read_text()
     imports = [line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["sys"]
-    assert importlib.util.find_spec("dvc_docker_exec.hook") is not None
+    assert importlib.util.find_spec("dvc_docker_exec_hook") is not None
 
 
 def test_an_exception_logged_twice_shows_once() -> None:

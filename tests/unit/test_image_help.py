@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dvc_docker_exec.image_help import LocalImage, close_names, local_images, pull_reason, recorded_here, unavailable
+from dvc_docker_exec.api.image_help import LocalImage, close_names, local_images, pull_reason, recorded_here, unavailable
 
 IRIS = LocalImage(("nu-iris:1",), "sha256:" + "a" * 64)
 OTHERS = [IRIS, LocalImage(("python:3.12-slim", "python:3.12"), "sha256:" + "b" * 64, ("python@sha256:" + "c" * 64,))]

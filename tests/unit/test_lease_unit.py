@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.lease: the wrapped command, the holder's files, stale folders.
+"""Unit tests for dvc_docker_exec.backends.lease: the wrapped command, the holder's files, stale folders.
 
 The watcher itself is never *run* on the host (`kill -1` would reach every
 process of the user): tests/integration/test_orphans.py runs it in containers.
@@ -12,24 +12,26 @@ import subprocess
 
 import pytest
 
-from dvc_docker_exec import dvc_glue, lease
+from dvc_docker_exec.boundary.private_files import reap_stale_overlays
+from dvc_docker_exec.backends import lease
 from dvc_docker_exec.config import DockerSettings
-from dvc_docker_exec.lease import LeaseRef
-from dvc_docker_exec.spec import StageFacts, build_spec
+from dvc_docker_exec.types import lease as watch
+from dvc_docker_exec.types.lease import LeaseRef
+from dvc_docker_exec.types.spec import StageFacts, build_spec
 from docker.types import Mount
 
 CMD = "echo \"it's\" $HOME; exit 3"
 
 
 def test_without_a_lease_the_command_is_unchanged() -> None:
-    assert lease.command("/bin/sh", CMD, None) == ("-c", CMD)
+    assert watch.command("/bin/sh", CMD, None) == ("-c", CMD)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "beat"])
 def test_the_command_stays_one_argv_element_after_the_watcher(kind: str) -> None:
-    argv = lease.command("/bin/bash", CMD, LeaseRef(kind, "/r/.dvc/tmp/docker-exec/1-lease-ab/x"))
-    assert argv[0] == "-c" and argv[1] == lease.WATCHERS[kind]
-    assert argv[2:] == (lease.NAME, "/bin/bash", "/r/.dvc/tmp/docker-exec/1-lease-ab/x", CMD)
+    argv = watch.command("/bin/bash", CMD, LeaseRef(kind, "/r/.dvc/tmp/docker-exec/1-lease-ab/x"))
+    assert argv[0] == "-c" and argv[1] == watch.WATCHERS[kind]
+    assert argv[2:] == (watch.NAME, "/bin/bash", "/r/.dvc/tmp/docker-exec/1-lease-ab/x", CMD)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "beat"])
@@ -37,11 +39,11 @@ def test_watcher_is_posix_sh(kind: str) -> None:
     # syntax only (-n): running it on the host would signal every process of ours
     for shell in ("/bin/sh", "/bin/dash", "/bin/bash"):
         if os.path.exists(shell):
-            proc = subprocess.run([shell, "-n", "-c", lease.WATCHERS[kind]], capture_output=True, text=True)
+            proc = subprocess.run([shell, "-n", "-c", watch.WATCHERS[kind]], capture_output=True, text=True)
             assert proc.returncode == 0, (shell, proc.stderr)
     # the command replaces the watcher's shell (same pid, signals, exit status); the reader is double-forked
-    assert lease.WATCHERS[kind].endswith('exec "$1" -c "$3"')
-    assert "kill -TERM -1" in lease.WATCHERS[kind] and "kill -KILL -1" in lease.WATCHERS[kind]
+    assert watch.WATCHERS[kind].endswith('exec "$1" -c "$3"')
+    assert "kill -TERM -1" in watch.WATCHERS[kind] and "kill -KILL -1" in watch.WATCHERS[kind]
 
 
 def _spec(with_lease: bool):
@@ -55,7 +57,7 @@ def _spec(with_lease: bool):
 def test_spec_wraps_the_created_command_but_not_the_shown_run_line() -> None:
     plain, leased = _spec(False), _spec(True)
     assert plain.create_kwargs(None)["command"] == ["-c", CMD]
-    assert leased.create_kwargs(None)["command"][1] == lease.FIFO_WATCH
+    assert leased.create_kwargs(None)["command"][1] == watch.FIFO_WATCH
     assert leased.create_kwargs(None)["command"][-1] == CMD
     # the pasted `docker run` line has no lease to watch: it shows the plain command and says so
     assert leased.docker_run_line() == plain.docker_run_line()
@@ -92,7 +94,7 @@ def test_a_dead_processes_lease_is_stale_and_reaped(tmp_path) -> None:
     os.waitpid(child, 0)
     stale = lease.stale_folders([parent])
     assert len(stale) == 1 and f"{child}-lease-" in stale[0]
-    dvc_glue.reap_stale_overlays(parent)  # the config copies' reaper leaves it to the second wall
+    reap_stale_overlays(parent)  # the config copies' reaper leaves it to the second wall
     assert lease.stale_folders([parent]) == stale
     lease.reap(stale)
     assert lease.stale_folders([parent]) == [] and os.listdir(parent) == []
@@ -118,7 +120,7 @@ class _FakeAPI:
 
 
 def test_second_wall_removes_only_this_hosts_dead_processes_containers(caplog) -> None:
-    from dvc_docker_exec.containers import clear_orphans
+    from dvc_docker_exec.backends.containers import clear_orphans
 
     child = os.fork()
     if child == 0:

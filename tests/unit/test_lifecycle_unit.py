@@ -15,10 +15,12 @@ from docker.types import Mount
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from urllib3.exceptions import ProtocolError
 
-from dvc_docker_exec import dvc_glue, runner, stage_mounts
+from dvc_docker_exec.stage import overlays
+from dvc_docker_exec.backends import runner
+from dvc_docker_exec.stage import mounts as stage_mounts
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError, StageInterruptedError
-from dvc_docker_exec.spec import StageFacts, build_spec
+from dvc_docker_exec.types.spec import StageFacts, build_spec
 from tests.unit.test_runner_unit import FakeDockerClient, FakeRunAPI
 
 # --- StageSignals ----------------------------------------------------------------------------------
@@ -200,7 +202,7 @@ def test_copy_keeps_the_originals_mode(tmp_path: Path) -> None:
     os.chmod(original, 0o600)
     old_umask = os.umask(0)  # the copy must not depend on a tight umask
     try:
-        dvc_glue._write_without_section(str(original), str(tmp_path / "copy"))
+        overlays._write_without_section(str(original), str(tmp_path / "copy"))
     finally:
         os.umask(old_umask)
     copy = tmp_path / "copy"
@@ -209,9 +211,9 @@ def test_copy_keeps_the_originals_mode(tmp_path: Path) -> None:
 
 
 def test_private_folder_is_locked_and_removed(tmp_path: Path) -> None:
-    with dvc_glue.private_folder(str(tmp_path)) as folder:
+    with overlays.private_folder(str(tmp_path)) as folder:
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-        dvc_glue.reap_stale_overlays(str(tmp_path))  # a live folder is not reaped
+        overlays.reap_stale_overlays(str(tmp_path))  # a live folder is not reaped
         assert os.path.isdir(folder)
     assert os.listdir(tmp_path) == []
 
@@ -228,7 +230,7 @@ def test_stale_folder_of_a_dead_process_is_reaped(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
     (parent / "link").symlink_to(tmp_path / "elsewhere")  # planted: never followed
     try:
-        dvc_glue.reap_stale_overlays(str(parent))
+        overlays.reap_stale_overlays(str(parent))
     finally:
         os.close(fd)
     assert sorted(os.listdir(parent)) == ["456-live", "link"]
@@ -360,7 +362,7 @@ class FakeSwarmAPI:
 
 @pytest.mark.parametrize("comes_back", [True, False])
 def test_swarm_lost_manager_is_one_clear_error(comes_back: bool) -> None:
-    from dvc_docker_exec.swarm import SwarmRunner
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     api = FakeSwarmAPI(comes_back)
     endpoint = types.SimpleNamespace(describe=lambda: "'tcp://manager:2375' (from DOCKER_HOST)")
@@ -376,7 +378,7 @@ def test_swarm_lost_manager_is_one_clear_error(comes_back: bool) -> None:
 
 
 def test_swarm_signal_during_create_removes_the_service() -> None:
-    from dvc_docker_exec.swarm import SwarmRunner
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     api = FakeSwarmAPI(comes_back=True, signal_in_create=True)
     with pytest.raises(StageInterruptedError):

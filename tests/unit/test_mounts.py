@@ -1,4 +1,4 @@
-"""Unit tests for the one mount plan (dvc_docker_exec.mounts): rules apply at every alias."""
+"""Unit tests for the one mount plan (dvc_docker_exec.types.mounts): rules apply at every alias."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from docker.types import Mount
 
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.mounts import StageFacts, check_plan, mode_at, plan_mounts
+from dvc_docker_exec.types.mounts import StageFacts, check_plan, mode_at, plan_mounts
 
 RULES = (
     ("/repo/.dvc", True),

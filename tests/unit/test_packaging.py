@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import ROOT, _unavailable
 
 PTH = "dvc_docker_exec.pth"
-PROJECT_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", PTH)
+PROJECT_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", PTH, "dvc_docker_exec_hook.py")
 
 
 def _can_build() -> str:
@@ -86,12 +86,13 @@ def test_wheel_has_the_pth_at_its_root(wheel: Path) -> None:
         assert PTH in whl.namelist()
         assert whl.read(PTH) == (ROOT / PTH).read_bytes()
         assert PTH in record(whl)  # so `pip uninstall` removes it
-        assert "dvc_docker_exec/hook.py" in whl.namelist()
+        assert "dvc_docker_exec_hook.py" in whl.namelist()
 
 
 def test_wheel_has_every_module(wheel: Path) -> None:
-    """The published form (a wheel, until it is on the index: README "Install") carries every module of the source."""
-    source = sorted(f"dvc_docker_exec/{p.name}" for p in (ROOT / "dvc_docker_exec").glob("*.py"))
+    """The published form (a wheel, until it is on the index: README "Install") carries every module of the source, sub-packages included."""
+    source = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "dvc_docker_exec").rglob("*.py"))
+    assert "dvc_docker_exec/backends/runner.py" in source  # the sub-packages are seen
     with zipfile.ZipFile(wheel) as whl:
         assert [n for n in source if n not in whl.namelist()] == []
         metadata = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
@@ -109,7 +110,7 @@ def test_editable_wheel_has_the_pth(build_tools: None, project: Path, tmp_path: 
         assert whl.read(PTH) == (ROOT / PTH).read_bytes()
         # setuptools' own .pth that makes the source importable is still there
         assert any(n.startswith("__editable__") and n.endswith(".pth") for n in names), names
-        assert "dvc_docker_exec/hook.py" not in names  # editable: the source stays in the tree
+        assert "dvc_docker_exec_hook.py" not in names  # editable: the source stays in the tree
 
 
 def test_installed_pth_installs_the_hook(wheel: Path, tmp_path: Path) -> None:
@@ -119,9 +120,9 @@ def test_installed_pth_installs_the_hook(wheel: Path, tmp_path: Path) -> None:
     # -S: no site-packages of this venv (whose own .pth would install the hook too); -I: no PYTHONPATH
     code = (
         "import site, sys; site.addsitedir(sys.argv[1]); "
-        "import dvc_docker_exec.hook as h; "
+        "import dvc_docker_exec_hook as h; "
         "print(any(type(f).__name__ == '_Finder' for f in sys.meta_path), h.__file__.startswith(sys.argv[1]), "
-        "'dvc' in sys.modules)"
+        "'dvc' in sys.modules or 'dvc_docker_exec' in sys.modules)"
     )
     proc = run([sys.executable, "-I", "-S", "-c", code, str(target)], cwd=tmp_path)
     assert proc.stdout.split() == ["True", "True", "False"]

@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.paths (no Docker daemon needed).
+"""Unit tests for dvc_docker_exec.boundary.paths (no Docker daemon needed).
 
 The Docker fixtures below were captured verbatim (trimmed) on Docker 20.10.24,
 cgroup v1, overlay2, from a container started with
@@ -18,16 +18,7 @@ import pytest
 from docker.types import Mount
 
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.paths import (
-    HostRootPaths,
-    IdentityPaths,
-    RunnerPaths,
-    container_id_from_cgroup,
-    container_id_from_mountinfo,
-    detect_host_paths,
-    is_within,
-    normalize,
-)
+from dvc_docker_exec.boundary.paths import HostRootPaths, IdentityPaths, RunnerPaths, container_id_from_cgroup, container_id_from_mountinfo, detect_host_paths, is_within, normalize
 
 CID = "ba9e8d42ddeae96f2278bb92d0b45390894577d7692b436a923f1772bae374c9"
 OTHER = "0ae5d31084d506b6037c2973a2c37935a42fd2d21a96c1e517804d4a987db66c"
@@ -513,7 +504,7 @@ def test_host_root_cannot_expose_socket():
 
 
 def test_paths_on_one_volume_merge_into_one_mount_rw_wins(runner):
-    from dvc_docker_exec.spec import dedupe_mounts
+    from dvc_docker_exec.types.mounts import dedupe_mounts
 
     mounts = [
         runner.mount("/workspace/repo"),
@@ -527,7 +518,7 @@ def test_paths_on_one_volume_merge_into_one_mount_rw_wins(runner):
 
 
 def test_two_sources_for_one_target_conflict():
-    from dvc_docker_exec.spec import dedupe_mounts
+    from dvc_docker_exec.types.mounts import dedupe_mounts
 
     with pytest.raises(DockerExecError, match="conflicting mounts for '/x'"):
         dedupe_mounts([Mount(target="/x", source="/a", type="bind"), Mount(target="/x", source="/b", type="bind")])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_docker_exec import private_files as pf
+from dvc_docker_exec.boundary import private_files as pf
 
 
 def test_replace_file_replaces_a_planted_link_and_leaves_its_target(tmp_path: Path) -> None:
@@ -60,6 +60,26 @@ def test_private_folder_refuses_a_planted_link_and_writes_nothing_there(tmp_path
         with pf.private_folder(str(tmp_path / "docker-exec")):
             pass
     assert os.listdir(elsewhere) == []
+
+
+def test_the_lease_folder_refuses_a_planted_link_too(tmp_path: Path) -> None:
+    """The lease and the config copies share one locked-folder maker (LockedFolder): P6 holds for both."""
+    from dvc_docker_exec.backends import lease
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "docker-exec").symlink_to(elsewhere)
+    with pytest.raises(pf.UnsafePathError, match="symlink"):
+        lease.hold(str(tmp_path / "docker-exec"))
+    assert os.listdir(elsewhere) == []
+
+
+def test_a_locked_folder_is_removed_once(tmp_path: Path) -> None:
+    folder = pf.LockedFolder(str(tmp_path / "docker-exec"), "lease-")
+    assert os.path.basename(folder.path).startswith(f"{os.getpid()}-lease-") and os.path.isdir(folder.path)
+    folder.remove()
+    folder.remove()  # atexit and a re-made lease may both release it
+    assert os.listdir(tmp_path / "docker-exec") == []
 
 
 def test_private_folder_closes_a_folder_others_may_write(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ import os
 import pytest
 from docker.errors import ImageNotFound
 
-from dvc_docker_exec import provenance as p
+from dvc_docker_exec.types import provenance as p
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64

@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.runner without a daemon.
+"""Unit tests for dvc_docker_exec.backends.runner without a daemon.
 
 ``pump`` reads a real socket (``socket.socketpair``) fed by a writer thread
 and writes to temporary files; ``connect`` and ``ImageManager`` get fake
@@ -24,15 +24,11 @@ import pytest
 from docker.errors import APIError, DockerException, ImageNotFound
 from dvc.stage.exceptions import StageCmdFailedError
 
-from dvc_docker_exec import runner, streams
+from dvc_docker_exec.backends import runner
+from dvc_docker_exec.api import streams
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.runner import (
-    ContainerCmdFailedError,
-    ImageManager,
-    connect,
-    pump,
-)
-from dvc_docker_exec.streams import CHUNK
+from dvc_docker_exec.backends.runner import ContainerCmdFailedError, ImageManager, connect, pump
+from dvc_docker_exec.api.streams import CHUNK
 
 # --- pump ------------------------------------------------------------------------------------
 
@@ -427,7 +423,7 @@ def test_pull_api_error() -> None:
     ],
 )
 def test_login_hint_names_the_registry(image: str, reason: str, login: Optional[str]) -> None:
-    from dvc_docker_exec.pulling import login_hint
+    from dvc_docker_exec.api.pulling import login_hint
 
     hint = login_hint(image, reason)
     assert (login in hint) if login else hint == ""
@@ -446,7 +442,7 @@ def test_login_hint_names_the_registry(image: str, reason: str, login: Optional[
     ],
 )
 def test_platform_matches(requested: str, actual: str, matches: bool) -> None:
-    from dvc_docker_exec.pulling import platform_matches
+    from dvc_docker_exec.api.pulling import platform_matches
 
     assert platform_matches(requested, actual) is matches
 
@@ -587,7 +583,7 @@ class FakeRunAPI:
 
 def run_with(api: FakeRunAPI, memory: Optional[str] = None) -> None:
     from dvc_docker_exec.config import DockerSettings
-    from dvc_docker_exec.spec import StageFacts, build_spec
+    from dvc_docker_exec.types.spec import StageFacts, build_spec
 
     settings = DockerSettings.from_mapping({"image": "busybox", **({"memory": memory} if memory else {})})
     facts = StageFacts(addressing="s", wdir="/r", repo_root="/r", mount_paths=("/r",))

@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.sockets: refusal by (st_dev, st_ino), not by name (issue 7, hole 2)."""
+"""Unit tests for dvc_docker_exec.boundary.sockets: refusal by (st_dev, st_ino), not by name (issue 7, hole 2)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.paths import IdentityPaths, RunnerPaths
-from dvc_docker_exec.sockets import SocketGuard, daemon_socket, sockets_in_use
+from dvc_docker_exec.boundary.paths import IdentityPaths, RunnerPaths
+from dvc_docker_exec.boundary.sockets import SocketGuard, daemon_socket, sockets_in_use
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def fake_proc(tmp_path: Path) -> Path:
 
 
 def test_engine_sockets_come_from_what_listens(tmp_path: Path) -> None:
-    from dvc_docker_exec.sockets import engine_sockets
+    from dvc_docker_exec.boundary.sockets import engine_sockets
 
     proc = fake_proc(tmp_path)
     found = engine_sockets(str(proc / "net" / "unix"), str(proc))
@@ -182,7 +182,7 @@ def test_engine_sockets_come_from_what_listens(tmp_path: Path) -> None:
 
 
 def test_one_scan_reads_the_sockets_once(sock: Path, tmp_path: Path, monkeypatch) -> None:
-    from dvc_docker_exec import sockets
+    from dvc_docker_exec.boundary import sockets
 
     calls = []
     real = sockets.daemon_socket

@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.spec: settings + stage facts + cmd -> container.
+"""Unit tests for dvc_docker_exec.types.spec: settings + stage facts + cmd -> container.
 
 The rendered kwargs are fed to docker-py's own pure builders
 (``create_host_config``, and ``create_container`` up to the HTTP request), so
@@ -21,17 +21,8 @@ from docker.types import DeviceRequest, Mount
 from dvc_docker_exec import dvc_glue
 from dvc_docker_exec.config import DockerSettings
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.spec import (
-    HOME_IN_CONTAINER,
-    LABEL,
-    ContainerSpec,
-    StageFacts,
-    build_spec,
-    container_env,
-    container_name,
-    dedupe_mounts,
-    resolve_user,
-)
+from dvc_docker_exec.types.spec import HOME_IN_CONTAINER, LABEL, ContainerSpec, StageFacts, build_spec, container_env, container_name, resolve_user
+from dvc_docker_exec.types.mounts import dedupe_mounts
 
 REPO = "/home/me/proj"
 CMD = """python train.py --name "it's" && echo '$HOME' | tr a-z A-Z > out.txt; echo $VAR ${OTHER:-x}"""
@@ -484,7 +475,7 @@ def test_docker_run_line_env_values_and_cpus_exact() -> None:
 
 
 def test_docker_run_line_volume_nocopy() -> None:
-    from dvc_docker_exec.spec import _mount_cli
+    from dvc_docker_exec.types.spec import _mount_cli
 
     mount = Mount(target="/w", source="vol", type="volume", no_copy=True, read_only=True)
     assert _mount_cli(mount) == "type=volume,source=vol,target=/w,readonly,volume-nocopy"
@@ -688,8 +679,8 @@ def test_socket_devices_are_refused(tmp_path) -> None:
     import socket as socketlib
 
     from dvc_docker_exec.config import Device
-    from dvc_docker_exec.option_mounts import refuse_socket_device
-    from dvc_docker_exec.sockets import SocketGuard
+    from dvc_docker_exec.types.options import refuse_socket_device
+    from dvc_docker_exec.boundary.sockets import SocketGuard
 
     path = str(tmp_path / "fake.sock")
     with socketlib.socket(socketlib.AF_UNIX) as server:

@@ -12,7 +12,7 @@ import pytest
 from docker.errors import NotFound
 from urllib3.exceptions import ProtocolError
 
-from dvc_docker_exec import streams
+from dvc_docker_exec.api import streams
 from dvc_docker_exec.errors import DockerExecError
 
 
@@ -222,7 +222,7 @@ def test_release_closes_the_socket_and_response_under_an_attach_stream():
     """docker-py's attach socket is a SocketIO: its close() leaves the socket to the GC (ResourceWarning)."""
     import socket as socketlib
 
-    from dvc_docker_exec import streams as s
+    from dvc_docker_exec.api import streams as s
 
     a, b = socketlib.socketpair()
     stream = a.makefile("rb", buffering=0)  # a SocketIO over `a`, as docker-py returns

@@ -8,19 +8,9 @@ import pytest
 from docker.types import DeviceRequest, Mount
 
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.spec import ContainerSpec
-from dvc_docker_exec.streams import Output
-from dvc_docker_exec.swarm import (
-    GPU_RESOURCE,
-    NODE_VAR,
-    SwarmRunner,
-    _hint,
-    never_fits,
-    node_matches,
-    node_capacity,
-    reservation,
-    service_create_kwargs,
-)
+from dvc_docker_exec.types.spec import ContainerSpec
+from dvc_docker_exec.api.streams import Output
+from dvc_docker_exec.backends.swarm import GPU_RESOURCE, NODE_VAR, SwarmRunner, _hint, never_fits, node_matches, node_capacity, reservation, service_create_kwargs
 
 
 def make_spec(**changes) -> ContainerSpec:
@@ -162,7 +152,7 @@ def runner_of(api) -> SwarmRunner:
 
 
 def test_more_gpus_than_any_node_fails_fast(monkeypatch) -> None:
-    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    monkeypatch.setattr("dvc_docker_exec.backends.swarm.POLL", 0)
     err = "no suitable node (insufficient resources on 2 nodes)"
     with pytest.raises(DockerExecError) as info:
         runner_of(PendingAPI(err))._wait("svc", "train", {GPU_RESOURCE: 4})
@@ -172,7 +162,7 @@ def test_more_gpus_than_any_node_fails_fast(monkeypatch) -> None:
 
 
 def test_busy_gpu_node_is_waited_for(monkeypatch) -> None:
-    monkeypatch.setattr("dvc_docker_exec.swarm.POLL", 0)
+    monkeypatch.setattr("dvc_docker_exec.backends.swarm.POLL", 0)
     with pytest.raises(AssertionError, match="wait forever"):  # it keeps polling: a free GPU may come
         runner_of(PendingAPI("no suitable node (insufficient resources on 2 nodes)"))._wait("svc", "train", {GPU_RESOURCE: 2})
 
@@ -237,10 +227,11 @@ def test_final_log_read_writes_only_what_the_live_stream_missed() -> None:
 
 
 def test_swarm_stages_run_the_recorded_registry_digest() -> None:
-    from dataclasses import dataclass
+    import types
+    from dataclasses import dataclass, replace
 
     from dvc_docker_exec.config import DockerSettings
-    from dvc_docker_exec.dvc_glue import _pinned
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     @dataclass
     class Identities:
@@ -255,14 +246,15 @@ def test_swarm_stages_run_the_recorded_registry_digest() -> None:
 
     settings = DockerSettings(image="reg:5000/team/train:1", backend="swarm")
     digest = "reg:5000/team/train@sha256:" + "a" * 64
-    assert _pinned(settings, Images({"reg:5000/team/train:1": digest})).image == digest
+    swarm = SwarmRunner(types.SimpleNamespace(api=None))
+    assert swarm.pulled(settings, Images({"reg:5000/team/train:1": digest})) == (replace(settings, image=digest), None)
     # built here (an image ID, no registry digest) or absent on the manager: the reference as configured
-    assert _pinned(settings, Images({"reg:5000/team/train:1": "sha256:" + "b" * 64})).image == settings.image
-    assert _pinned(settings, Images({})).image == settings.image
+    assert swarm.pulled(settings, Images({"reg:5000/team/train:1": "sha256:" + "b" * 64})) == (settings, None)
+    assert swarm.pulled(settings, Images({})) == (settings, None)
 
 
 def test_services_listed_like_containers() -> None:
-    from dvc_docker_exec.containers import PluginContainer
+    from dvc_docker_exec.backends.containers import PluginContainer
 
     service = PluginContainer.from_service(
         {
@@ -302,7 +294,7 @@ class FakeManager:
 
 
 def test_remove_waits_for_the_tasks_not_the_removed_service(monkeypatch, caplog) -> None:
-    from dvc_docker_exec import swarm
+    from dvc_docker_exec.backends import swarm
 
     monkeypatch.setattr(swarm, "POLL", 0)
     manager = FakeManager(polls_until_gone=3)
@@ -348,7 +340,7 @@ def test_node_matches_placement_constraints(constraints, matches) -> None:
 
 def test_a_reservation_only_an_excluded_node_could_hold_fails_at_once() -> None:
     """Swarm says "insufficient resources" and waits; the runner compares with the allowed nodes only."""
-    from dvc_docker_exec.swarm import SwarmRunner
+    from dvc_docker_exec.backends.swarm import SwarmRunner
 
     gpu = {**GPU_NODE, "Spec": {"Labels": {"gpu": "true"}}}
     plain = {**PLAIN_NODE, "Spec": {"Labels": {}}}

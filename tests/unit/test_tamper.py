@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_docker_exec import tamper
+from dvc_docker_exec.boundary import tamper
 
 
 def git_dir(tmp_path: Path) -> Path:
@@ -126,7 +126,8 @@ def fake_stage(tmp_path: Path):
 
 
 def test_watch_list_comes_from_the_covers_and_the_users_config(tmp_path, monkeypatch):
-    from dvc_docker_exec import stage_mounts, tamper
+    from dvc_docker_exec.stage import mounts as stage_mounts
+    from dvc_docker_exec.boundary import tamper
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)

@@ -12,7 +12,8 @@ from typing import Optional
 
 import pytest
 
-from dvc_docker_exec import image_dep, provenance
+from dvc_docker_exec.dependency import image as image_dep
+from dvc_docker_exec.types import provenance
 
 ID_A = "sha256:" + "a" * 64
 ID_B = "sha256:" + "b" * 64
@@ -200,7 +201,7 @@ def test_machine_track_true_is_not_switched_off_by_the_repository(dvc_repo, tmp_
     """issue 16, P8: the repository's `track: false` (meta or .dvc/config) yields to this machine's `track true`."""
     from dvc.repo import Repo
 
-    from dvc_docker_exec import stage_settings
+    from dvc_docker_exec.stage import settings as stage_settings
 
     repo, _ = dvc_repo
     assert not image_deps(stages(repo)["untracked"])  # no machine word: the repository's false stands
@@ -218,7 +219,7 @@ def test_exp_show_gets_one_short_column_per_image(dvc_repo, tmp_path):
     from dvc.repo import Repo
     from dvc.repo.experiments.serialize import SerializableExp
 
-    from dvc_docker_exec.tracking import image_columns
+    from dvc_docker_exec.dependency.tracking import image_columns
 
     repo, _ = dvc_repo
     found = stages(repo)
@@ -238,7 +239,7 @@ def test_a_host_stage_follows_the_machine_track_rule_too(dvc_repo, tmp_path):
     """The repository's .dvc/config `track false` does not drop a recorded image while this machine says true."""
     from dvc.repo import Repo
 
-    from dvc_docker_exec import stage_settings
+    from dvc_docker_exec.stage import settings as stage_settings
 
     repo, _ = dvc_repo
     _lock_with(tmp_path, "host", "echo x > host.txt", ID_A)

@@ -1,4 +1,4 @@
-"""Unit tests for dvc_docker_exec.trust: repository settings may not widen host access."""
+"""Unit tests for dvc_docker_exec.stage.trust: repository settings may not widen host access."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Optional
 import pytest
 
 from dvc_docker_exec.config import DockerSettings, SettingError
-from dvc_docker_exec.trust import Invoker, check, same_user
+from dvc_docker_exec.stage.trust import Invoker, check, same_user
 
 
 def settings(repo: dict, meta: Optional[dict] = None, machine: Optional[dict] = None) -> DockerSettings:
@@ -126,7 +126,7 @@ def test_a_tracked_machine_file_is_the_repositorys(invoker, key, value) -> None:
 def test_tracked_files_asks_git(tmp_path: Path) -> None:
     import subprocess
 
-    from dvc_docker_exec.stage_settings import tracked_files
+    from dvc_docker_exec.stage.settings import tracked_files
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "sub" / ".dvc").mkdir(parents=True)

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List
 import pytest
 import yaml
 
-from dvc_docker_exec.swarm import GPU_RESOURCE
+from dvc_docker_exec.backends.swarm import GPU_RESOURCE
 from tests.conftest import BUSYBOX, LABEL, ROOT, DvcRepo, _unavailable
 
 SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from dvc_docker_exec.swarm import GPU_IDS_VAR, GPU_RESOURCE
+from dvc_docker_exec.backends.swarm import GPU_IDS_VAR, GPU_RESOURCE
 from tests.conftest import DvcRepo
 from tests.integration.swarm.conftest import write_pipeline
 

@@ -244,6 +244,6 @@ def test_dvc_docker_pull_puts_the_recorded_digest_back_on_the_manager(swarm_repo
 
 
 def _short(identity: str) -> str:
-    from dvc_docker_exec.provenance import short_identity
+    from dvc_docker_exec.types.provenance import short_identity
 
     return short_identity(identity)
