@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dvc_docker_exec.spec import HOME_IN_CONTAINER
-from tests.conftest import LABEL, container_events, in_container_probe, our_containers
+from tests.conftest import LABEL, container_events, in_container_probe, our_containers, start_dvc, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -439,15 +439,27 @@ def test_tty_when_stdout_is_a_terminal(repo):
     assert repo.read("tty.txt") == "no\n"
 
 
-def test_gpus_reach_the_daemon_as_a_device_request(repo):
-    """No GPU here: the daemon's refusal proves the request got through, as one clear line."""
+def test_gpus_reach_the_daemon_as_a_device_request(repo, docker_client):
+    """The created container carries the device request (read from the daemon, on any host); then the
+    run either succeeds (a host with NVIDIA's toolkit) or fails as one clear line (a host without)."""
     repo.dvc("config", "docker.gpus", "all")
-    add_stage(repo, "gpu", "nvidia-smi")
-    proc = repo.dvc("repro", check=False)
-    assert proc.returncode != 0
-    err = proc.stderr.strip()
-    assert "could not select device driver" in err and "NVIDIA Container Toolkit" in err, err
-    assert "Traceback" not in err and repo.lock() is None
+    add_stage(repo, "gpu", "echo ran > gpu.txt", "-o", "gpu.txt")
+    proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})
+    wait_until(lambda: "paused at created" in err.read_text(), "the pause after the create", proc)
+    (created,) = our_containers(docker_client, str(repo.path))
+    requests = created.attrs["HostConfig"].get("DeviceRequests") or []
+    assert [(r["Count"], r["Capabilities"]) for r in requests] == [(-1, [["gpu"]])], requests
+    proc.send_signal(signal.SIGUSR1)  # resume: start it
+    assert proc.wait(timeout=120) is not None
+    text = err.read_text().strip()
+    assert "Traceback" not in text, text
+    if proc.returncode == 0:  # a host whose daemon has NVIDIA's driver: the stage ran and is recorded
+        assert repo.read("gpu.txt") == "ran\n" and "gpu.txt" in (repo.lock() or "")
+        return
+    errors = [line for line in text.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, text
+    assert "could not select device driver" in errors[0] and "NVIDIA Container Toolkit" in errors[0], text
+    assert repo.lock() is None and not (repo.path / "gpu.txt").exists()
 
 
 def test_subdir_project_and_wdir(make_repo, busybox_image, no_leftovers):
