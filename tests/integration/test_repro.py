@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from dvc_docker_exec.spec import HOME_IN_CONTAINER
-from tests.conftest import LABEL, container_events, in_container_probe, our_containers, start_dvc, wait_until
+from tests.conftest import (
+    LABEL,
+    container_events,
+    containers_created,
+    in_container_probe,
+    our_containers,
+    start_dvc,
+    wait_until,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -169,20 +177,16 @@ def test_dry_line_shows_the_mounts_of_the_run(make_repo, busybox_image, no_lefto
 def test_run_cache_hit_starts_no_container(repo, docker_client):
     repo.write("in.txt", "x\n")  # the run cache only keeps stages with deps
     add_stage(repo, "c", "cat in.txt > /dev/null; echo cached > out.txt", "-d", "in.txt", "-o", "out.txt")
-    first_since = int(time.time())
-    repo.dvc("repro")
-    first_until = int(time.time()) + 1
-    # positive control: the same filter sees the first run's container being created
-    assert len(container_events(docker_client, "create", first_since, first_until, repo=str(repo.path))) == 1
+    with containers_created(docker_client, repo) as first:
+        repo.dvc("repro")
+    assert first == ["c"]  # positive control: the same method sees the first run's container
     (repo.path / "out.txt").unlink()
     (repo.path / "dvc.lock").unlink()
-    time.sleep(1.1)  # events are filtered by whole seconds: keep the first run's out
-    since = int(time.time())
-    proc = repo.dvc("repro")
-    until = int(time.time()) + 1
+    with containers_created(docker_client, repo) as again:
+        proc = repo.dvc("repro")
     assert repo.read("out.txt") == "cached\n"
     assert "restored" in proc.stdout.lower() or "Stage 'c' is cached" in proc.stdout
-    assert container_events(docker_client, "create", since, until, repo=str(repo.path)) == []
+    assert again == []
 
 
 def test_every_container_is_removed_after_success_and_failure(repo, docker_client):
@@ -341,27 +345,15 @@ IGNORE = "trap '' INT TERM"
 GONE_WITHIN = 60  # seconds: generous on a loaded machine; "gone within 2 s" is measured by benchmarks/stop_bench.py
 
 
-def _start_sleeping_stage(repo, docker_client, name: str, traps: str = REPORT) -> subprocess.Popen:
+def _start_sleeping_stage(repo, docker_client, name: str, traps: str = REPORT):
+    """`dvc repro` of a stage that sleeps, once its command has set its traps: (proc, stderr file)."""
     add_stage(repo, name, SLEEPY.format(traps=traps), "-o", "out.txt")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro"],
-        cwd=repo.path,
-        env=repo.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # own process group, like a shell job; SIGINT reset (background jobs inherit SIG_IGN)
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 60
+    # own process group, like a shell job; SIGINT reset (background jobs inherit SIG_IGN)
+    proc, err = start_dvc(repo, "repro", preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # the command has set its traps once it wrote started.txt
-    while not (repo.path / "started.txt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the stage never started"
-        time.sleep(0.1)
+    wait_until(lambda: (repo.path / "started.txt").exists(), "the stage's traps set", proc)
     assert [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"]
-    return proc
+    return proc, err
 
 
 def _wait_gone(docker_client, repo) -> None:
@@ -374,13 +366,14 @@ def _wait_gone(docker_client, repo) -> None:
 @pytest.mark.parametrize("sig", ["SIGINT-group", "SIGTERM"])
 def test_signal_stops_and_removes_container(repo, docker_client, sig):
     """The container receives the signal dvc got, stops and is removed; no out, no lock."""
-    proc = _start_sleeping_stage(repo, docker_client, "sleepy")
+    proc, stderr = _start_sleeping_stage(repo, docker_client, "sleepy")
     if sig == "SIGINT-group":
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
     else:
         proc.send_signal(signal.SIGTERM)
     _wait_gone(docker_client, repo)
-    out, err = proc.communicate(timeout=GONE_WITHIN)
+    proc.wait(timeout=GONE_WITHIN)
+    err = stderr.read_text()
     got = repo.read("sig.txt") if (repo.path / "sig.txt").exists() else "no signal\n"
     assert got == sig.split("-")[0][3:] + "\n", "the command in the container did not get the signal dvc got"
     assert proc.returncode != 0
@@ -391,11 +384,12 @@ def test_signal_stops_and_removes_container(repo, docker_client, sig):
 
 def test_signal_ignored_by_the_command_still_stops_and_removes_it(repo, docker_client):
     """A command that ignores SIGTERM is killed after the grace period, then removed."""
-    proc = _start_sleeping_stage(repo, docker_client, "stubborn", traps=IGNORE)
+    proc, stderr = _start_sleeping_stage(repo, docker_client, "stubborn", traps=IGNORE)
     since = int(time.time())
     proc.send_signal(signal.SIGTERM)
     _wait_gone(docker_client, repo)
-    out, err = proc.communicate(timeout=GONE_WITHIN)
+    proc.wait(timeout=GONE_WITHIN)
+    err = stderr.read_text()
     assert proc.returncode != 0 and "Traceback" not in err, err
     kills = [e["Actor"]["Attributes"]["signal"] for e in container_events(docker_client, "kill", since, repo=str(repo.path))]
     # the daemon was asked for SIGTERM first, then for SIGKILL (or a forced removal, which kills)
