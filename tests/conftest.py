@@ -88,28 +88,55 @@ def loopback_registry(folder: Path, auth: str = "") -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def push_test_image(client, base: str, reference: str, auth_config: Optional[dict] = None) -> None:
-    """Push `reference` (`registry/name:tag`): `base` plus a layer of its own (something to download),
-    then remove it locally, so that a stage must pull it."""
+def push_image(client, reference: str, *, tag_of: Optional[str] = None, remove: bool = False,
+         auth_config: Optional[dict] = None) -> str:
+    """Push `reference` (`registry/name:tag`; first tagged from the local image `tag_of` if given);
+    every error line fails the test. `remove`: drop the local reference afterwards. Returns the digest."""
+    name, tag = reference.rsplit(":", 1)
+    if tag_of:
+        client.images.get(tag_of).tag(name, tag)
+    digest = None
+    for line in client.api.push(name, tag=tag, stream=True, decode=True, auth_config=auth_config):
+        assert "error" not in line, line
+        digest = (line.get("aux") or {}).get("Digest") or digest
+    if remove:
+        client.images.remove(reference)
+    assert digest, f"no digest for {reference}"
+    return digest
+
+
+def push_test_image(client, base: str, reference: str, auth_config: Optional[dict] = None, size: int = 0) -> str:
+    """Push `reference` (`registry/name:tag`): `base` plus a layer of its own (something to download;
+    `size` random bytes more, a layer no daemon has), then remove it locally, so that a stage must pull
+    it. Returns its digest."""
     import io
     import tarfile
 
     name, tag = reference.rsplit(":", 1)
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        data = reference.encode()
-        info = tarfile.TarInfo("dde-pull-marker")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        for path, data in (("dde-pull-marker", reference.encode()), ("blob", os.urandom(size))):
+            if data:
+                info = tarfile.TarInfo(path)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     helper = client.containers.create(base, "true", network_disabled=True)
     try:
         helper.put_archive("/", layer.getvalue())
-        helper.commit(name, tag)
+        image = helper.commit(name, tag)
     finally:
         helper.remove(force=True)
-    for line in client.api.push(name, tag=tag, stream=True, decode=True, auth_config=auth_config):
-        assert "error" not in line, line
-    client.images.remove(reference)
+    digest = push_image(client, reference, auth_config=auth_config)
+    client.images.remove(image.id, force=True)
+    return digest
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, docker_client):
+    """`127.0.0.1:PORT`: the one loopback registry of this test session (of this xdist worker); tests
+    push under names of their own (a uuid). Loopback is an insecure registry Docker allows as is."""
+    with loopback_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 def write_dvc_yaml(repo, stages: dict) -> None:
@@ -202,15 +229,38 @@ def no_leftovers(docker_client) -> Iterator[None]:
     assert not left, f"containers left behind: {[(c.name, c.status) for c in left]}"
 
 
-def container_events(client, event: str, since: int, until: Optional[int] = None, **labels: str) -> List[dict]:
-    """The daemon's `event` records for containers of ours carrying `labels` (label suffix=value).
-
-    Events are filtered by whole seconds: `since` is inclusive, `until` defaults to now + 1.
-    """
-    filters = {"type": "container", "event": event, "label": [LABEL]}
-    filters["label"] += [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+def daemon_events(client, since: int, until: Optional[int] = None, **filters) -> List[dict]:
+    """The daemon's event records from `since` up to `until` (default now + 1), filtered by the daemon
+    (Engine API filters: type, event, label, ...). Events are filtered by whole seconds: `since` is
+    inclusive. `client`: a DockerClient of any engine (a swarm node's too)."""
     until = int(time.time()) + 1 if until is None else until
     return list(client.events(since=since, until=until, decode=True, filters=filters))
+
+
+def container_events(client, event: str, since: int, until: Optional[int] = None, **labels: str) -> List[dict]:
+    """The daemon's `event` records for containers of ours carrying `labels` (label suffix=value)."""
+    label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+    return daemon_events(client, since, until, type="container", event=event, label=label)
+
+
+def pull_events(client, image: str, since: int) -> List[dict]:
+    """Pulls of exactly `image` (a test's registry port and unique name), not of any loopback registry."""
+    return [e for e in daemon_events(client, since, type="image", event="pull") if e.get("id") == image]
+
+
+@contextmanager
+def containers_created(client, repo: "DvcRepo") -> Iterator[List[str]]:
+    """with containers_created(client, repo) as created: ... -> the stage names of the containers the
+    daemon created for `repo` inside the block (from its create events: the `.stage` label), filled
+    when the block ends. The proof that a run started no container (a run-cache hit), not log text.
+    No sleep to a second boundary: creates of the second the block began that came before it are
+    left out by id."""
+    since = int(time.time())
+    before = {e["id"] for e in container_events(client, "create", since, repo=str(repo.path))}
+    created: List[str] = []
+    yield created
+    events = container_events(client, "create", since, repo=str(repo.path))
+    created += sorted(e["Actor"]["Attributes"][f"{LABEL}.stage"] for e in events if e["id"] not in before)
 
 
 # Under CI=true a skip proves nothing, whoever wrote it (a plain skipif, an
@@ -288,20 +338,32 @@ class DvcRepo:
 HANG_GUARD = 90  # seconds: a test that would hang fails instead (not a timing assertion)
 
 
-def start_dvc(repo: DvcRepo, *args: str, env: Optional[dict] = None, preexec: Optional[Callable] = None):
-    """`dvc ARGS` in its own session, stderr to a file the test can poll."""
+def start_dvc(
+    repo: DvcRepo,
+    *args: str,
+    env: Optional[dict] = None,
+    preexec: Optional[Callable] = None,
+    stdout: Optional[Path] = None,
+):
+    """`dvc ARGS` in its own session, stderr to a file the test can poll (stdout too, to `stdout`).
+
+    As the repo's user where the repo has a `prefix` (e.g. setpriv, which execs: proc.pid is dvc's).
+    """
     err = repo.path.parent / f"{repo.path.name}-stderr-{time.monotonic_ns()}.txt"
     handle = open(err, "w")
+    out = open(stdout, "w") if stdout else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args],
+        [*getattr(repo, "prefix", []), sys.executable, "-m", "dvc", *args],
         cwd=repo.path,
         env={**repo.env, **(env or {})},
-        stdout=subprocess.DEVNULL,
+        stdout=out,
         stderr=handle,
         start_new_session=True,
         preexec_fn=preexec,
     )
     handle.close()
+    if stdout:
+        out.close()
     return proc, err
 
 
@@ -413,7 +475,7 @@ def volume_image(docker_client, busybox_image) -> str:
 
 def anonymous_volume(client, repo) -> str:
     """The anonymous volume of the repo's running container (waits for it)."""
-    container = _wait_running(client, repo)
+    container = wait_running(client, repo)
     volumes = [m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume" and m["Destination"] == "/data"]
     assert volumes, container.attrs["Mounts"]
     return volumes[0]
@@ -438,16 +500,6 @@ def assert_volume_removed(client, name: str) -> None:
         pytest.fail(f"anonymous volume {name} was left behind")
 
 
-def _wait_running(client, repo, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while True:
-        running = [c for c in our_containers(client, str(repo.path)) if c.status == "running"]
-        if running:
-            return running[0]
-        assert time.monotonic() < deadline, "no running container"
-        time.sleep(0.05)
-
-
 def made_first(dry_output: str, repo_path: Path) -> List[str]:
     """Make what a `dvc repro --dry` line needs on disk to be pasted; returns the folders made.
 
@@ -468,3 +520,203 @@ def made_first(dry_output: str, repo_path: Path) -> List[str]:
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text("")
     return [str(f) for f in folders]
+
+
+# --- Shared helpers (issue 22): one of each, for every test module ---------------------------------------
+# Test modules import these from here (or fixtures by name), never from each other.
+
+
+def running(client, repo: DvcRepo) -> List:
+    """The repo's containers that run now (on the engine of `client`)."""
+    return [c for c in our_containers(client, str(repo.path)) if c.status == "running"]
+
+
+def wait_running(client, repo: DvcRepo, proc: Optional[subprocess.Popen] = None):
+    """The repo's running container, once there is one (fails if `proc`, the dvc started, ends first)."""
+    return wait_until(lambda: running(client, repo), "a running container", proc)[0]
+
+
+def stage_started(client, repo: DvcRepo, stdout: Path, line: str = "started") -> bool:
+    """The stage's container runs and its command has begun: its first `line` reached dvc's stdout
+    (start_dvc(..., stdout=...)): the plugin is in its output loop and the command's lease watcher,
+    its parent, is under way. The condition to wait for before a signal, instead of a sleep."""
+    return bool(running(client, repo)) and line in stdout.read_text().splitlines()
+
+
+def wait_started(client, repo: DvcRepo, stdout: Path, proc: subprocess.Popen, line: str = "started") -> None:
+    wait_until(lambda: stage_started(client, repo, stdout, line), "the stage's command under way", proc)
+
+
+# --- Local test users (root only): one way to make them, one way to run as them ------------------------
+
+
+def local_user(name: str, home: bool = False):
+    """The local user `name` (its pwd entry), created once; creating one needs root (else unavailable)."""
+    import pwd
+
+    if os.getuid() != 0:
+        _unavailable("creating a test user needs root")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home" if home else "--no-create-home", "--shell", "/bin/sh", name], check=True)
+    return pwd.getpwnam(name)
+
+
+def setpriv(entry, groups="clear") -> List[str]:
+    """The prefix that runs a command as `entry` (why setpriv: su/sudo would reset the environment and
+    need a login shell). `groups`: "clear" (none), "init" (the user's own), or a list of gids. It execs:
+    a child's pid is the command's."""
+    if groups == "clear":
+        group_arg = "--clear-groups"
+    elif groups == "init":
+        group_arg = "--init-groups"
+    else:
+        group_arg = f"--groups={','.join(str(g) for g in groups)}"
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", group_arg, "--"]
+
+
+def need_python_for(prefix: List[str], who: str) -> None:
+    """This interpreter, with DVC and the plugin, must be usable through `prefix` (else unavailable)."""
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import dvc.repo, dvc_docker_exec"], capture_output=True)
+    if probe.returncode != 0:
+        _unavailable(
+            f"{sys.executable} is not usable by {who} (make the venv with /usr/bin/python3 "
+            "in a world-readable place, as scripts/test.sh does)"
+        )
+
+
+TESTER = "dde-tester"
+
+
+@pytest.fixture(scope="session")
+def tester():
+    """A second local user allowed on the Docker socket (its group): (pwd entry, setpriv prefix)."""
+    entry = local_user(TESTER, home=True)
+    prefix = setpriv(entry, [os.stat("/var/run/docker.sock").st_gid])
+    need_python_for(prefix, TESTER)
+    return entry, prefix
+
+
+class UserRepo(DvcRepo):
+    """A DvcRepo whose every command runs through `prefix` (setpriv: as another local user)."""
+
+    def __init__(self, path: Path, env: dict, prefix: List[str], uid: int):
+        super().__init__(path, env)
+        self.prefix = prefix
+        self.uid = uid  # the user's, who owns the repo
+
+    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return super().run(*self.prefix, *args, **kwargs)
+
+
+@pytest.fixture
+def make_user_repo(make_repo):
+    """make_user_repo(entry, prefix, image=None, **env) -> UserRepo: make_repo's repo, moved out of
+    pytest's root-private basetemp into a folder of its own that `entry` owns (with a fresh HOME in it);
+    its commands run through `prefix`. `env` adds to the repo's environment. Removed at teardown."""
+    import shutil
+    import tempfile
+
+    made: List[Path] = []
+
+    def make(entry, prefix: List[str], image: Optional[str] = None, **env: str) -> UserRepo:
+        built = make_repo(image, name=f"user-repo-{len(made)}")
+        base = Path(tempfile.mkdtemp(prefix="dde-user-"))
+        made.append(base)
+        SESSION_ROOTS.append(str(base))
+        shutil.move(str(built.path), str(base / "repo"))
+        (base / "home").mkdir()
+        subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(base)], check=True)
+        return UserRepo(base / "repo", {**repo_env(base / "home"), "USER": entry.pw_name, **env}, prefix, entry.pw_uid)
+
+    yield make
+    for base in made:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- A daemon socket at another path (one relay for every test that needs one) -------------------------
+
+
+class SocketRelay:
+    """A unix socket at `path` forwarding every connection to the real daemon's socket; the test can
+    cut the connections open now (a daemon restart, a proxy timeout) or stop it (the daemon is gone)."""
+
+    def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
+        import socket
+        import threading
+
+        self.path, self.target = path, target
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(64)
+        self.open: List = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._copy, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _copy(src, dst) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Every connection open now breaks (new ones still work)."""
+        import socket
+
+        with self.lock:
+            for s in self.open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.open = []
+
+    def stop(self) -> None:
+        """Nothing answers any more."""
+        self.server.close()
+        os.unlink(self.path)
+        self.cut()
+
+
+@pytest.fixture
+def socket_relay() -> Iterator[Callable[[Path], SocketRelay]]:
+    """socket_relay(path) -> a SocketRelay listening at `path`; stopped at teardown."""
+    relays: List[SocketRelay] = []
+
+    def make(path: Path) -> SocketRelay:
+        relays.append(SocketRelay(path))
+        return relays[-1]
+
+    yield make
+    for relay in relays:
+        try:
+            relay.stop()
+        except OSError:
+            pass  # stopped by the test

@@ -4,7 +4,7 @@
 # (https://github.com/Tecnativa/docker-socket-proxy, haproxy.cfg): GET only
 # unless POST=1, one switch per API section, everything else denied (403).
 # Idempotent: a running proxy with the same configuration is reused.
-# Prints the proxy's socket URL on stdout.
+# Prints the proxy's socket URL on stdout; its counters answer `show stat` on $DIR/stats.sock.
 #
 # Usage: proxy.sh [NAME]   (several proxies may run side by side, one per NAME)
 # Environment (Tecnativa's names and defaults, except the timeout):
@@ -38,6 +38,8 @@ cat <<CFG
 global
     pidfile $DIR/haproxy.pid
     maxconn 4000
+    # its counters (show stat): the tests read how many connections it served and cut
+    stats socket $DIR/stats.sock mode 600 level user
 
 defaults
     mode http

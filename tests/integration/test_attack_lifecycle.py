@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List
 
 import pytest
 
 from tests.conftest import (
-    HANG_GUARD, SESSION_ROOTS, DvcRepo, _unavailable, anonymous_volume, assert_volume_removed, our_containers, start_dvc,
-    wait_until,
+    HANG_GUARD, SESSION_ROOTS, DvcRepo, SocketRelay, anonymous_volume, assert_volume_removed, local_user, our_containers,
+    setpriv, start_dvc, wait_until,
 )
 
 pytestmark = pytest.mark.docker
@@ -179,14 +175,8 @@ def test_dvc_in_the_stage_still_works_with_read_only_config(make_repo, python_dv
 @pytest.fixture(scope="module")
 def attacker():
     """A second local user: (pwd entry, setpriv prefix)."""
-    if os.getuid() != 0:
-        _unavailable("creating a test user needs root")
-    try:
-        pwd.getpwnam(ATTACKER)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", ATTACKER], check=True)
-    entry = pwd.getpwnam(ATTACKER)
-    return entry, ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
+    entry = local_user(ATTACKER)
+    return entry, setpriv(entry, "clear")
 
 
 def secret_repo(repo: DvcRepo) -> None:
@@ -366,73 +356,10 @@ def test_planted_lock_held_by_another_user_does_not_block(repo, attacker, shared
 # --- hole 10 (part): the daemon connection lost mid-stage ----------------------------------------------
 
 
-class SocketProxy:
-    """A unix socket forwarding to the real daemon, whose connections the test can cut."""
-
-    def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
-        self.path, self.target = path, target
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
-        self.server.listen(64)
-        self.open: List[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            with self.lock:
-                self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._copy, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _copy(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        """Every connection open now breaks (new ones still work): a daemon restart, a proxy timeout."""
-        with self.lock:
-            for s in self.open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                    s.close()
-                except OSError:
-                    pass
-            self.open = []
-
-    def stop(self) -> None:
-        """The daemon is gone: nothing answers any more."""
-        self.server.close()
-        os.unlink(self.path)
-        self.cut()
-
-
 @pytest.fixture
-def proxy(tmp_path):
-    p = SocketProxy(tmp_path / "d.sock")
-    yield p
-    try:
-        p.stop()
-    except OSError:
-        pass
+def proxy(tmp_path, socket_relay) -> SocketRelay:
+    """A daemon socket whose connections the test can cut or stop."""
+    return socket_relay(tmp_path / "d.sock")
 
 
 def test_daemon_gone_mid_stage_is_one_clear_error(repo, docker_client, proxy):

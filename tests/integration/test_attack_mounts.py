@@ -9,10 +9,7 @@ container starts: the stage's marker file must not appear.
 from __future__ import annotations
 
 import os
-import socket
-import socketserver
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -56,51 +53,12 @@ def test_socket_behind_an_alias_is_refused(repo, link, volume):
     assert "refusing to mount" in error and "daemon socket" in error
 
 
-class _Relay(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """A daemon socket at another path: forwards every connection to the real one."""
-
-    daemon_threads = True
-
-    def __init__(self, path: str, upstream: str = "/var/run/docker.sock"):
-        self.upstream = upstream
-        super().__init__(path, _Pump)
-
-
-class _Pump(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        up = socket.socket(socket.AF_UNIX)
-        up.connect(self.server.upstream)
-
-        def copy(src, dst):
-            try:
-                while data := src.recv(65536):
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        back = threading.Thread(target=copy, args=(up, self.request), daemon=True)
-        back.start()
-        copy(self.request, up)
-        back.join(timeout=60)
-        up.close()
-
-
 @pytest.fixture
-def relay(tmp_path):
+def relay(tmp_path, socket_relay) -> Path:
+    """A daemon socket at another path, in a folder of its own: /some/dir/d.sock."""
     folder = tmp_path / "some" / "dir"
     folder.mkdir(parents=True)
-    server = _Relay(str(folder / "d.sock"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder / "d.sock"
-    server.shutdown()
-    server.server_close()
+    return socket_relay(folder / "d.sock").path
 
 
 def test_folder_of_the_configured_endpoint_socket_is_refused(repo, relay):

@@ -268,7 +268,7 @@ def test_dvc_docker_build_and_images(built: Built):
 
 def test_queue_workers_build_a_shared_dockerfile_once(built: Built):
     """`dvc queue start -j 2`: two experiments need the same image at once; one worker builds it."""
-    from tests.integration.test_experiments import queue, start_workers, stop_workers, wait_for_queue
+    from tests.helpers import queue, start_workers, stop_workers, wait_for_queue
 
     repo = built.repo
     repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])  # the workers' dvc

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+import docker
 import pytest
 
-from tests.conftest import LABEL, DvcRepo, our_containers, repo_env
-from tests.integration.test_non_root import tester  # noqa: F401 - fixture
-from tests.integration.test_pull import pull_events, registry  # noqa: F401 - fixture
+from tests.conftest import LABEL, our_containers, pull_events, push_test_image, setpriv, start_dvc, wait_running, wait_until
+from tests.helpers import doctor
 
 pytestmark = pytest.mark.docker
 
@@ -26,15 +22,6 @@ ABSENT = "dvc-docker-exec-test/absent:10"
 
 def lines_of(text: str, prefix: str) -> list:
     return [line for line in text.splitlines() if line.startswith(prefix)]
-
-
-def doctor(repo, *args: str, **kwargs) -> dict:
-    proc = repo.dvc("docker", "doctor", "--json", *args, check=False, **kwargs)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    report = json.loads(proc.stdout)
-    report["rc"] = proc.returncode
-    report["by_name"] = {c["name"]: c for c in report["checks"]}
-    return report
 
 
 # --- registration, DVC's options and errors --------------------------------------------------------
@@ -89,30 +76,19 @@ def test_unreachable_daemon_is_one_line(make_repo, busybox_image, tmp_path):
     assert text.stdout.splitlines()[-1] == "2 errors, 0 warnings."
 
 
-def test_permission_denied_is_one_line(tester, busybox_image):  # noqa: F811
-    entry, prefix = tester
-    no_group = [arg for arg in prefix if not arg.startswith("--groups")]
-    no_group.insert(-1, "--clear-groups")
-    path = Path(tempfile.mkdtemp(prefix="dde-i10-"))  # not under /tmp/pytest-of-root (mode 700)
-    try:
-        (path / "repo").mkdir()
-        repo = DvcRepo(path / "repo", repo_env(path / "home"))
-        repo.run("git", "init", "-q")
-        repo.dvc("init", "-q")
-        repo.dvc("config", "docker.image", busybox_image)
-        repo.dvc("stage", "add", "-n", "s", "echo hi")
-        subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(path)], check=True)
-        for name in ("images", "ps"):
-            proc = repo.run(*no_group, *repo.dvc_argv(), "docker", name, check=False)
-            err = proc.stderr.strip()
-            assert proc.returncode == 255 and len(err.splitlines()) == 1, err
-            assert err.startswith("ERROR: permission denied on the Docker socket 'unix:///var/run/docker.sock'"), err
-        proc = repo.run(*no_group, *repo.dvc_argv(), "docker", "doctor", check=False)
-        assert proc.returncode == 1
-        assert lines_of(proc.stdout, f"error   socket: uid {entry.pw_uid} may not read and write /var/run/docker.sock")
-        assert lines_of(proc.stdout, "error   daemon: permission denied on the Docker socket")
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def test_permission_denied_is_one_line(tester, make_user_repo, busybox_image):
+    entry, _ = tester
+    repo = make_user_repo(entry, setpriv(entry, "clear"), busybox_image)  # not in the socket's group
+    repo.dvc("stage", "add", "-n", "s", "echo hi")
+    for name in ("images", "ps"):
+        proc = repo.dvc("docker", name, check=False)
+        err = proc.stderr.strip()
+        assert proc.returncode == 255 and len(err.splitlines()) == 1, err
+        assert err.startswith("ERROR: permission denied on the Docker socket 'unix:///var/run/docker.sock'"), err
+    proc = repo.dvc("docker", "doctor", check=False)
+    assert proc.returncode == 1
+    assert lines_of(proc.stdout, f"error   socket: uid {entry.pw_uid} may not read and write /var/run/docker.sock")
+    assert lines_of(proc.stdout, "error   daemon: permission denied on the Docker socket")
 
 
 # --- doctor ------------------------------------------------------------------------------------------
@@ -174,31 +150,16 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
 # --- images / pull against a registry on loopback ---------------------------------------------------
 
 
-def push_new_image(client, busybox_image: str, reference: str) -> str:
-    """Push an image with a new 2 MB layer (one the daemon does not have) as `reference`; its digest."""
-    repository, tag = reference.rsplit(":", 1)
-    maker = client.containers.run(
-        busybox_image, ["sh", "-c", "head -c 2000000 /dev/urandom > /blob"], detach=True, network_mode="none"
-    )
-    maker.wait()
-    image = maker.commit(repository=repository, tag=tag)
-    maker.remove()
-    digest = None
-    for line in client.api.push(repository, tag=tag, stream=True, decode=True):
-        assert "error" not in line, line
-        digest = (line.get("aux") or {}).get("Digest") or digest
-    client.images.remove(image.id, force=True)
-    assert digest
-    return digest
+LAYER = 2_000_000  # bytes: a layer the daemon does not have, large enough for pull progress
 
 
 @pytest.fixture
-def new_layer_image(registry, docker_client, busybox_image):  # noqa: F811
+def new_layer_image(registry, docker_client, busybox_image):
     """An image in the registry with a layer (2 MB) that the daemon does not have."""
     import uuid
 
     reference = f"{registry}/dde-i10-{uuid.uuid4().hex[:8]}:1"
-    push_new_image(docker_client, busybox_image, reference)
+    push_test_image(docker_client, busybox_image, reference, size=LAYER)
     yield reference
     _remove_images(docker_client, reference.rsplit(":", 1)[0])
 
@@ -238,7 +199,7 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
     ], table
 
 
-def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_client, busybox_image, no_leftovers):  # noqa: F811
+def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_client, busybox_image, no_leftovers):
     """A new machine gets what dvc.lock records, not what the tag names today."""
     reference = new_layer_image
     repo = make_repo(reference)
@@ -249,7 +210,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
     first = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
     assert first["recorded"] and "@sha256:" in first["recorded"] and first["recorded"] == first["current"]
 
-    moved = push_new_image(docker_client, busybox_image, reference)  # the tag now names another image
+    moved = push_test_image(docker_client, busybox_image, reference, size=LAYER)  # the tag now names another image
     assert moved not in first["recorded"]
     _remove_images(docker_client, reference.rsplit(":", 1)[0])  # "a new machine"
     row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
@@ -338,7 +299,7 @@ def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busy
             pass
 
 
-def test_pull_failure_names_image_and_registry(make_repo, registry):  # noqa: F811
+def test_pull_failure_names_image_and_registry(make_repo, registry):
     missing = f"{registry}/dde-never-pushed:1"
     repo = make_repo(missing)
     repo.dvc("stage", "add", "-n", "a", "echo a")
@@ -359,9 +320,9 @@ def test_repro_pull_shows_the_same_progress(make_repo, new_layer_image, no_lefto
     assert lines_of(proc.stderr, f"{remote_image}: ") and ": Pull complete (2.0 MB)" in proc.stderr, proc.stderr
 
 
-def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_client, busybox_image):  # noqa: F811
+def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_client, busybox_image):
     other = f"{registry}/dde-i10-other:1"
-    push_new_image(docker_client, busybox_image, other)
+    push_test_image(docker_client, busybox_image, other, size=LAYER)
     try:
         repo = make_repo(new_layer_image)
         repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "echo a > a.txt")
@@ -375,7 +336,7 @@ def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_cli
         proc = repo.dvc("docker", "pull", "-q", "c")
         assert (proc.stdout, proc.stderr) == ("", "")
         docker_client.images.get(other)
-        with pytest.raises(Exception):
+        with pytest.raises(docker.errors.ImageNotFound):
             docker_client.images.get(new_layer_image)  # not a target, not upstream of one
         proc = repo.dvc("docker", "pull", "-j", "2")  # both, at once
         assert sorted(proc.stdout.split("\n")[:-1]) == sorted([f"Pulled {new_layer_image}", f"Pulled {other}"])
@@ -386,32 +347,15 @@ def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_cli
 # --- ps / prune with an orphan of a SIGKILLed dvc ---------------------------------------------------
 
 
-def _wait_for_container(client, repo_path: str, dvc: subprocess.Popen, log, timeout: float = 60):
-    """The running stage container of `repo_path` (one list call: no inspect that a removal could race)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = client.api.containers(filters={"label": [LABEL, f"{LABEL}.repo={repo_path}"], "status": "running"})
-        if found:
-            return client.containers.get(found[0]["Id"])
-        if dvc.poll() is not None:
-            break
-        time.sleep(0.2)
-    log.seek(0)
-    raise AssertionError(f"the stage container did not start (dvc exit {dvc.poll()}):\n{log.read()}")
-
-
 def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_client, tmp_path, no_leftovers):
     repo = make_repo(busybox_image)
     repo.dvc("stage", "add", "-n", "slow", "sleep 300")
-    log = tempfile.TemporaryFile("w+")
-    dvc = subprocess.Popen([*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=log, stderr=subprocess.STDOUT)
-    killed = _wait_for_container(docker_client, str(repo.path), dvc, log)
+    dvc, _ = start_dvc(repo, "repro")
+    killed = wait_running(docker_client, repo, dvc)
     dvc.send_signal(signal.SIGKILL)
     dvc.wait()
     # its lease stops it (issue 18); an orphan the lease could not stop is made by hand, with the dead pid
-    deadline = time.monotonic() + 30
-    while killed.id in {c.id for c in our_containers(docker_client, str(repo.path))} and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: killed.id not in {c.id for c in our_containers(docker_client, str(repo.path))}, "the lease's stop")
     labels = {LABEL: "1", f"{LABEL}.stage": "slow", f"{LABEL}.repo": str(repo.path), f"{LABEL}.host": os.uname().nodename, f"{LABEL}.pid": str(dvc.pid)}
     orphan = docker_client.containers.run(busybox_image, "sleep 300", labels=labels, detach=True)
     # a container of a live dvc process of this repo, and one of another repo

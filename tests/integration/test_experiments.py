@@ -19,15 +19,25 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 import pytest
 
 from tests.conftest import LABEL, DvcRepo, container_events, our_containers
+from tests.helpers import (
+    QUEUE_TIMEOUT,
+    experiments,
+    git_show,
+    queue,
+    queue_diagnostics,
+    queue_status,
+    start_workers,
+    stop_workers,
+    wait_for_queue,
+)
 
 pytestmark = pytest.mark.docker
 
-QUEUE_TIMEOUT = 120  # seconds: a queue test must fail, not hang
 
 STAGE_SH = r"""set -e
 X=$(sed -n 's/^x: //p' params.yaml)
@@ -121,99 +131,8 @@ def where(text: str) -> Dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def git_show(repo: DvcRepo, rev: str, path: str) -> str:
-    return repo.run("git", "show", f"{rev}:{path}").stdout
-
-
-def experiments(repo: DvcRepo) -> Dict[str, dict]:
-    """name -> {rev, state, params, metrics, deps} of every experiment in `dvc exp show --json`."""
-    found = {}
-    for baseline in json.loads(repo.dvc("exp", "show", "--json").stdout):
-        for group in baseline.get("experiments") or []:
-            for rev in group["revs"]:
-                data = rev.get("data") or {}
-                metrics = {
-                    path: (entry.get("data") or {}) for path, entry in (data.get("metrics") or {}).items()
-                }
-                params = {path: (entry.get("data") or {}) for path, entry in (data.get("params") or {}).items()}
-                state = (group.get("executor") or {}).get("state")  # None once done in the workspace
-                found[rev.get("name") or rev["rev"]] = {
-                    "rev": rev["rev"],
-                    "state": state,
-                    "metrics": metrics,
-                    "params": params,
-                    # non-params deps: path -> hash (the image columns: docker:<image> -> 12 hex digits)
-                    "deps": {path: (entry or {}).get("hash") for path, entry in (data.get("deps") or {}).items()},
-                }
-    return found
-
-
 def head(repo: DvcRepo) -> str:
     return repo.run("git", "rev-parse", "HEAD").stdout.strip()
-
-
-def queue(repo: DvcRepo, name: str, *sets: str) -> None:
-    args = [a for s in sets for a in ("-S", s)]
-    repo.dvc("exp", "run", "--queue", "-n", name, *args)
-
-
-def start_workers(repo: DvcRepo, jobs: int, env: Dict[str, str] = {}) -> None:  # noqa: B006
-    """`dvc queue start -j N`, output to a file: the daemons inherit our stdout."""
-    log = repo.path.parent / f"queue-start-{time.monotonic_ns()}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
-            cwd=repo.path,
-            env={**repo.env, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=60,
-        )
-    assert proc.returncode == 0, log.read_text()
-
-
-def stop_workers(repo: DvcRepo) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "stop", "--kill"],
-        cwd=repo.path,
-        env=repo.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
-
-
-def queue_status(repo: DvcRepo) -> Dict[str, str]:
-    """name -> Queued/Running/Success/Failed from `dvc queue status`."""
-    table = {}
-    for line in repo.dvc("queue", "status").stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[0] not in ("Task", "Worker"):
-            table[parts[1]] = parts[-1]
-    return table
-
-
-def wait_for_queue(repo: DvcRepo, names: Iterable[str], timeout: float = QUEUE_TIMEOUT) -> Dict[str, str]:
-    names = set(names)
-    deadline = time.monotonic() + timeout
-    while True:
-        status = queue_status(repo)
-        if all(status.get(n) in ("Success", "Failed") for n in names):
-            return status
-        assert time.monotonic() < deadline, f"queue not drained after {timeout}s: {status}\n{queue_diagnostics(repo)}"
-        time.sleep(1)
-
-
-def queue_diagnostics(repo: DvcRepo) -> str:
-    """The tails of the worker logs and of every experiment's log, for a failure message."""
-    exps_dir = repo.path / ".dvc" / "tmp" / "exps"
-    parts = []
-    for log in sorted(exps_dir.glob("celery/*.out")) + sorted(exps_dir.glob("run/*/*.out")):
-        lines = log.read_text(errors="replace").splitlines()[-15:]
-        parts.append(f"--- {log.relative_to(repo.path)}\n" + "\n".join(lines))
-    return "\n".join(parts)
 
 
 def repo_containers(client, repo: DvcRepo, running: bool = False) -> List:
@@ -356,7 +275,9 @@ def test_sigkill_of_exec_run_stops_and_removes_the_container(exp_repo, docker_cl
     """Both send SIGKILL to `dvc exp exec-run`: nobody is left in dvc to stop the container,
     so its lease does (issue 18): it stops and the daemon removes it (AutoRemove) within seconds."""
     repo = exp_repo()
-    queue(repo, "forced", "x=22", "sleep=60")
+    # the stage would run for 10 minutes: only the lease can end it within the bound below (a shorter
+    # stage, once the queue was slow to start it, could end by itself and pass without the lease)
+    queue(repo, "forced", "x=22", "sleep=600")
     try:
         start_workers(repo, 1)
         container = wait_for_running_container(docker_client, repo)
@@ -375,6 +296,8 @@ def test_sigkill_of_exec_run_stops_and_removes_the_container(exp_repo, docker_cl
     assert stopped < 15, stopped
     destroyed = [e["id"] for e in container_events(docker_client, "destroy", since) if e["id"] == container.id]
     assert destroyed == [container.id]
+    died = [e["Actor"]["Attributes"]["exitCode"] for e in container_events(docker_client, "die", since) if e["id"] == container.id]
+    assert len(died) == 1 and died[0] != "0", f"the command was not stopped (exit codes {died})"
 
 
 def test_container_of_an_experiment_killed_before_its_start_is_removed_by_the_next_run(exp_repo, docker_client):

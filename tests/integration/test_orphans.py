@@ -12,7 +12,15 @@ import time
 
 import pytest
 
-from tests.conftest import anonymous_volume, assert_volume_removed, our_containers
+from tests.conftest import (
+    anonymous_volume,
+    assert_volume_removed,
+    our_containers,
+    start_dvc,
+    wait_running,
+    wait_started,
+    wait_until,
+)
 from tests.integration.engines import scenarios
 
 pytestmark = pytest.mark.docker
@@ -29,9 +37,9 @@ def test_killed_run_never_writes_into_the_next_one(repo, docker_client):
     """Issue 18's reproduction: kill -9 of `dvc repro` after 1 s, rerun with other params: the lock matches the file."""
     repo.write("params.yaml", "tag: first\n")
     repo.dvc("stage", "add", "-n", "s", "-p", "tag", "-o", "out.txt", "sleep 8; grep tag params.yaml > out.txt")
-    proc = scenarios.start_dvc(repo, "repro")
-    scenarios.wait_for("a running container", lambda: scenarios._running(docker_client, repo), proc)
-    time.sleep(1)
+    proc, _ = start_dvc(repo, "repro")
+    wait_running(docker_client, repo, proc)
+    time.sleep(1)  # the scenario: killed 1 s into its command (not a synchronisation)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     repo.write("params.yaml", "tag: second\n")
@@ -56,16 +64,16 @@ def test_stage_exit_status_signals_and_tty_are_unchanged(repo, docker_client):
 # --- issue 18 (2): the second wall -------------------------------------------------------------------
 
 
-def test_next_run_removes_an_orphan_and_status_names_it(repo, docker_client, tmp_path):
-    scenarios.second_wall_removes_an_orphan(repo, docker_client, tmp_path)
+def test_next_run_removes_an_orphan_and_status_names_it(repo, docker_client):
+    scenarios.second_wall_removes_an_orphan(repo, docker_client)
 
 
 def test_a_live_runs_container_is_not_an_orphan(repo, docker_client):
     """Two dvc processes of one repo: the second wall removes nothing of a process that lives."""
     repo.dvc("stage", "add", "-n", "long", "sleep 6")
     repo.dvc("stage", "add", "-n", "short", "-o", "x.txt", "echo x > x.txt")
-    proc = scenarios.start_dvc(repo, "repro", "long")
-    scenarios.wait_for("a running container", lambda: scenarios._running(docker_client, repo), proc)
+    proc, _ = start_dvc(repo, "repro", "long")
+    wait_running(docker_client, repo, proc)
     quick = repo.dvc("repro", "short")
     assert "removed container" not in quick.stderr, quick.stderr
     assert proc.wait(timeout=60) == 0
@@ -78,26 +86,26 @@ def test_a_live_runs_container_is_not_an_orphan(repo, docker_client):
 def test_interrupted_stage_leaves_no_anonymous_volume(make_repo, volume_image, docker_client, no_leftovers, sig):
     repo = make_repo(volume_image)
     repo.dvc("stage", "add", "-n", "v", "echo started; sleep 60")
-    proc = scenarios.start_dvc(repo, "repro")
+    out = repo.path.parent / "dvc-stdout.txt"
+    proc, _ = start_dvc(repo, "repro", stdout=out)
     volume = anonymous_volume(docker_client, repo)
-    time.sleep(0.5)
+    wait_started(docker_client, repo, out, proc)
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # Ctrl-C: to the whole foreground process group
     else:
         os.kill(proc.pid, sig)
     proc.wait(timeout=60)
-    scenarios.wait_for("removal", lambda: not our_containers(docker_client, str(repo.path)), timeout=30)
+    wait_until(lambda: not our_containers(docker_client, str(repo.path)), "the container removed")
     assert_volume_removed(docker_client, volume)
 
 
-def test_prune_and_the_second_wall_remove_the_anonymous_volume(make_repo, volume_image, docker_client, no_leftovers, tmp_path):
+def test_prune_and_the_second_wall_remove_the_anonymous_volume(make_repo, volume_image, docker_client, no_leftovers):
     repo = make_repo(volume_image)
     repo.dvc("stage", "add", "-n", "v", "true")
     volumes = []
     for remover in (("docker", "prune"), ("repro",)):
-        err = tmp_path / f"{remover[0]}.err"
-        proc = scenarios.start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"}, err_path=err)
-        scenarios.wait_for("the pause", lambda: "paused at created" in err.read_text(), proc)
+        proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})
+        wait_until(lambda: "paused at created" in err.read_text(), "the pause", proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         orphan = our_containers(docker_client, str(repo.path))[0]

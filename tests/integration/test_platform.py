@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import loopback_registry
+from tests.conftest import push_image
 
 pytestmark = pytest.mark.docker
 
@@ -42,20 +42,12 @@ def load_as_platform(client, base: str, reference: str, arch: str) -> None:
     client.images.load(out.getvalue())
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with loopback_registry(tmp_path_factory.mktemp("platform-registry")) as address:
-        yield address
-
-
 @pytest.fixture
 def arm64_in_registry(registry, docker_client, busybox_image):
     """`registry/dde-platform-X:1`: arm64 in the registry; locally the same name is the amd64 busybox."""
     reference = f"{registry}/dde-platform-{uuid.uuid4().hex[:8]}:1"
     load_as_platform(docker_client, busybox_image, reference, "arm64")
-    for line in docker_client.api.push(reference, stream=True, decode=True):
-        assert "error" not in line, line
-    docker_client.images.remove(reference)
+    push_image(docker_client, reference, remove=True)
     docker_client.images.get(busybox_image).tag(reference)
     yield reference
     docker_client.images.remove(reference, force=True)
@@ -79,10 +71,8 @@ def test_a_tag_of_another_platform_is_pulled_for_the_requested_one(make_repo, ar
 
 def test_a_registry_without_the_platform_is_a_clear_error(make_repo, registry, docker_client, busybox_image, no_leftovers):
     reference = f"{registry}/dde-platform-amd64-{uuid.uuid4().hex[:8]}:1"
-    docker_client.images.get(busybox_image).tag(reference)
     try:
-        for line in docker_client.api.push(reference, stream=True, decode=True):
-            assert "error" not in line, line
+        push_image(docker_client, reference, tag_of=busybox_image)
         repo = make_repo(reference)
         repo.dvc("config", "docker.pull", "always")
         repo.dvc("config", "--local", "docker.platform", "linux/arm64")

@@ -10,18 +10,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from typing import Callable, Iterator
 
 import pytest
 import yaml
 
-from dvc_docker_exec.types.provenance import LEGACY_RECORD_FILE, dep_path, record_from_lock, short_id, short_identity
-from tests.conftest import DvcRepo, container_events
-from tests.integration.test_experiments import experiments, git_show, queue, start_workers, stop_workers, wait_for_queue
-from tests.integration.test_pull import registry  # noqa: F401  (a fixture: the registry on loopback)
+from dvc_docker_exec.types.provenance import LEGACY_RECORD_FILE, dep_path, short_id, short_identity
+from tests.conftest import DvcRepo, containers_created, push_image
+from tests.helpers import experiments, git_show, lock_records, queue, records, start_workers, status, stop_workers, wait_for_queue
 
 pytestmark = pytest.mark.docker
 
@@ -67,21 +65,6 @@ def image_id(docker_client, ref: str) -> str:
     return docker_client.api.inspect_image(ref)["Id"]
 
 
-def lock_records(text: str) -> Dict[str, tuple]:
-    """stage -> (image, identity) as a dvc.lock text records them."""
-    found = {}
-    for name, entry in ((yaml.safe_load(text) or {}).get("stages") or {}).items():
-        rec = record_from_lock(name, entry)
-        if rec is not None:
-            found[name] = (rec.image, rec.identity)
-    return found
-
-
-def records(repo: DvcRepo, folder: str = ".") -> Dict[str, tuple]:
-    path = repo.path / folder / "dvc.lock"
-    return lock_records(path.read_text()) if path.exists() else {}
-
-
 def lock_identity(repo: DvcRepo, stage: str):
     return records(repo).get(stage, (None, None))[1]
 
@@ -95,10 +78,6 @@ def params_show(repo: DvcRepo) -> dict:
 
 def trailing_space(text: str) -> list:
     return [line for line in text.splitlines() if line.endswith((" ", "\t"))]
-
-
-def status(repo: DvcRepo, **kwargs) -> dict:
-    return json.loads(repo.dvc("status", "--json", **kwargs).stdout)
 
 
 PIPELINE = f"""stages:
@@ -143,7 +122,9 @@ def test_image_change_reruns_exactly_the_stages_on_it(repo, build_image, busybox
     assert f"image '{image_b}' {short_identity(a_id)} -> {short_identity(b_id)}" in text, text
     assert set(status(repo)) == {"box"}  # pinned and host stages stay up to date
 
-    proc = repo.dvc("repro")
+    with containers_created(docker_client, repo) as created:
+        proc = repo.dvc("repro")
+    assert created == ["box"], created  # the daemon's own account: only the stage on the changed image
     assert "Running stage 'box' in a container" in proc.stdout
     assert "Running stage 'after':" in proc.stdout  # a host stage whose dep (box.txt) changed
     assert "Running stage 'pinned'" not in proc.stdout
@@ -170,13 +151,17 @@ def test_run_cache_is_keyed_by_the_image_a_b_a(repo, build_image, busybox_image,
 
     repo.dvc("config", "docker.image", image_b)
     (repo.path / "out.txt").unlink()
-    proc = repo.dvc("repro")  # A's run-cache entry must not be served under B
+    with containers_created(docker_client, repo) as created:
+        proc = repo.dvc("repro")  # A's run-cache entry must not be served under B
+    assert created == ["s"], created
     assert "is cached" not in proc.stdout and "in a container of image" in proc.stdout, proc.stdout
     assert repo.read("out.txt") == "B\n"
 
     repo.dvc("config", "docker.image", busybox_image)
     (repo.path / "out.txt").unlink()
-    proc = repo.dvc("repro")  # back to A: A's outputs from the run cache, no container
+    with containers_created(docker_client, repo) as created:
+        proc = repo.dvc("repro")  # back to A: A's outputs from the run cache, no container
+    assert created == [], "a run-cache hit started a container"
     assert "Stage 's' is cached - skipping run" in proc.stdout, proc.stdout
     assert "in a container" not in proc.stdout
     assert repo.read("out.txt") == "none\n"
@@ -203,7 +188,7 @@ def test_rebuild_under_the_same_tag_is_a_change(repo, build_image, docker_client
     assert records(repo)["s"] == (tag, second)
 
 
-def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo):
+def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo, docker_client):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     repo.dvc("config", "docker.enabled", "false")
@@ -217,7 +202,9 @@ def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo):
 
     repo.dvc("config", "docker.enabled", "true")
     assert "not recorded before" in repo.dvc("status").stdout
-    proc = repo.dvc("repro")
+    with containers_created(docker_client, repo) as created:
+        proc = repo.dvc("repro")
+    assert created == [], "a run-cache hit started a container"
     # the first container run's outputs come back from the run cache (same image)
     assert "Stage 's' is cached" in proc.stdout and "Running stage 's':" not in proc.stdout, proc.stdout
     assert lock_identity(repo, "s") and set(records(repo)) == {"s"}
@@ -464,20 +451,13 @@ def test_shared_settings_file_is_tolerated_by_a_dvc_without_the_plugin(repo, bus
     assert "in a container" not in repo.dvc("repro", "-f").stdout
 
 
-def _push(docker_client, source: str, name: str, tag: str) -> None:
-    docker_client.images.get(source).tag(name, tag)
-    for line in docker_client.api.push(name, tag=tag, stream=True, decode=True):
-        assert "error" not in line, line
-    docker_client.images.remove(f"{name}:{tag}")
-
-
 def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
     repo, registry, build_image, busybox_image, docker_client
 ):
     """Registry on loopback (test_pull's fixture): digest identity; a tag moved in the registry, then pulled."""
     name = f"{registry}/dde-prov-{uuid.uuid4().hex[:8]}"
     ref = f"{name}:1"
-    _push(docker_client, busybox_image, name, "1")
+    push_image(docker_client, f"{name}:1", tag_of=busybox_image, remove=True)
     try:
         repo.dvc("config", "docker.image", ref)
         repo.dvc("config", "docker.pull", "missing")
@@ -488,7 +468,7 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
         assert not trailing_space(repo.lock()), repo.lock()  # a pulled image's repo line too (issue 17)
         assert first in docker_client.api.inspect_image(ref)["RepoDigests"]
 
-        _push(docker_client, build_image("moved", "MOVED"), name, "1")  # the tag moves in the registry
+        push_image(docker_client, f"{name}:1", tag_of=build_image("moved", "MOVED"), remove=True)  # the tag moves in the registry
         docker_client.images.get(first).tag(name, "1")  # locally it still names the first image
         assert status(repo) == {}  # status never pulls: the local tag has not moved
         assert "Pulling" not in repo.dvc("status").stderr
@@ -516,12 +496,10 @@ def test_stage_add_run_then_status_is_clean_and_the_run_cache_restores_without_a
     assert not trailing_space(repo.lock())
     (repo.path / "out.txt").unlink()
     (repo.path / "dvc.lock").unlink()
-    time.sleep(1.1)  # events are filtered by whole seconds
-    since = int(time.time())
-    proc = repo.dvc("repro")
-    until = int(time.time()) + 1
+    with containers_created(docker_client, repo) as created:
+        proc = repo.dvc("repro")
     assert "Stage 'copy' is cached - skipping run" in proc.stdout, proc.stdout
-    assert container_events(docker_client, "create", since, until, repo=str(repo.path)) == []
+    assert created == []
     assert repo.read("out.txt") == "in\n" and status(repo) == {}
 
 

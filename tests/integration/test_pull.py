@@ -9,16 +9,9 @@ import uuid
 
 import pytest
 
-from tests.conftest import loopback_registry, push_test_image
+from tests.conftest import pull_events, push_test_image, start_dvc, wait_running
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory, docker_client, busybox_image):
-    """`127.0.0.1:PORT` serving a copy of the busybox test image (loopback is an allowed insecure registry)."""
-    with loopback_registry(tmp_path_factory.mktemp("registry")) as address:
-        yield address
 
 
 @pytest.fixture
@@ -31,13 +24,6 @@ def remote_image(registry, docker_client, busybox_image):
         docker_client.images.remove(f"{name}:1", force=True)
     except Exception:  # noqa: BLE001
         pass
-
-
-def pull_events(docker_client, image: str, since: int) -> list:
-    """Pulls of exactly `image` (this test's registry port and unique name), not of any loopback registry."""
-    until = int(time.time()) + 1
-    events = docker_client.events(since=since, until=until, decode=True, filters={"type": "image", "event": "pull"})
-    return [e for e in events if e.get("id") == image]
 
 
 def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, docker_client, no_leftovers):
@@ -105,16 +91,13 @@ def test_missing_pulls_again_an_image_removed_during_the_repro(make_repo, remote
     repo.dvc("config", "docker.pull", "missing")
     repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "while [ ! -e go ]; do sleep 0.05; done; echo a > a.txt")
     repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "-o", "b.txt", "echo b > b.txt")
-    proc = subprocess.Popen(
-        [*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not docker_client.containers.list(filters={"ancestor": remote_image}):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    stdout = repo.path.parent / "repro-stdout.txt"
+    proc, stderr = start_dvc(repo, "repro", stdout=stdout)
+    wait_running(docker_client, repo, proc)
     docker_client.images.remove(remote_image, force=True)  # untagged while stage a runs
     (repo.path / "go").write_text("")
-    out, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    out, err = stdout.read_text(), stderr.read_text()
     assert proc.returncode == 0, out + err
     assert repo.read("b.txt") == "b\n"
     # stage b runs the recorded bytes: created from the image ID (still there, untagged, while stage a's

@@ -123,9 +123,41 @@ def test_socket_check(tmp_path) -> None:
     sock = tmp_path / "docker.sock"
     sock.write_text("")
     assert checks.socket_check(str(sock)).level == OK
-    if os.getuid() != 0:  # root may write anything: the mode test is for other users
-        sock.chmod(0o400)
-        assert checks.socket_check(str(sock)).level == ERROR
+
+
+def test_socket_check_refuses_a_socket_its_user_may_not_write() -> None:
+    """Root may write anything: the mode check is for other users, so it runs as the test user."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import TESTER, local_user, need_python_for, setpriv
+
+    if os.getuid() == 0:  # CI: as the test user
+        entry = local_user(TESTER, home=True)
+        prefix = setpriv(entry, "clear")
+        need_python_for(prefix, TESTER)
+    else:  # a laptop: as this user
+        import pwd
+
+        entry, prefix = pwd.getpwuid(os.getuid()), []
+    folder = Path(tempfile.mkdtemp(prefix="dde-sockcheck-"))  # not pytest's tmp_path: private to root
+    try:
+        sock = folder / "docker.sock"
+        sock.write_text("")
+        os.chown(sock, entry.pw_uid, entry.pw_gid)
+        folder.chmod(0o755)
+        code = "import sys; from dvc_docker_exec import checks; c = checks.socket_check(sys.argv[1]); print(c.level, c.message)"
+        levels = []
+        for mode in (0o600, 0o400):
+            sock.chmod(mode)
+            proc = subprocess.run([*prefix, sys.executable, "-c", code, str(sock)], capture_output=True, text=True, check=True)
+            levels.append(proc.stdout.split()[0])
+        assert levels == [OK, ERROR], levels
+        assert f"uid {entry.pw_uid} may not read and write {sock}" in proc.stdout, proc.stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_volume_checks(tmp_path) -> None:

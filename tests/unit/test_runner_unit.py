@@ -503,9 +503,12 @@ def test_a_registry_without_that_platform_is_a_clear_error() -> None:
 class FakeRunAPI:
     """The APIClient calls ContainerRunner.run makes; the attach stream is a socketpair.
 
-    Like the daemon, it keeps the containers that exist: one created with
-    AutoRemove is removed when its command exits (the end of the wait body),
-    any other only by remove_container.
+    Like the daemon, it keeps the containers that exist: one whose create
+    request carried AutoRemove (the HostConfig as docker-py sends it, not the
+    arguments the runner passed) is removed when its command exits (the end of
+    the wait body), any other only by remove_container; and a wait for
+    "removed" on a container that nothing removes never answers (it fails
+    here, instead of hanging).
     """
 
     def __init__(self, status: int = 0, oom: bool = False, output: bytes = b"", fail_in: str = ""):
@@ -525,12 +528,14 @@ class FakeRunAPI:
 
     def create_host_config(self, **kwargs) -> dict:
         self.host_config_kwargs = kwargs
-        return {"fake": "host config"}
+        return docker.types.HostConfig(version="1.41", **kwargs)  # what docker-py's APIClient makes of them
 
     def create_container(self, **kwargs) -> dict:
         self._maybe_fail("create_container")
         self.create_kwargs = kwargs
         self.containers.add("c0ffee" * 10)
+        # the daemon knows only the request: AutoRemove in its HostConfig
+        self.auto_remove = bool((kwargs.get("host_config") or {}).get("AutoRemove"))
         return {"Id": "c0ffee" * 10}
 
     def attach_socket(self, cid: str, params: dict) -> socket.socket:
@@ -554,8 +559,10 @@ class FakeRunAPI:
         body = json.dumps({"StatusCode": self.status, "Error": None}).encode()
 
         def read(*args) -> bytes:  # the command exited: the daemon's AutoRemove, then the body
-            if self.host_config_kwargs.get("auto_remove"):
-                self.containers.discard("c0ffee" * 10)
+            cid = "c0ffee" * 10
+            if self.auto_remove:
+                self.containers.discard(cid)
+            assert cid not in self.containers, "a wait for 'removed' on a container nothing removes never answers"
             return body
 
         return types.SimpleNamespace(raw=types.SimpleNamespace(read=read), close=lambda: None)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Iterator
+from pathlib import Path
+from typing import Dict, Iterator
 
 import pytest
 
@@ -33,6 +34,44 @@ def start_engine(script: str, *args: str, env: dict | None = None) -> str:
     if proc.returncode != 0 or not proc.stdout.strip():
         _unavailable(f"scripts/engines/{script} failed:\n{proc.stdout}{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1]
+
+
+def proxy_name(kind: str) -> str:
+    """A proxy of this checkout and pytest worker alone: proxy.sh restarts a proxy whose configuration
+    differs (another checkout's timeout would cut this one's connections), and the counters a test
+    reads (proxy_counters) must count its own connections only."""
+    import os
+    import re
+
+    owner = re.sub(r"[^A-Za-z0-9]+", "-", f"{ROOT.name}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+    return f"dde-{owner}-{kind}"
+
+
+def start_proxy(kind: str, **env: str) -> str:
+    """scripts/engines/proxy.sh under proxy_name(kind), with Tecnativa's switches in `env`; its URL."""
+    return start_engine("proxy.sh", proxy_name(kind), env=env)
+
+
+def proxy_counters(url: str) -> Dict[str, int]:
+    """HAProxy's own counters of the proxy at `url` (its stats socket, proxy.sh): `served` connections
+    passed on to the daemon, `cut` of them ended by the proxy's timeout or an abort, `denied` requests."""
+    import csv
+    import io
+    import socket
+
+    stats = str(Path(url[len("unix://") :]).parent / "stats.sock")
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(stats)
+        conn.sendall(b"show stat\n")
+        data = b"".join(iter(lambda: conn.recv(65536), b""))
+    rows = list(csv.DictReader(io.StringIO(data.decode().lstrip("# "))))
+    backends = [r for r in rows if r["svname"] == "BACKEND"]
+    frontend = next(r for r in rows if r["svname"] == "FRONTEND")
+    return {
+        "served": sum(int(r["stot"] or 0) for r in backends),
+        "cut": sum(int(r["srv_abrt"] or 0) + int(r["cli_abrt"] or 0) for r in backends),
+        "denied": int(frontend["dreq"] or 0),
+    }
 
 
 def engine_client(url: str):

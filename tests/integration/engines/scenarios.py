@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
-from tests.conftest import DvcRepo, in_container_probe, our_containers
+from tests.conftest import DvcRepo, in_container_probe, our_containers, running, start_dvc, wait_started, wait_until
 
 
 def add_stage(repo: DvcRepo, name: str, cmd: str, *extra: str) -> None:
@@ -50,34 +48,18 @@ def several_lines_stop_at_first_failure(repo: DvcRepo) -> None:
 def signal_stops_and_removes(repo: DvcRepo, client, sig: str = "SIGTERM") -> None:
     """SIGTERM to dvc, or Ctrl-C (SIGINT to its process group): the stage container is stopped and removed."""
     add_stage(repo, "sleepy", "echo started; sleep 60; echo never > out.txt", "-o", "out.txt")
-    proc = subprocess.Popen(
-        [*getattr(repo, "prefix", []), sys.executable, "-m", "dvc", "repro"],
-        cwd=repo.path,
-        env=repo.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # own process group, like a shell job; SIGINT reset (background jobs inherit SIG_IGN)
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 60
-    while not [c for c in our_containers(client, str(repo.path)) if c.status == "running"]:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "container never started"
-        time.sleep(0.1)
-    time.sleep(0.5)
+    out = repo.path.parent / f"{repo.path.name}-stdout.txt"
+    # own process group, like a shell job; SIGINT reset (background jobs inherit SIG_IGN)
+    proc, err = start_dvc(repo, "repro", stdout=out, preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_started(client, repo, out, proc)
     if sig == "SIGINT":
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
     else:
         proc.send_signal(signal.SIGTERM)  # (setpriv execs: proc.pid is dvc's)
-    out, err = proc.communicate(timeout=30)
+    proc.wait(timeout=30)
     assert proc.returncode != 0
-    assert "Traceback" not in err, err
-    deadline = time.monotonic() + 5
-    while our_containers(client, str(repo.path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not our_containers(client, str(repo.path))
+    assert "Traceback" not in err.read_text(), err.read_text()
+    wait_until(lambda: not our_containers(client, str(repo.path)), "the container removed")
     assert not (repo.path / "out.txt").exists() and repo.lock() is None
 
 
@@ -91,31 +73,6 @@ def file_owner(repo: DvcRepo, name: str) -> int:
 STOP_BUDGET = 15.0  # seconds; the promise is 2 s on one engine (benchmarks/chaos_bench.py measures it)
 
 
-def start_dvc(repo: DvcRepo, *args: str, env: dict | None = None, err_path=None) -> subprocess.Popen:
-    """`dvc ARGS` in the background, in its own session; stderr to `err_path` (a file) when given."""
-    return subprocess.Popen(
-        [*getattr(repo, "prefix", []), sys.executable, "-m", "dvc", *args],
-        cwd=repo.path,
-        env={**repo.env, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=open(err_path, "w") if err_path else subprocess.DEVNULL,  # noqa: SIM115 - the child owns it
-        start_new_session=True,
-    )
-
-
-def _running(client, repo: DvcRepo) -> list:
-    return [c for c in our_containers(client, str(repo.path)) if c.status == "running"]
-
-
-def wait_for(what: str, check, proc: subprocess.Popen | None = None, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert proc is None or proc.poll() is None, f"dvc exited before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
-
-
 def sigkill_stops_the_container(repo: DvcRepo, client, budget: float = STOP_BUDGET, seconds: int = 20) -> float:
     """SIGKILL of `dvc repro` while its stage runs: the container stops and is removed; returns the stop time.
 
@@ -123,27 +80,26 @@ def sigkill_stops_the_container(repo: DvcRepo, client, budget: float = STOP_BUDG
     next run finds nothing of the killed one.
     """
     add_stage(repo, "orphan", f"echo started; sleep {seconds}; echo late > late.txt")
-    proc = start_dvc(repo, "repro", "orphan")
-    wait_for("a running container", lambda: _running(client, repo), proc)
-    time.sleep(0.5)  # the command (and its lease watcher) are under way
+    out = repo.path.parent / f"{repo.path.name}-stdout.txt"
+    proc, _ = start_dvc(repo, "repro", "orphan", stdout=out)
+    wait_started(client, repo, out, proc)
     os.kill(proc.pid, signal.SIGKILL)  # (setpriv execs: proc.pid is dvc's)
     killed = time.monotonic()
     proc.wait(timeout=30)
-    wait_for("the container to stop", lambda: not _running(client, repo), timeout=budget + 30)
+    wait_until(lambda: not running(client, repo), "the container to stop")
     stopped = time.monotonic() - killed
-    wait_for("the container to be removed", lambda: not our_containers(client, str(repo.path)), timeout=30)
+    wait_until(lambda: not our_containers(client, str(repo.path)), "the container to be removed")
     assert stopped < budget, f"the container ran {stopped:.1f} s after its dvc process was killed"
     assert not (repo.path / "late.txt").exists()
     return stopped
 
 
-def second_wall_removes_an_orphan(repo: DvcRepo, client, tmp_path) -> None:
+def second_wall_removes_an_orphan(repo: DvcRepo, client) -> None:
     """dvc killed after the create, before the start: the container it leaves is named by `dvc status`
     and removed by the next run before anything starts (with one line)."""
     add_stage(repo, "s", "echo x > out.txt", "-o", "out.txt")
-    err = tmp_path / "killed.err"
-    proc = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"}, err_path=err)
-    wait_for("the pause after the create", lambda: "paused at created" in err.read_text(), proc)
+    proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})
+    wait_until(lambda: "paused at created" in err.read_text(), "the pause after the create", proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     orphans = our_containers(client, str(repo.path))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.integration.engines.conftest import engine_client, start_engine
+from tests.integration.engines.conftest import engine_client, start_engine, start_proxy
 
 pytestmark = [pytest.mark.docker, pytest.mark.engines]
 
@@ -21,7 +21,7 @@ def podman_url() -> str:
 
 @pytest.fixture(scope="module")
 def proxy_url() -> str:
-    return start_engine("proxy.sh", "dde-i10-noinfo")  # Tecnativa's defaults: INFO=0
+    return start_proxy("noinfo")  # Tecnativa's defaults: INFO=0
 
 
 def doctor(repo, url: str) -> dict:

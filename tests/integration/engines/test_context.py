@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.integration.engines import scenarios
-from tests.integration.engines.conftest import start_engine
+from tests.integration.engines.conftest import start_proxy
 
 pytestmark = [pytest.mark.docker, pytest.mark.engines, pytest.mark.proxy]
 
@@ -26,7 +26,7 @@ def make_context(config_dir, name: str, url: str) -> None:
 
 @pytest.fixture
 def context_repo(make_repo, busybox_image, tmp_path, no_leftovers):
-    url = start_engine("proxy.sh", "dde-i9-context")
+    url = start_proxy("context")
     config_dir = tmp_path / "docker-config"
     make_context(config_dir, "i9-second", url)
     repo = make_repo(busybox_image)
@@ -72,7 +72,7 @@ def test_a_down_context_socket_is_named_in_the_error(make_repo, busybox_image, t
 
 def test_build_through_a_context(make_repo, busybox_image, tmp_path, docker_client, no_leftovers):
     """docker.build through a Docker context (a socket proxy allowing builds): the context goes by the API."""
-    url = start_engine("proxy.sh", "dde-i19-build", env={"BUILD": "1"})
+    url = start_proxy("build", BUILD="1")
     config_dir = tmp_path / "docker-config"
     make_context(config_dir, "i19-build", url)
     repo = make_repo(busybox_image)

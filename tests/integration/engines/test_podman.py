@@ -84,5 +84,5 @@ def test_sigkill_of_dvc_stops_and_removes_the_container(engine_repo, engine):
     print(f"stop time after SIGKILL (Podman): {stopped:.2f} s")
 
 
-def test_next_run_removes_an_orphan_and_status_names_it(engine_repo, engine, tmp_path):
-    scenarios.second_wall_removes_an_orphan(engine_repo, engine, tmp_path)
+def test_next_run_removes_an_orphan_and_status_names_it(engine_repo, engine):
+    scenarios.second_wall_removes_an_orphan(engine_repo, engine)

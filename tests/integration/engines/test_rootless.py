@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SESSION_ROOTS, DvcRepo, _unavailable, repo_env
+from tests.conftest import need_python_for, setpriv
 from tests.integration.engines import scenarios
 from tests.integration.engines.conftest import assert_no_leftovers, engine_client, start_engine
 
@@ -28,17 +26,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.engines, pytest.mark.rootless]
 
 # engine -> (start script and its arguments, the user it runs as)
 ROOTLESS = {"docker": (("rootless.sh",), "dde-rootless"), "podman": (("podman.sh", "--rootless"), "dde-podman")}
-
-
-class UserRepo(DvcRepo):
-    """A DvcRepo whose every command runs as the rootless daemon's user."""
-
-    def __init__(self, path: Path, env: dict, prefix: list):
-        super().__init__(path, env)
-        self.prefix = prefix
-
-    def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return super().run(*self.prefix, *args, **kwargs)
 
 
 @pytest.fixture(scope="module", params=sorted(ROOTLESS))
@@ -58,31 +45,16 @@ def engine(engine_url):
 
 
 @pytest.fixture
-def user_repo(rootless, engine_url, engine, busybox_image):
+def user_repo(rootless, engine_url, engine, busybox_image, make_user_repo):
     user = rootless[1]
-    entry = pwd.getpwnam(user)
-    prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
-    if subprocess.run([*prefix, sys.executable, "-c", "import dvc_docker_exec"], capture_output=True).returncode:
-        _unavailable(f"{sys.executable} is not usable by {user} (make the venv with /usr/bin/python3)")
-    # not under pytest's tmp_path: that is private to root
-    base = Path(tempfile.mkdtemp(prefix="dde-rootless-"))
-    SESSION_ROOTS.append(str(base))
-    os.chown(base, entry.pw_uid, entry.pw_gid)
+    entry = pwd.getpwnam(user)  # made by the engine's script
+    prefix = setpriv(entry, "init")
+    need_python_for(prefix, user)
     # PATH: DVC's queue workers run `dvc` from PATH, which must not find root's own (mode 700) first
     path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-    env = {**repo_env(base / "home"), "USER": user, "DOCKER_HOST": engine_url, "PATH": path}
-    repo = UserRepo(base / "repo", env, prefix)
-    repo.run("mkdir", "-p", str(base / "home"), str(repo.path), cwd=base)
-    repo.run("git", "init", "-q")
-    repo.dvc("init", "-q")
-    repo.dvc("config", "docker.image", busybox_image)
-    repo.dvc("config", "docker.pull", "never")
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-qm", "init")
-    repo.uid = entry.pw_uid
+    repo = make_user_repo(entry, prefix, busybox_image, DOCKER_HOST=engine_url, PATH=path)
     yield repo
     assert_no_leftovers(engine, str(repo.path))
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_outputs_belong_to_the_user_and_root_inside(user_repo):
@@ -159,5 +131,5 @@ def test_sigkill_of_dvc_stops_and_removes_the_container(user_repo, engine, rootl
     print(f"stop time after SIGKILL (rootless {rootless[1]}): {stopped:.2f} s")
 
 
-def test_next_run_removes_an_orphan_and_status_names_it(user_repo, engine, tmp_path):
-    scenarios.second_wall_removes_an_orphan(user_repo, engine, tmp_path)
+def test_next_run_removes_an_orphan_and_status_names_it(user_repo, engine):
+    scenarios.second_wall_removes_an_orphan(user_repo, engine)

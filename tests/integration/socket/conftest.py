@@ -12,6 +12,7 @@ compose project's life cycle: ``config -q`` (the file is valid) at the start,
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -144,3 +145,26 @@ def in_volume(client, volume: str, script: str, *, image: str, binds: Optional[d
         image, ["sh", "-c", script], volumes=volumes, network_mode="none", remove=True, stdout=True, stderr=True
     )
     return out.decode()
+
+
+# --- shared by the socket-pattern test modules (they import these from here, not from each other) ----
+
+# The stage records where it ran and whether it can see a daemon socket.
+STAGE = (
+    f"{CONTAINER_ID} > stage-id.txt; "
+    "if [ -e /var/run/docker.sock ]; then echo yes; else echo no; fi > socket.txt; "
+    "id -u > uid.txt; mkdir -p out && echo payload > out/data.txt"
+)
+STAGE_OUTS = ("-o", "out")
+
+
+def runner_id_of(stdout: str) -> str:
+    match = re.search(r"^runner-id=([0-9a-f]{64})$", stdout, re.M)
+    assert match, stdout
+    return match.group(1)
+
+
+def ok_output(proc) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stdout

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.socket.conftest import CONTAINER_ID, in_volume
-from tests.integration.socket.test_socket_pattern import _ok, _runner_id
+from tests.integration.socket.conftest import CONTAINER_ID, in_volume, ok_output, runner_id_of
 
 pytestmark = pytest.mark.docker
 
@@ -15,8 +14,8 @@ def test_doctor_in_a_runner_container(runner, make_repo, busybox_image, token):
     repo.dvc("stage", "add", "-n", "sib", "echo hi")
     workdir = f"/workspace/project-{token}"
     script = f'echo "runner-id=$({CONTAINER_ID})"; dvc docker doctor; echo "doctor-rc=$?"'
-    out = _ok(runner.run(script, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
-    runner_id = _runner_id(out)
+    out = ok_output(runner.run(script, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
+    runner_id = runner_id_of(out)
     assert "doctor-rc=0" in out, out
     paths = [line for line in out.splitlines() if line.startswith("ok      paths: ")]
     # the socket and the project: the project's path in the runner -> its host source
@@ -37,7 +36,7 @@ def test_doctor_names_a_named_volume(runner, make_repo, busybox_image, docker_cl
     unused = tmp_path / "unused"
     unused.mkdir()
     script = f'echo "runner-id=$({CONTAINER_ID})"; dvc docker doctor; echo "doctor-rc=$?"'
-    out = _ok(
+    out = ok_output(
         runner.run(
             script,
             "-v",
@@ -47,7 +46,7 @@ def test_doctor_names_a_named_volume(runner, make_repo, busybox_image, docker_cl
             env={"DVC_PROJECT": str(unused), "DVC_WORKDIR": "/mnt/unused"},
         )
     )
-    runner_id = _runner_id(out)
+    runner_id = runner_id_of(out)
     assert "doctor-rc=0" in out, out
     paths = [line for line in out.splitlines() if line.startswith("ok      paths: ")]
     # the whole volume is mounted where the runner has it

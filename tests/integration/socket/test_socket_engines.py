@@ -1,7 +1,7 @@
 """The socket pattern with another endpoint mounted into the runner (issue 9).
 
 Behind a socket proxy: the runner gets the proxy's socket (HAProxy with
-Tecnativa's rules and a 3 s inactivity timeout, scripts/engines/proxy.sh)
+Tecnativa's rules and a 1 s inactivity timeout, scripts/engines/proxy.sh)
 instead of the daemon's; it must still find its own container (GET
 /containers/<id>/json is allowed), run a stage silent for longer than the
 timeout, and keep the proxy's socket away from the stage.
@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.engines.conftest import start_engine
-from tests.integration.socket.test_socket_pattern import STAGE, STAGE_OUTS, _ok
+from tests.integration.engines.conftest import start_engine, start_proxy
+from tests.integration.socket.conftest import STAGE, STAGE_OUTS, ok_output
 
 pytestmark = [pytest.mark.docker, pytest.mark.engines, pytest.mark.proxy]
 
 
 def test_runner_behind_a_proxy_with_a_short_timeout(runner, make_repo, busybox_image, token):
-    url = start_engine("proxy.sh", "dde-i9-short", env={"PROXY_TIMEOUT": "3s"})
+    url = start_proxy("short", PROXY_TIMEOUT="1s")
     proxy_socket = url[len("unix://") :]
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"echo before; sleep 7; echo after; {STAGE}; exit 0")
-    out = _ok(
+    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"echo before; sleep 3.5; echo after; {STAGE}; exit 0")
+    out = ok_output(
         runner.run(
             "exec dvc repro",
             env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": f"/workspace/p-{token}", "DOCKER_SOCKET": proxy_socket},
@@ -35,36 +35,23 @@ def test_runner_behind_a_proxy_with_a_short_timeout(runner, make_repo, busybox_i
 
 
 @pytest.mark.rootless
-def test_runner_on_rootless_docker(compose, runner_image, busybox_image, token):
+def test_runner_on_rootless_docker(compose, runner_image, busybox_image, token, make_user_repo):
     """The runner on a rootless daemon with that daemon's socket: outputs belong to its user."""
-    import os
     import pwd
-    import shutil
     import subprocess
-    import tempfile
-    from pathlib import Path
 
-    from tests.conftest import SESSION_ROOTS, DvcRepo, repo_env
+    from tests.conftest import setpriv
     from tests.integration.engines.conftest import assert_no_leftovers, engine_client
 
     url = start_engine("rootless.sh", env={"DDE_ROOTLESS_IMAGES": f"{busybox_image} {runner_image}"})
     client = engine_client(url)
     user = pwd.getpwnam("dde-rootless")
-    base = Path(tempfile.mkdtemp(prefix="dde-rootless-sp-"))  # the user's daemon must reach it
-    SESSION_ROOTS.append(str(base))
-    repo = DvcRepo(base / "repo", repo_env(base / "home"))
-    repo.path.mkdir()
-    repo.run("git", "init", "-q")
-    repo.dvc("init", "-q")
-    repo.dvc("config", "docker.image", busybox_image)
-    repo.dvc("config", "docker.pull", "never")
+    repo = make_user_repo(user, setpriv(user, "init"), busybox_image)  # the user's daemon must reach it
     repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, STAGE)
-    for path in [base, *base.rglob("*")]:
-        os.lchown(path, user.pw_uid, user.pw_gid)
     socket = url[len("unix://") :]
     env = {"DOCKER_HOST": url, "DOCKER_SOCKET": socket, "DVC_PROJECT": str(repo.path), "DVC_WORKDIR": f"/workspace/p-{token}"}
     try:
-        _ok(compose.run("exec dvc repro", env=env))
+        ok_output(compose.run("exec dvc repro", env=env))
         assert repo.read("uid.txt") == "0\n"  # root inside the user namespace ...
         for name in ("out", "out/data.txt", "uid.txt", "dvc.lock"):
             assert (repo.path / name).stat().st_uid == user.pw_uid, name  # ... is the user outside
@@ -75,7 +62,6 @@ def test_runner_on_rootless_docker(compose, runner_image, busybox_image, token):
             [*compose.command, "-f", compose.file, "-p", compose.project, "down", "--remove-orphans"],
             env=compose.env(DOCKER_HOST=url), capture_output=True, timeout=120,
         )
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.podman
@@ -97,7 +83,7 @@ def test_runner_under_podman(compose, runner_image, make_repo, busybox_image, to
     }
     script = "test -e /run/.containerenv && echo runner-in-podman; exec dvc repro -v"
     try:
-        out = _ok(compose.run(script, env=env))
+        out = ok_output(compose.run(script, env=env))
         assert "runner-in-podman" in out
         assert repo.read("out/data.txt") == "payload\n" and repo.read("socket.txt") == "no\n"
         assert "out" in (repo.lock() or "")

@@ -12,37 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import LABEL
-from tests.integration.socket.conftest import CONTAINER_ID, in_volume
+from tests.conftest import LABEL, container_events
+from tests.integration.socket.conftest import CONTAINER_ID, STAGE, STAGE_OUTS, in_volume, ok_output, runner_id_of
 
 pytestmark = pytest.mark.docker
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
-# The stage records where it ran and whether it can see a daemon socket.
-STAGE = (
-    f"{CONTAINER_ID} > stage-id.txt; "
-    "if [ -e /var/run/docker.sock ]; then echo yes; else echo no; fi > socket.txt; "
-    "id -u > uid.txt; mkdir -p out && echo payload > out/data.txt"
-)
-STAGE_OUTS = ("-o", "out")
 # The runner prints its own container id first, then runs DVC.
 RUNNER_REPRO = f'echo "runner-id=$({CONTAINER_ID})"; echo "runner-uid=$(id -u)"; exec dvc repro'
-
-
-def _runner_id(stdout: str) -> str:
-    match = re.search(r"^runner-id=([0-9a-f]{64})$", stdout, re.M)
-    assert match, stdout
-    return match.group(1)
-
-
-def _created_stage_containers(client, since: int) -> set:
-    events = client.events(
-        since=since,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"type": "container", "event": "create", "label": LABEL},
-    )
-    return {event["id"] for event in events}
 
 
 def assert_locked(lock_text, stage: str) -> None:
@@ -54,12 +31,6 @@ def assert_locked(lock_text, stage: str) -> None:
     assert out["path"] == "out" and out["md5"].endswith(".dir") and out["nfiles"] == 1, locked
 
 
-def _ok(proc) -> str:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.stdout
-
-
 def test_bind_mount_at_another_path(runner, make_repo, busybox_image, docker_client, token):
     """Host dir -> /workspace/project-*: stage mounts are translated back to the host dir."""
     repo = make_repo(busybox_image)
@@ -68,14 +39,14 @@ def test_bind_mount_at_another_path(runner, make_repo, busybox_image, docker_cli
     assert not os.path.exists(workdir)
     since = int(time.time())
 
-    out = _ok(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
+    out = ok_output(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
 
     assert repo.read("out/data.txt") == "payload\n"
     assert_locked(repo.lock(), "sib")
     stage_id = repo.read("stage-id.txt").strip()
     assert HEX64.fullmatch(stage_id), stage_id
-    assert stage_id != _runner_id(out)  # a sibling, not the runner itself
-    assert stage_id in _created_stage_containers(docker_client, since)
+    assert stage_id != runner_id_of(out)  # a sibling, not the runner itself
+    assert stage_id in {e["id"] for e in container_events(docker_client, "create", since)}
     assert repo.read("socket.txt") == "no\n"  # the socket stays with the runner
     # the daemon got host paths: nothing was created at the runner-side path
     assert not os.path.exists(workdir)
@@ -97,7 +68,7 @@ def test_named_volume(runner, make_repo, busybox_image, docker_client, volume, t
     since = int(time.time())
 
     # compose v1 wants named volumes declared in the file; `run -v` does not
-    out = _ok(
+    out = ok_output(
         runner.run(
             RUNNER_REPRO,
             "-v",
@@ -116,8 +87,8 @@ def test_named_volume(runner, make_repo, busybox_image, docker_client, volume, t
     ).split()
     assert seen[0] == "payload" and seen[2] == "no", seen
     assert_locked(in_volume(docker_client, volume, "cat /workspace/project/dvc.lock", image=busybox_image), "vol")
-    assert HEX64.fullmatch(seen[1]) and seen[1] != _runner_id(out)
-    assert seen[1] in _created_stage_containers(docker_client, since)
+    assert HEX64.fullmatch(seen[1]) and seen[1] != runner_id_of(out)
+    assert seen[1] in {e["id"] for e in container_events(docker_client, "create", since)}
     assert not (repo.path / "out").exists()  # the host copy was not touched
     assert not list(unused.iterdir())
 
@@ -131,7 +102,7 @@ def test_non_root_runner_owns_outputs(runner, make_repo, busybox_image, token):
         os.lchown(path, uid, gid)
     sock_gid = os.stat("/var/run/docker.sock").st_gid
 
-    out = _ok(
+    out = ok_output(
         runner.run(
             RUNNER_REPRO,
             env={
@@ -159,7 +130,7 @@ def test_project_on_no_mount_fails_clearly(runner, busybox_image, tmp_path):
         'set +e; dvc repro > /tmp/out 2> /tmp/err; echo "rc=$?"; sed "s/^/err: /" /tmp/err'
     )
     proc = runner.run(script, env={"DVC_PROJECT": str(tmp_path), "DVC_WORKDIR": "/workspace"})
-    out = _ok(proc)
+    out = ok_output(proc)
     assert "rc=0" not in out and re.search(r"^rc=\d+$", out, re.M), out
     errors = [line[len("err: ") :] for line in out.splitlines() if line.startswith("err: ")]
     errors = [line for line in errors if line.strip()]
@@ -179,7 +150,7 @@ def test_build_in_the_socket_pattern(runner, make_repo, busybox_image, docker_cl
     repo.dvc("stage", "add", "-n", "s", "-o", "o.txt", "cat /m > o.txt")
     workdir = f"/workspace/project-{token}"
     try:
-        out = _ok(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
+        out = ok_output(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
         assert repo.read("o.txt") == token, out
         assert "build: env/Dockerfile" in repo.read("dvc.lock")
         assert "up to date" in repo.dvc("status").stdout  # the host's dvc agrees with the runner's hash

@@ -169,7 +169,7 @@ def test_gpus_only_on_a_node_the_constraints_exclude_fail_at_once(swarm_repo, sw
 
 def test_doctor_checks_the_gpus_of_the_nodes_not_of_the_manager(swarm_repo):
     """The manager has no NVIDIA runtime; node n2 advertises 2 GPUs: what matters on Swarm is the latter."""
-    from tests.integration.test_commands import doctor
+    from tests.helpers import doctor
 
     write_pipeline(swarm_repo, {"fits": {"cmd": "true", "meta": {"docker": {"gpus": 2}}}})
     report = doctor(swarm_repo)
@@ -217,7 +217,7 @@ def test_interrupt_removes_the_service_everywhere(swarm_repo, swarm_clean, sig):
 
 
 def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
-    from tests.integration.test_experiments import experiments, queue, start_workers, stop_workers, wait_for_queue
+    from tests.helpers import experiments, queue, start_workers, stop_workers, wait_for_queue
 
     # 1.5 of each node's 2 CPUs: at most one experiment per node at a time. A
     # rendezvous on the shared filesystem (DVC_ROOT is the workspace repo) makes
@@ -249,7 +249,7 @@ def test_queue_spreads_experiments_over_the_nodes(swarm_repo, swarm_clean):
 
 def test_queue_kill_removes_the_service_everywhere(swarm_repo, swarm_clean):
     """`dvc queue kill victim` ends the victim's service on its node; the other experiment runs on."""
-    from tests.integration.test_experiments import experiments, queue, start_workers, stop_workers, wait_for_queue
+    from tests.helpers import experiments, queue, start_workers, stop_workers, wait_for_queue
 
     # both say they started (the workspace is shared); the victim (x=1) sleeps,
     # the survivor waits for the test's go after the kill

@@ -17,9 +17,9 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
-from tests.conftest import BUSYBOX, DvcRepo
+from tests.conftest import BUSYBOX, DvcRepo, daemon_events, push_image
 from tests.integration.swarm.conftest import write_pipeline
-from tests.integration.test_provenance import records, status
+from tests.helpers import records, status
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
@@ -51,8 +51,7 @@ def variant(swarm_clean, repository, tmp_path) -> Iterator[Callable[..., Optiona
         engine.images.build(path=str(ctx), tag=ref, network_mode="none", rm=True)
         if not push:
             return None
-        for line in engine.api.push(repository, tag="1", stream=True, decode=True):
-            assert "error" not in line, line
+        push_image(engine, ref)
         digests = [d for d in engine.api.inspect_image(ref)["RepoDigests"] if d.startswith(f"{repository}@")]
         assert len(digests) == 1, digests
         return digests[0]
@@ -78,10 +77,7 @@ def holds(swarm, node: int, reference: str) -> bool:
 
 def task_images(swarm, node: int, since: int, repo: DvcRepo) -> List[str]:
     """The image reference of every task container of `repo`'s stages created on `node` since `since` (its engine's events)."""
-    events = swarm.node(node).api.events(
-        since=since, until=int(time.time()) + 1, decode=True,
-        filters={"type": "container", "event": "create", "label": f"dvc-docker-exec.repo={repo.path}"},
-    )
+    events = daemon_events(swarm.node(node), since, type="container", event="create", label=f"dvc-docker-exec.repo={repo.path}")
     return [e["Actor"]["Attributes"]["image"] for e in events if "com.docker.swarm.service.id" in e["Actor"]["Attributes"]]
 
 
