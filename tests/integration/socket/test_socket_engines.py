@@ -21,7 +21,7 @@ def test_runner_behind_a_proxy_with_a_short_timeout(runner, make_repo, busybox_i
     url = start_engine("proxy.sh", "dde-i9-short", env={"PROXY_TIMEOUT": "3s"})
     proxy_socket = url[len("unix://") :]
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"echo before; sleep 7; echo after; {STAGE}; exit 0")
+    repo.stage_add("-n", "sib", *STAGE_OUTS, f"echo before; sleep 7; echo after; {STAGE}; exit 0")
     out = _ok(
         runner.run(
             "exec dvc repro",
@@ -58,7 +58,7 @@ def test_runner_on_rootless_docker(compose, runner_image, busybox_image, token):
     repo.dvc("init", "-q")
     repo.dvc("config", "docker.image", busybox_image)
     repo.dvc("config", "docker.pull", "never")
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, STAGE)
+    repo.stage_add("-n", "sib", *STAGE_OUTS, STAGE)
     for path in [base, *base.rglob("*")]:
         os.lchown(path, user.pw_uid, user.pw_gid)
     socket = url[len("unix://") :]
@@ -88,7 +88,7 @@ def test_runner_under_podman(compose, runner_image, make_repo, busybox_image, to
     url = start_engine("podman.sh", env={"DDE_PODMAN_IMAGES": f"{busybox_image} {runner_image}"})
     client = engine_client(url)
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"test -e /run/.containerenv; {STAGE}")
+    repo.stage_add("-n", "sib", *STAGE_OUTS, f"test -e /run/.containerenv; {STAGE}")
     env = {
         "DOCKER_HOST": url,
         "DOCKER_SOCKET": url[len("unix://") :],
