@@ -55,6 +55,23 @@ def _need_image(client, image: str) -> str:
 
 
 @contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held while starting a shared engine or building a shared image (scripts/engines/*.sh, build-images.sh).
+
+    Why: those scripts are idempotent, not safe to run twice at once; under pytest-xdist two workers (and
+    on a shared machine two test runs) may call the same one at the same moment.
+    """
+    import fcntl
+
+    fd = os.open(f"/tmp/dvc-docker-exec-{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def loopback_registry(folder: Path, auth: str = "") -> Iterator[str]:
     """Debian's docker-registry on a free loopback port; yields `127.0.0.1:PORT` (an insecure registry
     Docker accepts without configuration). `auth`: extra YAML for its config (e.g. htpasswd)."""
@@ -225,23 +242,39 @@ def pytest_runtest_logreport(report) -> None:
         SKIPPED.append(f"{report.nodeid}: {reason}")
 
 
+# Containers the suite left behind: found by this process, or (under pytest-xdist) reported by each worker
+LEFT_BEHIND: List[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, called in the controller as each worker ends
+def pytest_testnodedown(node, error) -> None:
+    LEFT_BEHIND.extend(getattr(node, "workeroutput", {}).get("dvc_docker_exec_left_behind", []))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """The whole suite leaves no container behind, either; under CI=true nothing was skipped."""
-    if SKIPPED:
-        session.exitstatus = 1
-        sys.stderr.write("\nERROR: CI=true but tests were skipped:\n" + "".join(f"  {s}\n" for s in SKIPPED))
+    """The whole suite leaves no container behind, either; under CI=true nothing was skipped.
+
+    Under pytest-xdist each worker checks the repos of its own tests and hands the names to the controller,
+    which fails the run (a worker's exit status is not the run's); the controller sees every report."""
     try:
         import docker
 
-        client = docker.from_env()
-        left = our_containers(client)
+        left = our_containers(docker.from_env())
     except Exception:  # noqa: BLE001
+        left = []
+    for c in left:
+        c.remove(force=True)
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["dvc_docker_exec_left_behind"] = [c.name for c in left]
         return
-    if left:
-        for c in left:
-            c.remove(force=True)
+    LEFT_BEHIND.extend(c.name for c in left)
+    if SKIPPED:
         session.exitstatus = 1
-        sys.stderr.write(f"\nERROR: containers left behind by the suite: {[c.name for c in left]}\n")
+        sys.stderr.write("\nERROR: CI=true but tests were skipped:\n" + "".join(f"  {s}\n" for s in SKIPPED))
+    if LEFT_BEHIND:
+        session.exitstatus = 1
+        sys.stderr.write(f"\nERROR: containers left behind by the suite: {LEFT_BEHIND}\n")
 
 
 class DvcRepo:
@@ -471,12 +504,13 @@ RUNNER = "dvc-docker-exec-test/runner:latest"  # DVC + the plugin of this source
 def runner_image(docker_client) -> str:
     """The runner image of the current source (a cached no-op when unchanged)."""
     try:
-        proc = subprocess.run(
-            [str(ROOT / "scripts" / "build-images.sh"), "runner"],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
+        with machine_lock("build-images"):
+            proc = subprocess.run(
+                [str(ROOT / "scripts" / "build-images.sh"), "runner"],
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         _unavailable(f"scripts/build-images.sh runner failed: {exc}")
     if proc.returncode != 0:
