@@ -7,7 +7,7 @@ built on it would test something no user has; these compare each with the real t
 
 from __future__ import annotations
 
-from tests.conftest import init_repo
+from tests.conftest import BUSYBOX, init_repo
 
 STAGES = [
     ("-n", "a", "-d", "in.txt", "-d", "other.yaml", "-o", "a.txt", "echo a > a.txt"),
@@ -34,8 +34,7 @@ def test_stage_add_shortcut_writes_what_dvc_stage_add_writes(make_repo):
 
 
 def test_a_copied_template_is_the_repo_init_makes(make_repo, tmp_path):
-    image = "dvc-docker-exec-test/busybox:latest"
-    copy, made = make_repo(image, "copy"), init_repo(tmp_path / "made", tmp_path / "made-home", image)
+    copy, made = make_repo(BUSYBOX, "copy"), init_repo(tmp_path / "made", tmp_path / "made-home", BUSYBOX)
     for repo in (copy, made):
         assert repo.run("git", "status", "--porcelain").stdout == ""
         assert repo.run("git", "log", "--format=%s").stdout == "init\n"
