@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -51,6 +52,23 @@ def _need_image(client, image: str) -> str:
     except docker.errors.ImageNotFound:
         _unavailable(f"test image {image} is missing; run scripts/build-images.sh")
     return image
+
+
+@contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held while starting a shared engine or building a shared image (scripts/engines/*.sh, build-images.sh).
+
+    Why: those scripts are idempotent, not safe to run twice at once; under pytest-xdist two workers (and
+    on a shared machine two test runs) may call the same one at the same moment.
+    """
+    import fcntl
+
+    fd = os.open(f"/tmp/dvc-docker-exec-{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -274,23 +292,39 @@ def pytest_runtest_logreport(report) -> None:
         SKIPPED.append(f"{report.nodeid}: {reason}")
 
 
+# Containers the suite left behind: found by this process, or (under pytest-xdist) reported by each worker
+LEFT_BEHIND: List[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, called in the controller as each worker ends
+def pytest_testnodedown(node, error) -> None:
+    LEFT_BEHIND.extend(getattr(node, "workeroutput", {}).get("dvc_docker_exec_left_behind", []))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """The whole suite leaves no container behind, either; under CI=true nothing was skipped."""
-    if SKIPPED:
-        session.exitstatus = 1
-        sys.stderr.write("\nERROR: CI=true but tests were skipped:\n" + "".join(f"  {s}\n" for s in SKIPPED))
+    """The whole suite leaves no container behind, either; under CI=true nothing was skipped.
+
+    Under pytest-xdist each worker checks the repos of its own tests and hands the names to the controller,
+    which fails the run (a worker's exit status is not the run's); the controller sees every report."""
     try:
         import docker
 
-        client = docker.from_env()
-        left = our_containers(client)
+        left = our_containers(docker.from_env())
     except Exception:  # noqa: BLE001
+        left = []
+    for c in left:
+        c.remove(force=True)
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["dvc_docker_exec_left_behind"] = [c.name for c in left]
         return
-    if left:
-        for c in left:
-            c.remove(force=True)
+    LEFT_BEHIND.extend(c.name for c in left)
+    if SKIPPED:
         session.exitstatus = 1
-        sys.stderr.write(f"\nERROR: containers left behind by the suite: {[c.name for c in left]}\n")
+        sys.stderr.write("\nERROR: CI=true but tests were skipped:\n" + "".join(f"  {s}\n" for s in SKIPPED))
+    if LEFT_BEHIND:
+        session.exitstatus = 1
+        sys.stderr.write(f"\nERROR: containers left behind by the suite: {LEFT_BEHIND}\n")
 
 
 class DvcRepo:
@@ -333,6 +367,62 @@ class DvcRepo:
     def lock(self) -> Optional[str]:
         path = self.path / "dvc.lock"
         return path.read_text() if path.exists() else None
+
+    def stage_add(self, *argv: str) -> None:
+        """Write what `dvc stage add ARGV` writes (the stage in dvc.yaml, .gitignore entries for cached outs)
+        without starting dvc (about 2 s each on a loaded machine): for tests where `stage add` is not what
+        is tested. Options: -n, -d, -o, -O, -p, -m, -M, -f; anything else is refused (use the real command).
+        The files belong to the repo's owner, as if they had run the command."""
+        import argparse
+
+        import yaml
+
+        parser = argparse.ArgumentParser(prog="stage_add", add_help=False)
+        parser.add_argument("-n", "--name", required=True)
+        parser.add_argument("-f", "--force", action="store_true")
+        for flag in ("-d", "-o", "-O", "-p", "-m", "-M"):
+            parser.add_argument(flag, action="append", default=[])
+        parser.add_argument("command", nargs=argparse.REMAINDER)
+        args = parser.parse_args(argv)
+        assert args.command, f"stage_add{argv}: no command"
+        dvc_yaml = self.path / "dvc.yaml"
+        document = (yaml.safe_load(dvc_yaml.read_text()) if dvc_yaml.exists() else None) or {}
+        stages = document.setdefault("stages", {})
+        assert args.force or args.name not in stages, f"stage '{args.name}' already exists (stage_add -f replaces it)"
+        # the key order of DVC's own dump (dvc/stage/serialize.py)
+        stage: dict = {"cmd": " ".join(args.command)}
+        if args.d:
+            stage["deps"] = sorted(args.d)
+        if args.p:
+            stage["params"] = [entry for option in args.p for entry in _param_entries(option)]
+        for key, cached, uncached in (("outs", args.o, args.O), ("metrics", args.m, args.M)):
+            if cached or uncached:  # sorted by path, as DVC writes them
+                paths = sorted(cached + uncached)
+                stage[key] = [path if path in cached else {path: {"cache": False}} for path in paths]
+        stages[args.name] = stage
+        owner = self.path.stat()
+        written = [self.write("dvc.yaml", yaml.safe_dump(document, sort_keys=False))]
+        for out in args.o + args.m:  # DVC's Output.ignore(): cached outs inside the repo
+            target = (self.path / out).resolve()
+            if not target.is_relative_to(self.path.resolve()):
+                continue
+            ignore = target.parent / ".gitignore"
+            entry = "/" + target.name
+            text = ignore.read_text() if ignore.exists() else ""
+            if entry not in text.splitlines():
+                ignore.parent.mkdir(parents=True, exist_ok=True)
+                ignore.write_text(text + ("" if not text or text.endswith("\n") else "\n") + entry + "\n")
+                written.append(ignore)
+        for path in written:
+            os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def _param_entries(option: str) -> list:
+    """One `-p` of `dvc stage add` as dvc.yaml lists it: `lr`, `a,b` (params.yaml) or `file.yaml:a,b`."""
+    if ":" in option:
+        name, keys = option.split(":", 1)
+        return [{name: keys.split(",") if keys else None}]
+    return option.split(",")
 
 
 HANG_GUARD = 90  # seconds: a test that would hang fails instead (not a timing assertion)
@@ -393,24 +483,53 @@ def repo_env(home: Path) -> dict:
     return env
 
 
+def init_repo(path: Path, home: Path, image: Optional[str] = None) -> DvcRepo:
+    """`git init`, `dvc init`, `docker.image` set (pull never: no registry here), all committed."""
+    path.mkdir()
+    home.mkdir()
+    repo = DvcRepo(path, repo_env(home))
+    repo.run("git", "init", "-q")
+    repo.dvc("init", "-q")
+    if image:
+        repo.dvc("config", "docker.image", image)
+        repo.dvc("config", "docker.pull", "never")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "init")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def repo_template(tmp_path_factory) -> Callable[[Optional[str]], Path]:
+    """repo_template(image) -> a repo made by `init_repo` once per session (per xdist worker) and image.
+
+    Why: three `dvc` start-ups and git cost seconds per test; a copy of the same result costs milliseconds.
+    """
+    made: dict = {}
+
+    def template(image: Optional[str]) -> Path:
+        if image not in made:
+            base = tmp_path_factory.mktemp("repo-template")
+            made[image] = init_repo(base / "repo", base / "home", image).path
+        return made[image]
+
+    return template
+
+
+def _fresh_tmp(folder: str, names: List[str]) -> List[str]:
+    # .dvc/tmp/btime marks when DVC first saw the repo (part of its site-cache key): a copy is a new repo
+    return ["btime"] if Path(folder).name == "tmp" and Path(folder).parent.name == ".dvc" else []
+
+
 @pytest.fixture
-def make_repo(tmp_path: Path):
-    """make_repo(image=None) -> DvcRepo with `docker.image` set (pull never: no registry here)."""
+def make_repo(tmp_path: Path, repo_template):
+    """make_repo(image=None, name="repo") -> DvcRepo as `init_repo` makes it (a copy of the session's template)."""
 
     def make(image: Optional[str] = None, name: str = "repo") -> DvcRepo:
         path = tmp_path / name
-        path.mkdir()
         home = tmp_path / f"{name}-home"
         home.mkdir()
-        repo = DvcRepo(path, repo_env(home))
-        repo.run("git", "init", "-q")
-        repo.dvc("init", "-q")
-        if image:
-            repo.dvc("config", "docker.image", image)
-            repo.dvc("config", "docker.pull", "never")
-        repo.run("git", "add", "-A")
-        repo.run("git", "commit", "-qm", "init")
-        return repo
+        shutil.copytree(repo_template(image), path, symlinks=True, ignore=_fresh_tmp)
+        return DvcRepo(path, repo_env(home))
 
     return make
 
@@ -447,12 +566,13 @@ RUNNER = "dvc-docker-exec-test/runner:latest"  # DVC + the plugin of this source
 def runner_image(docker_client) -> str:
     """The runner image of the current source (a cached no-op when unchanged)."""
     try:
-        proc = subprocess.run(
-            [str(ROOT / "scripts" / "build-images.sh"), "runner"],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
+        with machine_lock("build-images"):
+            proc = subprocess.run(
+                [str(ROOT / "scripts" / "build-images.sh"), "runner"],
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         _unavailable(f"scripts/build-images.sh runner failed: {exc}")
     if proc.returncode != 0:

@@ -46,8 +46,8 @@ def two_stage_pipeline(repo: DvcRepo, targets: List[str]) -> None:
     """`attack` writes every config in `targets`; `victim` (after it) shows what it was given."""
     repo.write("hostile.sh", HOSTILE_SH)
     attack = "; ".join(f'sh hostile.sh "{t}" attack.log' for t in targets) + "; cat attack.log; echo done > attacked.txt"
-    repo.dvc("stage", "add", "-n", "attack", "-d", "hostile.sh", "-o", "attacked.txt", attack)
-    repo.dvc("stage", "add", "-n", "victim", "-d", "attacked.txt", "-o", "victim.txt", 'echo "MARK=[$MARK]" > victim.txt; cat victim.txt')
+    repo.stage_add("-n", "attack", "-d", "hostile.sh", "-o", "attacked.txt", attack)
+    repo.stage_add("-n", "victim", "-d", "attacked.txt", "-o", "victim.txt", 'echo "MARK=[$MARK]" > victim.txt; cat victim.txt')
 
 
 def assert_refused(repo: DvcRepo, log: str = "attack.log") -> None:
@@ -145,7 +145,7 @@ def test_stage_cannot_plant_git_hooks_or_config(repo):
         f"if printf '[core]\\n  fsmonitor = touch {marker}\\n' >> .git/config; "
         "then echo WROTE config >> $log; else echo refused config >> $log; fi\n"
     ))
-    repo.dvc("stage", "add", "-n", "plant", "-d", "plant.sh", "sh plant.sh")
+    repo.stage_add("-n", "plant", "-d", "plant.sh", "sh plant.sh")
     repo.dvc("repro")
     assert_refused(repo, "plant.log")
     repo.run("git", "add", "-A")
@@ -158,7 +158,7 @@ def test_dvc_in_the_stage_still_works_with_read_only_config(make_repo, python_dv
     """DVC inside the stage reads its (filtered) config and writes .dvc/tmp; changing the config is refused."""
     repo = make_repo(python_dvc_image)
     repo.dvc("config", "--local", "docker.network", "none")
-    repo.dvc("stage", "add", "-n", "inner",
+    repo.stage_add("-n", "inner",
              "dvc config -l > inner.txt; dvc status > status.txt 2>&1; echo status=$? >> inner.txt; "
              "touch .dvc/tmp/ok; dvc config --local core.autostage true 2> change.txt; echo change=$? >> inner.txt")
     repo.dvc("repro")
@@ -198,7 +198,7 @@ WAIT_FOR_GO = "while [ ! -e go ]; do sleep 0.05; done; cat .dvc/config.local > s
 def test_config_copy_keeps_mode_and_others_cannot_read_it(repo, attacker):
     entry, as_attacker = attacker
     secret_repo(repo)
-    repo.dvc("stage", "add", "-n", "wait", WAIT_FOR_GO)
+    repo.stage_add("-n", "wait", WAIT_FOR_GO)
     proc, _ = start_dvc(repo, "repro")
     try:
         local = wait_until(lambda: [c for c in copies(repo) if c.name == "config.local"], "the config copy", proc)[0]
@@ -218,14 +218,14 @@ def test_config_copy_keeps_mode_and_others_cannot_read_it(repo, attacker):
 
 def test_copies_of_a_killed_dvc_are_removed_by_the_next_run(repo, docker_client):
     secret_repo(repo)
-    repo.dvc("stage", "add", "-n", "wait", WAIT_FOR_GO)
+    repo.stage_add("-n", "wait", WAIT_FOR_GO)
     proc, _ = start_dvc(repo, "repro", "wait")
     wait_until(lambda: copies(repo), "the config copies", proc)
     wait_until(lambda: our_containers(docker_client, str(repo.path)), "the container", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=HANG_GUARD)
     assert copies(repo), "the killed process left no copy: nothing to reap"
-    repo.dvc("stage", "add", "-n", "quick", "true")
+    repo.stage_add("-n", "quick", "true")
     repo.dvc("repro", "quick")
     assert copies(repo) == []
     assert not [p for p in (repo.path / ".dvc" / "tmp" / "docker-exec").iterdir()]
@@ -252,7 +252,7 @@ PHASES = ["overlays", "create", "created", "attached", "started", "exited"]
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 @pytest.mark.parametrize("phase", PHASES)
 def test_signal_at_each_phase_leaves_nothing(repo, docker_client, phase, sig):
-    repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "echo x > out.txt")
+    repo.stage_add("-n", "s", "-o", "out.txt", "echo x > out.txt")
     proc, err = start_dvc(
         repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": phase},
         preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -263,7 +263,7 @@ def test_signal_at_each_phase_leaves_nothing(repo, docker_client, phase, sig):
 
 
 def test_second_signal_during_cleanup_still_removes(repo, docker_client):
-    repo.dvc("stage", "add", "-n", "s", "sleep 60")
+    repo.stage_add("-n", "s", "sleep 60")
     proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "stop"})
     wait_until(lambda: [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"],
                "a running container", proc)
@@ -275,7 +275,7 @@ def test_second_signal_during_cleanup_still_removes(repo, docker_client):
 
 def test_sighup_stops_a_running_stage(repo, docker_client):
     """Terminal closed / ssh dropped: like SIGTERM, the container goes and dvc records nothing."""
-    repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "sleep 60; echo x > out.txt")
+    repo.stage_add("-n", "s", "-o", "out.txt", "sleep 60; echo x > out.txt")
     proc, err = start_dvc(repo, "repro")
     wait_until(lambda: [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"],
                "a running container", proc)
@@ -287,7 +287,7 @@ def test_sighup_stops_a_running_stage(repo, docker_client):
 
 def test_sighup_ignored_under_nohup(repo, docker_client):
     """`nohup dvc repro`: the user asked to survive a hang-up, so the stage runs on."""
-    repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "while [ ! -e go ]; do sleep 0.05; done; echo x > out.txt")
+    repo.stage_add("-n", "s", "-o", "out.txt", "while [ ! -e go ]; do sleep 0.05; done; echo x > out.txt")
     proc, err = start_dvc(repo, "repro", preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     wait_until(lambda: [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"],
                "a running container", proc)
@@ -316,7 +316,7 @@ PULLED = "localhost:1/absent:1"  # pulling fails fast: nothing listens there
 def pull_attempt(repo: DvcRepo, shared_tmp: Path) -> subprocess.CompletedProcess:
     repo.dvc("config", "docker.pull", "missing")
     repo.dvc("config", "docker.image", PULLED)
-    repo.dvc("stage", "add", "-n", "s", "true")
+    repo.stage_add("-n", "s", "true")
     env = {"TMPDIR": str(shared_tmp)}
     repo.env.pop("XDG_RUNTIME_DIR", None)
     return repo.dvc("repro", check=False, env=env, timeout=HANG_GUARD)
@@ -364,7 +364,7 @@ def proxy(tmp_path, socket_relay) -> SocketRelay:
 
 def test_daemon_gone_mid_stage_is_one_clear_error(repo, docker_client, proxy):
     """The daemon stops answering while a stage runs (a connection that is only cut is resumed: streams.py)."""
-    repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "sleep 60; echo x > out.txt")
+    repo.stage_add("-n", "s", "-o", "out.txt", "sleep 60; echo x > out.txt")
     proc, err = start_dvc(repo, "repro", env={"DOCKER_HOST": f"unix://{proxy.path}"})
     running = wait_until(
         lambda: [c for c in our_containers(docker_client, str(repo.path)) if c.status == "running"],
@@ -390,7 +390,7 @@ def test_lost_connection_leaves_no_anonymous_volume(make_repo, volume_image, doc
     """P7: the daemon stops answering mid-stage; dvc exits with one line, the container's lease then stops it
     (a lost connection is not a dead dvc, but dvc exiting is) and AutoRemove takes its volume."""
     repo = make_repo(volume_image)
-    repo.dvc("stage", "add", "-n", "v", "sleep 60")
+    repo.stage_add("-n", "v", "sleep 60")
     proc, err = start_dvc(repo, "repro", env={"DOCKER_HOST": f"unix://{proxy.path}"})
     volume = anonymous_volume(docker_client, repo)
     proxy.stop()

@@ -46,7 +46,7 @@ def test_moved_tag_between_identity_and_create_runs_recorded_bytes(repo: DvcRepo
     scratch_images += [tag, first, second]
     docker_client.images.get(first).tag(tag)
     repo.dvc("config", "docker.image", tag)
-    repo.dvc("stage", "add", "-n", "s", "-o", "out.txt", "cat /marker > out.txt")
+    repo.stage_add("-n", "s", "-o", "out.txt", "cat /marker > out.txt")
     proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "create"})
     wait_until(lambda: "paused at create" in err.read_text(), "pause at create", proc)
     docker_client.images.get(second).tag(tag)  # the tag moves after the identity was read
@@ -101,7 +101,7 @@ def built(repo: DvcRepo, docker_client) -> Iterator[Built]:
     repo.dvc("config", "docker.build", "env")
     repo.dvc("config", "docker.image", f"dde-i19-test/built:{token}")
     # a real dependency: DVC run-caches only stages that have one
-    repo.dvc("stage", "add", "-n", "s", "-d", "in.txt", "-o", "out.txt", "cat /hello.txt /built in.txt > out.txt")
+    repo.stage_add("-n", "s", "-d", "in.txt", "-o", "out.txt", "cat /hello.txt /built in.txt > out.txt")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
     yield b

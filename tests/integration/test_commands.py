@@ -55,7 +55,7 @@ def test_cd_quiet_verbose_and_not_a_repo(make_repo, busybox_image, tmp_path):
 
 def test_unreachable_daemon_is_one_line(make_repo, busybox_image, tmp_path):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "s", "echo hi")
+    repo.stage_add("-n", "s", "echo hi")
     sock = tmp_path / "no-daemon.sock"
     env = {"DOCKER_HOST": f"unix://{sock}"}
     for name in ("images", "pull", "ps", "prune"):
@@ -96,8 +96,8 @@ def test_permission_denied_is_one_line(tester, make_user_repo, busybox_image):
 
 def test_doctor_healthy(make_repo, busybox_image):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "hello", "echo hi")
-    repo.dvc("stage", "add", "-n", "host", "echo on the host")
+    repo.stage_add("-n", "hello", "echo hi")
+    repo.stage_add("-n", "host", "echo on the host")
     repo.dvc("config", "docker.memory", "64m")
     with open(repo.path / "dvc.yaml") as fobj:
         text = fobj.read()
@@ -116,7 +116,7 @@ def test_doctor_healthy(make_repo, busybox_image):
 
 def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
     repo = make_repo(ABSENT)  # docker.pull never
-    repo.dvc("stage", "add", "-n", "train", "echo hi")
+    repo.stage_add("-n", "train", "echo hi")
     report = doctor(repo)
     assert report["rc"] == 1
     stage = report["by_name"]["stage 'train'"]
@@ -127,7 +127,7 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
     report = doctor(repo)
     assert report["rc"] == 0 and report["by_name"]["stage 'train'"]["level"] == "warning"
 
-    repo.dvc("stage", "add", "-n", "bad", "echo bad")
+    repo.stage_add("-n", "bad", "echo bad")
     text = (repo.path / "dvc.yaml").read_text().replace("cmd: echo bad", "cmd: echo bad\n    meta:\n      docker: {network: 'no such'}")
     (repo.path / "dvc.yaml").write_text(text)
     report = doctor(repo)
@@ -173,8 +173,8 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
     remote_image = new_layer_image
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("stage", "add", "-n", "a", "echo a")
-    repo.dvc("stage", "add", "-n", "b", "echo b")
+    repo.stage_add("-n", "a", "echo a")
+    repo.stage_add("-n", "b", "echo b")
     rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
     assert [(r["stage"], r["image"], r["recorded"], r["current"], r["present"]) for r in rows] == [
         ("a", remote_image, None, None, False),
@@ -205,7 +205,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
     repo = make_repo(reference)
     repo.dvc("config", "docker.pull", "missing")
     # a stage with an output: DVC reruns stages without deps/outs every time (no identity to track)
-    repo.dvc("stage", "add", "-n", "train", "-o", "t.txt", "echo trained > t.txt")
+    repo.stage_add("-n", "train", "-o", "t.txt", "echo trained > t.txt")
     repo.dvc("repro")
     first = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
     assert first["recorded"] and "@sha256:" in first["recorded"] and first["recorded"] == first["current"]
@@ -236,7 +236,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
 def test_pull_progress_on_a_terminal(make_repo, new_layer_image, docker_client):
     remote_image = new_layer_image
     repo = make_repo(remote_image)
-    repo.dvc("stage", "add", "-n", "a", "echo a")
+    repo.stage_add("-n", "a", "echo a")
     import fcntl
     import pty
     import struct
@@ -270,7 +270,7 @@ def test_pull_progress_on_a_terminal(make_repo, new_layer_image, docker_client):
 def test_pull_skips_an_image_built_here(make_repo, busybox_image, docker_client):
     """The test images are built locally (scripts/build-images.sh): no registry has them."""
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "a", "echo a")
+    repo.stage_add("-n", "a", "echo a")
     time.sleep(1.1)
     since = int(time.time())
     proc = repo.dvc("docker", "pull")
@@ -281,7 +281,7 @@ def test_pull_skips_an_image_built_here(make_repo, busybox_image, docker_client)
 def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busybox_image, docker_client):
     """Issue 20, item 2: the recorded local ID is here under another tag: `dvc docker pull` tags it, no registry."""
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "a", "-o", "out.txt", "echo a > out.txt")
+    repo.stage_add("-n", "a", "-o", "out.txt", "echo a > out.txt")
     repo.dvc("repro")
     other = f"{busybox_image.split(':')[0]}-i20-retag-{os.getpid()}:1"
     repo.dvc("config", "docker.image", other)
@@ -302,7 +302,7 @@ def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busy
 def test_pull_failure_names_image_and_registry(make_repo, registry):
     missing = f"{registry}/dde-never-pushed:1"
     repo = make_repo(missing)
-    repo.dvc("stage", "add", "-n", "a", "echo a")
+    repo.stage_add("-n", "a", "echo a")
     proc = repo.dvc("docker", "pull", check=False)
     assert proc.returncode == 255
     errors = lines_of(proc.stderr, "ERROR: ")
@@ -315,7 +315,7 @@ def test_repro_pull_shows_the_same_progress(make_repo, new_layer_image, no_lefto
     remote_image = new_layer_image
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("stage", "add", "-n", "p", "echo pulled")
+    repo.stage_add("-n", "p", "echo pulled")
     proc = repo.dvc("repro")
     assert lines_of(proc.stderr, f"{remote_image}: ") and ": Pull complete (2.0 MB)" in proc.stderr, proc.stderr
 
@@ -325,9 +325,9 @@ def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_cli
     push_test_image(docker_client, busybox_image, other, size=LAYER)
     try:
         repo = make_repo(new_layer_image)
-        repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "echo a > a.txt")
-        repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "echo b")
-        repo.dvc("stage", "add", "-n", "c", "echo c")
+        repo.stage_add("-n", "a", "-o", "a.txt", "echo a > a.txt")
+        repo.stage_add("-n", "b", "-d", "a.txt", "echo b")
+        repo.stage_add("-n", "c", "echo c")
         text = (repo.path / "dvc.yaml").read_text().replace("cmd: echo c", f"cmd: echo c\n    meta:\n      docker: {other}")
         (repo.path / "dvc.yaml").write_text(text)
         rows = json.loads(repo.dvc("docker", "images", "--json", "b").stdout)
@@ -349,7 +349,7 @@ def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_cli
 
 def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_client, tmp_path, no_leftovers):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "slow", "sleep 300")
+    repo.stage_add("-n", "slow", "sleep 300")
     dvc, _ = start_dvc(repo, "repro")
     killed = wait_running(docker_client, repo, dvc)
     dvc.send_signal(signal.SIGKILL)
@@ -395,7 +395,7 @@ def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_clie
 
 def test_doctor_names_a_runtime_the_engine_lacks(make_repo, busybox_image):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "train", "echo hi")
+    repo.stage_add("-n", "train", "echo hi")
     repo.dvc("config", "--local", "docker.runtime", "dde-no-such-runtime")
     report = doctor(repo)
     runtime = report["by_name"]["runtime"]

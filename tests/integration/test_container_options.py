@@ -56,7 +56,7 @@ def test_machine_options_reach_the_container(repo, docker_client):
     }
     for key, value in settings.items():
         repo.dvc("config", "--local", f"docker.{key}", value)
-    repo.dvc("stage", "add", "-n", "probe", PROBE)
+    repo.stage_add("-n", "probe", PROBE)
     proc = repo.dvc("repro", "-v")
 
     status = repo.read("status.txt")
@@ -96,7 +96,7 @@ def test_the_pasted_run_line_makes_the_same_container(repo, docker_client):
     repo.dvc("config", "--local", "docker.read_only", "true")
     repo.dvc("config", "--local", "docker.ulimits", "nofile=128:256")
     repo.dvc("config", "--local", "docker.cap_drop", "ALL")
-    repo.dvc("stage", "add", "-n", "probe", "cat /proc/self/limits /proc/self/status > pasted.txt; touch /x || true")
+    repo.stage_add("-n", "probe", "cat /proc/self/limits /proc/self/status > pasted.txt; touch /x || true")
     dry = repo.dvc("repro", "--dry").stdout
     line = next(row for row in dry.splitlines() if row.startswith("docker run"))
     made_first(dry, repo.path)  # --dry makes nothing on disk; the folders a run makes first, it names
@@ -169,6 +169,6 @@ def test_read_only_root_for_a_user_without_a_passwd_entry(repo):
     repo.dvc("config", "--local", "docker.user", "4343:4343")
     repo.dvc("config", "--local", "docker.read_only", "true")
     cmd = 'touch /tmp/a "$HOME/b" && echo WRITABLE-$(id -u); touch /x 2>/dev/null || echo ROOT-READ-ONLY'
-    repo.dvc("stage", "add", "-n", "s", cmd)
+    repo.stage_add("-n", "s", cmd)
     out = repo.dvc("repro").stdout.splitlines()
     assert "WRITABLE-4343" in out and "ROOT-READ-ONLY" in out, out

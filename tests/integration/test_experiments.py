@@ -270,34 +270,43 @@ def test_queue_kill_stops_and_removes_container(exp_repo, docker_client):
     assert victim["state"] == "failed" and not victim["metrics"].get("metrics.json"), victim
 
 
-@pytest.mark.parametrize("kill", [("queue", "kill", "--force", "forced"), ("queue", "stop", "--kill")])
-def test_sigkill_of_exec_run_stops_and_removes_the_container(exp_repo, docker_client, kill):
-    """Both send SIGKILL to `dvc exp exec-run`: nobody is left in dvc to stop the container,
-    so its lease does (issue 18): it stops and the daemon removes it (AutoRemove) within seconds."""
+def test_sigkill_of_exec_run_stops_and_removes_the_container(exp_repo, docker_client):
+    """`dvc queue kill --force` and `dvc queue stop --kill` both send SIGKILL to `dvc exp exec-run`: nobody is
+    left in dvc to stop the container, so its lease does (issue 18): it stops and the daemon removes it
+    (AutoRemove) within seconds. One repo and one worker for both: it runs "forced", then "stopped"."""
     repo = exp_repo()
-    # the stage would run for 10 minutes: only the lease can end it within the bound below (a shorter
+    kills = {"forced": ("queue", "kill", "--force", "forced"), "stopped": ("queue", "stop", "--kill")}
+    # each stage would run for 10 minutes: only the lease can end it within the bound below (a shorter
     # stage, once the queue was slow to start it, could end by itself and pass without the lease)
     queue(repo, "forced", "x=22", "sleep=600")
+    queue(repo, "stopped", "x=25", "sleep=600")
     try:
         start_workers(repo, 1)
-        container = wait_for_running_container(docker_client, repo)
-        since = int(time.time())
-        repo.dvc(*kill)
-        killed = time.monotonic()
-        # generous bound (the promise is 2 s; benchmarks/chaos_bench.py measures it)
-        while repo_containers(docker_client, repo) and time.monotonic() < killed + 30:
-            time.sleep(0.1)
-        stopped = time.monotonic() - killed
-        status = wait_for_queue(repo, ["forced"])
-        assert status["forced"] == "Failed"
+        for name, kill in kills.items():
+            container = wait_for_running_container(docker_client, repo)
+            since = int(time.time())
+            repo.dvc(*kill)
+            killed = time.monotonic()
+            # generous bound (the promise is 2 s; benchmarks/chaos_bench.py measures it)
+            def alive() -> bool:
+                return container.id in {c.id for c in repo_containers(docker_client, repo)}
+
+            while alive() and time.monotonic() < killed + 30:
+                time.sleep(0.1)
+            stopped = time.monotonic() - killed
+            assert not alive(), f"the container outlived its dvc process ({' '.join(kill)})"
+            assert stopped < 15, (kill, stopped)
+            destroyed = [e["id"] for e in container_events(docker_client, "destroy", since) if e["id"] == container.id]
+            assert destroyed == [container.id], kill
+            died = [
+                e["Actor"]["Attributes"]["exitCode"] for e in container_events(docker_client, "die", since) if e["id"] == container.id
+            ]
+            assert len(died) == 1 and died[0] != "0", f"the command was not stopped ({' '.join(kill)}: exit codes {died})"
+            status = wait_for_queue(repo, [name])
+            assert status[name] == "Failed", (kill, status)
     finally:
         stop_workers(repo)
-    assert not repo_containers(docker_client, repo), "the container outlived its dvc process"
-    assert stopped < 15, stopped
-    destroyed = [e["id"] for e in container_events(docker_client, "destroy", since) if e["id"] == container.id]
-    assert destroyed == [container.id]
-    died = [e["Actor"]["Attributes"]["exitCode"] for e in container_events(docker_client, "die", since) if e["id"] == container.id]
-    assert len(died) == 1 and died[0] != "0", f"the command was not stopped (exit codes {died})"
+    assert not repo_containers(docker_client, repo), "a container outlived its dvc process"
 
 
 def test_container_of_an_experiment_killed_before_its_start_is_removed_by_the_next_run(exp_repo, docker_client):

@@ -36,7 +36,7 @@ def test_sigkill_of_dvc_repro_stops_and_removes_the_container(repo, docker_clien
 def test_killed_run_never_writes_into_the_next_one(repo, docker_client):
     """Issue 18's reproduction: kill -9 of `dvc repro` after 1 s, rerun with other params: the lock matches the file."""
     repo.write("params.yaml", "tag: first\n")
-    repo.dvc("stage", "add", "-n", "s", "-p", "tag", "-o", "out.txt", "sleep 8; grep tag params.yaml > out.txt")
+    repo.stage_add("-n", "s", "-p", "tag", "-o", "out.txt", "sleep 8; grep tag params.yaml > out.txt")
     proc, _ = start_dvc(repo, "repro")
     wait_running(docker_client, repo, proc)
     time.sleep(1)  # the scenario: killed 1 s into its command (not a synchronisation)
@@ -54,7 +54,7 @@ def test_killed_run_never_writes_into_the_next_one(repo, docker_client):
 
 def test_stage_exit_status_signals_and_tty_are_unchanged(repo, docker_client):
     """The lease watcher is not the command's parent: the command's exit code and its signal traps are its own."""
-    repo.dvc("stage", "add", "-n", "e", "echo $$ > pid.txt; exit 5")
+    repo.stage_add("-n", "e", "echo $$ > pid.txt; exit 5")
     proc = repo.dvc("repro", check=False)
     assert "exited with 5" in proc.stderr, proc.stderr
     # PID 1 is still docker-init, the command runs as its child (pid 2 for busybox: the watcher forks later)
@@ -70,8 +70,8 @@ def test_next_run_removes_an_orphan_and_status_names_it(repo, docker_client):
 
 def test_a_live_runs_container_is_not_an_orphan(repo, docker_client):
     """Two dvc processes of one repo: the second wall removes nothing of a process that lives."""
-    repo.dvc("stage", "add", "-n", "long", "sleep 6")
-    repo.dvc("stage", "add", "-n", "short", "-o", "x.txt", "echo x > x.txt")
+    repo.stage_add("-n", "long", "sleep 6")
+    repo.stage_add("-n", "short", "-o", "x.txt", "echo x > x.txt")
     proc, _ = start_dvc(repo, "repro", "long")
     wait_running(docker_client, repo, proc)
     quick = repo.dvc("repro", "short")
@@ -85,7 +85,7 @@ def test_a_live_runs_container_is_not_an_orphan(repo, docker_client):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupted_stage_leaves_no_anonymous_volume(make_repo, volume_image, docker_client, no_leftovers, sig):
     repo = make_repo(volume_image)
-    repo.dvc("stage", "add", "-n", "v", "echo started; sleep 60")
+    repo.stage_add("-n", "v", "echo started; sleep 60")
     out = repo.path.parent / "dvc-stdout.txt"
     proc, _ = start_dvc(repo, "repro", stdout=out)
     volume = anonymous_volume(docker_client, repo)
@@ -101,7 +101,7 @@ def test_interrupted_stage_leaves_no_anonymous_volume(make_repo, volume_image, d
 
 def test_prune_and_the_second_wall_remove_the_anonymous_volume(make_repo, volume_image, docker_client, no_leftovers):
     repo = make_repo(volume_image)
-    repo.dvc("stage", "add", "-n", "v", "true")
+    repo.stage_add("-n", "v", "true")
     volumes = []
     for remover in (("docker", "prune"), ("repro",)):
         proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})

@@ -58,7 +58,7 @@ def test_a_tag_of_another_platform_is_pulled_for_the_requested_one(make_repo, ar
     repo = make_repo(arm64_in_registry)
     repo.dvc("config", "docker.pull", "missing")
     repo.dvc("config", "--local", "docker.platform", "linux/arm64")
-    repo.dvc("stage", "add", "-n", "p", "echo ran > out.txt")
+    repo.stage_add("-n", "p", "echo ran > out.txt")
     proc = repo.dvc("repro")
     assert f"Pulling image '{arm64_in_registry}' for linux/arm64..." in proc.stderr, proc.stderr
     assert repo.read("out.txt") == "ran\n"
@@ -76,7 +76,7 @@ def test_a_registry_without_the_platform_is_a_clear_error(make_repo, registry, d
         repo = make_repo(reference)
         repo.dvc("config", "docker.pull", "always")
         repo.dvc("config", "--local", "docker.platform", "linux/arm64")
-        repo.dvc("stage", "add", "-n", "p", "echo ran > out.txt")
+        repo.stage_add("-n", "p", "echo ran > out.txt")
         proc = repo.dvc("repro", check=False)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
         assert proc.returncode != 0 and len(errors) == 1, proc.stderr

@@ -28,30 +28,43 @@ TAG_PREFIX = "dvc-docker-exec-test/i8-prov"
 MARK_CMD = "(cat /marker 2>/dev/null || echo none)"
 
 
+def docker_build(folder: Path, suffix: str, marker: str, base: str) -> str:
+    """`docker build` FROM `base` with /marker holding `marker`; the tag is unique to this process."""
+    tag = f"{TAG_PREFIX}-{os.getpid()}-{suffix}"
+    ctx = folder / f"ctx-{uuid.uuid4().hex[:6]}"
+    ctx.mkdir()
+    (ctx / "marker").write_text(marker + "\n")
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY marker /marker\n")
+    proc = subprocess.run(
+        ["docker", "build", "-q", "--network", "none", "-t", tag, str(ctx)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return tag
+
+
 @pytest.fixture
-def build_image(docker_client, busybox_image, tmp_path) -> Iterator[Callable[[str, str], str]]:
+def build_image(busybox_image, tmp_path) -> Iterator[Callable[[str, str], str]]:
     """build(tag_suffix, marker) -> image reference; `docker build` FROM the busybox test image."""
     tags = []
 
     def build(suffix: str, marker: str) -> str:
-        tag = f"{TAG_PREFIX}-{os.getpid()}-{suffix}"
-        ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
-        ctx.mkdir()
-        (ctx / "marker").write_text(marker + "\n")
-        (ctx / "Dockerfile").write_text(f"FROM {busybox_image}\nCOPY marker /marker\n")
-        proc = subprocess.run(
-            ["docker", "build", "-q", "--network", "none", "-t", tag, str(ctx)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "DOCKER_BUILDKIT": "0"},
-        )
-        assert proc.returncode == 0, proc.stderr
-        tags.append(tag)
-        return tag
+        tags.append(docker_build(tmp_path, suffix, marker, busybox_image))
+        return tags[-1]
 
     yield build
     for tag in set(tags):
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def image_b(busybox_image, tmp_path_factory) -> Iterator[str]:
+    """The second image of most tests here (marker B), built once: no test changes it."""
+    tag = docker_build(tmp_path_factory.mktemp("image-b"), "b", "B", busybox_image)
+    yield tag
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
 @pytest.fixture
@@ -102,8 +115,7 @@ PIPELINE = f"""stages:
 """
 
 
-def test_image_change_reruns_exactly_the_stages_on_it(repo, build_image, busybox_image, docker_client):
-    image_b = build_image("b", "B")
+def test_image_change_reruns_exactly_the_stages_on_it(repo, image_b, busybox_image, docker_client):
     repo.write("dvc.yaml", PIPELINE.replace("PINNED", busybox_image))
     yaml_before = repo.read("dvc.yaml")
     repo.dvc("repro")
@@ -143,8 +155,7 @@ def test_image_change_reruns_exactly_the_stages_on_it(repo, build_image, busybox
     assert status(repo) == {}
 
 
-def test_run_cache_is_keyed_by_the_image_a_b_a(repo, build_image, busybox_image, docker_client):
-    image_b = build_image("b", "B")
+def test_run_cache_is_keyed_by_the_image_a_b_a(repo, image_b, busybox_image, docker_client):
     repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     assert repo.read("out.txt") == "none\n"
@@ -211,8 +222,7 @@ def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo, docke
     assert status(repo) == {}
 
 
-def test_track_false_is_the_old_behaviour(repo, build_image):
-    image_b = build_image("b", "B")
+def test_track_false_is_the_old_behaviour(repo, image_b):
     repo.dvc("config", "docker.track", "false")
     repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
@@ -223,8 +233,7 @@ def test_track_false_is_the_old_behaviour(repo, build_image):
     assert "in a container" not in repo.dvc("repro").stdout
 
 
-def test_track_false_per_stage(repo, build_image):
-    image_b = build_image("b", "B")
+def test_track_false_per_stage(repo, image_b):
     repo.write("dvc.yaml", f"""stages:
   untracked:
     cmd: {MARK_CMD} > u.txt
@@ -299,8 +308,7 @@ def test_a_stage_without_dependencies_still_runs_every_time(repo):
     assert records(repo) == {}  # nothing to compare: it always reruns
 
 
-def test_commit_records_the_identity(repo, build_image, docker_client):
-    image_b = build_image("b", "B")
+def test_commit_records_the_identity(repo, image_b, docker_client):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     repo.dvc("config", "docker.image", image_b)
@@ -320,10 +328,9 @@ def test_stage_in_a_subfolder_records_next_to_its_lock(repo):
 
 
 def test_params_stay_the_users_and_exp_show_has_one_short_column_per_image(
-    repo, build_image, docker_client, busybox_image
+    repo, image_b, docker_client, busybox_image
 ):
     """issue 17, group 3: params show/diff of the user's files unchanged; `exp show` one column per image."""
-    image_b = build_image("b", "B")
     repo.write("params.yaml", "lr: 1\n")
     repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    params: [lr]\n"
                f"    outs: [out.txt]\n  t:\n    cmd: {MARK_CMD} > t.txt\n    deps: [in.txt]\n    outs: [t.txt]\n")
@@ -512,7 +519,7 @@ def test_commit_of_a_stage_run_without_commit_and_of_one_run_by_hand(repo):
     assert proc.returncode == 0, proc.stderr
     assert lock_identity(repo, "copy") and status(repo) == {}
     # a stage added, its command run by hand on the host, committed (-f: DVC asks for it, natively too)
-    repo.dvc("stage", "add", "-n", "hand", "-d", "in.txt", "-o", "hand.txt", "cp in.txt hand.txt")
+    repo.stage_add("-n", "hand", "-d", "in.txt", "-o", "hand.txt", "cp in.txt hand.txt")
     repo.write("hand.txt", "in\n")
     repo.dvc("commit", "-f", "hand")
     assert lock_identity(repo, "hand") and status(repo) == {}
@@ -572,8 +579,7 @@ def test_a_stage_cannot_make_status_doctor_and_exp_show_disagree_with_dvc_lock(r
     assert lock_identity(repo, "s") == real and status(repo) == {}
 
 
-def test_a_machine_track_true_wins_over_the_repository(repo, build_image):
-    image_b = build_image("b", "B")
+def test_a_machine_track_true_wins_over_the_repository(repo, image_b):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
                "    meta: {docker: {track: false}}\n")
     repo.dvc("config", "--local", "docker.track", "true")

@@ -29,7 +29,7 @@ def remote_image(registry, docker_client, busybox_image):
 def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, docker_client, no_leftovers):
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("stage", "add", "-n", "p", "echo pulled > out.txt")
+    repo.stage_add("-n", "p", "echo pulled > out.txt")
     since = int(time.time())
     proc = repo.dvc("repro")
     lines = proc.stderr.splitlines()
@@ -52,7 +52,7 @@ def test_parallel_processes_pull_once(make_repo, remote_image, docker_client, no
     repos = [make_repo(remote_image, name=f"r{i}") for i in range(2)]
     for repo in repos:
         repo.dvc("config", "docker.pull", "missing")
-        repo.dvc("stage", "add", "-n", "p", "echo ok > out.txt")
+        repo.stage_add("-n", "p", "echo ok > out.txt")
     time.sleep(1.1)  # events are filtered by whole seconds
     since = int(time.time())
     procs = [
@@ -71,7 +71,7 @@ def test_parallel_processes_pull_once(make_repo, remote_image, docker_client, no
 def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docker_client, no_leftovers):
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "always")
-    repo.dvc("stage", "add", "-n", "p", "echo x > out.txt")
+    repo.stage_add("-n", "p", "echo x > out.txt")
     time.sleep(1.1)
     since = int(time.time())
     repo.dvc("repro", "-f")
@@ -89,8 +89,8 @@ def test_missing_pulls_again_an_image_removed_during_the_repro(make_repo, remote
     repo = make_repo()
     repo.dvc("config", "docker.image", remote_image)
     repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("stage", "add", "-n", "a", "-o", "a.txt", "while [ ! -e go ]; do sleep 0.05; done; echo a > a.txt")
-    repo.dvc("stage", "add", "-n", "b", "-d", "a.txt", "-o", "b.txt", "echo b > b.txt")
+    repo.stage_add("-n", "a", "-o", "a.txt", "while [ ! -e go ]; do sleep 0.05; done; echo a > a.txt")
+    repo.stage_add("-n", "b", "-d", "a.txt", "-o", "b.txt", "echo b > b.txt")
     stdout = repo.path.parent / "repro-stdout.txt"
     proc, stderr = start_dvc(repo, "repro", stdout=stdout)
     wait_running(docker_client, repo, proc)

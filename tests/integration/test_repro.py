@@ -26,7 +26,7 @@ pytestmark = pytest.mark.docker
 
 
 def add_stage(repo, name: str, cmd: str, *extra: str) -> None:
-    repo.dvc("stage", "add", "-n", name, *extra, cmd)
+    repo.stage_add("-n", name, *extra, cmd)
 
 
 def test_stage_runs_in_container_and_lock_equals_host_run(repo):
@@ -536,7 +536,7 @@ def test_cache_dir_that_does_not_exist_yet_is_made_like_dvc_does(repo, tmp_path)
     """Issue 18 (2): `dvc cache dir --local /new/dir` then repro: Docker refused the missing mount source."""
     cache = tmp_path / "not-yet" / "cache"
     repo.dvc("cache", "dir", "--local", str(cache))
-    repo.dvc("stage", "add", "-n", "s", "-o", "o.txt", "echo hi > o.txt")
+    repo.stage_add("-n", "s", "-o", "o.txt", "echo hi > o.txt")
     repo.dvc("repro")
     assert repo.read("o.txt") == "hi\n"
     assert [p for p in cache.rglob("*") if p.is_file()], "the output was not cached in the new cache dir"

@@ -14,7 +14,7 @@ from typing import Dict, Iterator
 
 import pytest
 
-from tests.conftest import ROOT, _unavailable, our_containers
+from tests.conftest import ROOT, _unavailable, machine_lock, our_containers
 
 
 def start_engine(script: str, *args: str, env: dict | None = None) -> str:
@@ -22,13 +22,14 @@ def start_engine(script: str, *args: str, env: dict | None = None) -> str:
     import os
 
     try:
-        proc = subprocess.run(
-            [str(ROOT / "scripts" / "engines" / script), *args],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, **(env or {})},
-        )
+        with machine_lock("engines"):
+            proc = subprocess.run(
+                [str(ROOT / "scripts" / "engines" / script), *args],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                env={**os.environ, **(env or {})},
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         _unavailable(f"scripts/engines/{script} failed: {exc}")
     if proc.returncode != 0 or not proc.stdout.strip():

@@ -10,7 +10,7 @@ from tests.conftest import DvcRepo, in_container_probe, our_containers, running,
 
 
 def add_stage(repo: DvcRepo, name: str, cmd: str, *extra: str) -> None:
-    repo.dvc("stage", "add", "-n", name, *extra, cmd)
+    repo.stage_add("-n", name, *extra, cmd)
 
 
 def failed_stage_records_nothing(repo: DvcRepo) -> None:

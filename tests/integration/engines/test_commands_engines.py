@@ -13,10 +13,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.engines]
 
 @pytest.fixture(scope="module")
 def podman_url() -> str:
-    # its own service, so that this branch's tests do not share i9's
-    return start_engine(
-        "podman.sh", env={"DDE_PODMAN_DIR": "/var/lib/dde-podman-i10", "DDE_PODMAN_SOCK": "/run/dde-podman-i10/podman.sock"}
-    )
+    return start_engine("podman.sh")  # the default service, which the other Podman tests use too
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +33,7 @@ def doctor(repo, url: str) -> dict:
 def test_doctor_names_podman(make_repo, busybox_image, podman_url):
     engine_client(podman_url)
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "s", "echo hi")
+    repo.stage_add("-n", "s", "echo hi")
     report = doctor(repo, podman_url)
     assert report["rc"] == 0, report
     assert report["endpoint"]["message"] == f"'{podman_url}' (from DOCKER_HOST)"
@@ -48,7 +45,7 @@ def test_doctor_names_podman(make_repo, busybox_image, podman_url):
 @pytest.mark.proxy
 def test_doctor_through_a_proxy_that_denies_info(make_repo, busybox_image, proxy_url):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "s", "echo hi")
+    repo.stage_add("-n", "s", "echo hi")
     repo.dvc("config", "docker.memory", "64m")
     report = doctor(repo, proxy_url)
     assert report["rc"] == 0, report

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.docker
 
 def test_doctor_in_a_runner_container(runner, make_repo, busybox_image, token):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", "echo hi")
+    repo.stage_add("-n", "sib", "echo hi")
     workdir = f"/workspace/project-{token}"
     script = f'echo "runner-id=$({CONTAINER_ID})"; dvc docker doctor; echo "doctor-rc=$?"'
     out = ok_output(runner.run(script, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
@@ -25,7 +25,7 @@ def test_doctor_in_a_runner_container(runner, make_repo, busybox_image, token):
 
 def test_doctor_names_a_named_volume(runner, make_repo, busybox_image, docker_client, volume, tmp_path):
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "vol", "echo hi")
+    repo.stage_add("-n", "vol", "echo hi")
     in_volume(
         docker_client,
         volume,

@@ -21,7 +21,7 @@ def test_runner_behind_a_proxy_with_a_short_timeout(runner, make_repo, busybox_i
     url = start_proxy("short", PROXY_TIMEOUT="1s")
     proxy_socket = url[len("unix://") :]
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"echo before; sleep 3.5; echo after; {STAGE}; exit 0")
+    repo.stage_add("-n", "sib", *STAGE_OUTS, f"echo before; sleep 3.5; echo after; {STAGE}; exit 0")
     out = ok_output(
         runner.run(
             "exec dvc repro",
@@ -74,7 +74,7 @@ def test_runner_under_podman(compose, runner_image, make_repo, busybox_image, to
     url = start_engine("podman.sh", env={"DDE_PODMAN_IMAGES": f"{busybox_image} {runner_image}"})
     client = engine_client(url)
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, f"test -e /run/.containerenv; {STAGE}")
+    repo.stage_add("-n", "sib", *STAGE_OUTS, f"test -e /run/.containerenv; {STAGE}")
     env = {
         "DOCKER_HOST": url,
         "DOCKER_SOCKET": url[len("unix://") :],

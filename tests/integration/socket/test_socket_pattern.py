@@ -34,7 +34,7 @@ def assert_locked(lock_text, stage: str) -> None:
 def test_bind_mount_at_another_path(runner, make_repo, busybox_image, docker_client, token):
     """Host dir -> /workspace/project-*: stage mounts are translated back to the host dir."""
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "sib", *STAGE_OUTS, STAGE)
+    repo.stage_add("-n", "sib", *STAGE_OUTS, STAGE)
     workdir = f"/workspace/project-{token}"
     assert not os.path.exists(workdir)
     since = int(time.time())
@@ -55,7 +55,7 @@ def test_bind_mount_at_another_path(runner, make_repo, busybox_image, docker_cli
 def test_named_volume(runner, make_repo, busybox_image, docker_client, volume, tmp_path):
     """Project in a named volume: stages get the whole volume at the same place."""
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "vol", *STAGE_OUTS, STAGE)
+    repo.stage_add("-n", "vol", *STAGE_OUTS, STAGE)
     in_volume(
         docker_client,
         volume,
@@ -97,7 +97,7 @@ def test_non_root_runner_owns_outputs(runner, make_repo, busybox_image, token):
     """DVC as uid 4242 (no passwd entry) with the socket's group: outputs are 4242's."""
     uid = gid = 4242
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "own", *STAGE_OUTS, STAGE)
+    repo.stage_add("-n", "own", *STAGE_OUTS, STAGE)
     for path in [repo.path, *repo.path.rglob("*")]:
         os.lchown(path, uid, gid)
     sock_gid = os.stat("/var/run/docker.sock").st_gid
@@ -147,7 +147,7 @@ def test_build_in_the_socket_pattern(runner, make_repo, busybox_image, docker_cl
     repo.write("env/m", token)
     repo.dvc("config", "docker.build", "env")
     repo.dvc("config", "docker.image", f"dde-i19-test/socket:{token}")
-    repo.dvc("stage", "add", "-n", "s", "-o", "o.txt", "cat /m > o.txt")
+    repo.stage_add("-n", "s", "-o", "o.txt", "cat /m > o.txt")
     workdir = f"/workspace/project-{token}"
     try:
         out = ok_output(runner.run(RUNNER_REPRO, env={"DVC_PROJECT": str(repo.path), "DVC_WORKDIR": workdir}))
@@ -164,7 +164,7 @@ def test_sigkill_of_dvc_in_the_runner_stops_the_stage_container(runner, make_rep
     (the runner at its path, the sibling at the translated one): one inode, one pipe.
     """
     repo = make_repo(busybox_image)
-    repo.dvc("stage", "add", "-n", "orphan", "touch started; sleep 30; echo late > late.txt")
+    repo.stage_add("-n", "orphan", "touch started; sleep 30; echo late > late.txt")
     workdir = f"/workspace/project-{token}"
     script = (
         "dvc repro & p=$!; while [ ! -e started ]; do sleep 0.1; done; sleep 0.5; "
