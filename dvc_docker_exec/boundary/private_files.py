@@ -49,14 +49,17 @@ class UnsafePathError(OSError):
 
 
 def open_own_folder(path: str) -> int:
-    """An fd of `path`, made (mode 700) if absent: a real folder of this user that others cannot write.
+    """An fd of `path`, made (mode 711) if absent: a real folder of this user that others cannot write.
 
     Never follows a symlink at `path`: a stage that replaced the folder by a
     link to elsewhere gets a refusal, not our files written (or removed) there.
     """
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        os.mkdir(path, 0o700)
+        # 711, not 700: a stage's container user may be another uid (docker.user, rootless subordinate
+        # ids) and must reach its lease's pipe through this folder; it cannot list it (random names
+        # below), and what it could read is in mode-700 folders (the config copies)
+        os.mkdir(path, 0o711)
     except FileExistsError:
         pass
     try:

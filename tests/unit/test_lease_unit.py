@@ -70,6 +70,9 @@ def test_holder_makes_a_pipe_any_container_user_may_read_and_nobody_else_write(t
     info = os.stat(ref.path)
     assert stat.S_ISFIFO(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o644
     assert stat.S_IMODE(os.stat(os.path.dirname(ref.path)).st_mode) == 0o711
+    # another uid (docker.user, a user without a passwd entry) reaches the pipe: every folder down to it
+    # lets others through (the shared folder is made by the first of the lease and the config copies)
+    assert os.stat(tmp_path / "docker-exec").st_mode & 0o001
     assert lease.hold(str(tmp_path / "docker-exec")) == ref  # one per process and folder
     # a reader gets no end-of-file while we hold the write end
     fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
