@@ -261,6 +261,47 @@ def container_events(client, event: str, since: int, until: Optional[int] = None
     return daemon_events(client, since, until, type="container", event=event, label=label)
 
 
+@contextmanager
+def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
+    """with recorded_events(client, repo=...) as events: ... -> our containers' events (all kinds) during
+    the block, received live, filled when the block ends.
+
+    Why live: a `since` query reads the daemon's in-memory buffer of its last 256 events (Engine 20.10),
+    and under pytest-xdist another worker's tests can push a long block's first events out of it
+    (test_example once lost its first stage's create). The subscription starts before the block; after
+    it, a query of the last seconds adds what the live stream had not delivered yet (deduplicated).
+    """
+    import threading
+
+    label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+    since = int(time.time())
+    stream = client.events(since=since, decode=True, filters={"type": "container", "label": label})
+    events: List[dict] = []
+
+    def pump() -> None:
+        try:
+            for event in stream:
+                events.append(event)
+        except Exception:  # the stream is closed at the end of the block
+            pass
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    received: List[dict] = []
+    try:
+        yield received
+    finally:
+        tail = daemon_events(client, max(since, int(time.time()) - 2), type="container", label=label)
+        stream.close()
+        reader.join(5)
+        seen = set()
+        for event in [*events, *tail]:
+            key = (event.get("id"), event.get("Action"), event.get("timeNano"))
+            if key not in seen:
+                seen.add(key)
+                received.append(event)
+
+
 def pull_events(client, image: str, since: int) -> List[dict]:
     """Pulls of exactly `image` (a test's registry port and unique name), not of any loopback registry."""
     return [e for e in daemon_events(client, since, type="image", event="pull") if e.get("id") == image]
@@ -271,14 +312,11 @@ def containers_created(client, repo: "DvcRepo") -> Iterator[List[str]]:
     """with containers_created(client, repo) as created: ... -> the stage names of the containers the
     daemon created for `repo` inside the block (from its create events: the `.stage` label), filled
     when the block ends. The proof that a run started no container (a run-cache hit), not log text.
-    No sleep to a second boundary: creates of the second the block began that came before it are
-    left out by id."""
-    since = int(time.time())
-    before = {e["id"] for e in container_events(client, "create", since, repo=str(repo.path))}
+    Received live (recorded_events), so a long block loses none under pytest-xdist."""
     created: List[str] = []
-    yield created
-    events = container_events(client, "create", since, repo=str(repo.path))
-    created += sorted(e["Actor"]["Attributes"][f"{LABEL}.stage"] for e in events if e["id"] not in before)
+    with recorded_events(client, repo=str(repo.path)) as events:
+        yield created
+    created += sorted(e["Actor"]["Attributes"][f"{LABEL}.stage"] for e in events if e.get("Action") == "create")
 
 
 # Under CI=true a skip proves nothing, whoever wrote it (a plain skipif, an

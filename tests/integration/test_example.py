@@ -6,11 +6,10 @@ import collections
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, container_events
+from tests.conftest import ROOT, recorded_events
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -21,14 +20,14 @@ def test_run_example_script(tmp_path, docker_client, no_leftovers):
     target = tmp_path / "example"
     env = {k: v for k, v in os.environ.items() if k != "DDE_EXAMPLE_IMAGE"}
     env["DDE_VENV"] = sys.prefix  # this venv, already set up
-    since = int(time.time())
-    proc = subprocess.run(
-        [str(ROOT / "scripts" / "run-example.sh"), str(target)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    with recorded_events(docker_client, repo=str(target)) as events:
+        proc = subprocess.run(
+            [str(ROOT / "scripts" / "run-example.sh"), str(target)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (target / "metrics.json").exists() and (target / "dvc.lock").exists()
 
@@ -36,7 +35,7 @@ def test_run_example_script(tmp_path, docker_client, no_leftovers):
     # stages in containers of the example image, then `dvc exp run -S train.lr=...`
     # reran train and evaluate; each container started, exited 0 and was removed.
     def of(event: str) -> dict:
-        return {e["id"]: e["Actor"]["Attributes"] for e in container_events(docker_client, event, since, repo=str(target))}
+        return {e["id"]: e["Actor"]["Attributes"] for e in events if e.get("Action") == event}
 
     created, started, died, destroyed = of("create"), of("start"), of("die"), of("destroy")
     stages = collections.Counter(attrs["dvc-docker-exec.stage"] for attrs in created.values())
