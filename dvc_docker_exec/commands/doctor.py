@@ -159,6 +159,8 @@ class CmdDockerDoctor(CmdDocker):
             host_root = DockerSettings.from_mapping(self.repo.config.get(SECTION) or {}).host_root
             paths = detect_host_paths(client, repo_root=root, host_root=host_root)
             if isinstance(paths, IdentityPaths):
+                if paths.beside:
+                    return Check("paths", OK, f"{paths.reason}: {root} is mounted at the same path, no translation")
                 if in_container():
                     return Check(
                         "paths",
