@@ -209,7 +209,8 @@ def current_identity(
             where = session.image_place(backend)
             raise ImageAbsent(
                 f"image '{image}' is not on {where or 'this machine'}",
-                look_alikes(image, local_images(images.client), recorded),
+                # the most direct fix only (the recorded image under another tag comes first), as in repro's error
+                look_alikes(image, local_images(images.client), recorded)[:1],
             )
         return identity
     _runner, images = session.session()
