@@ -1,9 +1,10 @@
 """What to tell a user whose image is not on this machine (issue 20, item 2).
 
 One line that says the image is not present here, why a pull failed (the
-registry's answer in a few words), the closest local names (a typo), any
-local image that is the one `dvc.lock` records (under another tag),
-and how to make the image exist. Used by the pull policy (`runner.ImageManager`)
+registry's answer in a few words), and the two fixes that apply, most direct
+first: the local image that is the one `dvc.lock` records (under another
+tag), the closest local names (a typo), `dvc docker pull` (only where a
+registry could have the image), how to build or load it. Used by the pull policy (`runner.ImageManager`)
 and `dvc docker pull`; only on the failure path (one `GET /images/json`).
 
 Pure except `local_images`, which takes a docker-py client.
@@ -89,12 +90,16 @@ def recorded_here(recorded: Optional[str], images: Sequence[LocalImage]) -> Opti
     return None
 
 
-_REASONS = (
-    # (pattern in the daemon's error, what it means in a few words)
-    (r"lookup (\S+?)(?: on \S+)?: no such host|no such host", "{0} does not resolve: no network, or no such registry"),
+_UNREACHED = (
+    # (pattern in the daemon's error, what it means in a few words): the registry was not reached, so it may
+    # have the image (a pull later can work)
+    (r"lookup (\S+?)(?: on \S+)?: no such host|no such host", "{0} does not resolve: no network?"),
     (r"temporary failure in name resolution|server misbehaving", "the registry's name does not resolve: no network?"),
     (r"connection refused", "nothing answers at the registry (connection refused)"),
     (r"i/o timeout|deadline exceeded|timeout", "the registry did not answer in time"),
+)
+_REASONS = _UNREACHED + (
+    # the registry answered (or refused to talk): pulling again does not help
     (r"http response to https client", "the registry speaks HTTP (list it in the daemon's insecure-registries)"),
     (r"x509|certificate", "the registry's TLS certificate is not trusted"),
     (r"pull access denied|unauthorized|authentication required|denied",
@@ -115,6 +120,33 @@ def pull_reason(detail: str) -> str:
     return first if len(first) <= 160 else first[:157] + "..."
 
 
+def unreached(detail: str) -> bool:
+    """True when a pull failed before a registry answered (no network, no DNS, nothing listening, a timeout)."""
+    return any(re.search(pattern, str(detail), re.IGNORECASE) for pattern, _ in _UNREACHED)
+
+
+def _repository(reference: str) -> str:
+    """`team/x:1`, `team/x@sha256:...`, `docker.io/team/x` -> `team/x` (a registry's port stays)."""
+    name = _norm(reference).split("@", 1)[0]
+    return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+
+
+def made_here(image: str, images: Sequence[LocalImage], recorded: Optional[str] = None) -> bool:
+    """True when what is known says `image` comes from no registry: it was built or loaded on a machine.
+
+    Evidence, not a guess from the name (`python:3.12` and `egs-trial:1` look
+    alike, one is on Docker Hub): dvc.lock records a bare image ID (what ran
+    had no registry digest: a pulled image is recorded as `repo@sha256:...`),
+    or the repository's other tags here have no registry digest of that
+    repository (built here; a digest of a push elsewhere does not count).
+    """
+    if recorded and _SHA.fullmatch(recorded):
+        return True
+    repository = _repository(image)
+    family = [local for local in images if any(_repository(tag) == repository for tag in local.tags)]
+    return bool(family) and not any(_repository(d) == repository for local in family for d in local.digests)
+
+
 def look_alikes(image: str, images: Sequence[LocalImage], recorded: Optional[str] = None) -> List[str]:
     """Clauses naming the local image that is the recorded one, and the closest local names."""
     found = []
@@ -123,14 +155,28 @@ def look_alikes(image: str, images: Sequence[LocalImage], recorded: Optional[str
         # of its tags, the one most like the name asked for (others may tag the same image elsewhere)
         wanted = _norm(image)
         name = max(same.tags, key=lambda tag: difflib.SequenceMatcher(None, wanted, _norm(tag)).ratio()) if same.tags else short_identity(same.id)
-        found.append(
-            f"the image dvc.lock records ({short_identity(recorded)}) is here as '{name}': "
-            f"`docker tag {name} {image}` (or `dvc docker pull`)"
-        )
+        found.append(f"the image dvc.lock records is here as '{name}': `docker tag {name} {image}`")
     close = [name for name in close_names(image, images) if same is None or name not in same.tags]
     if close:
-        found.append("did you mean " + " or ".join(f"'{name}'" for name in close) + "? (`dvc config docker.image NAME` or meta.docker)")
+        found.append("did you mean " + " or ".join(f"'{name}'" for name in close) + "?")
     return found
+
+
+def pull_fix(
+    image: str, images: Sequence[LocalImage], recorded: Optional[str], pull_failure: Optional[str], registry: str
+) -> Optional[str]:
+    """`dvc docker pull` as a fix, only where a registry could have the image; else None.
+
+    Not after the registry answered (no such image, access denied: the
+    reason and any `docker login` hint say it), nor for an image made here.
+    """
+    if made_here(image, images, recorded):
+        return None
+    if pull_failure is None:  # docker.pull never: nothing was tried
+        return "`dvc docker pull` (or `dvc config docker.pull missing`)"
+    if unreached(pull_failure):
+        return f"`dvc docker pull` once {registry} is reachable"
+    return None
 
 
 def unavailable(
@@ -153,9 +199,12 @@ def unavailable(
         )
     else:
         head = f"image '{image}' is not present locally and docker.pull is '{policy}'"
-    parts = [head, *look_alikes(image, images, recorded)]
-    fixes = f"build it (`docker build -t {image} .` in the folder of its Dockerfile) or load it (`docker load -i FILE`)"
-    if pull_failure is None and policy == "never":
-        fixes += ", or allow pulling (`dvc config docker.pull missing`)"
-    parts.append(fixes)
-    return "; ".join(parts)
+    # the two fixes that apply, most direct first (a readable line, not every way out)
+    fixes = look_alikes(image, images, recorded)
+    if recorded_here(recorded, images) is not None:  # what ran is here: the one fix that restores exactly it
+        return "; ".join([head, fixes[0]])
+    pull = pull_fix(image, images, recorded, pull_failure, registry)
+    if pull:
+        fixes.append(pull)
+    fixes.append(f"`docker build -t {image} .` or `docker load -i FILE`")
+    return "; ".join([head, *fixes[:2]])

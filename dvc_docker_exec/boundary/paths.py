@@ -16,6 +16,9 @@ backs it in the runner:
   (``types.mounts.dedupe_mounts``);
 * on the runner's own filesystem  -> error (the host daemon cannot reach it);
 * not in a container              -> identity bind mount;
+* in a container, with the daemon beside us (an engine process in our PID
+  namespace, on our root filesystem, listening at the endpoint's socket:
+  dockerd started inside the same container) -> identity bind mount;
 * ``docker.host_root`` configured -> repo root prefix swap, no detection.
 
 Paths are resolved here (``os.path.realpath``, in the process that sees
@@ -42,7 +45,14 @@ from docker.types import Mount
 
 from dvc_docker_exec.api.endpoint import Endpoint, discover
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.boundary.sockets import WELL_KNOWN, SocketGuard, engine_sockets, unescape_mountinfo
+from dvc_docker_exec.boundary.sockets import (
+    WELL_KNOWN,
+    SocketGuard,
+    engine_processes,
+    engine_sockets,
+    listening_sockets,
+    unescape_mountinfo,
+)
 
 # Under "dvc." so that `dvc -v` (which only configures the "dvc" logger tree)
 # shows these messages.
@@ -272,8 +282,17 @@ class HostPaths(Protocol):
 class IdentityPaths:
     """Runner paths ARE host paths: DVC runs on the daemon's host."""
 
-    def __init__(self, reason: str = "not in a container", *, root: str = "/", guard: SocketGuard | None = None):
+    def __init__(
+        self,
+        reason: str = "not in a container",
+        *,
+        root: str = "/",
+        guard: SocketGuard | None = None,
+        beside: bool = False,
+    ):
         self.reason = reason
+        # True: DVC is in a container, and the daemon runs in it too (found, not assumed)
+        self.beside = beside
         self._root = root
         self._guard = guard or _default_guard(root)
 
@@ -426,6 +445,52 @@ def _read(root: str, rel: str) -> str | None:
         return None
 
 
+def root_filesystem(mountinfo: str) -> tuple[str, str] | None:
+    """(device, folder of it) mounted at ``/`` in a mount table, or None.
+
+    Two processes with the same pair see the same files at the same paths
+    (the root mount may be another namespace's copy: rootless dockerd has its
+    own mount namespace over the same root). A container's root is its own
+    overlay, another device. The last line wins: a later mount over ``/``
+    hides the earlier ones.
+    """
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/":
+            found = (fields[2], unescape_mountinfo(fields[3]))
+    return found
+
+
+def daemon_beside(socket_path: str, root: str = "/") -> tuple[str, str] | None:
+    """(pid, program) of the daemon that answers at ``socket_path`` if it runs beside us, or None.
+
+    Beside: a process of ours to see (our PID namespace), named like an engine,
+    whose network namespace listens at that socket path (``/proc/<pid>/net/unix``,
+    readable by any user, unlike its fds) and whose root filesystem is ours.
+    Then it resolves bind sources on the files we see: no translation. In the
+    socket pattern the daemon is not in our PID namespace, or (``--pid host``)
+    its root is the host's, not our container's overlay.
+    """
+    proc = os.path.join(root, "proc")
+    ours = root_filesystem(_read(root, "proc/self/mountinfo") or "")
+    if ours is None:
+        return None
+
+    def spellings(path: str) -> set[str]:
+        # /var/run/docker.sock and /run/docker.sock are one socket (with a test root: lexical only)
+        return {normalize(path), normalize(os.path.realpath(path))} if root == "/" else {normalize(path)}
+
+    wanted = spellings(socket_path)
+    for pid, program in engine_processes(proc):
+        if root_filesystem(_read(proc, f"{pid}/mountinfo") or "") != ours:
+            continue
+        bound = listening_sockets(os.path.join(proc, pid, "net", "unix")).values()
+        if any(spellings(path) & wanted for path in bound):
+            return pid, program
+    return None
+
+
 def in_container(root: str = "/") -> bool:
     """Docker's ``/.dockerenv`` or Podman's ``/run/.containerenv`` exists.
 
@@ -518,6 +583,16 @@ def detect_host_paths(
         logger.debug("docker paths: %s (id from %s)", result.describe(), origin)
         return result
 
+    sock = endpoint.socket_path if endpoint is not None else _endpoint_socket()
+    beside = daemon_beside(sock, root) if sock else None
+    if beside:
+        pid, program = beside
+        result = IdentityPaths(
+            f"the daemon ({program}, pid {pid}) runs beside DVC, on the same filesystem",
+            root=root, guard=guard, beside=True,
+        )
+        logger.debug("docker paths: %s", result.describe())
+        return result
     reason = (
         "container marker present but the daemon does not know "
         + (", ".join(sorted(tried)) if tried else "any id of ours")

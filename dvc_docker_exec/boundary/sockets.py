@@ -156,18 +156,27 @@ def listening_sockets(net_unix: str = "/proc/net/unix") -> Dict[int, str]:
     return found
 
 
-def _held_by_engines(proc: str) -> set:
-    """Socket inodes open in processes named like an engine (those whose fds we may read)."""
-    inodes = set()
+def engine_processes(proc: str = "/proc") -> Iterator[Tuple[str, str]]:
+    """(pid, program) of the processes in our PID namespace named like a container engine or runtime."""
     try:
         pids = [name for name in os.listdir(proc) if name.isdigit()]
     except OSError:
-        return inodes
+        return
     for pid in pids:
         try:
             with open(os.path.join(proc, pid, "comm"), encoding="utf-8", errors="replace") as fobj:
-                if not ENGINE_PROGRAMS.match(fobj.read().strip()):
-                    continue
+                program = fobj.read().strip()
+        except OSError:
+            continue  # gone
+        if ENGINE_PROGRAMS.match(program):
+            yield pid, program
+
+
+def _held_by_engines(proc: str) -> set:
+    """Socket inodes open in processes named like an engine (those whose fds we may read)."""
+    inodes = set()
+    for pid, _ in engine_processes(proc):
+        try:
             fd_dir = os.path.join(proc, pid, "fd")
             for fd in os.listdir(fd_dir):
                 link = os.readlink(os.path.join(fd_dir, fd))

@@ -157,8 +157,10 @@ class CmdDockerDoctor(CmdDocker):
         fix = "if DVC runs in a container, run it with the project on a bind mount or a named volume, or set `dvc config docker.host_root HOST_PATH`"
         try:
             host_root = DockerSettings.from_mapping(self.repo.config.get(SECTION) or {}).host_root
-            paths = detect_host_paths(client, repo_root=root, host_root=host_root)
+            paths = detect_host_paths(client, repo_root=root, host_root=host_root, endpoint=self.endpoint)
             if isinstance(paths, IdentityPaths):
+                if paths.beside:
+                    return Check("paths", OK, f"{paths.reason}: {root} is mounted at the same path, no translation")
                 if in_container():
                     return Check(
                         "paths",

@@ -23,7 +23,18 @@ _warned: Set[str] = set()  # reasons already given in full
 
 
 class ImageNotChecked(DockerExecError):
-    """The current identity cannot be known now (no daemon, image not present); status/dry only."""
+    """The current identity cannot be known now (no daemon, a built image's base not present); status/dry only."""
+
+
+class ImageAbsent(ImageNotChecked):
+    """`dvc status` / `--dry`: the daemon answers, and the image is not on it: a change, like a deleted file dep.
+
+    `hints`: what may fix it (the recorded image under another tag, a close name), for one warning.
+    """
+
+    def __init__(self, message: str, hints: List[str]):
+        super().__init__(message)
+        self.hints = hints
 
 
 class ImageDependency(DatasetDependency):
@@ -152,6 +163,13 @@ class ImageDependency(DatasetDependency):
                 from dvc_docker_exec.dependency import build as build_dep
 
                 return {str(self): {build_dep.describe_change(self): "new" if recorded is None else "modified"}}
+        except ImageAbsent as exc:
+            # What ran is not here, as a deleted file dependency: the workspace does not match dvc.lock, so
+            # the stage is changed, never "up to date" (DVC's status never asks the run cache either)
+            if exc.hints and str(exc) not in _warned:
+                _warned.add(str(exc))
+                logger.warning("stage '%s': %s: %s", self.stage.addressing, exc, "; ".join(exc.hints))
+            return {str(self): {str(exc): "new" if recorded is None else "deleted"}}
         except ImageNotChecked as exc:
             reason = str(exc) if str(exc) not in _warned else "see above"
             _warned.add(str(exc))
@@ -189,10 +207,10 @@ def current_identity(
             from dvc_docker_exec.api.image_help import local_images, look_alikes
 
             where = session.image_place(backend)
-            hints = "; ".join(["", *look_alikes(image, local_images(images.client), recorded)])
-            raise ImageNotChecked(
-                f"it is not present {f'on {where}' if where else 'locally'} "
-                f"(`dvc status` never pulls; `dvc repro` will){hints}"
+            raise ImageAbsent(
+                f"image '{image}' is not on {where or 'this machine'}",
+                # the most direct fix only (the recorded image under another tag comes first), as in repro's error
+                look_alikes(image, local_images(images.client), recorded)[:1],
             )
         return identity
     _runner, images = session.session()

@@ -34,9 +34,10 @@ reads it from the daemon. Patch points (both DVC 3.50 and latest):
 * ``SerializableExp.from_repo`` (wrapped): the ``exp show`` columns.
 * ``dvc.repo.status.status`` and ``dvc.repo.reproduce.reproduce`` with
   ``dry`` (wrapped, before ``Repo``'s class body imports them): inside
-  ``dvc status`` and ``--dry`` an unreachable daemon or an absent image means
-  "image not checked" (a warning), never a pull; everywhere else (repro, exp
-  run, commit) the daemon error stands.
+  ``dvc status`` and ``--dry`` nothing is pulled. An absent image is a change
+  (``deleted``, like a missing file dependency: what ran is not here); an
+  unreachable daemon means "image not checked" (a warning: it cannot tell);
+  everywhere else (repro, exp run, commit) the daemon error stands.
 """
 
 from __future__ import annotations

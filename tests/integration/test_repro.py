@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import yaml
@@ -313,15 +315,72 @@ def test_typo_in_the_image_name_leads_somewhere(repo, busybox_image):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     error = proc.stderr.strip().splitlines()[-1]
     assert f"image '{typo}' is not present on this machine, and pulling it from docker.io failed (" in error, error
-    assert f"did you mean '{busybox_image}'?" in error and f"docker build -t {typo} ." in error
+    # Docker Hub could have that name: the pull failed before a registry answered
+    assert f"did you mean '{busybox_image}'?" in error and "`dvc docker pull` once docker.io is reachable" in error
     # after a run under the right name, the recorded image is found under it
     repo.dvc("config", "docker.image", busybox_image)
     repo.dvc("repro")
     repo.dvc("config", "docker.image", typo)
     for command in (["status"], ["repro", "--dry"]):
         proc = repo.dvc(*command)
-        assert f"image '{typo}' not checked: it is not present locally" in proc.stderr, (command, proc.stderr)
+        assert f"image '{typo}' is not on this machine" in proc.stdout + proc.stderr, (command, proc.stdout)
         assert f"`docker tag {busybox_image} {typo}`" in proc.stderr
+    proc = repo.dvc("repro", check=False)
+    assert proc.stderr.strip().splitlines()[-1].endswith(f"`docker tag {busybox_image} {typo}`"), proc.stderr
+
+
+def test_status_reports_an_absent_image_as_changed(repo, busybox_image):
+    """What ran is not here: like a deleted file dependency, the stage is changed, never "up to date"."""
+    add_stage(repo, "x", "echo hi > out.txt", "-o", "out.txt")
+    repo.dvc("repro")
+    absent = "dvc-docker-exec-test/absent-status:nope"
+    repo.dvc("config", "docker.image", absent)
+    change = f"image '{absent}' is not on this machine"
+    proc = repo.dvc("status")
+    assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
+    assert [line.strip() for line in proc.stdout.splitlines()] == [
+        "x:", "changed deps:", f"docker:{absent}:", f"deleted:            {change}"
+    ], proc.stdout
+    assert repo.dvc("status", "-q", check=False).returncode == 1  # DVC's "something changed"
+    assert json.loads(repo.dvc("status", "--json").stdout) == {
+        "x": [{"changed deps": {f"docker:{absent}": {change: "deleted"}}}]
+    }
+    dry = repo.dvc("repro", "--dry")
+    assert "Running stage 'x'" in dry.stdout and "up to date" not in dry.stdout, dry.stdout
+    # the image back: as recorded
+    repo.dvc("config", "docker.image", busybox_image)
+    assert "Data and pipelines are up to date." in repo.dvc("status").stdout
+
+
+def test_absent_image_error_is_one_short_line(repo, busybox_image, docker_client):
+    """What is missing and the fixes that apply here: `dvc docker pull` only where a registry could have it."""
+    add_stage(repo, "x", "echo hi > out.txt", "-o", "out.txt")
+    family = f"dvc-docker-exec-test/trial-{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(busybox_image).tag(family, "v1")  # built here: no registry digest of its repository
+    try:
+        repo.dvc("config", "docker.image", f"{family}:nope")
+        for policy in ("never", "missing"):  # missing: the pull fails, no registry is reachable here
+            repo.dvc("config", "docker.pull", policy)
+            proc = repo.dvc("repro", check=False)
+            assert proc.returncode != 0 and "Traceback" not in proc.stderr
+            (error,) = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+            assert "dvc docker pull" not in error, error  # no registry has a tag made here
+            assert f"did you mean '{family}:v1'?" in error and f"`docker build -t {family}:nope .`" in error, error
+            # about 200 characters besides DVC's prefix and the image's names (each said once per use)
+            message = error.split("': ", 1)[1].replace(f"{family}:nope", "IMG").replace(f"{family}:v1", "IMG")
+            assert len(message) < 210, (len(message), error)
+    finally:
+        docker_client.images.remove(f"{family}:v1")
+    # nothing says where this one comes from: a registry could have it
+    repo.dvc("config", "docker.pull", "never")
+    repo.dvc("config", "docker.image", "qzx-absent-image:1")
+    (error,) = [line for line in repo.dvc("repro", check=False).stderr.splitlines() if line.startswith("ERROR")]
+    assert error == (
+        "ERROR: failed to reproduce 'x': image 'qzx-absent-image:1' is not present locally and docker.pull "
+        "is 'never'; `dvc docker pull` (or `dvc config docker.pull missing`); "
+        "`docker build -t qzx-absent-image:1 .` or `docker load -i FILE`"
+    ), error
+    assert len(error.split("': ", 1)[1]) < 200  # besides DVC's prefix
 
 
 def test_unknown_key_refused(repo):

@@ -18,7 +18,8 @@ import pytest
 from docker.types import Mount
 
 from dvc_docker_exec.errors import DockerExecError
-from dvc_docker_exec.boundary.paths import HostRootPaths, IdentityPaths, RunnerPaths, container_id_from_cgroup, container_id_from_mountinfo, detect_host_paths, is_within, normalize
+from dvc_docker_exec.api.endpoint import Endpoint
+from dvc_docker_exec.boundary.paths import HostRootPaths, IdentityPaths, RunnerPaths, container_id_from_cgroup, container_id_from_mountinfo, daemon_beside, detect_host_paths, is_within, normalize, root_filesystem
 
 CID = "ba9e8d42ddeae96f2278bb92d0b45390894577d7692b436a923f1772bae374c9"
 OTHER = "0ae5d31084d506b6037c2973a2c37935a42fd2d21a96c1e517804d4a987db66c"
@@ -546,3 +547,93 @@ def test_runner_refuses_host_source_of_the_endpoint_socket():
     with pytest.raises(DockerExecError, match="/srv/podman/podman.sock"):
         paths.mount("/data/podman")
     assert paths.mount("/data/repo")["Source"] == "/srv/repo"
+
+
+# ---------------------------------------------------------------- the daemon beside DVC
+# This machine: /.dockerenv, and dockerd runs in the same container (same PID,
+# mount and network namespaces). Rootless dockerd: its own mount and network
+# namespaces over the same root. The socket pattern: the daemon's root is the
+# host's, ours the container's overlay.
+
+HOST_ROOT_LINE = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+OVERLAY_ROOT_LINE = "73 49 0:39 / / rw - overlay overlay rw\n"
+UNIX_HEADER = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+
+
+def unix_line(path, listening=True, inode=4242):
+    flags = "00010000" if listening else "00000000"
+    return f"0000000000000000: 00000002 00000000 {flags} 0001 01 {inode} {path}\n"
+
+
+def add_process(root, pid, program, *, mountinfo, sockets=()):
+    folder = root / "proc" / str(pid)
+    (folder / "net").mkdir(parents=True)
+    (folder / "comm").write_text(program + "\n")
+    (folder / "mountinfo").write_text(mountinfo)
+    (folder / "net" / "unix").write_text(UNIX_HEADER + "".join(unix_line(s) for s in sockets))
+
+
+def local(path="/var/run/docker.sock"):
+    return Endpoint(f"unix://{path}", "the default socket")
+
+
+def test_root_filesystem_last_mount_over_root_wins():
+    assert root_filesystem(HOST_ROOT_LINE) == ("254:0", "/")
+    assert root_filesystem(HOST_ROOT_LINE + OVERLAY_ROOT_LINE) == ("0:39", "/")
+    assert root_filesystem("22 27 0:21 / /proc rw - proc proc rw\n") is None
+
+
+def test_daemon_in_our_container_is_beside_no_warning(tmp_path):
+    root = make_root(tmp_path, mountinfo=HOST_ROOT_LINE, cgroup=DEV_MACHINE_CGROUP)
+    add_process(tmp_path, 1743, "dockerd", mountinfo=HOST_ROOT_LINE, sockets=["/var/run/docker.sock"])
+    add_process(tmp_path, 1800, "containerd", mountinfo=HOST_ROOT_LINE, sockets=["/run/containerd/containerd.sock"])
+    client = FakeClient({})
+    paths = detect_host_paths(client, repo_root="/work/main", root=root, hostname="vm", endpoint=local())
+    assert isinstance(paths, IdentityPaths) and paths.beside
+    assert "dockerd, pid 1743" in paths.describe()
+    assert paths.mount("/work/main")["Source"] == "/work/main"
+
+
+def test_rootless_daemon_own_namespaces_same_root_is_beside(tmp_path):
+    root = make_root(tmp_path, mountinfo=HOST_ROOT_LINE)
+    rootless = HOST_ROOT_LINE.replace("27 1 ", "55 54 ")  # its own mount namespace: other mount ids
+    add_process(tmp_path, 24217, "dockerd", mountinfo=rootless, sockets=["/run/user/1002/docker.sock"])
+    assert daemon_beside("/run/user/1002/docker.sock", root) == ("24217", "dockerd")
+    assert daemon_beside("/var/run/docker.sock", root) is None  # not the endpoint it listens at
+
+
+def test_socket_pattern_with_host_pids_is_not_beside(tmp_path):
+    # `docker run --pid host --network host -v /var/run/docker.sock:...`: the host's dockerd is
+    # visible and listens at the same path, but on the host's root, not our overlay
+    root = make_root(tmp_path, mountinfo=OVERLAY_ROOT_LINE, cgroup=DEV_MACHINE_CGROUP)
+    add_process(tmp_path, 1743, "dockerd", mountinfo=HOST_ROOT_LINE, sockets=["/var/run/docker.sock"])
+    paths = detect_host_paths(FakeClient({}), repo_root="/work/main", root=root, hostname="vm", endpoint=local())
+    assert isinstance(paths, IdentityPaths) and not paths.beside
+    assert "does not know" in paths.describe()
+
+
+@pytest.mark.parametrize(
+    "program, sockets, endpoint",
+    [
+        ("socat", ["/var/run/docker.sock"], local()),  # not an engine: a proxy, the daemon may be anywhere
+        ("dockerd", ["/var/run/other.sock"], local()),  # an engine, but not at our endpoint
+        ("dockerd", [], local()),  # its socket is not listening (a connected socket only)
+        ("dockerd", ["/var/run/docker.sock"], Endpoint("tcp://10.0.0.1:2375", "DOCKER_HOST")),  # remote
+    ],
+)
+def test_marker_and_daemon_elsewhere_still_warns(tmp_path, program, sockets, endpoint):
+    root = make_root(tmp_path, mountinfo=HOST_ROOT_LINE, cgroup=DEV_MACHINE_CGROUP)
+    add_process(tmp_path, 1743, program, mountinfo=HOST_ROOT_LINE, sockets=sockets)
+    if not sockets:
+        (tmp_path / "proc" / "1743" / "net" / "unix").write_text(UNIX_HEADER + unix_line("/var/run/docker.sock", False))
+    paths = detect_host_paths(FakeClient({}), repo_root="/work/main", root=root, hostname="vm", endpoint=endpoint)
+    assert isinstance(paths, IdentityPaths) and not paths.beside
+
+
+def test_daemon_knows_our_id_wins_over_beside(tmp_path):
+    # a container of the daemon is translated, whatever else /proc shows
+    root = make_root(tmp_path, mountinfo=DOCKER_MOUNTINFO, cgroup=DOCKER_CGROUP_V1)
+    add_process(tmp_path, 1743, "dockerd", mountinfo=DOCKER_MOUNTINFO, sockets=["/var/run/docker.sock"])
+    paths = detect_host_paths(runner_client(), repo_root="/workspace/repo", root=root,
+                              hostname=DOCKER_HOSTNAME, endpoint=local())
+    assert isinstance(paths, RunnerPaths)

@@ -370,7 +370,7 @@ def test_always_pulls_once_per_process() -> None:
 def test_pull_error_event() -> None:
     api = FakeAPI(events=[{"status": "Pulling"}, {"error": "manifest unknown", "errorDetail": {"message": "x"}}])
     images, _ = manager(api)
-    pattern = r"^image 'nope:1' is not present on this machine, and pulling it from docker.io failed \(the registry has no such image or tag\); build it"
+    pattern = r"^image 'nope:1' is not present on this machine, and pulling it from docker.io failed \(the registry has no such image or tag\); `docker build -t nope:1 \.` or `docker load -i FILE`$"
     with pytest.raises(DockerExecError, match=pattern):
         images.ensure("nope:1", "missing")
     assert "nope:1" not in images._pulled

@@ -54,8 +54,11 @@ def dvc_repo(tmp_path, monkeypatch):
     identities = {"img:1": ID_A}
 
     def fake(image: str, pull: str, backend: str = "engine", platform: Optional[str] = None, recorded=None) -> str:
+        if identities.get("unreachable"):
+            raise image_dep.ImageNotChecked("cannot reach the Docker daemon")
         if image not in identities:
-            raise image_dep.ImageNotChecked("it is not present locally")
+            hints = ["did you mean 'img:2'?"] if identities.get("hint") else []
+            raise image_dep.ImageAbsent(f"image '{image}' is not on this machine", hints)
         return identities[image]
 
     monkeypatch.setattr(image_dep, "current_identity", fake)
@@ -95,9 +98,23 @@ def test_status_words_and_values(dvc_repo, caplog):
     identities["img:1"] = ID_B
     assert dep.status() == {DEP: {f"image 'img:1' {ID_A[:19]} -> {ID_B[:19]}": "modified"}}
     del identities["img:1"]
+    # absent: what ran is not here, as a deleted file dependency (never "up to date")
+    assert dep.status() == {DEP: {"image 'img:1' is not on this machine": "deleted"}}
+    identities["hint"] = True
     with caplog.at_level(logging.WARNING, logger="dvc"):
-        assert dep.status() == {}  # not checked is not changed
-    assert "stage 'box': image 'img:1' not checked: it is not present locally" in caplog.text
+        dep.status()
+    assert "stage 'box': image 'img:1' is not on this machine: did you mean 'img:2'?" in caplog.text
+    identities["unreachable"] = True
+    with caplog.at_level(logging.WARNING, logger="dvc"):
+        assert dep.status() == {}  # the daemon cannot tell: not checked is not changed
+    assert "stage 'box': image 'img:1' not checked: cannot reach the Docker daemon" in caplog.text
+
+
+def test_absent_image_never_recorded_is_new(dvc_repo):
+    repo, identities = dvc_repo
+    (dep,) = image_deps(stages(repo)["box"])
+    del identities["img:1"]
+    assert dep.status() == {DEP: {"image 'img:1' is not on this machine": "new"}}
 
 
 def test_lock_and_run_cache_key_hold_the_identity_and_dvc_yaml_never(dvc_repo):
