@@ -148,7 +148,7 @@ def test_socket_check_refuses_a_socket_its_user_may_not_write() -> None:
         sock.write_text("")
         os.chown(sock, entry.pw_uid, entry.pw_gid)
         folder.chmod(0o755)
-        code = "import sys; from dvc_docker_exec import checks; c = checks.socket_check(sys.argv[1]); print(c.level, c.message)"
+        code = "import sys; from dvc_docker_exec.commands import checks; c = checks.socket_check(sys.argv[1]); print(c.level, c.message)"
         levels = []
         for mode in (0o600, 0o400):
             sock.chmod(mode)
