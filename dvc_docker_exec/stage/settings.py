@@ -165,7 +165,30 @@ def build_spec_for(stage: Any, settings: DockerSettings) -> Any:
         return None
     from dvc_docker_exec.types.build import spec_for
 
-    return spec_for(stage.repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image))
+    repo = stage.repo
+    return spec_for(repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image),
+                    written=lambda: written_by_dvc(repo))
+
+
+def written_by_dvc(repo: Any) -> Tuple[str, ...]:
+    """What DVC writes, relative to the repository root: never an input of a built image (types/build.py).
+
+    Every stage's outs (metrics and plots too) in every dvc.yaml, the data
+    each .dvc file tracks, each dvc.lock and .dvc file. From the stage
+    definitions, not from what exists now: the same set in a fresh clone,
+    an `exp run --temp`/queue copy and `dvc status`.
+    """
+    root = os.path.normpath(repo.root_dir)
+    found = set()
+    for stage in repo.index.stages:
+        path = getattr(stage, "path", None) or ""
+        if path.endswith(".dvc"):
+            found.add(path)
+        elif path:  # a dvc.yaml: its lock file (DVC's ProjectFile names it so)
+            found.add(os.path.splitext(path)[0] + ".lock")
+        found.update(out.fs_path for out in stage.outs if getattr(out.fs, "protocol", None) == "local")
+    inside = (os.path.relpath(os.path.normpath(path), root) for path in found)
+    return tuple(sorted(rel for rel in inside if rel != ".." and not rel.startswith("../")))
 
 
 def tracking_off(stage: Any) -> bool:

@@ -14,7 +14,11 @@ machine after ``docker image rm``, is up to date without building:
 
 The context is the Dockerfile's folder. ``.git``, ``.dvc/cache`` and
 ``.dvc/tmp`` are never part of it (DVC's and Git's own state would change the
-hash at every commit and send the cache to the daemon). What is hashed is what
+hash at every commit and send the cache to the daemon), nor is anything DVC
+writes (``BuildSpec.written``: every stage's outs, the data .dvc files track,
+dvc.lock and .dvc files): the image is an input of the stages, so their
+outputs in its inputs would make it depend on itself (a root Dockerfile
+without .dockerignore was never up to date). What is hashed is what
 is sent: ``write_context`` hashes the bytes it puts into the tar and the
 builder refuses a context that changed in between.
 
@@ -36,7 +40,7 @@ import re
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from dvc_docker_exec.errors import DockerExecError
 
@@ -60,6 +64,9 @@ class BuildSpec:
     args: Tuple[Tuple[str, str], ...] = ()
     target: Optional[str] = None
     tag: str = ""
+    # paths (relative to repo_root) DVC writes, never part of the context; asked when the context is read,
+    # not when the spec is made (stage/settings.written_by_dvc reads the repo's index, which loads stages)
+    written: Optional[Callable[[], Sequence[str]]] = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def context(self) -> str:
@@ -72,7 +79,7 @@ class BuildSpec:
 
 
 def spec_for(repo_root: str, build: str, args: Sequence[Tuple[str, str]] = (), target: Optional[str] = None,
-             tag: str = "") -> BuildSpec:
+             tag: str = "", written: Optional[Callable[[], Sequence[str]]] = None) -> BuildSpec:
     """`build` (docker.build) is a Dockerfile or a folder holding one; both must resolve inside the repository."""
     root = os.path.realpath(repo_root)
     path = os.path.normpath(os.path.join(root, build))
@@ -88,7 +95,8 @@ def spec_for(repo_root: str, build: str, args: Sequence[Tuple[str, str]] = (), t
             "read from the repository only"
         )
     # the Dockerfile where it is, its folder resolved (a symlinked folder is read where it points)
-    return BuildSpec(root, os.path.relpath(os.path.join(context, os.path.basename(path)), root), tuple(args), target, tag)
+    dockerfile = os.path.relpath(os.path.join(context, os.path.basename(path)), root)
+    return BuildSpec(root, dockerfile, tuple(args), target, tag, written)
 
 
 def _within(path: str, root: str) -> bool:
@@ -194,8 +202,10 @@ def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> Li
         rel for rel in (os.path.relpath(os.path.join(spec.repo_root, e), context_dir) for e in ALWAYS_EXCLUDED)
         if rel != ".." and not rel.startswith("../")
     ]
+    own = dockerfile_in_context(spec)
+    written = dvc_written(spec) - {own}
     # what exclude_paths adds: the Dockerfile is always sent
-    matcher = PatternMatcher(read_dockerignore(context_dir) + excluded + [f"!{dockerfile_in_context(spec)}"])
+    matcher = PatternMatcher(read_dockerignore(context_dir) + excluded + [f"!{own}"])
     exceptions = [p.cleaned_pattern for p in matcher.patterns if p.exclusion]
     memo = {} if memo is None else memo
     found: List[str] = []
@@ -204,6 +214,8 @@ def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> Li
         with os.scandir(folder) as entries:
             for entry in entries:
                 rel = prefix + entry.name
+                if rel in written:  # with all it holds (literal paths: not .dockerignore patterns)
+                    continue
                 skip = memo.get(rel)
                 if skip is None:
                     skip = memo[rel] = matcher.matches(rel)
@@ -219,6 +231,15 @@ def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> Li
     walk(context_dir, "")
     # an exception never re-admits .git or DVC's state, whatever .dockerignore says
     return sorted(f for f in found if not any(f == e or f.startswith(e + "/") for e in excluded))
+
+
+def dvc_written(spec: BuildSpec) -> FrozenSet[str]:
+    """`spec.written` relative to the context (those inside it), normalised as the walk names them."""
+    if spec.written is None:
+        return frozenset()
+    context_dir = os.path.join(spec.repo_root, spec.context)
+    inside = (os.path.relpath(os.path.join(spec.repo_root, path), context_dir) for path in spec.written())
+    return frozenset(rel for rel in inside if rel not in (".", "..") and not rel.startswith("../"))
 
 
 def dockerfile_in_context(spec: BuildSpec) -> str:

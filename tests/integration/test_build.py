@@ -288,3 +288,55 @@ def test_queue_workers_build_a_shared_dockerfile_once(built: Built):
     assert status["q1"] == status["q2"] == "Success", (status, logs)
     assert sum(log.count("Building image") for log in logs) == 1, logs
     assert len(built.images()) == 1
+
+
+# --- a Dockerfile at the root: the pipeline's own outputs in its context, the lock in every clone ----------
+
+
+@pytest.fixture
+def root_built(make_repo, docker_client, busybox_image, no_leftovers) -> Iterator[Built]:
+    """The user's setup: `Dockerfile` at the root, no .dockerignore, docker.build in config.local, tag derived."""
+    token = uuid.uuid4().hex[:12]
+    repo = make_repo(name=f"project-{token}")  # the derived tag holds the folder: unique per test run
+    b = Built(repo, docker_client, token)
+    repo.write("Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={token}\n")
+    repo.dvc("config", "--local", "docker.build", "Dockerfile")
+    repo.dvc("config", "--local", "docker.pull", "never")
+    yield b
+    for image in b.images():
+        try:
+            docker_client.images.remove(image.id, force=True)
+        except Exception:  # noqa: BLE001 - removed with another tag
+            pass
+
+
+def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(root_built: Built):
+    """Before: every second `dvc repro` failed ("the build context ... changed while it was read"):
+    the outs and dvc.lock were part of the image's inputs, so the image depended on its own outputs."""
+    repo = root_built.repo
+    repo.write("data.csv", "1\n")
+    repo.dvc("add", "-q", "data.csv")
+    repo.dvc("stage", "add", "-q", "-n", "s", "-d", "data.csv", "-o", "out.txt", "date +%s%N > out.txt")
+    repo.dvc("stage", "add", "-q", "-n", "m", "-d", "out.txt", "-M", "m.json", "echo '{\"n\": 1}' > m.json")
+    first = repo.dvc("repro")
+    assert "Building image" in first.stdout + first.stderr
+    for _ in range(2):
+        again = repo.dvc("repro", check=False)
+        text = again.stdout + again.stderr
+        assert again.returncode == 0 and "Building" not in text and "changed while it was read" not in text, text
+        assert "up to date" in text, text
+    assert "up to date" in status(repo)
+    identity = root_built.record()["identity"]
+    # what DVC writes changes: outs by hand, tracked data (and its .dvc file): never the image's inputs
+    repo.write("out.txt", "edited\n")
+    repo.write("m.json", "{}\n")
+    repo.write("data.csv", "2\n")
+    repo.dvc("add", "-q", "data.csv")
+    text = status(repo)
+    assert "out.txt" in text and "image build" not in text, text
+    repo.dvc("commit", "-f", "-q")
+    assert "up to date" in status(repo) and root_built.record()["identity"] == identity
+    # a file of the context that no stage writes is an input
+    repo.write("notes.txt", "x\n")
+    assert "image build Dockerfile: files of the build context changed" in status(repo)
+

@@ -117,6 +117,26 @@ def test_dockerignore_and_dvc_state_are_not_in_the_context(tmp_path):
     assert not [f for f in files if f.startswith(("data", ".git", ".dvc/cache", ".dvc/tmp")) or f == "x.log"]
 
 
+def test_what_dvc_writes_is_never_in_the_context(tmp_path):
+    """Stage outs, tracked data, dvc.lock and .dvc files: the image would depend on its own outputs."""
+    root = make(tmp_path, {
+        "Dockerfile": "FROM x\n", ".dockerignore": "!out\n", "a.py": "1", "out/m.json": "{}", "dvc.lock": "",
+        "data.csv": "1", "data.csv.dvc": "", "sub/dvc.lock": "", "sub/keep": "", "dvc.yaml": "",
+    })
+    written = ("out", "dvc.lock", "data.csv", "data.csv.dvc", "sub/dvc.lock", "../elsewhere", "Dockerfile")
+    files = b.context_files(spec(root, "Dockerfile", written=lambda: written))
+    assert files == [".dockerignore", "Dockerfile", "a.py", "dvc.yaml", "sub", "sub/keep"]  # the Dockerfile: always
+    before = b.context_digest(spec(root, "Dockerfile", written=lambda: written))
+    (root / "out/m.json").write_text('{"a": 1}')
+    (root / "dvc.lock").write_text("changed")
+    assert b.context_digest(spec(root, "Dockerfile", written=lambda: written)) == before
+    sent = b.write_context(spec(root, "Dockerfile", written=lambda: written), io.BytesIO())
+    assert sent == before  # what is hashed is what is sent
+    # a context in a subfolder: `written` is relative to the repository
+    (root / "sub/Dockerfile").write_text("FROM x\n")
+    assert b.context_files(spec(root, "sub", written=lambda: ("sub/dvc.lock", "out"))) == ["Dockerfile", "keep"]
+
+
 def digests(root: Path, **kwargs):
     return b.context_digest(spec(root, **kwargs))
 
