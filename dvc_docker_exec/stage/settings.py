@@ -32,7 +32,7 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
     try:
         settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
         settings = trust.machine_track(settings, levels, stage.addressing)
-        settings = settings.with_build_tag(os.path.basename(git_root(stage)))
+        settings = settings.with_build_tag(project_name(stage))
         if settings.active:
             roots = (os.path.normpath(stage.repo.root_dir), git_root(stage))
             trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
@@ -145,6 +145,22 @@ def tracked_files(git_root: str, paths: Sequence[str]) -> Set[str]:
         return set()
     listed = {os.path.normpath(os.fsdecode(p)) for p in out.split(b"\0") if p}
     return {path for path, r in zip(inside, rel) if os.path.normpath(r) in listed}
+
+
+def project_name(stage: Any) -> str:
+    """What a derived build tag calls the project: the checkout's folder (config.derived_tag)."""
+    return os.path.basename(git_root(stage))
+
+
+def lock_name(stage: Any, settings: DockerSettings) -> str:
+    """The image's name in dvc.lock (`docker:<name>`): the configured image, or for a derived build tag
+    (`dvc-build/<project>/<dockerfile>`, the checkout's folder name in it) the same in every clone."""
+    from dvc_docker_exec.config import derived_lock_name, derived_tag
+
+    image = str(settings.image or "")
+    if settings.build and image == derived_tag(project_name(stage), settings.build):
+        return derived_lock_name(settings.build)
+    return image
 
 
 def git_root(stage: Any) -> str:

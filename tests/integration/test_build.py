@@ -340,3 +340,31 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     repo.write("notes.txt", "x\n")
     assert "image build Dockerfile: files of the build context changed" in status(repo)
 
+
+def test_two_clones_in_different_folders_write_the_same_lock(root_built: Built, tmp_path):
+    """The derived tag holds the checkout's folder name; what dvc.lock records does not (no Git churn)."""
+    repo = root_built.repo
+    token = root_built.token
+    repo.dvc("stage", "add", "-q", "-n", "s", "-o", "out.txt", "echo hi > out.txt")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    clones = []
+    for name in (f"alpha-{token}", f"other-folder-{token}"):
+        clone = DvcRepo(tmp_path / name, repo.env)
+        repo.run("git", "clone", "-q", str(repo.path), str(clone.path), cwd=tmp_path)
+        clone.dvc("config", "--local", "docker.build", "Dockerfile")  # config.local is not cloned
+        clone.dvc("config", "--local", "docker.pull", "never")
+        clone.dvc("repro")
+        clones.append(clone)
+    lock = clones[0].lock()
+    assert lock == clones[1].lock()
+    assert "path: docker:dvc-build/dockerfile\n" in lock and token not in lock, lock
+    assert root_built.client.images.get(f"dvc-build/alpha-{token}/dockerfile")  # the local tag: per checkout
+    # a lock written by the previous version (the folder in the path) is still up to date, rewritten on a run
+    old = lock.replace("docker:dvc-build/dockerfile", f"docker:dvc-build/alpha-{token}/dockerfile")
+    (clones[0].path / "dvc.lock").write_text(old)
+    assert "up to date" in status(clones[0])
+    out = clones[0].dvc("repro")
+    assert "Building" not in out.stdout + out.stderr and "up to date" in out.stdout, out.stdout
+    clones[0].dvc("repro", "-f")
+    assert clones[0].lock() == lock

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dvc_docker_exec.types import build as b
-from dvc_docker_exec.config import DockerSettings, SettingError, derived_tag, parse_build, parse_build_args, parse_image, parse_target
+from dvc_docker_exec.config import DockerSettings, SettingError, derived_lock_name, derived_tag, parse_build, parse_build_args, parse_image, parse_target
 from dvc_docker_exec.errors import DockerExecError
 
 
@@ -51,6 +51,9 @@ def test_derived_tag_is_a_valid_stable_reference():
     tag = derived_tag("My Project", "env/Dockerfile")
     assert tag == "dvc-build/my-project/env-dockerfile"
     assert parse_image(tag) == tag
+    # what dvc.lock calls it: no project (the checkout's folder) in it, the same in every clone
+    assert derived_lock_name("env/Dockerfile") == "dvc-build/env-dockerfile"
+    assert parse_image(derived_lock_name("env/Dockerfile")) == "dvc-build/env-dockerfile"
 
 
 def levels(*pairs):
