@@ -242,6 +242,29 @@ def dvc_written(spec: BuildSpec) -> FrozenSet[str]:
     return frozenset(rel for rel in inside if rel not in (".", "..") and not rel.startswith("../"))
 
 
+EXP_COPIES = "/.dvc/tmp/exps/"  # DVC's copies for `exp run --temp` and the queue: <repo>/.dvc/tmp/exps/<tmpname>
+
+
+def missing_from_copy(spec: BuildSpec) -> List[str]:
+    """Files of the build context the workspace has and this experiment copy lacks ([] outside a copy).
+
+    Why: DVC's copies hold only what Git and DVC track; an untracked file the
+    Dockerfile COPYs builds in the workspace and fails in the copy ("COPY
+    failed: file not found in build context"). The workspace is the repository
+    the copy lives in (a `dvc init --subdir` repo: the subfolder's, the same).
+    """
+    head, sep, _tail = spec.repo_root.partition(EXP_COPIES)
+    if not sep or not os.path.isfile(os.path.join(head, spec.dockerfile)):
+        return []
+    workspace = BuildSpec(head, spec.dockerfile, spec.args, spec.target, spec.tag, spec.written)
+    try:
+        have = set(context_files(spec))
+        return [rel for rel in context_files(workspace) if rel not in have
+                and not os.path.isdir(os.path.join(head, workspace.context, rel))]
+    except OSError:  # the workspace changing meanwhile: only a hint is lost
+        return []
+
+
 def dockerfile_in_context(spec: BuildSpec) -> str:
     return os.path.relpath(os.path.join(spec.repo_root, spec.dockerfile), os.path.join(spec.repo_root, spec.context))
 

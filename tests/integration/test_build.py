@@ -368,3 +368,20 @@ def test_two_clones_in_different_folders_write_the_same_lock(root_built: Built, 
     assert "Building" not in out.stdout + out.stderr and "up to date" in out.stdout, out.stdout
     clones[0].dvc("repro", "-f")
     assert clones[0].lock() == lock
+
+
+def test_a_temp_experiment_names_the_untracked_context_files_it_lacks(root_built: Built):
+    """DVC's `exp run --temp` copy holds only what Git and DVC track: an untracked file the Dockerfile COPYs
+    builds in the workspace and fails in the copy; the warning names it."""
+    repo = root_built.repo
+    repo.write("Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={root_built.token}\nCOPY notes.txt /notes.txt\n")
+    repo.dvc("stage", "add", "-q", "-n", "s", "-o", "out.txt", "cat /notes.txt > out.txt")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    repo.write("notes.txt", "untracked\n")  # never `git add`ed
+    repo.dvc("repro")
+    assert repo.read("out.txt") == "untracked\n"
+    out = repo.dvc("exp", "run", "--temp", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "COPY failed" in text, text
+    assert "in this experiment's copy lacks 1 file(s) of the workspace: notes.txt" in text, text

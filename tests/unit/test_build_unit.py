@@ -140,6 +140,19 @@ def test_what_dvc_writes_is_never_in_the_context(tmp_path):
     assert b.context_files(spec(root, "sub", written=lambda: ("sub/dvc.lock", "out"))) == ["Dockerfile", "keep"]
 
 
+def test_an_experiment_copy_names_the_files_it_lacks(tmp_path):
+    """`exp run --temp`/--queue copies hold tracked files only: the untracked ones the build would get are named."""
+    ws = make(tmp_path / "ws", {
+        "env/Dockerfile": "FROM x\nCOPY . /\n", "env/a.py": "1", "env/notes.txt": "n", "env/lib/x.py": "",
+        "env/.dockerignore": "ign\n", "env/ign": "", "env/out.csv": "",
+    })
+    copy = make(ws / ".dvc/tmp/exps/tmpab12", {"env/Dockerfile": "FROM x\nCOPY . /\n", "env/a.py": "1",
+                                               "env/.dockerignore": "ign\n"})
+    written = lambda: ("env/out.csv",)  # noqa: E731 - a stage writes it: not an input, not missing
+    assert b.missing_from_copy(spec(copy, "env", written=written)) == ["lib/x.py", "notes.txt"]
+    assert b.missing_from_copy(spec(ws, "env", written=written)) == []  # the workspace itself
+
+
 def digests(root: Path, **kwargs):
     return b.context_digest(spec(root, **kwargs))
 
