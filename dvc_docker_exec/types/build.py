@@ -49,6 +49,7 @@ LABEL_INPUTS = "dvc-docker-exec.build.inputs"  # on the built image: the identit
 LABEL_DOCKERFILE = "dvc-docker-exec.build.dockerfile"
 ALWAYS_EXCLUDED = (".git", ".dvc/cache", ".dvc/tmp")  # relative to the repository root
 CHUNK = 1 << 20
+KEEP_CONTEXTS = 6  # per-file lists of the last contexts hashed here: `dvc status` names the files that changed
 
 
 def is_built(identity: Optional[str]) -> bool:
@@ -273,12 +274,16 @@ def dockerfile_in_context(spec: BuildSpec) -> str:
 class HashCache:
     """One context's file hashes by (size, mtime_ns, ctime_ns, inode), and its paths' .dockerignore verdicts.
 
-    Loaded from / saved to `path` (None: in memory only).
+    Loaded from / saved to `path` (None: in memory only). `contexts`: the
+    per-file list (path -> executable bit + 16 hex of the content) of the
+    last KEEP_CONTEXTS context digests hashed here, oldest first: what
+    `what_changed` compares to name the files (dvc.lock records one hash).
     """
 
     path: Optional[str]
     entries: Dict[str, list] = field(default_factory=dict)
     matches: Dict[str, Dict[str, bool]] = field(default_factory=dict)  # patterns' key -> path -> excluded
+    contexts: Dict[str, Dict[str, str]] = field(default_factory=dict)  # context digest -> path -> short entry
     dirty: bool = False
 
     @classmethod
@@ -288,7 +293,8 @@ class HashCache:
                 with open(path, encoding="utf-8") as fobj:
                     data = json.load(fobj)
                 if isinstance(data, dict) and isinstance(data.get("files"), dict):
-                    return cls(path, data["files"], data.get("matches") or {})
+                    contexts = data.get("contexts") if isinstance(data.get("contexts"), dict) else {}
+                    return cls(path, data["files"], data.get("matches") or {}, contexts)
             except (OSError, ValueError):
                 pass
         return cls(path)
@@ -310,6 +316,15 @@ class HashCache:
         self.entries[rel] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, digest]
         self.dirty = True
 
+    def remember(self, context: str, files: Dict[str, str]) -> None:
+        """Keep the per-file list of a context digest (a digest seen before keeps its place)."""
+        if context in self.contexts:
+            return
+        self.contexts[context] = files
+        for old in list(self.contexts)[:-KEEP_CONTEXTS]:
+            del self.contexts[old]
+        self.dirty = True
+
     def save(self, keep: Sequence[str]) -> None:
         if not self.path:
             return
@@ -321,7 +336,7 @@ class HashCache:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fobj:
-                json.dump({"files": files, "matches": self.matches}, fobj)
+                json.dump({"files": files, "matches": self.matches, "contexts": self.contexts}, fobj)
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache: the next run hashes again
@@ -353,6 +368,7 @@ def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[
     cache.dirty = cache.dirty or len(memo) != before
     own = dockerfile_in_context(spec)
     dockerfile_digest = None
+    files: Dict[str, str] = {}  # path -> what `what_changed` compares: kind/executable bit + 16 hex
     for rel in names:
         full = os.path.join(context_dir, rel)
         info = os.lstat(full)
@@ -362,14 +378,18 @@ def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[
                 dockerfile_digest = _file_digest(full)
                 cache.put(rel, info, dockerfile_digest)
         elif stat.S_ISLNK(info.st_mode):
-            total.update(_entry("link", rel, False, os.readlink(full)))
+            target = os.readlink(full)
+            total.update(_entry("link", rel, False, target))
+            files[rel] = "l" + hashlib.sha256(os.fsencode(target)).hexdigest()[:16]
         elif stat.S_ISREG(info.st_mode):
             digest = cache.get(rel, info)
             if digest is None:
                 digest = _file_digest(full)
                 cache.put(rel, info, digest)
             total.update(_entry("file", rel, bool(info.st_mode & 0o111), digest))
+            files[rel] = f"{int(bool(info.st_mode & 0o111))}{digest[:16]}"
         # folders: not hashed (Git keeps no empty folder; a clone must hash the same)
+    cache.remember("sha256:" + total.hexdigest(), files)
     cache.save(names)
     if dockerfile_digest is None:  # never excluded by .dockerignore; a symlink is read where it points
         dockerfile_digest = _file_digest(os.path.join(spec.repo_root, spec.dockerfile))
@@ -441,6 +461,8 @@ class BuildInputs:
     args: str  # sha256 of the build args (values may be secrets: never recorded in clear)
     target: str  # "" for the last stage
     bases: Tuple[Tuple[str, str], ...]  # (FROM reference, its identity)
+    # HashCache.contexts when these were told (this one's files included): never part of the identity
+    contexts: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def identity(self) -> str:
@@ -465,9 +487,26 @@ def inputs_of(spec: BuildSpec, resolve_base: Callable[[str], str], cache: Option
     """The inputs of `spec`; `resolve_base(reference)` gives a FROM image's identity (raises when unknown)."""
     with open(os.path.join(spec.repo_root, spec.dockerfile), encoding="utf-8", errors="replace") as fobj:
         text = fobj.read()
+    cache = cache or HashCache(None)
     dockerfile, context = context_digest(spec, cache)
     bases = tuple((ref, resolve_base(ref)) for ref in base_images(text, spec.args))
-    return BuildInputs(dockerfile, context, args_digest(spec.args), spec.target or "", bases)
+    return BuildInputs(dockerfile, context, args_digest(spec.args), spec.target or "", bases, dict(cache.contexts))
+
+
+def files_changed(before: Optional[Mapping[str, str]], after: Optional[Mapping[str, str]], shown: int = 5) -> str:
+    """`files of the build context changed (a.py changed, notes.txt added)`; without both lists (a context
+    not hashed on this machine before: a fresh clone) without the names."""
+    words = "files of the build context changed"
+    if before is None or after is None:
+        return words
+    changes = [
+        f"{rel} {'added' if rel not in before else 'deleted' if rel not in after else 'changed'}"
+        for rel in sorted(set(before) | set(after)) if before.get(rel) != after.get(rel)
+    ]
+    if not changes:
+        return words
+    more = f" and {len(changes) - shown} more" if len(changes) > shown else ""
+    return f"{words} ({', '.join(changes[:shown])}{more})"
 
 
 def what_changed(recorded: Optional[Mapping[str, object]], current: BuildInputs) -> List[str]:
@@ -478,7 +517,7 @@ def what_changed(recorded: Optional[Mapping[str, object]], current: BuildInputs)
     if recorded.get("dockerfile") != current.dockerfile:
         out.append("Dockerfile changed")
     if recorded.get("context") != current.context:
-        out.append("files of the build context changed")
+        out.append(files_changed(current.contexts.get(str(recorded.get("context"))), current.contexts.get(current.context)))
     if recorded.get("args") != current.args:
         out.append("build args changed")
     if (recorded.get("target") or "") != current.target:

@@ -338,7 +338,7 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     assert "up to date" in status(repo) and root_built.record()["identity"] == identity
     # a file of the context that no stage writes is an input
     repo.write("notes.txt", "x\n")
-    assert "image build Dockerfile: files of the build context changed" in status(repo)
+    assert "image build Dockerfile: files of the build context changed (notes.txt added)" in status(repo)
 
 
 def test_two_clones_in_different_folders_write_the_same_lock(root_built: Built, tmp_path):

@@ -153,6 +153,31 @@ def test_an_experiment_copy_names_the_files_it_lacks(tmp_path):
     assert b.missing_from_copy(spec(ws, "env", written=written)) == []  # the workspace itself
 
 
+def test_status_names_the_context_files_that_changed(tmp_path):
+    """dvc.lock records one hash of the context; the files are named from the lists this machine kept."""
+    root = make(tmp_path / "r", {"env/Dockerfile": "FROM x\n", "env/a.py": "1", "env/old.txt": ""})
+    path = str(tmp_path / "cache.json")
+
+    def resolve(ref: str) -> str:
+        return "sha256:" + "0" * 64
+
+    first = b.inputs_of(spec(root), resolve, b.HashCache.load(path))
+    (root / "env/a.py").write_text("22")
+    (root / "env/old.txt").unlink()
+    (root / "env/new.txt").write_text("")
+    now = b.inputs_of(spec(root), resolve, b.HashCache.load(path))
+    assert now.identity != first.identity and now == b.inputs_of(spec(root), resolve)  # lists: not the identity
+    assert b.what_changed(first.as_record(), now) == [
+        "files of the build context changed (a.py changed, new.txt added, old.txt deleted)"
+    ]
+    # a context not hashed on this machine before (a fresh clone): no names
+    assert b.what_changed(first.as_record(), b.inputs_of(spec(root), resolve)) == ["files of the build context changed"]
+    for n in range(b.KEEP_CONTEXTS + 1):  # only the last few lists are kept
+        (root / "env/a.py").write_text(str(n))
+        b.inputs_of(spec(root), resolve, b.HashCache.load(path))
+    assert len(b.HashCache.load(path).contexts) == b.KEEP_CONTEXTS
+
+
 def digests(root: Path, **kwargs):
     return b.context_digest(spec(root, **kwargs))
 
