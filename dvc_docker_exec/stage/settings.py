@@ -190,7 +190,9 @@ def written_by_dvc(repo: Any) -> Tuple[str, ...]:
     """What DVC writes, relative to the repository root: never an input of a built image (types/build.py).
 
     Every stage's outs (metrics and plots too) in every dvc.yaml, the data
-    each .dvc file tracks, each dvc.lock and .dvc file. From the stage
+    each .dvc file tracks, each dvc.lock and .dvc file, the .gitignore DVC
+    adds a cached out to (the first run of an out added by hand writes
+    it: the next run would build again). From the stage
     definitions, not from what exists now: the same set in a fresh clone,
     an `exp run --temp`/queue copy and `dvc status`.
     """
@@ -202,7 +204,12 @@ def written_by_dvc(repo: Any) -> Tuple[str, ...]:
             found.add(path)
         elif path:  # a dvc.yaml: its lock file (DVC's ProjectFile names it so)
             found.add(os.path.splitext(path)[0] + ".lock")
-        found.update(out.fs_path for out in stage.outs if getattr(out.fs, "protocol", None) == "local")
+        for out in stage.outs:
+            if getattr(out.fs, "protocol", None) != "local":
+                continue
+            found.add(out.fs_path)
+            if getattr(out, "use_scm_ignore", False):  # DVC adds the out to the .gitignore beside it
+                found.add(os.path.join(os.path.dirname(out.fs_path), ".gitignore"))
     inside = (os.path.relpath(os.path.normpath(path), root) for path in found)
     return tuple(sorted(rel for rel in inside if rel != ".." and not rel.startswith("../")))
 

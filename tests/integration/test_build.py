@@ -79,6 +79,14 @@ class Built:
     def images(self) -> List:
         return self.client.images.list(filters={"label": f"dde-test-token={self.token}"})
 
+    def remove_images(self) -> None:
+        """Every image of this test (by its label, whatever its tags)."""
+        for image in self.images():
+            try:
+                self.client.images.remove(image.id, force=True)
+            except Exception:  # noqa: BLE001 - removed with another tag
+                pass
+
     def record(self) -> dict:
         """The stage's record, read from its dvc.lock entry (the only place it is written)."""
         from dvc_docker_exec.types.provenance import record_from_lock
@@ -105,11 +113,7 @@ def built(repo: DvcRepo, docker_client) -> Iterator[Built]:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
     yield b
-    for image in b.images():
-        try:
-            docker_client.images.remove(image.id, force=True)
-        except Exception:  # noqa: BLE001 - removed with another tag
-            pass
+    b.remove_images()
 
 
 def status(repo: DvcRepo) -> str:
@@ -303,11 +307,7 @@ def root_built(make_repo, docker_client, busybox_image, no_leftovers) -> Iterato
     repo.dvc("config", "--local", "docker.build", "Dockerfile")
     repo.dvc("config", "--local", "docker.pull", "never")
     yield b
-    for image in b.images():
-        try:
-            docker_client.images.remove(image.id, force=True)
-        except Exception:  # noqa: BLE001 - removed with another tag
-            pass
+    b.remove_images()
 
 
 def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(root_built: Built):
@@ -318,6 +318,9 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     repo.dvc("add", "-q", "data.csv")
     repo.dvc("stage", "add", "-q", "-n", "s", "-d", "data.csv", "-o", "out.txt", "date +%s%N > out.txt")
     repo.dvc("stage", "add", "-q", "-n", "m", "-d", "out.txt", "-M", "m.json", "echo '{\"n\": 1}' > m.json")
+    # a stage added by hand: its first run adds its out to sub/.gitignore (DVC writes it too)
+    with open(repo.path / "dvc.yaml", "a") as fobj:
+        fobj.write("  h:\n    cmd: mkdir -p sub && echo h > sub/hand.txt\n    outs: [sub/hand.txt]\n")
     first = repo.dvc("repro")
     assert "Building image" in first.stdout + first.stderr
     for _ in range(2):
@@ -330,6 +333,7 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     # what DVC writes changes: outs by hand, tracked data (and its .dvc file): never the image's inputs
     repo.write("out.txt", "edited\n")
     repo.write("m.json", "{}\n")
+    repo.write("sub/hand.txt", "edited\n")
     repo.write("data.csv", "2\n")
     repo.dvc("add", "-q", "data.csv")
     text = status(repo)
