@@ -39,7 +39,7 @@ import os
 import re
 import stat
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from dvc_docker_exec.errors import DockerExecError
@@ -257,7 +257,7 @@ def missing_from_copy(spec: BuildSpec) -> List[str]:
     head, sep, _tail = spec.repo_root.partition(EXP_COPIES)
     if not sep or not os.path.isfile(os.path.join(head, spec.dockerfile)):
         return []
-    workspace = BuildSpec(head, spec.dockerfile, spec.args, spec.target, spec.tag, spec.written)
+    workspace = replace(spec, repo_root=head)
     try:
         have = set(context_files(spec))
         return [rel for rel in context_files(workspace) if rel not in have
