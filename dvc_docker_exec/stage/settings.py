@@ -148,8 +148,16 @@ def tracked_files(git_root: str, paths: Sequence[str]) -> Set[str]:
 
 
 def project_name(stage: Any) -> str:
-    """What a derived build tag calls the project: the checkout's folder (config.derived_tag)."""
-    return os.path.basename(git_root(stage))
+    """What a derived build tag calls the project: the checkout's folder (config.derived_tag).
+
+    In an `exp run --temp`/queue copy (`<repo>/.dvc/tmp/exps/<tmpname>`): the
+    workspace's, so that every copy does not leave a tag of its own behind.
+    """
+    from dvc_docker_exec.types.build import EXP_COPIES
+
+    root = git_root(stage)
+    head, sep, _tail = root.partition(EXP_COPIES)
+    return os.path.basename(head if sep else root)
 
 
 def lock_name(stage: Any, settings: DockerSettings) -> str:

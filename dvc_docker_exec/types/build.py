@@ -12,9 +12,10 @@ machine after ``docker image rm``, is up to date without building:
 * the build args and the target,
 * the identity of each ``FROM`` image as resolved on this engine.
 
-The context is the Dockerfile's folder. ``.git``, ``.dvc/cache`` and
-``.dvc/tmp`` are never part of it (DVC's and Git's own state would change the
-hash at every commit and send the cache to the daemon), nor is anything DVC
+The context is the Dockerfile's folder. ``.git`` and ``.dvc`` are never part
+of it (Git's and DVC's own state and config would change the hash at every
+commit, send the cache to the daemon, and differ in every experiment copy, whose
+``.dvc/config.local`` DVC writes), nor is anything DVC
 writes (``BuildSpec.written``: every stage's outs, the data .dvc files track,
 dvc.lock and .dvc files): the image is an input of the stages, so their
 outputs in its inputs would make it depend on itself (a root Dockerfile
@@ -47,7 +48,9 @@ from dvc_docker_exec.errors import DockerExecError
 PREFIX = "build:"  # identities of built images: "build:sha256:<hex>" (a pulled one: "repo@sha256:" or "sha256:")
 LABEL_INPUTS = "dvc-docker-exec.build.inputs"  # on the built image: the identity it was built from
 LABEL_DOCKERFILE = "dvc-docker-exec.build.dockerfile"
-ALWAYS_EXCLUDED = (".git", ".dvc/cache", ".dvc/tmp")  # relative to the repository root
+# relative to the repository root: Git's and DVC's own folders (DVC's cache, state, config: `.dvc/config.local`
+# is this machine's, DVC rewrites it in every `exp run --temp`/queue copy, and may hold a remote's credentials)
+ALWAYS_EXCLUDED = (".git", ".dvc")
 CHUNK = 1 << 20
 KEEP_CONTEXTS = 6  # per-file lists of the last contexts hashed here: `dvc status` names the files that changed
 

@@ -340,6 +340,11 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     assert "out.txt" in text and "image build" not in text, text
     repo.dvc("commit", "-f", "-q")
     assert "up to date" in status(repo) and root_built.record()["identity"] == identity
+    # an `exp run --temp` copy (outs checked out from the cache, no untracked file) has the same identity
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "ran")
+    temp = repo.dvc("exp", "run", "--temp")
+    assert "Building" not in temp.stdout + temp.stderr and "lacks" not in temp.stderr, temp.stdout + temp.stderr
     # a file of the context that no stage writes is an input
     repo.write("notes.txt", "x\n")
     assert "image build Dockerfile: files of the build context changed (notes.txt added)" in status(repo)
@@ -389,3 +394,5 @@ def test_a_temp_experiment_names_the_untracked_context_files_it_lacks(root_built
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "COPY failed" in text, text
     assert "in this experiment's copy lacks 1 file(s) of the workspace: notes.txt" in text, text
+    # the copy's build is tagged as the workspace's (not after the copy's temporary folder)
+    assert f"Building image 'dvc-build/{repo.path.name}/dockerfile'" in text, text

@@ -116,8 +116,9 @@ def test_dockerignore_and_dvc_state_are_not_in_the_context(tmp_path):
         ".dvc/config": "",
     })
     files = b.context_files(spec(root, "Dockerfile"))
-    assert "a.py" in files and "keep.log" in files and ".dvc/config" in files and "Dockerfile" in files
-    assert not [f for f in files if f.startswith(("data", ".git", ".dvc/cache", ".dvc/tmp")) or f == "x.log"]
+    assert "a.py" in files and "keep.log" in files and "Dockerfile" in files
+    # DVC's folder, config included: config.local is this machine's (DVC rewrites it in experiment copies)
+    assert not [f for f in files if f.startswith(("data", ".git", ".dvc")) or f == "x.log"]
 
 
 def test_what_dvc_writes_is_never_in_the_context(tmp_path):
