@@ -379,9 +379,10 @@ def test_two_clones_in_different_folders_write_the_same_lock(root_built: Built, 
     assert clones[0].lock() == lock
 
 
-def test_a_temp_experiment_names_the_untracked_context_files_it_lacks(root_built: Built):
-    """DVC's `exp run --temp` copy holds only what Git and DVC track: an untracked file the Dockerfile COPYs
-    builds in the workspace and fails in the copy; the warning names it."""
+@pytest.mark.parametrize("how", ["--temp", "--queue"])
+def test_an_experiment_copy_names_the_untracked_context_files_it_lacks(root_built: Built, how: str):
+    """DVC's `exp run --temp`/queue copy holds only what Git and DVC track: an untracked file the Dockerfile
+    COPYs builds in the workspace and fails in the copy; the warning names it."""
     repo = root_built.repo
     repo.write("Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={root_built.token}\nCOPY notes.txt /notes.txt\n")
     repo.dvc("stage", "add", "-q", "-n", "s", "-o", "out.txt", "cat /notes.txt > out.txt")
@@ -390,9 +391,21 @@ def test_a_temp_experiment_names_the_untracked_context_files_it_lacks(root_built
     repo.write("notes.txt", "untracked\n")  # never `git add`ed
     repo.dvc("repro")
     assert repo.read("out.txt") == "untracked\n"
-    out = repo.dvc("exp", "run", "--temp", check=False)
-    text = out.stdout + out.stderr
-    assert out.returncode != 0 and "COPY failed" in text, text
+    if how == "--temp":
+        out = repo.dvc("exp", "run", "--temp", check=False)
+        failed, text = out.returncode != 0, out.stdout + out.stderr
+    else:
+        from tests.helpers import queue, start_workers, stop_workers, wait_for_queue
+
+        repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
+        queue(repo, "q1")
+        try:
+            start_workers(repo, 1)
+            failed = wait_for_queue(repo, ["q1"], timeout=240)["q1"] == "Failed"
+            text = repo.dvc("queue", "logs", "q1").stdout
+        finally:
+            stop_workers(repo)
+    assert failed and "COPY failed" in text, text
     assert "in this experiment's copy lacks 1 file(s) of the workspace: notes.txt" in text, text
     # the copy's build is tagged as the workspace's (not after the copy's temporary folder)
     assert f"Building image 'dvc-build/{repo.path.name}/dockerfile'" in text, text
