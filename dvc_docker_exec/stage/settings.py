@@ -198,12 +198,15 @@ def written_by_dvc(repo: Any) -> Tuple[str, ...]:
     """What DVC writes, relative to the repository root: never an input of a built image (types/build.py).
 
     Every stage's outs (metrics and plots too) in every dvc.yaml, the data
-    each .dvc file tracks, each dvc.lock and .dvc file, the .gitignore DVC
+    each .dvc file tracks, each dvc.lock and .dvc file, the params files
+    stages read (`dvc exp run -S` writes them), the .gitignore DVC
     adds a cached out to (the first run of an out added by hand writes
     it: the next run would build again). From the stage
     definitions, not from what exists now: the same set in a fresh clone,
     an `exp run --temp`/queue copy and `dvc status`.
     """
+    from dvc.dependency.param import ParamsDependency
+
     root = os.path.normpath(repo.root_dir)
     found = set()
     for stage in repo.index.stages:
@@ -212,6 +215,9 @@ def written_by_dvc(repo: Any) -> Tuple[str, ...]:
             found.add(path)
         elif path:  # a dvc.yaml: its lock file (DVC's ProjectFile names it so)
             found.add(os.path.splitext(path)[0] + ".lock")
+        # params files: deps DVC tracks per stage and value (`exp run -S` writes them); in the image's inputs
+        # a changed value would rerun every stage
+        found.update(dep.fs_path for dep in stage.deps if isinstance(dep, ParamsDependency))
         for out in stage.outs:
             if getattr(out.fs, "protocol", None) != "local":
                 continue

@@ -17,7 +17,7 @@ of it (Git's and DVC's own state and config would change the hash at every
 commit, send the cache to the daemon, and differ in every experiment copy, whose
 ``.dvc/config.local`` DVC writes), nor is anything DVC
 writes (``BuildSpec.written``: every stage's outs, the data .dvc files track,
-dvc.lock and .dvc files): the image is an input of the stages, so their
+dvc.lock and .dvc files, params files, see stage/settings.written_by_dvc): the image is an input of the stages, so their
 outputs in its inputs would make it depend on itself (a root Dockerfile
 without .dockerignore was never up to date). What is hashed is what
 is sent: ``write_context`` hashes the bytes it puts into the tar and the

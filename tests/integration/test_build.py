@@ -316,8 +316,9 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     repo = root_built.repo
     repo.write("data.csv", "1\n")
     repo.dvc("add", "-q", "data.csv")
+    repo.write("params.yaml", "x: 1\n")
     repo.dvc("stage", "add", "-q", "-n", "s", "-d", "data.csv", "-o", "out.txt", "date +%s%N > out.txt")
-    repo.dvc("stage", "add", "-q", "-n", "m", "-d", "out.txt", "-M", "m.json", "echo '{\"n\": 1}' > m.json")
+    repo.dvc("stage", "add", "-q", "-n", "m", "-d", "out.txt", "-p", "x", "-M", "m.json", "echo '{\"n\": 1}' > m.json")
     # a stage added by hand: its first run adds its out to sub/.gitignore (DVC writes it too)
     with open(repo.path / "dvc.yaml", "a") as fobj:
         fobj.write("  h:\n    cmd: mkdir -p sub && echo h > sub/hand.txt\n    outs: [sub/hand.txt]\n")
@@ -336,8 +337,10 @@ def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(r
     repo.write("sub/hand.txt", "edited\n")
     repo.write("data.csv", "2\n")
     repo.dvc("add", "-q", "data.csv")
+    repo.write("params.yaml", "x: 2\n")  # a param (`exp run -S` writes it): the stages that read it, not all
     text = status(repo)
-    assert "out.txt" in text and "image build" not in text, text
+    assert "out.txt" in text and "params.yaml" in text, text
+    assert "image build" not in text, text
     repo.dvc("commit", "-f", "-q")
     assert "up to date" in status(repo) and root_built.record()["identity"] == identity
     # an `exp run --temp` copy (outs checked out from the cache, no untracked file) has the same identity
