@@ -760,6 +760,15 @@ def derived_tag(project: str, dockerfile: str) -> str:
     return name[:NAME_MAX]
 
 
+def derived_lock_name(dockerfile: str) -> str:
+    """`dvc-build/<dockerfile path>`: what dvc.lock calls an image whose tag is derived (`docker:<this>`).
+
+    Why not the tag: its project part is the checkout's folder name, so two
+    clones of one repository would write different dvc.lock lines.
+    """
+    return f"dvc-build/{_slug(dockerfile)}"[:NAME_MAX]
+
+
 def _reraise(parse: Callable[[Any], Any], value: Any, where: str) -> Any:
     try:
         return parse(value)

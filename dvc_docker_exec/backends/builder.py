@@ -212,6 +212,14 @@ class Builder:
         if logger.getEffectiveLevel() <= logging.INFO:  # `-q` silences it, as DVC's own progress
             self.out.write(f"Building image '{spec.tag}' from {spec.dockerfile}...\n")
             self.out.flush()
+        missing = build.missing_from_copy(spec)
+        if missing:  # `exp run --temp`/--queue: the copy lacks files the workspace's build would get
+            names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            logger.warning(
+                "the build context of '%s' in this experiment's copy lacks %d file(s) of the workspace: %s "
+                "(`dvc exp run --temp`/`--queue` copies only what Git and DVC track: `git add` them)",
+                spec.dockerfile, len(missing), names,
+            )
         with tempfile.TemporaryFile() as context:
             sent = build.write_context(spec, context)
             if sent != (inputs.dockerfile, inputs.context):

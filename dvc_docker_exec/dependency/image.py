@@ -48,14 +48,18 @@ class ImageDependency(DatasetDependency):
     `image` is the configured reference, or None for a stage that now runs on
     the host but has an identity in dvc.lock (it is changed once, then its
     lock entry carries no image). `error` is a settings error raised on use.
+    `name` is what dvc.lock calls the image when that is not `image`: a
+    built image's derived tag holds the checkout's folder name, its name in
+    dvc.lock must not (stage/settings.lock_name).
     """
 
     meta = None  # `exp show` of DVC 3.50 reads every dep's meta
 
     def __init__(self, stage: Any, image: Optional[str], recorded: Optional[Record] = None, pull: str = "missing",
                  error: Optional[Exception] = None, backend: str = "engine", platform: Optional[str] = None,
-                 build: Any = None):
-        path = provenance.dep_path(image or (recorded.image if recorded else ""))
+                 build: Any = None, name: Optional[str] = None):
+        self.name = name or image
+        path = provenance.dep_path(self.name or (recorded.image if recorded else ""))
         super().__init__(stage, path, {})
         # `exp show` of DVC 3.50 names a dep's column by its path relative to the root
         self.fs_path = os.path.join(stage.repo.root_dir, path)
@@ -116,7 +120,7 @@ class ImageDependency(DatasetDependency):
         if identity is None:
             return None
         same = self._recorded is not None and self._recorded.identity == identity and self._recorded.image
-        image = self._recorded.image if same else self.image or ""  # type: ignore[union-attr]
+        image = self._recorded.image if same else self.name or ""  # type: ignore[union-attr]
         return provenance.record_from_entry(self.stage.name, image, self.hash_info.value)
 
     def get_hash(self) -> HashInfo:

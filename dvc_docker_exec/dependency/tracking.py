@@ -87,7 +87,7 @@ def image_dependency(stage: Any, lock_data: Optional[dict]) -> Any:
     if settings is not None:
         if not settings.track:
             return None
-        from dvc_docker_exec.stage.settings import build_spec_for
+        from dvc_docker_exec.stage.settings import build_spec_for, lock_name
 
         try:
             build = build_spec_for(stage, settings)
@@ -95,7 +95,7 @@ def image_dependency(stage: Any, lock_data: Optional[dict]) -> Any:
             return ImageDependency(stage, settings.image, recorded, error=exc)
         return ImageDependency(
             stage, settings.image, recorded, pull=settings.pull, backend=settings.backend, build=build,
-            platform=settings.platform,
+            platform=settings.platform, name=lock_name(stage, settings),
         )
     # a host stage: only one that ran in a container before (turned off) needs the dependency
     if recorded is None or _tracking_off(stage):

@@ -32,7 +32,7 @@ def settings_for(stage: Any) -> Optional[DockerSettings]:
     try:
         settings = DockerSettings.from_levels(levels).override(meta, stage.addressing)
         settings = trust.machine_track(settings, levels, stage.addressing)
-        settings = settings.with_build_tag(os.path.basename(git_root(stage)))
+        settings = settings.with_build_tag(project_name(stage))
         if settings.active:
             roots = (os.path.normpath(stage.repo.root_dir), git_root(stage))
             trust.check(settings, stage.addressing, trust.Invoker(os.getuid(), os.getgid(), roots))
@@ -147,6 +147,30 @@ def tracked_files(git_root: str, paths: Sequence[str]) -> Set[str]:
     return {path for path, r in zip(inside, rel) if os.path.normpath(r) in listed}
 
 
+def project_name(stage: Any) -> str:
+    """What a derived build tag calls the project: the checkout's folder (config.derived_tag).
+
+    In an `exp run --temp`/queue copy (`<repo>/.dvc/tmp/exps/<tmpname>`): the
+    workspace's, so that every copy does not leave a tag of its own behind.
+    """
+    from dvc_docker_exec.types.build import EXP_COPIES
+
+    root = git_root(stage)
+    head, sep, _tail = root.partition(EXP_COPIES)
+    return os.path.basename(head if sep else root)
+
+
+def lock_name(stage: Any, settings: DockerSettings) -> str:
+    """The image's name in dvc.lock (`docker:<name>`): the configured image, or for a derived build tag
+    (`dvc-build/<project>/<dockerfile>`, the checkout's folder name in it) the same in every clone."""
+    from dvc_docker_exec.config import derived_lock_name, derived_tag
+
+    image = str(settings.image or "")
+    if settings.build and image == derived_tag(project_name(stage), settings.build):
+        return derived_lock_name(settings.build)
+    return image
+
+
 def git_root(stage: Any) -> str:
     """The Git root of the stage's repo (the repo root without Git)."""
     return repo_git_root(stage.repo)
@@ -165,7 +189,43 @@ def build_spec_for(stage: Any, settings: DockerSettings) -> Any:
         return None
     from dvc_docker_exec.types.build import spec_for
 
-    return spec_for(stage.repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image))
+    repo = stage.repo
+    return spec_for(repo.root_dir, settings.build, settings.build_args, settings.target, tag=str(settings.image),
+                    written=lambda: written_by_dvc(repo))
+
+
+def written_by_dvc(repo: Any) -> Tuple[str, ...]:
+    """What DVC writes, relative to the repository root: never an input of a built image (types/build.py).
+
+    Every stage's outs (metrics and plots too) in every dvc.yaml, the data
+    each .dvc file tracks, each dvc.lock and .dvc file, the params files
+    stages read (`dvc exp run -S` writes them), the .gitignore DVC
+    adds a cached out to (the first run of an out added by hand writes
+    it: the next run would build again). From the stage
+    definitions, not from what exists now: the same set in a fresh clone,
+    an `exp run --temp`/queue copy and `dvc status`.
+    """
+    from dvc.dependency.param import ParamsDependency
+
+    root = os.path.normpath(repo.root_dir)
+    found = set()
+    for stage in repo.index.stages:
+        path = getattr(stage, "path", None) or ""
+        if path.endswith(".dvc"):
+            found.add(path)
+        elif path:  # a dvc.yaml: its lock file (DVC's ProjectFile names it so)
+            found.add(os.path.splitext(path)[0] + ".lock")
+        # params files: deps DVC tracks per stage and value (`exp run -S` writes them); in the image's inputs
+        # a changed value would rerun every stage
+        found.update(dep.fs_path for dep in stage.deps if isinstance(dep, ParamsDependency))
+        for out in stage.outs:
+            if getattr(out.fs, "protocol", None) != "local":
+                continue
+            found.add(out.fs_path)
+            if getattr(out, "use_scm_ignore", False):  # DVC adds the out to the .gitignore beside it
+                found.add(os.path.join(os.path.dirname(out.fs_path), ".gitignore"))
+    inside = (os.path.relpath(os.path.normpath(path), root) for path in found)
+    return tuple(sorted(rel for rel in inside if rel != ".." and not rel.startswith("../")))
 
 
 def tracking_off(stage: Any) -> bool:

@@ -12,9 +12,14 @@ machine after ``docker image rm``, is up to date without building:
 * the build args and the target,
 * the identity of each ``FROM`` image as resolved on this engine.
 
-The context is the Dockerfile's folder. ``.git``, ``.dvc/cache`` and
-``.dvc/tmp`` are never part of it (DVC's and Git's own state would change the
-hash at every commit and send the cache to the daemon). What is hashed is what
+The context is the Dockerfile's folder. ``.git`` and ``.dvc`` are never part
+of it (Git's and DVC's own state and config would change the hash at every
+commit, send the cache to the daemon, and differ in every experiment copy, whose
+``.dvc/config.local`` DVC writes), nor is anything DVC
+writes (``BuildSpec.written``: every stage's outs, the data .dvc files track,
+dvc.lock and .dvc files, params files, see stage/settings.written_by_dvc): the image is an input of the stages, so their
+outputs in its inputs would make it depend on itself (a root Dockerfile
+without .dockerignore was never up to date). What is hashed is what
 is sent: ``write_context`` hashes the bytes it puts into the tar and the
 builder refuses a context that changed in between.
 
@@ -35,16 +40,19 @@ import os
 import re
 import stat
 import tarfile
-from dataclasses import dataclass, field
-from typing import IO, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import IO, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from dvc_docker_exec.errors import DockerExecError
 
 PREFIX = "build:"  # identities of built images: "build:sha256:<hex>" (a pulled one: "repo@sha256:" or "sha256:")
 LABEL_INPUTS = "dvc-docker-exec.build.inputs"  # on the built image: the identity it was built from
 LABEL_DOCKERFILE = "dvc-docker-exec.build.dockerfile"
-ALWAYS_EXCLUDED = (".git", ".dvc/cache", ".dvc/tmp")  # relative to the repository root
+# relative to the repository root: Git's and DVC's own folders (DVC's cache, state, config: `.dvc/config.local`
+# is this machine's, DVC rewrites it in every `exp run --temp`/queue copy, and may hold a remote's credentials)
+ALWAYS_EXCLUDED = (".git", ".dvc")
 CHUNK = 1 << 20
+KEEP_CONTEXTS = 6  # per-file lists of the last contexts hashed here: `dvc status` names the files that changed
 
 
 def is_built(identity: Optional[str]) -> bool:
@@ -60,6 +68,9 @@ class BuildSpec:
     args: Tuple[Tuple[str, str], ...] = ()
     target: Optional[str] = None
     tag: str = ""
+    # paths (relative to repo_root) DVC writes, never part of the context; asked when the context is read,
+    # not when the spec is made (stage/settings.written_by_dvc reads the repo's index, which loads stages)
+    written: Optional[Callable[[], Sequence[str]]] = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def context(self) -> str:
@@ -72,7 +83,7 @@ class BuildSpec:
 
 
 def spec_for(repo_root: str, build: str, args: Sequence[Tuple[str, str]] = (), target: Optional[str] = None,
-             tag: str = "") -> BuildSpec:
+             tag: str = "", written: Optional[Callable[[], Sequence[str]]] = None) -> BuildSpec:
     """`build` (docker.build) is a Dockerfile or a folder holding one; both must resolve inside the repository."""
     root = os.path.realpath(repo_root)
     path = os.path.normpath(os.path.join(root, build))
@@ -88,7 +99,8 @@ def spec_for(repo_root: str, build: str, args: Sequence[Tuple[str, str]] = (), t
             "read from the repository only"
         )
     # the Dockerfile where it is, its folder resolved (a symlinked folder is read where it points)
-    return BuildSpec(root, os.path.relpath(os.path.join(context, os.path.basename(path)), root), tuple(args), target, tag)
+    dockerfile = os.path.relpath(os.path.join(context, os.path.basename(path)), root)
+    return BuildSpec(root, dockerfile, tuple(args), target, tag, written)
 
 
 def _within(path: str, root: str) -> bool:
@@ -194,8 +206,10 @@ def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> Li
         rel for rel in (os.path.relpath(os.path.join(spec.repo_root, e), context_dir) for e in ALWAYS_EXCLUDED)
         if rel != ".." and not rel.startswith("../")
     ]
+    own = dockerfile_in_context(spec)
+    written = dvc_written(spec) - {own}
     # what exclude_paths adds: the Dockerfile is always sent
-    matcher = PatternMatcher(read_dockerignore(context_dir) + excluded + [f"!{dockerfile_in_context(spec)}"])
+    matcher = PatternMatcher(read_dockerignore(context_dir) + excluded + [f"!{own}"])
     exceptions = [p.cleaned_pattern for p in matcher.patterns if p.exclusion]
     memo = {} if memo is None else memo
     found: List[str] = []
@@ -204,6 +218,8 @@ def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> Li
         with os.scandir(folder) as entries:
             for entry in entries:
                 rel = prefix + entry.name
+                if rel in written:  # with all it holds (literal paths: not .dockerignore patterns)
+                    continue
                 skip = memo.get(rel)
                 if skip is None:
                     skip = memo[rel] = matcher.matches(rel)
@@ -221,6 +237,38 @@ def context_files(spec: BuildSpec, memo: Optional[Dict[str, bool]] = None) -> Li
     return sorted(f for f in found if not any(f == e or f.startswith(e + "/") for e in excluded))
 
 
+def dvc_written(spec: BuildSpec) -> FrozenSet[str]:
+    """`spec.written` relative to the context (those inside it), normalised as the walk names them."""
+    if spec.written is None:
+        return frozenset()
+    context_dir = os.path.join(spec.repo_root, spec.context)
+    inside = (os.path.relpath(os.path.join(spec.repo_root, path), context_dir) for path in spec.written())
+    return frozenset(rel for rel in inside if rel not in (".", "..") and not rel.startswith("../"))
+
+
+EXP_COPIES = "/.dvc/tmp/exps/"  # DVC's copies for `exp run --temp` and the queue: <repo>/.dvc/tmp/exps/<tmpname>
+
+
+def missing_from_copy(spec: BuildSpec) -> List[str]:
+    """Files of the build context the workspace has and this experiment copy lacks ([] outside a copy).
+
+    Why: DVC's copies hold only what Git and DVC track; an untracked file the
+    Dockerfile COPYs builds in the workspace and fails in the copy ("COPY
+    failed: file not found in build context"). The workspace is the repository
+    the copy lives in (a `dvc init --subdir` repo: the subfolder's, the same).
+    """
+    head, sep, _tail = spec.repo_root.partition(EXP_COPIES)
+    if not sep or not os.path.isfile(os.path.join(head, spec.dockerfile)):
+        return []
+    workspace = replace(spec, repo_root=head)
+    try:
+        have = set(context_files(spec))
+        return [rel for rel in context_files(workspace) if rel not in have
+                and not os.path.isdir(os.path.join(head, workspace.context, rel))]
+    except OSError:  # the workspace changing meanwhile: only a hint is lost
+        return []
+
+
 def dockerfile_in_context(spec: BuildSpec) -> str:
     return os.path.relpath(os.path.join(spec.repo_root, spec.dockerfile), os.path.join(spec.repo_root, spec.context))
 
@@ -229,12 +277,16 @@ def dockerfile_in_context(spec: BuildSpec) -> str:
 class HashCache:
     """One context's file hashes by (size, mtime_ns, ctime_ns, inode), and its paths' .dockerignore verdicts.
 
-    Loaded from / saved to `path` (None: in memory only).
+    Loaded from / saved to `path` (None: in memory only). `contexts`: the
+    per-file list (path -> executable bit + 16 hex of the content) of the
+    last KEEP_CONTEXTS context digests hashed here, oldest first: what
+    `what_changed` compares to name the files (dvc.lock records one hash).
     """
 
     path: Optional[str]
     entries: Dict[str, list] = field(default_factory=dict)
     matches: Dict[str, Dict[str, bool]] = field(default_factory=dict)  # patterns' key -> path -> excluded
+    contexts: Dict[str, Dict[str, str]] = field(default_factory=dict)  # context digest -> path -> short entry
     dirty: bool = False
 
     @classmethod
@@ -244,7 +296,8 @@ class HashCache:
                 with open(path, encoding="utf-8") as fobj:
                     data = json.load(fobj)
                 if isinstance(data, dict) and isinstance(data.get("files"), dict):
-                    return cls(path, data["files"], data.get("matches") or {})
+                    contexts = data.get("contexts") if isinstance(data.get("contexts"), dict) else {}
+                    return cls(path, data["files"], data.get("matches") or {}, contexts)
             except (OSError, ValueError):
                 pass
         return cls(path)
@@ -266,6 +319,15 @@ class HashCache:
         self.entries[rel] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, digest]
         self.dirty = True
 
+    def remember(self, context: str, files: Dict[str, str]) -> None:
+        """Keep the per-file list of a context digest (a digest seen before keeps its place)."""
+        if context in self.contexts:
+            return
+        self.contexts[context] = files
+        for old in list(self.contexts)[:-KEEP_CONTEXTS]:
+            del self.contexts[old]
+        self.dirty = True
+
     def save(self, keep: Sequence[str]) -> None:
         if not self.path:
             return
@@ -277,7 +339,7 @@ class HashCache:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fobj:
-                json.dump({"files": files, "matches": self.matches}, fobj)
+                json.dump({"files": files, "matches": self.matches, "contexts": self.contexts}, fobj)
             os.replace(tmp, self.path)
         except OSError:
             pass  # a cache: the next run hashes again
@@ -309,6 +371,7 @@ def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[
     cache.dirty = cache.dirty or len(memo) != before
     own = dockerfile_in_context(spec)
     dockerfile_digest = None
+    files: Dict[str, str] = {}  # path -> what `what_changed` compares: kind/executable bit + 16 hex
     for rel in names:
         full = os.path.join(context_dir, rel)
         info = os.lstat(full)
@@ -318,14 +381,18 @@ def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[
                 dockerfile_digest = _file_digest(full)
                 cache.put(rel, info, dockerfile_digest)
         elif stat.S_ISLNK(info.st_mode):
-            total.update(_entry("link", rel, False, os.readlink(full)))
+            target = os.readlink(full)
+            total.update(_entry("link", rel, False, target))
+            files[rel] = "l" + hashlib.sha256(os.fsencode(target)).hexdigest()[:16]
         elif stat.S_ISREG(info.st_mode):
             digest = cache.get(rel, info)
             if digest is None:
                 digest = _file_digest(full)
                 cache.put(rel, info, digest)
             total.update(_entry("file", rel, bool(info.st_mode & 0o111), digest))
+            files[rel] = f"{int(bool(info.st_mode & 0o111))}{digest[:16]}"
         # folders: not hashed (Git keeps no empty folder; a clone must hash the same)
+    cache.remember("sha256:" + total.hexdigest(), files)
     cache.save(names)
     if dockerfile_digest is None:  # never excluded by .dockerignore; a symlink is read where it points
         dockerfile_digest = _file_digest(os.path.join(spec.repo_root, spec.dockerfile))
@@ -397,6 +464,8 @@ class BuildInputs:
     args: str  # sha256 of the build args (values may be secrets: never recorded in clear)
     target: str  # "" for the last stage
     bases: Tuple[Tuple[str, str], ...]  # (FROM reference, its identity)
+    # HashCache.contexts when these were told (this one's files included): never part of the identity
+    contexts: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def identity(self) -> str:
@@ -421,9 +490,26 @@ def inputs_of(spec: BuildSpec, resolve_base: Callable[[str], str], cache: Option
     """The inputs of `spec`; `resolve_base(reference)` gives a FROM image's identity (raises when unknown)."""
     with open(os.path.join(spec.repo_root, spec.dockerfile), encoding="utf-8", errors="replace") as fobj:
         text = fobj.read()
+    cache = cache or HashCache(None)
     dockerfile, context = context_digest(spec, cache)
     bases = tuple((ref, resolve_base(ref)) for ref in base_images(text, spec.args))
-    return BuildInputs(dockerfile, context, args_digest(spec.args), spec.target or "", bases)
+    return BuildInputs(dockerfile, context, args_digest(spec.args), spec.target or "", bases, dict(cache.contexts))
+
+
+def files_changed(before: Optional[Mapping[str, str]], after: Optional[Mapping[str, str]], shown: int = 5) -> str:
+    """`files of the build context changed (a.py changed, notes.txt added)`; without both lists (a context
+    not hashed on this machine before: a fresh clone) without the names."""
+    words = "files of the build context changed"
+    if before is None or after is None:
+        return words
+    changes = [
+        f"{rel} {'added' if rel not in before else 'deleted' if rel not in after else 'changed'}"
+        for rel in sorted(set(before) | set(after)) if before.get(rel) != after.get(rel)
+    ]
+    if not changes:
+        return words
+    more = f" and {len(changes) - shown} more" if len(changes) > shown else ""
+    return f"{words} ({', '.join(changes[:shown])}{more})"
 
 
 def what_changed(recorded: Optional[Mapping[str, object]], current: BuildInputs) -> List[str]:
@@ -434,7 +520,7 @@ def what_changed(recorded: Optional[Mapping[str, object]], current: BuildInputs)
     if recorded.get("dockerfile") != current.dockerfile:
         out.append("Dockerfile changed")
     if recorded.get("context") != current.context:
-        out.append("files of the build context changed")
+        out.append(files_changed(current.contexts.get(str(recorded.get("context"))), current.contexts.get(current.context)))
     if recorded.get("args") != current.args:
         out.append("build args changed")
     if (recorded.get("target") or "") != current.target:

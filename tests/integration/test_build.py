@@ -79,6 +79,14 @@ class Built:
     def images(self) -> List:
         return self.client.images.list(filters={"label": f"dde-test-token={self.token}"})
 
+    def remove_images(self) -> None:
+        """Every image of this test (by its label, whatever its tags)."""
+        for image in self.images():
+            try:
+                self.client.images.remove(image.id, force=True)
+            except Exception:  # noqa: BLE001 - removed with another tag
+                pass
+
     def record(self) -> dict:
         """The stage's record, read from its dvc.lock entry (the only place it is written)."""
         from dvc_docker_exec.types.provenance import record_from_lock
@@ -105,11 +113,7 @@ def built(repo: DvcRepo, docker_client) -> Iterator[Built]:
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
     yield b
-    for image in b.images():
-        try:
-            docker_client.images.remove(image.id, force=True)
-        except Exception:  # noqa: BLE001 - removed with another tag
-            pass
+    b.remove_images()
 
 
 def status(repo: DvcRepo) -> str:
@@ -288,3 +292,123 @@ def test_queue_workers_build_a_shared_dockerfile_once(built: Built):
     assert status["q1"] == status["q2"] == "Success", (status, logs)
     assert sum(log.count("Building image") for log in logs) == 1, logs
     assert len(built.images()) == 1
+
+
+# --- a Dockerfile at the root: the pipeline's own outputs in its context, the lock in every clone ----------
+
+
+@pytest.fixture
+def root_built(make_repo, docker_client, busybox_image, no_leftovers) -> Iterator[Built]:
+    """The user's setup: `Dockerfile` at the root, no .dockerignore, docker.build in config.local, tag derived."""
+    token = uuid.uuid4().hex[:12]
+    repo = make_repo(name=f"project-{token}")  # the derived tag holds the folder: unique per test run
+    b = Built(repo, docker_client, token)
+    repo.write("Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={token}\n")
+    repo.dvc("config", "--local", "docker.build", "Dockerfile")
+    repo.dvc("config", "--local", "docker.pull", "never")
+    yield b
+    b.remove_images()
+
+
+def test_a_root_context_holding_the_pipeline_outputs_is_up_to_date_after_a_run(root_built: Built):
+    """Before: every second `dvc repro` failed ("the build context ... changed while it was read"):
+    the outs and dvc.lock were part of the image's inputs, so the image depended on its own outputs."""
+    repo = root_built.repo
+    repo.write("data.csv", "1\n")
+    repo.dvc("add", "-q", "data.csv")
+    repo.write("params.yaml", "x: 1\n")
+    repo.dvc("stage", "add", "-q", "-n", "s", "-d", "data.csv", "-o", "out.txt", "date +%s%N > out.txt")
+    repo.dvc("stage", "add", "-q", "-n", "m", "-d", "out.txt", "-p", "x", "-M", "m.json", "echo '{\"n\": 1}' > m.json")
+    # a stage added by hand: its first run adds its out to sub/.gitignore (DVC writes it too)
+    with open(repo.path / "dvc.yaml", "a") as fobj:
+        fobj.write("  h:\n    cmd: mkdir -p sub && echo h > sub/hand.txt\n    outs: [sub/hand.txt]\n")
+    first = repo.dvc("repro")
+    assert "Building image" in first.stdout + first.stderr
+    for _ in range(2):
+        again = repo.dvc("repro", check=False)
+        text = again.stdout + again.stderr
+        assert again.returncode == 0 and "Building" not in text and "changed while it was read" not in text, text
+        assert "up to date" in text, text
+    assert "up to date" in status(repo)
+    identity = root_built.record()["identity"]
+    # what DVC writes changes: outs by hand, tracked data (and its .dvc file): never the image's inputs
+    repo.write("out.txt", "edited\n")
+    repo.write("m.json", "{}\n")
+    repo.write("sub/hand.txt", "edited\n")
+    repo.write("data.csv", "2\n")
+    repo.dvc("add", "-q", "data.csv")
+    repo.write("params.yaml", "x: 2\n")  # a param (`exp run -S` writes it): the stages that read it, not all
+    text = status(repo)
+    assert "out.txt" in text and "params.yaml" in text, text
+    assert "image build" not in text, text
+    repo.dvc("commit", "-f", "-q")
+    assert "up to date" in status(repo) and root_built.record()["identity"] == identity
+    # an `exp run --temp` copy (outs checked out from the cache, no untracked file) has the same identity
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "ran")
+    temp = repo.dvc("exp", "run", "--temp")
+    assert "Building" not in temp.stdout + temp.stderr and "lacks" not in temp.stderr, temp.stdout + temp.stderr
+    # a file of the context that no stage writes is an input
+    repo.write("notes.txt", "x\n")
+    assert "image build Dockerfile: files of the build context changed (notes.txt added)" in status(repo)
+
+
+def test_two_clones_in_different_folders_write_the_same_lock(root_built: Built, tmp_path):
+    """The derived tag holds the checkout's folder name; what dvc.lock records does not (no Git churn)."""
+    repo = root_built.repo
+    token = root_built.token
+    repo.dvc("stage", "add", "-q", "-n", "s", "-o", "out.txt", "echo hi > out.txt")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    clones = []
+    for name in (f"alpha-{token}", f"other-folder-{token}"):
+        clone = DvcRepo(tmp_path / name, repo.env)
+        repo.run("git", "clone", "-q", str(repo.path), str(clone.path), cwd=tmp_path)
+        clone.dvc("config", "--local", "docker.build", "Dockerfile")  # config.local is not cloned
+        clone.dvc("config", "--local", "docker.pull", "never")
+        clone.dvc("repro")
+        clones.append(clone)
+    lock = clones[0].lock()
+    assert lock == clones[1].lock()
+    assert "path: docker:dvc-build/dockerfile\n" in lock and token not in lock, lock
+    assert root_built.client.images.get(f"dvc-build/alpha-{token}/dockerfile")  # the local tag: per checkout
+    # a lock written by the previous version (the folder in the path) is still up to date, rewritten on a run
+    old = lock.replace("docker:dvc-build/dockerfile", f"docker:dvc-build/alpha-{token}/dockerfile")
+    (clones[0].path / "dvc.lock").write_text(old)
+    assert "up to date" in status(clones[0])
+    out = clones[0].dvc("repro")
+    assert "Building" not in out.stdout + out.stderr and "up to date" in out.stdout, out.stdout
+    clones[0].dvc("repro", "-f")
+    assert clones[0].lock() == lock
+
+
+@pytest.mark.parametrize("how", ["--temp", "--queue"])
+def test_an_experiment_copy_names_the_untracked_context_files_it_lacks(root_built: Built, how: str):
+    """DVC's `exp run --temp`/queue copy holds only what Git and DVC track: an untracked file the Dockerfile
+    COPYs builds in the workspace and fails in the copy; the warning names it."""
+    repo = root_built.repo
+    repo.write("Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={root_built.token}\nCOPY notes.txt /notes.txt\n")
+    repo.dvc("stage", "add", "-q", "-n", "s", "-o", "out.txt", "cat /notes.txt > out.txt")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "pipeline")
+    repo.write("notes.txt", "untracked\n")  # never `git add`ed
+    repo.dvc("repro")
+    assert repo.read("out.txt") == "untracked\n"
+    if how == "--temp":
+        out = repo.dvc("exp", "run", "--temp", check=False)
+        failed, text = out.returncode != 0, out.stdout + out.stderr
+    else:
+        from tests.helpers import queue, start_workers, stop_workers, wait_for_queue
+
+        repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
+        queue(repo, "q1")
+        try:
+            start_workers(repo, 1)
+            failed = wait_for_queue(repo, ["q1"], timeout=240)["q1"] == "Failed"
+            text = repo.dvc("queue", "logs", "q1").stdout
+        finally:
+            stop_workers(repo)
+    assert failed and "COPY failed" in text, text
+    assert "in this experiment's copy lacks 1 file(s) of the workspace: notes.txt" in text, text
+    # the copy's build is tagged as the workspace's (not after the copy's temporary folder)
+    assert f"Building image 'dvc-build/{repo.path.name}/dockerfile'" in text, text

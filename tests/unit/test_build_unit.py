@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dvc_docker_exec.types import build as b
-from dvc_docker_exec.config import DockerSettings, SettingError, derived_tag, parse_build, parse_build_args, parse_image, parse_target
+from dvc_docker_exec.config import DockerSettings, SettingError, derived_lock_name, derived_tag, parse_build, parse_build_args, parse_image, parse_target
 from dvc_docker_exec.errors import DockerExecError
 
 
@@ -51,6 +51,9 @@ def test_derived_tag_is_a_valid_stable_reference():
     tag = derived_tag("My Project", "env/Dockerfile")
     assert tag == "dvc-build/my-project/env-dockerfile"
     assert parse_image(tag) == tag
+    # what dvc.lock calls it: no project (the checkout's folder) in it, the same in every clone
+    assert derived_lock_name("env/Dockerfile") == "dvc-build/env-dockerfile"
+    assert parse_image(derived_lock_name("env/Dockerfile")) == "dvc-build/env-dockerfile"
 
 
 def levels(*pairs):
@@ -113,8 +116,67 @@ def test_dockerignore_and_dvc_state_are_not_in_the_context(tmp_path):
         ".dvc/config": "",
     })
     files = b.context_files(spec(root, "Dockerfile"))
-    assert "a.py" in files and "keep.log" in files and ".dvc/config" in files and "Dockerfile" in files
-    assert not [f for f in files if f.startswith(("data", ".git", ".dvc/cache", ".dvc/tmp")) or f == "x.log"]
+    assert "a.py" in files and "keep.log" in files and "Dockerfile" in files
+    # DVC's folder, config included: config.local is this machine's (DVC rewrites it in experiment copies)
+    assert not [f for f in files if f.startswith(("data", ".git", ".dvc")) or f == "x.log"]
+
+
+def test_what_dvc_writes_is_never_in_the_context(tmp_path):
+    """Stage outs, tracked data, dvc.lock and .dvc files: the image would depend on its own outputs."""
+    root = make(tmp_path, {
+        "Dockerfile": "FROM x\n", ".dockerignore": "!out\n", "a.py": "1", "out/m.json": "{}", "dvc.lock": "",
+        "data.csv": "1", "data.csv.dvc": "", "sub/dvc.lock": "", "sub/keep": "", "dvc.yaml": "",
+    })
+    written = ("out", "dvc.lock", "data.csv", "data.csv.dvc", "sub/dvc.lock", "../elsewhere", "Dockerfile")
+    files = b.context_files(spec(root, "Dockerfile", written=lambda: written))
+    assert files == [".dockerignore", "Dockerfile", "a.py", "dvc.yaml", "sub", "sub/keep"]  # the Dockerfile: always
+    before = b.context_digest(spec(root, "Dockerfile", written=lambda: written))
+    (root / "out/m.json").write_text('{"a": 1}')
+    (root / "dvc.lock").write_text("changed")
+    assert b.context_digest(spec(root, "Dockerfile", written=lambda: written)) == before
+    sent = b.write_context(spec(root, "Dockerfile", written=lambda: written), io.BytesIO())
+    assert sent == before  # what is hashed is what is sent
+    # a context in a subfolder: `written` is relative to the repository
+    (root / "sub/Dockerfile").write_text("FROM x\n")
+    assert b.context_files(spec(root, "sub", written=lambda: ("sub/dvc.lock", "out"))) == ["Dockerfile", "keep"]
+
+
+def test_an_experiment_copy_names_the_files_it_lacks(tmp_path):
+    """`exp run --temp`/--queue copies hold tracked files only: the untracked ones the build would get are named."""
+    ws = make(tmp_path / "ws", {
+        "env/Dockerfile": "FROM x\nCOPY . /\n", "env/a.py": "1", "env/notes.txt": "n", "env/lib/x.py": "",
+        "env/.dockerignore": "ign\n", "env/ign": "", "env/out.csv": "",
+    })
+    copy = make(ws / ".dvc/tmp/exps/tmpab12", {"env/Dockerfile": "FROM x\nCOPY . /\n", "env/a.py": "1",
+                                               "env/.dockerignore": "ign\n"})
+    written = lambda: ("env/out.csv",)  # noqa: E731 - a stage writes it: not an input, not missing
+    assert b.missing_from_copy(spec(copy, "env", written=written)) == ["lib/x.py", "notes.txt"]
+    assert b.missing_from_copy(spec(ws, "env", written=written)) == []  # the workspace itself
+
+
+def test_status_names_the_context_files_that_changed(tmp_path):
+    """dvc.lock records one hash of the context; the files are named from the lists this machine kept."""
+    root = make(tmp_path / "r", {"env/Dockerfile": "FROM x\n", "env/a.py": "1", "env/old.txt": ""})
+    path = str(tmp_path / "cache.json")
+
+    def resolve(ref: str) -> str:
+        return "sha256:" + "0" * 64
+
+    first = b.inputs_of(spec(root), resolve, b.HashCache.load(path))
+    (root / "env/a.py").write_text("22")
+    (root / "env/old.txt").unlink()
+    (root / "env/new.txt").write_text("")
+    now = b.inputs_of(spec(root), resolve, b.HashCache.load(path))
+    assert now.identity != first.identity and now == b.inputs_of(spec(root), resolve)  # lists: not the identity
+    assert b.what_changed(first.as_record(), now) == [
+        "files of the build context changed (a.py changed, new.txt added, old.txt deleted)"
+    ]
+    # a context not hashed on this machine before (a fresh clone): no names
+    assert b.what_changed(first.as_record(), b.inputs_of(spec(root), resolve)) == ["files of the build context changed"]
+    for n in range(b.KEEP_CONTEXTS + 1):  # only the last few lists are kept
+        (root / "env/a.py").write_text(str(n))
+        b.inputs_of(spec(root), resolve, b.HashCache.load(path))
+    assert len(b.HashCache.load(path).contexts) == b.KEEP_CONTEXTS
 
 
 def digests(root: Path, **kwargs):
