@@ -274,7 +274,8 @@ def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
     import threading
 
     label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
-    since = int(time.time())
+    began = time.time_ns()  # events of the same second from before the block are left out by their time
+    since = began // 1_000_000_000
     stream = client.events(since=since, decode=True, filters={"type": "container", "label": label})
     events: List[dict] = []
 
@@ -297,7 +298,7 @@ def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
         seen = set()
         for event in [*events, *tail]:
             key = (event.get("id"), event.get("Action"), event.get("timeNano"))
-            if key not in seen:
+            if key not in seen and event.get("timeNano", began) >= began:
                 seen.add(key)
                 received.append(event)
 
