@@ -207,6 +207,8 @@ def written_by_dvc(repo: Any) -> Tuple[str, ...]:
     """
     from dvc.dependency.param import ParamsDependency
 
+    from dvc_docker_exec.boundary.paths import is_within
+
     root = os.path.normpath(repo.root_dir)
     found = set()
     for stage in repo.index.stages:
@@ -224,8 +226,7 @@ def written_by_dvc(repo: Any) -> Tuple[str, ...]:
             found.add(out.fs_path)
             if getattr(out, "use_scm_ignore", False):  # DVC adds the out to the .gitignore beside it
                 found.add(os.path.join(os.path.dirname(out.fs_path), ".gitignore"))
-    inside = (os.path.relpath(os.path.normpath(path), root) for path in found)
-    return tuple(sorted(rel for rel in inside if rel != ".." and not rel.startswith("../")))
+    return tuple(sorted(os.path.relpath(path, root) for path in found if is_within(path, root)))
 
 
 def tracking_off(stage: Any) -> bool:
