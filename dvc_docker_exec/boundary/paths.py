@@ -46,11 +46,13 @@ from docker.types import Mount
 from dvc_docker_exec.api.endpoint import Endpoint, discover
 from dvc_docker_exec.errors import DockerExecError
 from dvc_docker_exec.boundary.sockets import (
+    API_DAEMONS,
     WELL_KNOWN,
     SocketGuard,
     engine_processes,
     engine_sockets,
     listening_sockets,
+    socket_inodes,
     unescape_mountinfo,
 )
 
@@ -482,13 +484,24 @@ def daemon_beside(socket_path: str, root: str = "/") -> tuple[str, str] | None:
         return {normalize(path), normalize(os.path.realpath(path))} if root == "/" else {normalize(path)}
 
     wanted = spellings(socket_path)
+    unconfirmed = []
     for pid, program in engine_processes(proc):
         if root_filesystem(_read(proc, f"{pid}/mountinfo") or "") != ours:
             continue
-        bound = listening_sockets(os.path.join(proc, pid, "net", "unix")).values()
-        if any(spellings(path) & wanted for path in bound):
+        listening = listening_sockets(os.path.join(proc, pid, "net", "unix")).items()
+        bound = {inode for inode, path in listening if spellings(path) & wanted}
+        if not bound:
+            continue
+        # net/unix is the network namespace's, shared by every process in it (containerd, and
+        # rootlesskit's parent, sit in dockerd's): the one holding the socket is the daemon
+        held = socket_inodes(proc, pid)
+        if held is None:
+            unconfirmed.append((pid, program))  # another user's fds: it may be the one
+        elif held & bound:
             return pid, program
-    return None
+    # fds we may not read: a program that serves the API before its helpers
+    unconfirmed.sort(key=lambda found: not API_DAEMONS.match(found[1]))
+    return unconfirmed[0] if unconfirmed else None
 
 
 def in_container(root: str = "/") -> bool:

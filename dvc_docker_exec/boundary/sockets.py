@@ -112,6 +112,8 @@ ENGINE_PROGRAMS = re.compile(
     r"(dockerd|containerd|containerd-shim.*|buildkitd|podman|conmon|crio|cri-dockerd|rootlesskit|"
     r"dockerd-rootless.*|k3s|k3s-server|kubelet|lxd|incusd|nerdctl|runc|crun)\Z"
 )
+# Of those, the ones that serve the Docker API themselves (the rest are their helpers and runtimes)
+API_DAEMONS = re.compile(r"(dockerd|dockerd-rootless.*|podman)\Z")
 # Where they keep their state: a listening socket below one of these is an engine's
 # (found for processes whose fds we may not read: root's daemons seen by a user)
 ENGINE_FOLDER = re.compile(
@@ -172,18 +174,26 @@ def engine_processes(proc: str = "/proc") -> Iterator[Tuple[str, str]]:
             yield pid, program
 
 
+def socket_inodes(proc: str, pid: str) -> Optional[set]:
+    """Inodes of the sockets process `pid` holds open, or None when its fds are not ours to read (or it is gone)."""
+    fd_dir = os.path.join(proc, pid, "fd")
+    inodes = set()
+    try:
+        for fd in os.listdir(fd_dir):
+            link = os.readlink(os.path.join(fd_dir, fd))
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    except (OSError, ValueError):
+        return None
+    return inodes
+
+
 def _held_by_engines(proc: str) -> set:
     """Socket inodes open in processes named like an engine (those whose fds we may read)."""
     inodes = set()
     for pid, _ in engine_processes(proc):
-        try:
-            fd_dir = os.path.join(proc, pid, "fd")
-            for fd in os.listdir(fd_dir):
-                link = os.readlink(os.path.join(fd_dir, fd))
-                if link.startswith("socket:["):
-                    inodes.add(int(link[8:-1]))
-        except (OSError, ValueError):
-            continue  # gone, or not ours to read: its state folder still tells
+        # None: gone, or not ours to read: its state folder still tells
+        inodes |= socket_inodes(proc, pid) or set()
     return inodes
 
 

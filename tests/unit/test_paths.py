@@ -11,6 +11,7 @@ cgroup v1, overlay2, from a container started with
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import docker.errors
@@ -565,12 +566,17 @@ def unix_line(path, listening=True, inode=4242):
     return f"0000000000000000: 00000002 00000000 {flags} 0001 01 {inode} {path}\n"
 
 
-def add_process(root, pid, program, *, mountinfo, sockets=()):
+def add_process(root, pid, program, *, mountinfo, sockets=(), holds=None):
+    """A fake /proc/<pid>; `holds`: the socket inodes in its fd folder (None: no fd folder, not ours to read)."""
     folder = root / "proc" / str(pid)
     (folder / "net").mkdir(parents=True)
     (folder / "comm").write_text(program + "\n")
     (folder / "mountinfo").write_text(mountinfo)
     (folder / "net" / "unix").write_text(UNIX_HEADER + "".join(unix_line(s) for s in sockets))
+    if holds is not None:
+        (folder / "fd").mkdir()
+        for number, inode in enumerate(holds, start=3):
+            os.symlink(f"socket:[{inode}]", folder / "fd" / str(number))
 
 
 def local(path="/var/run/docker.sock"):
@@ -600,6 +606,18 @@ def test_rootless_daemon_own_namespaces_same_root_is_beside(tmp_path):
     add_process(tmp_path, 24217, "dockerd", mountinfo=rootless, sockets=["/run/user/1002/docker.sock"])
     assert daemon_beside("/run/user/1002/docker.sock", root) == ("24217", "dockerd")
     assert daemon_beside("/var/run/docker.sock", root) is None  # not the endpoint it listens at
+
+
+@pytest.mark.parametrize("readable", [True, False], ids=["fds-readable", "fds-not-ours"])
+def test_the_daemon_beside_is_the_process_holding_the_socket_not_a_neighbour_in_its_namespace(tmp_path, readable):
+    """net/unix is the network namespace's: rootlesskit's parent and containerd, in dockerd's namespace,
+    list dockerd's socket too (seen here: doctor named rootlesskit while a rootless engine ran)."""
+    root = make_root(tmp_path, mountinfo=HOST_ROOT_LINE)
+    listening = ["/var/run/docker.sock"]  # inode 4242 (unix_line)
+    add_process(tmp_path, 1201, "rootlesskit", mountinfo=HOST_ROOT_LINE, sockets=listening, holds=[77] if readable else None)
+    add_process(tmp_path, 1300, "containerd", mountinfo=HOST_ROOT_LINE, sockets=listening, holds=[78] if readable else None)
+    add_process(tmp_path, 1743, "dockerd", mountinfo=HOST_ROOT_LINE, sockets=listening, holds=[4242] if readable else None)
+    assert daemon_beside("/var/run/docker.sock", root) == ("1743", "dockerd")
 
 
 def test_socket_pattern_with_host_pids_is_not_beside(tmp_path):
