@@ -65,9 +65,10 @@ class Endpoint:
                 ) from None
             kwargs.setdefault("use_ssh_client", True)
         client = docker.DockerClient(base_url=self.url, tls=self.tls or False, **kwargs)
+        from dvc_docker_exec.api.engine import gone_is_not_found
         from dvc_docker_exec.api.proxy import denied_hook
 
-        client.api.hooks["response"].append(denied_hook(self.describe()))
+        client.api.hooks["response"].extend([denied_hook(self.describe()), gone_is_not_found])
         return client
 
 
