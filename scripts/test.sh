@@ -2,13 +2,13 @@
 # Run the test suite on this machine, from nothing: starts a Docker Engine if
 # none answers, builds the offline test images, makes the venv, runs pytest.
 #
-# With no arguments, the whole suite in two passes (the README's test command):
-#   python -m pytest -n $DDE_TEST_WORKERS --dist loadfile -m "not swarm"
-#   python -m pytest -m swarm
+# With no arguments, the whole suite in one pytest-xdist run (the README's test command):
+#   python -m pytest -n $DDE_TEST_WORKERS --dist loadfile --no-loadscope-reorder
 # Why workers: a test mostly waits on dvc start-ups and containers, so
-# pytest-xdist overlaps them (loadfile: a module's tests and its module-scoped
-# fixtures stay on one worker). Why the second pass: the Swarm tests share one
-# 3-node swarm per session and run alone.
+# pytest-xdist overlaps them. Why loadfile (tests/conftest.py, "Scheduling"): a
+# module's tests stay on one worker, and the Swarm modules are one unit that
+# starts the session's 3-node swarm once; they mostly wait on the swarm, so a
+# third worker runs them beside the two busy ones.
 # With arguments, one `python -m pytest ARGS` (serial unless ARGS has -n),
 # e.g. `scripts/test.sh tests/unit -x`.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-docker.sh
 scripts/build-images.sh
 VENV=$(scripts/venv.sh)
-WORKERS=${DDE_TEST_WORKERS:-2}
+WORKERS=${DDE_TEST_WORKERS:-3}
 
 run_pytest() {
     local rc=0
@@ -30,8 +30,4 @@ if [ "$#" -gt 0 ]; then
     run_pytest "$@"
     exit
 fi
-rc=0 swarm_rc=0
-run_pytest -n "$WORKERS" --dist loadfile -m "not swarm" || rc=$?
-run_pytest -m swarm || swarm_rc=$?
-[ "$rc" -ne 0 ] || rc=$swarm_rc
-exit "$rc"
+run_pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder

@@ -320,6 +320,45 @@ def containers_created(client, repo: "DvcRepo") -> Iterator[List[str]]:
     created += sorted(e["Actor"]["Attributes"][f"{LABEL}.stage"] for e in events if e.get("Action") == "create")
 
 
+# --- Scheduling under pytest-xdist (scripts/test.sh: -n 3 --dist loadfile --no-loadscope-reorder) --------
+# A module's tests run on one worker (--dist loadfile): its module-scoped fixtures are made once. The Swarm
+# modules are one unit: one worker starts the session's 3-node swarm (swarm/conftest), and its tests mostly
+# wait on the swarm's scheduler (the machine is ~95 % idle while they run alone), so they run beside the
+# others instead of in a pass of their own. Longest first (the Swarm's, then DVC's own slice): the other
+# workers then share the many short modules and end together.
+# Why a scheduler of our own and not `--dist loadgroup` with xdist_group marks: under pytest 9.2 loadgroup
+# silently stops grouping (pytest-xdist#1386: it renames node ids through a field pytest no longer reads).
+SWARM_TESTS = "tests/integration/swarm/"
+LONGEST_FIRST = (SWARM_TESTS, "tests/dvc_suite/")
+
+
+def xdist_unit(nodeid: str) -> str:
+    """What runs on one worker: the Swarm tests together, every other module alone."""
+    return SWARM_TESTS if nodeid.startswith(SWARM_TESTS) else nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, called in the controller
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None  # another --dist asked for on the command line: xdist's own
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    strays = [i.nodeid for i in items if i.get_closest_marker("swarm") and not i.nodeid.startswith(SWARM_TESTS)]
+    if strays:  # they would run beside the Swarm's worker, on a second swarm of the same name
+        raise pytest.UsageError(f"Swarm tests belong under {SWARM_TESTS}: {', '.join(strays)}")
+    rank = {prefix: i for i, prefix in enumerate(LONGEST_FIRST)}
+    # a stable sort: the rest as collected; the scheduler hands out units in this order (--no-loadscope-reorder)
+    items.sort(key=lambda item: next((r for p, r in rank.items() if item.nodeid.startswith(p)), len(rank)))
+
+
 # Under CI=true a skip proves nothing, whoever wrote it (a plain skipif, an
 # importorskip, a pytest.skip in a new test): the run fails and names them.
 SKIPPED: List[str] = []
