@@ -200,10 +200,10 @@ def our_containers(client, under: Optional[str] = None) -> List:
             if "no such container" not in str(exc).lower() or attempt == 9:
                 raise
             time.sleep(0.1)
-    return [c for c in found if any(_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
+    return [c for c in found if any(path_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
 
 
-def _within(path: str, root: str) -> bool:
+def path_within(path: str, root: str) -> bool:
     root = root.rstrip("/")
     return path == root or path.startswith(root + "/")
 
@@ -535,8 +535,11 @@ def start_dvc(
     return proc, err
 
 
-def wait_until(condition: Callable[[], object], what: str, proc: Optional[subprocess.Popen] = None):
-    deadline = time.monotonic() + HANG_GUARD
+def wait_until(
+    condition: Callable[[], object], what: str, proc: Optional[subprocess.Popen] = None, timeout: float = HANG_GUARD
+):
+    """condition()'s first true value, polled; fails if `proc` (a dvc started) ends first, or after `timeout`."""
+    deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from dvc_docker_exec.backends.swarm import GPU_RESOURCE
-from tests.conftest import BUSYBOX, LABEL, ROOT, DvcRepo, _unavailable
+from tests.conftest import BUSYBOX, LABEL, ROOT, DvcRepo, _unavailable, path_within
 
 SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"
 NODES = 3
@@ -137,3 +137,14 @@ def write_pipeline(repo: DvcRepo, stages: dict) -> None:
     repo.write("dvc.yaml", yaml.safe_dump({"stages": stages}))
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "pipeline")
+
+
+def services_of(swarm: Swarm, repo: DvcRepo) -> List[dict]:
+    """The services of `repo`'s stages (its experiments' copies, below it, too)."""
+    return [s for s in swarm.services() if path_within(s["Spec"]["Labels"].get(f"{LABEL}.repo", ""), str(repo.path))]
+
+
+def running_tasks(swarm: Swarm, repo: DvcRepo) -> List[dict]:
+    """The tasks of `repo`'s services that run now (the condition to wait for before a signal)."""
+    api = swarm.client.api
+    return [t for s in services_of(swarm, repo) for t in api.tasks(filters={"service": s["ID"]}) if t["Status"]["State"] == "running"]

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
 from dvc_docker_exec.backends.swarm import GPU_IDS_VAR, GPU_RESOURCE
-from tests.conftest import DvcRepo
-from tests.integration.swarm.conftest import write_pipeline
+from tests.conftest import DvcRepo, start_dvc, wait_until
+from tests.integration.swarm.conftest import running_tasks, services_of, write_pipeline
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 
@@ -186,28 +184,14 @@ def test_doctor_checks_the_gpus_of_the_nodes_not_of_the_manager(swarm_repo):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_interrupt_removes_the_service_everywhere(swarm_repo, swarm_clean, sig):
     write_pipeline(swarm_repo, {"slow": {"cmd": "echo started; sleep 120"}})
-    proc = subprocess.Popen(
-        [*DvcRepo.dvc_argv(), "repro"],
-        cwd=swarm_repo.path,
-        env=swarm_repo.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # background children start with SIGINT ignored: reset it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    stdout = swarm_repo.path.parent / "repro-stdout.txt"
+    # background children start with SIGINT ignored: reset it
+    proc, stderr = start_dvc(swarm_repo, "repro", stdout=stdout, preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     api = swarm_clean.client.api
-    deadline = time.monotonic() + 120
-    running = False
-    while time.monotonic() < deadline and not running:
-        for service in swarm_clean.services():
-            if service["Spec"]["Labels"].get("dvc-docker-exec.repo") == str(swarm_repo.path):
-                running = any(t["Status"]["State"] == "running" for t in api.tasks(filters={"service": service["ID"]}))
-                service_id = service["ID"]
-        time.sleep(0.3)
-    assert running, "the stage's task never ran"
+    service_id = wait_until(lambda: running_tasks(swarm_clean, swarm_repo), "the stage's task running", proc)[0]["ServiceID"]
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    out, err = stdout.read_text(), stderr.read_text()
     assert proc.returncode != 0, out + err
     assert swarm_repo.lock() is None
     # dvc returned once the manager had no task of the service left (its node had stopped it)
@@ -262,22 +246,18 @@ def test_queue_kill_removes_the_service_everywhere(swarm_repo, swarm_clean):
     queue(swarm_repo, "victim", "x=1")
     queue(swarm_repo, "survivor", "x=2")
 
-    def ours():
-        return [s for s in swarm_clean.services() if s["Spec"]["Labels"].get("dvc-docker-exec.repo", "").startswith(str(swarm_repo.path))]
+    def counts():
+        return len(services_of(swarm_clean, swarm_repo)), len(swarm_clean.node_containers())
 
     try:
         start_workers(swarm_repo, 2, env={"DOCKER_HOST": swarm_clean.host})
-        deadline = time.monotonic() + 300
-        while not all((swarm_repo.path / f"started-{x}").exists() for x in (1, 2)):  # both tasks run
-            assert time.monotonic() < deadline, "the experiments' stages never started"
-            time.sleep(0.2)
-        assert len(ours()) == 2 and len(swarm_clean.node_containers()) == 2
+        started = [swarm_repo.path / f"started-{x}" for x in (1, 2)]
+        wait_until(lambda: all(f.exists() for f in started), "both experiments' stages running", timeout=300)
+        assert counts() == (2, 2)
         swarm_repo.dvc("queue", "kill", "victim")
-        deadline = time.monotonic() + 60  # generous: the plugin removes the service within a few seconds
-        while (len(ours()) > 1 or len(swarm_clean.node_containers()) > 1) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(ours()) == 1, "the victim's service survived `dvc queue kill`"
-        assert len(swarm_clean.node_containers()) == 1, "the victim's container is still on its node"
+        # generous: the plugin removes the service within a few seconds; then the victim's service and
+        # its container on the node are gone, the survivor's are not
+        wait_until(lambda: counts() == (1, 1), "one service and one container left after `dvc queue kill`", timeout=60)
         (swarm_repo.path / "go").touch()
         status = wait_for_queue(swarm_repo, ["victim", "survivor"])
         logs = swarm_repo.dvc("queue", "logs", "victim").stdout
@@ -330,16 +310,8 @@ def test_kill_9_on_the_manager_node_is_not_called_out_of_memory(swarm_repo, swar
 def test_ps_and_prune_cover_services_of_a_killed_dvc(swarm_repo, swarm_clean):
     """SIGKILL cannot be caught: the service outlives dvc (its task ends by its lease); `dvc docker ps`/`prune` find and remove it."""
     write_pipeline(swarm_repo, {"slow": {"cmd": "sleep 300"}})
-    proc = subprocess.Popen(
-        [*DvcRepo.dvc_argv(), "repro"], cwd=swarm_repo.path, env=swarm_repo.env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    ours = []
-    while time.monotonic() < deadline and not ours:
-        ours = [s for s in swarm_clean.services() if s["Spec"]["Labels"].get("dvc-docker-exec.repo") == str(swarm_repo.path)]
-        time.sleep(0.3)
-    assert ours, "the stage's service never appeared"
+    proc, _ = start_dvc(swarm_repo, "repro")
+    ours = wait_until(lambda: services_of(swarm_clean, swarm_repo), "the stage's service", proc)
     proc.kill()
     proc.wait(timeout=60)
     service_id = ours[0]["ID"]
@@ -368,20 +340,14 @@ def test_logs_stream_live_while_the_task_runs(swarm_repo, swarm_clean):
             }
         },
     )
-    proc = subprocess.Popen(
-        [*DvcRepo.dvc_argv(), "repro"], cwd=swarm_repo.path, env=swarm_repo.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    seen = []
-    for line in proc.stdout:  # blocks until DVC writes the stage's line
-        seen.append(line.rstrip("\n"))
-        if line.rstrip("\n") == "live-out":
-            break
-    assert "live-out" in seen, seen
+    stdout = swarm_repo.path.parent / "repro-stdout.txt"
+    proc, stderr = start_dvc(swarm_repo, "repro", stdout=stdout)
+    wait_until(lambda: "live-out" in stdout.read_text().splitlines(), "the stage's first line on dvc's stdout", proc)
     (swarm_repo.path / "go").touch()
-    rest, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, rest + err
-    assert "after-out" in rest.splitlines()
+    proc.wait(timeout=120)
+    out, err = stdout.read_text(), stderr.read_text()
+    assert proc.returncode == 0, out + err
+    assert "after-out" in out.splitlines()
     assert "live-err" in err.splitlines()
 
 
@@ -389,27 +355,17 @@ def test_sigkill_of_dvc_ends_the_task_and_the_next_run_removes_the_service(swarm
     """Issue 18 on Swarm: the task of a SIGKILLed dvc ends within 30 s (its lease file stops being renewed);
     the service it leaves is named by `dvc status` and removed by the next run before it starts anything."""
     write_pipeline(swarm_repo, {"slow": {"cmd": "sleep 300"}, "quick": {"cmd": "echo q > q.txt", "outs": ["q.txt"]}})
-    proc = subprocess.Popen(
-        [*DvcRepo.dvc_argv(), "repro", "slow"], cwd=swarm_repo.path, env=swarm_repo.env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    running = []
-    while time.monotonic() < deadline and not running:
-        ours = [s for s in swarm_clean.services() if s["Spec"]["Labels"].get("dvc-docker-exec.repo") == str(swarm_repo.path)]
-        running = [t for s in ours for t in swarm_clean.client.api.tasks(filters={"service": s["ID"]})
-                   if t["Status"]["State"] == "running"]
-        time.sleep(0.3)
-    assert running, "the stage's task never ran"
+    proc, _ = start_dvc(swarm_repo, "repro", "slow")
+    service_id = wait_until(lambda: running_tasks(swarm_clean, swarm_repo), "the stage's task running", proc)[0]["ServiceID"]
+    ours = services_of(swarm_clean, swarm_repo)
     proc.kill()
     proc.wait(timeout=60)
     killed = time.monotonic()
-    service_id = running[0]["ServiceID"]
-    while time.monotonic() < killed + 90:
-        states = [t["Status"]["State"] for t in swarm_clean.client.api.tasks(filters={"service": service_id})]
-        if "running" not in states:
-            break
-        time.sleep(0.5)
+
+    def states():
+        return [t["Status"]["State"] for t in swarm_clean.client.api.tasks(filters={"service": service_id})]
+
+    wait_until(lambda: "running" not in states(), "the orphaned task end", timeout=90)
     ended = time.monotonic() - killed
     print(f"an orphaned Swarm task ended {ended:.1f} s after SIGKILL of dvc")
     assert ended < 45, f"the orphaned task ran {ended:.0f} s after its dvc was killed"  # promise: 30 s

@@ -9,15 +9,13 @@ identity (and applies `docker.pull` there), and each task's image is
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from typing import Callable, Iterator, List, Optional
 
 import pytest
 
-from tests.conftest import BUSYBOX, DvcRepo, daemon_events, push_image
+from tests.conftest import BUSYBOX, DvcRepo, daemon_events, push_image, start_dvc, wait_until
 from tests.integration.swarm.conftest import write_pipeline
 from tests.helpers import records, status
 
@@ -124,20 +122,16 @@ def test_a_tag_moved_between_two_stages_still_runs_the_recorded_digest(swarm_rep
         },
     )
     since = int(time.time())
-    proc = subprocess.Popen(
-        [*DvcRepo.dvc_argv(), "repro"], cwd=swarm_repo.path, env=swarm_repo.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    stdout = swarm_repo.path.parent / "repro-stdout.txt"
+    proc, stderr = start_dvc(swarm_repo, "repro", stdout=stdout)
     try:
-        deadline = time.monotonic() + 180
-        while not (swarm_repo.path / "first-ran").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "stage 'first' never ran"
-            time.sleep(0.2)
+        wait_until(lambda: (swarm_repo.path / "first-ran").exists(), "stage 'first' running", proc, timeout=180)
         moved_digest = variant(2, "B")  # node 2 pushes another image under the same tag
         assert moved_digest != first_digest
         assert holds(swarm_clean, 2, ref) and swarm_clean.node(2).images.get(ref).id != swarm_clean.node(1).images.get(ref).id
         (swarm_repo.path / "moved").touch()
-        out, err = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
+        out, err = stdout.read_text(), stderr.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
