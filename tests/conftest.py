@@ -262,21 +262,22 @@ def container_events(client, event: str, since: int, until: Optional[int] = None
 
 
 @contextmanager
-def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
-    """with recorded_events(client, repo=...) as events: ... -> our containers' events (all kinds) during
-    the block, received live, filled when the block ends.
+def live_events(client, **filters) -> Iterator[List[dict]]:
+    """with live_events(client, type=..., ...) as events: ... -> the daemon's events during the block that
+    match `filters` (Engine API filters), received live, filled when the block ends.
 
     Why live: a `since` query reads the daemon's in-memory buffer of its last 256 events (Engine 20.10),
     and under pytest-xdist another worker's tests can push a long block's first events out of it
     (test_example once lost its first stage's create). The subscription starts before the block; after
     it, a query of the last seconds adds what the live stream had not delivered yet (deduplicated).
+    Events of the block's first second from before the block are left out by their time (timeNano): a
+    since-query is by whole seconds, so no test has to sleep past a second boundary first.
     """
     import threading
 
-    label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
-    began = time.time_ns()  # events of the same second from before the block are left out by their time
+    began = time.time_ns()
     since = began // 1_000_000_000
-    stream = client.events(since=since, decode=True, filters={"type": "container", "label": label})
+    stream = client.events(since=since, decode=True, filters=filters)
     events: List[dict] = []
 
     def pump() -> None:
@@ -292,7 +293,7 @@ def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
     try:
         yield received
     finally:
-        tail = daemon_events(client, max(since, int(time.time()) - 2), type="container", label=label)
+        tail = daemon_events(client, max(since, int(time.time()) - 2), **filters)
         stream.close()
         reader.join(5)
         seen = set()
@@ -303,9 +304,23 @@ def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
                 received.append(event)
 
 
-def pull_events(client, image: str, since: int) -> List[dict]:
-    """Pulls of exactly `image` (a test's registry port and unique name), not of any loopback registry."""
-    return [e for e in daemon_events(client, since, type="image", event="pull") if e.get("id") == image]
+@contextmanager
+def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
+    """with recorded_events(client, repo=...) as events: ... -> our containers' events (all kinds) during
+    the block, for the containers carrying `labels` (label suffix=value); see live_events."""
+    label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+    with live_events(client, type="container", label=label) as events:
+        yield events
+
+
+@contextmanager
+def recorded_pulls(client, image: str) -> Iterator[List[dict]]:
+    """with recorded_pulls(client, image) as pulls: ... -> the daemon's pulls of exactly `image` (a test's
+    registry port and unique name, not any loopback registry's) during the block; see live_events."""
+    pulls: List[dict] = []
+    with live_events(client, type="image", event="pull") as events:
+        yield pulls
+    pulls += [e for e in events if e.get("id") == image]
 
 
 @contextmanager

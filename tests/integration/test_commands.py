@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import sys
-import time
 
 import docker
 import pytest
 
-from tests.conftest import LABEL, our_containers, pull_events, push_test_image, setpriv, start_dvc, wait_running, wait_until
+from tests.conftest import LABEL, our_containers, push_test_image, recorded_pulls, setpriv, start_dvc, wait_running, wait_until
 from tests.helpers import doctor
 
 pytestmark = pytest.mark.docker
@@ -201,10 +200,9 @@ def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers
         ("b", remote_image, None, None, False),
     ]
 
-    time.sleep(1.1)  # events are filtered by whole seconds
-    since = int(time.time())
-    proc = repo.dvc("docker", "pull", "-j", "2")
-    assert len(pull_events(docker_client, remote_image, since)) == 1  # once, though two stages use it
+    with recorded_pulls(docker_client, remote_image) as pulls:
+        proc = repo.dvc("docker", "pull", "-j", "2")
+    assert len(pulls) == 1  # once, though two stages use it
     # not a terminal: one line per layer, then one line for the image
     layer_lines = lines_of(proc.stderr, f"{remote_image}: ")
     assert any(line.endswith(": Pull complete (2.0 MB)") for line in layer_lines), proc.stderr
@@ -291,11 +289,10 @@ def test_pull_skips_an_image_built_here(make_repo, busybox_image, docker_client)
     """The test images are built locally (scripts/build-images.sh): no registry has them."""
     repo = make_repo(busybox_image)
     repo.stage_add("-n", "a", "echo a")
-    time.sleep(1.1)
-    since = int(time.time())
-    proc = repo.dvc("docker", "pull")
+    with recorded_pulls(docker_client, busybox_image) as pulls:
+        proc = repo.dvc("docker", "pull")
     assert proc.stdout.strip() == f"Skipped {busybox_image}: built here (no registry digest), present"
-    assert pull_events(docker_client, busybox_image, since) == []
+    assert pulls == []
 
 
 def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busybox_image, docker_client):

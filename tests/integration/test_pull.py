@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 import uuid
 
 import pytest
 
-from tests.conftest import pull_events, push_test_image, start_dvc, wait_running
+from tests.conftest import push_test_image, recorded_pulls, start_dvc, wait_running
 
 pytestmark = pytest.mark.docker
 
@@ -30,8 +28,8 @@ def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, do
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "missing")
     repo.stage_add("-n", "p", "echo pulled > out.txt")
-    since = int(time.time())
-    proc = repo.dvc("repro")
+    with recorded_pulls(docker_client, remote_image) as pulls:
+        proc = repo.dvc("repro")
     lines = proc.stderr.splitlines()
     start = lines.index(f"Pulling image '{remote_image}'...")
     progress = lines[start + 1 :]
@@ -43,7 +41,7 @@ def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, do
     assert summary and re.search(r"; digest sha256:[0-9a-f]{64}$", summary[0]), proc.stderr
     assert not [line for line in progress if "[=" in line or "Downloading" in line], proc.stderr
     assert repo.read("out.txt") == "pulled\n"
-    assert len(pull_events(docker_client, remote_image, since)) == 1
+    assert len(pulls) == 1
     docker_client.images.get(remote_image)
 
 
@@ -53,30 +51,23 @@ def test_parallel_processes_pull_once(make_repo, remote_image, docker_client, no
     for repo in repos:
         repo.dvc("config", "docker.pull", "missing")
         repo.stage_add("-n", "p", "echo ok > out.txt")
-    time.sleep(1.1)  # events are filtered by whole seconds
-    since = int(time.time())
-    procs = [
-        subprocess.Popen(
-            [*repo.dvc_argv(), "repro"], cwd=repo.path, env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for repo in repos
-    ]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
+    with recorded_pulls(docker_client, remote_image) as pulls:
+        procs = [start_dvc(repo, "repro") for repo in repos]
+        for proc, stderr in procs:
+            proc.wait(timeout=120)
+            assert proc.returncode == 0, stderr.read_text()
     assert all(repo.read("out.txt") == "ok\n" for repo in repos)
-    assert len(pull_events(docker_client, remote_image, since)) == 1
+    assert len(pulls) == 1
 
 
 def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docker_client, no_leftovers):
     repo = make_repo(remote_image)
     repo.dvc("config", "docker.pull", "always")
     repo.stage_add("-n", "p", "echo x > out.txt")
-    time.sleep(1.1)
-    since = int(time.time())
-    repo.dvc("repro", "-f")
-    repo.dvc("repro", "-f")
-    assert len(pull_events(docker_client, remote_image, since)) == 2
+    with recorded_pulls(docker_client, remote_image) as pulls:
+        repo.dvc("repro", "-f")
+        repo.dvc("repro", "-f")
+    assert len(pulls) == 2
 
     docker_client.images.remove(remote_image)
     repo.dvc("config", "docker.pull", "never")
