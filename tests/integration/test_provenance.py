@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+import docker.errors
 import pytest
 import yaml
 
@@ -488,11 +489,14 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
         assert repo.read("out.txt") == "MOVED\n"
         second = records(repo)["s"][1]
         assert second.startswith(f"{name}@sha256:") and second != first
-    finally:
-        try:
-            docker_client.images.remove(ref, force=True)
-        except Exception:  # noqa: BLE001
-            pass
+    finally:  # the tag and the digests the pulls gave busybox's image: references only, the image stays
+        for image in docker_client.images.list(name=name):
+            for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+                if reference.startswith((f"{name}:", f"{name}@")):
+                    try:
+                        docker_client.images.remove(reference)
+                    except docker.errors.ImageNotFound:
+                        pass  # gone with the image its tag was the last name of (the moved one)
 
 
 # --- issue 17: stages DVC creates without the loader; nothing recorded is no error ---------------
