@@ -1,8 +1,5 @@
 """Unit tests of the identity resolution and the record format (no daemon)."""
 
-import os
-
-import pytest
 from docker.errors import ImageNotFound
 
 from dvc_docker_exec.types import provenance as p
