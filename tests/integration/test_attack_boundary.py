@@ -40,7 +40,7 @@ def commit_all(repo) -> None:
     [("user", FOREIGN_USER), ("volumes", "/etc:/hostetc"), ("allow_repo_settings", "true")],
 )
 def test_committed_config_local_is_repository_supplied(repo, key, value):
-    repo.dvc("config", "--local", f"docker.{key}", value)
+    repo.config(f"docker.{key}", value, local=True)
     repo.run("git", "add", "-f", ".dvc/config.local")
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt; ls /hostetc >> seen.txt"}})
     commit_all(repo)
@@ -50,7 +50,7 @@ def test_committed_config_local_is_repository_supplied(repo, key, value):
 
 def test_victims_clone_of_a_committed_config_local(repo, tmp_path):
     """The attack as a victim meets it: `git clone … && dvc repro` must not run as root."""
-    repo.dvc("config", "--local", "docker.user", FOREIGN_USER)
+    repo.config("docker.user", FOREIGN_USER, local=True)
     repo.run("git", "add", "-f", ".dvc/config.local")
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
     commit_all(repo)
@@ -83,7 +83,7 @@ def test_untracked_config_local_stays_this_machines(repo, tmp_path):
     outside = tmp_path / "data"
     outside.mkdir()
     (outside / "in.txt").write_text("machine\n")
-    repo.dvc("config", "--local", "docker.volumes", f"{outside}:/o:ro")
+    repo.config("docker.volumes", f"{outside}:/o:ro", local=True)
     write_dvc_yaml(repo, {"s": {"cmd": "cat /o/in.txt > seen.txt"}})
     repo.dvc("repro")
     assert repo.read("seen.txt") == "machine\n"
@@ -231,7 +231,7 @@ def test_volume_swapped_between_commands_is_judged_again(repo):
 
 def test_machine_volume_swapped_to_the_socket_folder_between_commands(repo):
     (repo.path / "data").mkdir()
-    repo.dvc("config", "--local", "docker.volumes", "data:/d")
+    repo.config("docker.volumes", "data:/d", local=True)
     write_dvc_yaml(repo, {"s": {"cmd": ["rm -rf data && ln -s /run data", "ls /d > seen.txt"]}})
     assert "daemon socket" in refused(repo)
 
@@ -273,7 +273,7 @@ def test_dockers_own_containerd_is_refused(repo, engine_state, road):
     if road == "wdir-link":  # break 7
         stage = {"cmd": "ls -la > $DVC_ROOT/seen.txt", "wdir": "ctd"}
     elif road == "machine-volume":
-        repo.dvc("config", "--local", "docker.volumes", f"{os.path.dirname(engine_state)}:/c")
+        repo.config("docker.volumes", f"{os.path.dirname(engine_state)}:/c", local=True)
         stage = {"cmd": "ls -la /c > seen.txt"}
     else:
         stage = {"cmd": "ls ctd > seen.txt; echo > ctd/x", "outs": ["ctd/x"]}
@@ -293,7 +293,7 @@ def test_dvc_root_from_env_mounts_nothing(repo, tmp_path, level):
     cmd = f"(echo x > {outside}/planted.txt) 2>/dev/null; ls {outside} > seen.txt 2>&1; echo \"$DVC_ROOT\" >> seen.txt"
     stage = {"cmd": cmd}
     if level == "repo-config":
-        repo.dvc("config", "docker.env", f"DVC_ROOT={outside}")
+        repo.config("docker.env", f"DVC_ROOT={outside}")
     else:
         stage["meta"] = {"docker": {"env": f"DVC_ROOT={outside}"}}
     write_dvc_yaml(repo, {"s": stage})

@@ -62,9 +62,9 @@ def assert_refused(repo: DvcRepo, log: str = "attack.log") -> None:
 def test_stage_cannot_write_dvc_config_of_its_repo(repo, local):
     config_local = repo.path / ".dvc" / "config.local"
     if local == "with-docker-section":
-        repo.dvc("config", "--local", "docker.network", "none")
+        repo.config("docker.network", "none", local=True)
     elif local == "without-docker-section":
-        repo.dvc("config", "--local", "core.autostage", "false")
+        repo.config("core.autostage", "false", local=True)
     before = {p: p.read_bytes() for p in (repo.path / ".dvc").glob("config*")}
     two_stage_pipeline(repo, [".dvc/config.local", ".dvc/config", ".dvc/newfile"])
     repo.dvc("repro")
@@ -78,7 +78,7 @@ def test_stage_cannot_write_dvc_config_of_its_repo(repo, local):
 
 def test_stage_cannot_write_config_through_another_mount_of_the_repo(repo):
     """`docker.volumes = .:/alias` shows the repo a second time: the config stays read-only there too."""
-    repo.dvc("config", "--local", "docker.volumes", ".:/alias")
+    repo.config("docker.volumes", ".:/alias", local=True)
     two_stage_pipeline(repo, ["/alias/.dvc/config.local", "/alias/.dvc/config"])
     repo.dvc("repro")
     assert_refused(repo)
@@ -105,8 +105,8 @@ def test_stage_cannot_write_the_git_roots_project(make_repo, busybox_image, no_l
     sub.mkdir()
     subrepo = DvcRepo(sub, repo.env)
     subrepo.dvc("init", "--subdir", "-q")
-    subrepo.dvc("config", "docker.image", busybox_image)
-    subrepo.dvc("config", "docker.pull", "never")
+    subrepo.config("docker.image", busybox_image)
+    subrepo.config("docker.pull", "never")
     neighbour = repo.path / "neighbour"  # another project of the monorepo, committed
     neighbour.mkdir()
     DvcRepo(neighbour, repo.env).dvc("init", "--subdir", "-q")
@@ -157,7 +157,7 @@ def test_stage_cannot_plant_git_hooks_or_config(repo):
 def test_dvc_in_the_stage_still_works_with_read_only_config(make_repo, python_dvc_image, no_leftovers):
     """DVC inside the stage reads its (filtered) config and writes .dvc/tmp; changing the config is refused."""
     repo = make_repo(python_dvc_image)
-    repo.dvc("config", "--local", "docker.network", "none")
+    repo.config("docker.network", "none", local=True)
     repo.stage_add("-n", "inner",
              "dvc config -l > inner.txt; dvc status > status.txt 2>&1; echo status=$? >> inner.txt; "
              "touch .dvc/tmp/ok; dvc config --local core.autostage true 2> change.txt; echo change=$? >> inner.txt")
@@ -182,7 +182,7 @@ def attacker():
 def secret_repo(repo: DvcRepo) -> None:
     repo.dvc("remote", "add", "--local", "store", "https://example.invalid/store")
     repo.dvc("remote", "modify", "--local", "store", "password", "s3cret")
-    repo.dvc("config", "--local", "docker.network", "none")
+    repo.config("docker.network", "none", local=True)
     os.chmod(repo.path / ".dvc" / "config.local", 0o600)
 
 
@@ -314,8 +314,8 @@ PULLED = "localhost:1/absent:1"  # pulling fails fast: nothing listens there
 
 
 def pull_attempt(repo: DvcRepo, shared_tmp: Path) -> subprocess.CompletedProcess:
-    repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("config", "docker.image", PULLED)
+    repo.config("docker.pull", "missing")
+    repo.config("docker.image", PULLED)
     repo.stage_add("-n", "s", "true")
     env = {"TMPDIR": str(shared_tmp)}
     repo.env.pop("XDG_RUNTIME_DIR", None)

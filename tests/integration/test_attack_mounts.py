@@ -47,7 +47,7 @@ def test_socket_behind_an_alias_is_refused(repo, link, volume):
     if link:
         os.symlink(link[1], repo.path / link[0])
         commit_all(repo)
-    repo.dvc("config", "--local", "docker.volumes", volume)
+    repo.config("docker.volumes", volume, local=True)
     write_dvc_yaml(repo, {"s": {"cmd": "ls -la /v /hr > seen.txt 2>&1; true"}})
     error = refused(repo)
     assert "refusing to mount" in error and "daemon socket" in error
@@ -64,12 +64,12 @@ def relay(tmp_path, socket_relay) -> Path:
 def test_folder_of_the_configured_endpoint_socket_is_refused(repo, relay):
     """DOCKER_HOST=unix:///some/dir/d.sock: /some/dir is refused, though no list names it."""
     env = {"DOCKER_HOST": f"unix://{relay}"}
-    repo.dvc("config", "--local", "docker.volumes", f"{relay.parent}:/x")
+    repo.config("docker.volumes", f"{relay.parent}:/x", local=True)
     write_dvc_yaml(repo, {"s": {"cmd": "ls -la /x > seen.txt"}})
     error = refused(repo, env=env)
     assert f"contains the daemon socket '{relay}'" in error
     # the endpoint itself works: without the volume the stage runs through the relay
-    repo.dvc("config", "--local", "--unset", "docker.volumes")
+    repo.config("docker.volumes", local=True)
     write_dvc_yaml(repo, {"s": {"cmd": "echo ok > seen.txt"}})
     repo.dvc("repro", env=env)
     assert (repo.path / "seen.txt").exists()
@@ -121,7 +121,7 @@ def test_hostile_dvc_yaml_cannot_widen(repo, meta, key):
     [("volumes", "/etc:/x:ro"), ("host_root", "/"), ("user", FOREIGN_USER), ("allow_repo_settings", "true")],
 )
 def test_hostile_committed_config_cannot_widen(repo, key, value):
-    repo.dvc("config", f"docker.{key}", value)  # the repo level: .dvc/config, committed
+    repo.config(f"docker.{key}", value)  # the repo level: .dvc/config, committed
     commit_all(repo)
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
     error = refused(repo)
@@ -144,13 +144,13 @@ def test_machine_config_may_widen_and_may_allow_the_repository(repo, tmp_path):
     (outside / "in.txt").write_text("host file\n")
     write_dvc_yaml(repo, {"s": {"cmd": "cat /o/in.txt > seen.txt", "meta": {"docker": {"volumes": f"{outside}:/o"}}}})
     refused(repo)
-    repo.dvc("config", "--local", "docker.allow_repo_settings", "true")
+    repo.config("docker.allow_repo_settings", "true", local=True)
     repo.dvc("repro")
     assert repo.read("seen.txt") == "host file\n"
 
     # the same volume from this machine's own config needs no allowance
-    repo.dvc("config", "--local", "--unset", "docker.allow_repo_settings")
-    repo.dvc("config", "--local", "docker.volumes", f"{outside}:/o")
+    repo.config("docker.allow_repo_settings", local=True)
+    repo.config("docker.volumes", f"{outside}:/o", local=True)
     write_dvc_yaml(repo, {"s": {"cmd": "cat /o/in.txt > seen2.txt"}})
     repo.dvc("repro")
     assert repo.read("seen2.txt") == "host file\n"

@@ -45,7 +45,7 @@ def test_moved_tag_between_identity_and_create_runs_recorded_bytes(repo: DvcRepo
     first, second = marker_image(docker_client, "first"), marker_image(docker_client, "second")
     scratch_images += [tag, first, second]
     docker_client.images.get(first).tag(tag)
-    repo.dvc("config", "docker.image", tag)
+    repo.config("docker.image", tag)
     repo.stage_add("-n", "s", "-o", "out.txt", "cat /marker > out.txt")
     proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "create"})
     wait_until(lambda: "paused at create" in err.read_text(), "pause at create", proc)
@@ -106,8 +106,8 @@ def built(repo: DvcRepo, docker_client) -> Iterator[Built]:
     repo.write("env/.dockerignore", "ignored.txt\n")
     repo.write("env/ignored.txt", "x\n")
     repo.write("in.txt", "in\n")
-    repo.dvc("config", "docker.build", "env")
-    repo.dvc("config", "docker.image", f"dde-i19-test/built:{token}")
+    repo.config("docker.build", "env")
+    repo.config("docker.image", f"dde-i19-test/built:{token}")
     # a real dependency: DVC run-caches only stages that have one
     repo.stage_add("-n", "s", "-d", "in.txt", "-o", "out.txt", "cat /hello.txt /built in.txt > out.txt")
     repo.run("git", "add", "-A")
@@ -156,7 +156,7 @@ def test_status_names_what_changed_and_ignores_dockerignored(built: Built, scrat
     built.client.images.get(marker_image(built.client, "newbase")).tag(base)  # a new base under the same tag
     scratch_images.append(built.client.images.get(base).id)
     assert f"image build env/Dockerfile: base image '{base}' changed" in status(repo)
-    repo.dvc("config", "docker.build_args", "X=1")
+    repo.config("docker.build_args", "X=1")
     assert "build args changed" in status(repo)
 
 
@@ -304,8 +304,8 @@ def root_built(make_repo, docker_client, busybox_image, no_leftovers) -> Iterato
     repo = make_repo(name=f"project-{token}")  # the derived tag holds the folder: unique per test run
     b = Built(repo, docker_client, token)
     repo.write("Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={token}\n")
-    repo.dvc("config", "--local", "docker.build", "Dockerfile")
-    repo.dvc("config", "--local", "docker.pull", "never")
+    repo.config("docker.build", "Dockerfile", local=True)
+    repo.config("docker.pull", "never", local=True)
     yield b
     b.remove_images()
 
@@ -364,8 +364,8 @@ def test_two_clones_in_different_folders_write_the_same_lock(root_built: Built, 
     for name in (f"alpha-{token}", f"other-folder-{token}"):
         clone = DvcRepo(tmp_path / name, repo.env)
         repo.run("git", "clone", "-q", str(repo.path), str(clone.path), cwd=tmp_path)
-        clone.dvc("config", "--local", "docker.build", "Dockerfile")  # config.local is not cloned
-        clone.dvc("config", "--local", "docker.pull", "never")
+        clone.config("docker.build", "Dockerfile", local=True)  # config.local is not cloned
+        clone.config("docker.pull", "never", local=True)
         clone.dvc("repro")
         clones.append(clone)
     lock = clones[0].lock()

@@ -97,7 +97,7 @@ def test_doctor_healthy(make_repo, busybox_image):
     repo = make_repo(busybox_image)
     repo.stage_add("-n", "hello", "echo hi")
     repo.stage_add("-n", "host", "echo on the host")
-    repo.dvc("config", "docker.memory", "64m")
+    repo.config("docker.memory", "64m")
     with open(repo.path / "dvc.yaml") as fobj:
         text = fobj.read()
     (repo.path / "dvc.yaml").write_text(text.replace("cmd: echo on the host", "cmd: echo on the host\n    meta:\n      docker: false"))
@@ -142,7 +142,7 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
     assert stage["level"] == "error" and "is not present and docker.pull is 'never'" in stage["message"]
     assert stage["fix"].startswith("`dvc docker pull train`")
 
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.pull", "missing")
     report = doctor(repo)
     assert report["rc"] == 0 and report["by_name"]["stage 'train'"]["level"] == "warning"
 
@@ -158,8 +158,8 @@ def test_doctor_missing_image_and_impossible_settings(make_repo, tmp_path):
     repo.dvc("remove", "bad")
 
     # machine-level: a repository may not mount host paths outside itself (trust model)
-    repo.dvc("config", "--local", "docker.volumes", f"{tmp_path}/not-there:/data")
-    repo.dvc("config", "docker.gpus", "all")
+    repo.config("docker.volumes", f"{tmp_path}/not-there:/data", local=True)
+    repo.config("docker.gpus", "all")
     proc = repo.dvc("docker", "doctor", check=False)
     assert proc.returncode == 1
     assert lines_of(proc.stdout, f"error   stage 'train': docker.volumes source '{tmp_path}/not-there' does not exist")
@@ -191,7 +191,7 @@ def _remove_images(client, repository: str) -> None:
 def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers):
     remote_image = new_layer_image
     repo = make_repo(remote_image)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.pull", "missing")
     repo.stage_add("-n", "a", "echo a")
     repo.stage_add("-n", "b", "echo b")
     rows = json.loads(repo.dvc("docker", "images", "--json").stdout)
@@ -221,7 +221,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
     """A new machine gets what dvc.lock records, not what the tag names today."""
     reference = new_layer_image
     repo = make_repo(reference)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.pull", "missing")
     # a stage with an output: DVC reruns stages without deps/outs every time (no identity to track)
     repo.stage_add("-n", "train", "-o", "t.txt", "echo trained > t.txt")
     repo.dvc("repro")
@@ -301,7 +301,7 @@ def test_pull_tags_the_recorded_image_present_under_another_name(make_repo, busy
     repo.stage_add("-n", "a", "-o", "out.txt", "echo a > out.txt")
     repo.dvc("repro")
     other = f"{busybox_image.split(':')[0]}-i20-retag-{os.getpid()}:1"
-    repo.dvc("config", "docker.image", other)
+    repo.config("docker.image", other)
     try:
         proc = repo.dvc("docker", "pull")
         here = proc.stdout.split("(here as ", 1)[1].split(")", 1)[0].split(", ")
@@ -331,7 +331,7 @@ def test_pull_failure_names_image_and_registry(make_repo, registry):
 def test_repro_pull_shows_the_same_progress(make_repo, new_layer_image, no_leftovers):
     remote_image = new_layer_image
     repo = make_repo(remote_image)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.pull", "missing")
     repo.stage_add("-n", "p", "echo pulled")
     proc = repo.dvc("repro")
     assert lines_of(proc.stderr, f"{remote_image}: ") and ": Pull complete (2.0 MB)" in proc.stderr, proc.stderr
@@ -413,10 +413,10 @@ def test_ps_and_prune_an_orphan_of_sigkill(make_repo, busybox_image, docker_clie
 def test_doctor_names_a_runtime_the_engine_lacks(make_repo, busybox_image):
     repo = make_repo(busybox_image)
     repo.stage_add("-n", "train", "echo hi")
-    repo.dvc("config", "--local", "docker.runtime", "dde-no-such-runtime")
+    repo.config("docker.runtime", "dde-no-such-runtime", local=True)
     report = doctor(repo)
     runtime = report["by_name"]["runtime"]
     assert report["rc"] == 1 and runtime["level"] == "error", report
     assert "'train' (dde-no-such-runtime)" in runtime["message"] and "runc" in runtime["message"]
-    repo.dvc("config", "--local", "docker.runtime", "runc")
+    repo.config("docker.runtime", "runc", local=True)
     assert doctor(repo)["by_name"]["runtime"]["level"] == "ok"

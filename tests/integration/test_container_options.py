@@ -55,7 +55,7 @@ def test_machine_options_reach_the_container(repo, docker_client):
         "platform": "linux/amd64",
     }
     for key, value in settings.items():
-        repo.dvc("config", "--local", f"docker.{key}", value)
+        repo.config(f"docker.{key}", value, local=True)
     repo.stage_add("-n", "probe", PROBE)
     proc = repo.dvc("repro", "-v")
 
@@ -93,9 +93,9 @@ def test_machine_options_reach_the_container(repo, docker_client):
 
 def test_the_pasted_run_line_makes_the_same_container(repo, docker_client):
     """The run line of --dry, pasted into a shell, gives the container the same options."""
-    repo.dvc("config", "--local", "docker.read_only", "true")
-    repo.dvc("config", "--local", "docker.ulimits", "nofile=128:256")
-    repo.dvc("config", "--local", "docker.cap_drop", "ALL")
+    repo.config("docker.read_only", "true", local=True)
+    repo.config("docker.ulimits", "nofile=128:256", local=True)
+    repo.config("docker.cap_drop", "ALL", local=True)
     repo.stage_add("-n", "probe", "cat /proc/self/limits /proc/self/status > pasted.txt; touch /x || true")
     dry = repo.dvc("repro", "--dry").stdout
     line = next(row for row in dry.splitlines() if row.startswith("docker run"))
@@ -128,7 +128,7 @@ def test_hostile_dvc_yaml_cannot_widen_with_container_options(repo, meta, key):
 def test_hostile_committed_config_cannot_undo_the_machines_narrowing(repo):
     # --global: the repository's .dvc/config shadows it (DVC's order: system, global, repo, local)
     repo.dvc("config", "--global", "docker.cap_drop", "NET_RAW")
-    repo.dvc("config", "docker.cap_drop", "MKNOD")  # the repo level: .dvc/config, committed
+    repo.config("docker.cap_drop", "MKNOD")  # the repo level: .dvc/config, committed
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
     commit_all(repo)
     error = refused(repo)
@@ -158,7 +158,7 @@ def test_the_repository_may_narrow(repo):
     ids=["socket-as-device", "platform-under-pull-never", "unknown-runtime"],
 )
 def test_a_machine_value_that_cannot_work_is_one_line_before_the_stage_runs(repo, key, value, expected):
-    repo.dvc("config", "--local", f"docker.{key}", value)
+    repo.config(f"docker.{key}", value, local=True)
     write_dvc_yaml(repo, {"s": {"cmd": "id > seen.txt"}})
     error = refused(repo)
     assert expected in error and value.split(":")[0] in error, error
@@ -166,8 +166,8 @@ def test_a_machine_value_that_cannot_work_is_one_line_before_the_stage_runs(repo
 
 def test_read_only_root_for_a_user_without_a_passwd_entry(repo):
     """A non-root uid (the usual case: the invoking user) keeps a writable /tmp and HOME under read_only."""
-    repo.dvc("config", "--local", "docker.user", "4343:4343")
-    repo.dvc("config", "--local", "docker.read_only", "true")
+    repo.config("docker.user", "4343:4343", local=True)
+    repo.config("docker.read_only", "true", local=True)
     cmd = 'touch /tmp/a "$HOME/b" && echo WRITABLE-$(id -u); touch /x 2>/dev/null || echo ROOT-READ-ONLY'
     repo.stage_add("-n", "s", cmd)
     out = repo.dvc("repro").stdout.splitlines()

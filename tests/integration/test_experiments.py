@@ -115,7 +115,7 @@ def exp_repo(make_repo, busybox_image, no_leftovers):
         repo = make_repo(image)
         repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
         for key, value in config.items():
-            repo.dvc("config", key, value)
+            repo.config(key, value)
         if files is None:
             files = {"params.yaml": "x: 1\nsleep: 0\n", "stage.sh": STAGE_SH, "dvc.yaml": DVC_YAML}
         for name, text in files.items():
@@ -183,7 +183,7 @@ def test_workspace_exp_run_with_param_overrides(exp_repo):
 def test_temp_exp_run_mounts_temp_dir_and_dvc_root(exp_repo):
     repo = exp_repo()
     # untracked .dvc/config.local reaches DVC's temporary copy too
-    repo.dvc("config", "--local", "docker.env", "EXTRA_VAR=from-config-local")
+    repo.config("docker.env", "EXTRA_VAR=from-config-local", local=True)
     proc = repo.dvc("exp", "run", "--temp", "-n", "tmpexp", "-S", "x=7")
     assert "in a container of image" in proc.stdout
     # the workspace is untouched

@@ -1,7 +1,8 @@
 """The shared shortcuts of tests/conftest.py stand for the real commands: what they write is what those write.
 
 Why: most integration tests build their repo with `make_repo` (a copy of a session template) and their
-stages with `DvcRepo.stage_add` (dvc.yaml written directly). Had a shortcut drifted from DVC, every test
+stages with `DvcRepo.stage_add` (dvc.yaml written directly), and set most config with `DvcRepo.config`
+(DVC's own Config.edit, in the test process). Had a shortcut drifted from DVC, every test
 built on it would test something no user has; these compare each with the real thing, side by side.
 """
 
@@ -31,6 +32,30 @@ def test_stage_add_shortcut_writes_what_dvc_stage_add_writes(make_repo):
         short.stage_add(*argv)
     for name in ("dvc.yaml", ".gitignore", "sub/.gitignore"):
         assert short.read(name) == real.read(name), name
+
+
+CONFIG = [
+    ("docker.pull", "missing", False),
+    ("docker.image", "registry.example:5000/team/img:1.2", False),
+    ("docker.env", "KEEP_ME,FIXED=yes", False),  # a comma: configobj quotes it
+    ("docker.volumes", "/srv/data:/data:ro", True),
+    ("docker.network", "none", True),
+    ("docker.memory", "64m", False),
+    ("docker.pull", None, False),  # --unset
+    ("core.autostage", "false", False),
+    ("docker.network", None, True),
+]
+
+
+def test_config_shortcut_writes_what_dvc_config_writes(make_repo):
+    real, short = make_repo(None, "real"), make_repo(None, "short")
+    for key, value, local in CONFIG:
+        level = ["--local"] if local else []
+        real.dvc("config", *level, *(["--unset", key] if value is None else [key, value]))
+        short.config(key, value, local=local)
+    for name in (".dvc/config", ".dvc/config.local"):
+        assert short.read(name) == real.read(name), name
+    assert short.dvc("config", "-l").stdout == real.dvc("config", "-l").stdout
 
 
 def test_a_copied_template_is_the_repo_init_makes(make_repo, tmp_path):

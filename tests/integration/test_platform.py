@@ -56,8 +56,8 @@ def arm64_in_registry(registry, docker_client, busybox_image):
 def test_a_tag_of_another_platform_is_pulled_for_the_requested_one(make_repo, arm64_in_registry, docker_client, no_leftovers):
     assert docker_client.api.inspect_image(arm64_in_registry)["Architecture"] == "amd64"
     repo = make_repo(arm64_in_registry)
-    repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("config", "--local", "docker.platform", "linux/arm64")
+    repo.config("docker.pull", "missing")
+    repo.config("docker.platform", "linux/arm64", local=True)
     repo.stage_add("-n", "p", "echo ran > out.txt")
     proc = repo.dvc("repro")
     assert f"Pulling image '{arm64_in_registry}' for linux/arm64..." in proc.stderr, proc.stderr
@@ -74,8 +74,8 @@ def test_a_registry_without_the_platform_is_a_clear_error(make_repo, registry, d
     try:
         push_image(docker_client, reference, tag_of=busybox_image)
         repo = make_repo(reference)
-        repo.dvc("config", "docker.pull", "always")
-        repo.dvc("config", "--local", "docker.platform", "linux/arm64")
+        repo.config("docker.pull", "always")
+        repo.config("docker.platform", "linux/arm64", local=True)
         repo.stage_add("-n", "p", "echo ran > out.txt")
         proc = repo.dvc("repro", check=False)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]

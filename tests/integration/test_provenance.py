@@ -128,7 +128,7 @@ def test_image_change_reruns_exactly_the_stages_on_it(repo, image_b, busybox_ima
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "A")
 
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     b_id = image_id(docker_client, image_b)
     text = repo.dvc("status").stdout
     # in words that name the image, old -> new identity
@@ -161,7 +161,7 @@ def test_run_cache_is_keyed_by_the_image_a_b_a(repo, image_b, busybox_image, doc
     repo.dvc("repro")
     assert repo.read("out.txt") == "none\n"
 
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     (repo.path / "out.txt").unlink()
     with containers_created(docker_client, repo) as created:
         proc = repo.dvc("repro")  # A's run-cache entry must not be served under B
@@ -169,7 +169,7 @@ def test_run_cache_is_keyed_by_the_image_a_b_a(repo, image_b, busybox_image, doc
     assert "is cached" not in proc.stdout and "in a container of image" in proc.stdout, proc.stdout
     assert repo.read("out.txt") == "B\n"
 
-    repo.dvc("config", "docker.image", busybox_image)
+    repo.config("docker.image", busybox_image)
     (repo.path / "out.txt").unlink()
     with containers_created(docker_client, repo) as created:
         proc = repo.dvc("repro")  # back to A: A's outputs from the run cache, no container
@@ -183,7 +183,7 @@ def test_run_cache_is_keyed_by_the_image_a_b_a(repo, image_b, busybox_image, doc
 
 def test_rebuild_under_the_same_tag_is_a_change(repo, build_image, docker_client):
     tag = build_image("same", "one")
-    repo.dvc("config", "docker.image", tag)
+    repo.config("docker.image", tag)
     repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     first = image_id(docker_client, tag)
@@ -203,7 +203,7 @@ def test_rebuild_under_the_same_tag_is_a_change(repo, build_image, docker_client
 def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo, docker_client):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
-    repo.dvc("config", "docker.enabled", "false")
+    repo.config("docker.enabled", "false")
     st = status(repo)
     assert list(st) == ["s"], st
     assert "runs on the host" in repo.dvc("status").stdout
@@ -212,7 +212,7 @@ def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo, docke
     assert lock_identity(repo, "s") is None and "docker:" not in repo.lock()
     assert status(repo) == {}
 
-    repo.dvc("config", "docker.enabled", "true")
+    repo.config("docker.enabled", "true")
     assert "not recorded before" in repo.dvc("status").stdout
     with containers_created(docker_client, repo) as created:
         proc = repo.dvc("repro")
@@ -224,11 +224,11 @@ def test_turning_the_plugin_off_and_on_changes_container_stages_once(repo, docke
 
 
 def test_track_false_is_the_old_behaviour(repo, image_b):
-    repo.dvc("config", "docker.track", "false")
+    repo.config("docker.track", "false")
     repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     assert "docker:" not in repo.lock() and records(repo) == {}
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     assert status(repo) == {}
     assert "Data and pipelines are up to date" in repo.dvc("status").stdout
     assert "in a container" not in repo.dvc("repro").stdout
@@ -248,7 +248,7 @@ def test_track_false_per_stage(repo, image_b):
 """)
     repo.dvc("repro")
     assert set(records(repo)) == {"tracked"}
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     assert set(status(repo)) == {"tracked"}
 
 
@@ -281,8 +281,8 @@ def test_status_never_pulls_an_absent_image(repo, docker_client):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
     absent = f"{TAG_PREFIX}-absent-{uuid.uuid4().hex[:8]}:none"
-    repo.dvc("config", "docker.image", absent)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.image", absent)
+    repo.config("docker.pull", "missing")
     proc = repo.dvc("status")
     assert f"deleted:            image '{absent}' is not on this machine" in proc.stdout  # changed, not up to date
     assert "Pulling" not in proc.stderr + proc.stdout
@@ -315,7 +315,7 @@ def test_a_stage_without_dependencies_still_runs_every_time(repo):
 def test_commit_records_the_identity(repo, image_b, docker_client):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
     repo.dvc("repro")
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     repo.dvc("commit", "-f")  # "this output is fine under B"
     assert records(repo)["s"] == (image_b, image_id(docker_client, image_b))
     assert status(repo) == {}
@@ -342,12 +342,12 @@ def test_params_stay_the_users_and_exp_show_has_one_short_column_per_image(
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "A")
     assert params_show(repo) == {"params.yaml": {"lr": 1}}
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     repo.dvc("repro")
     assert json.loads(repo.dvc("params", "diff", "--json").stdout) == {}  # no params changed
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "B")
-    repo.dvc("config", "docker.image", busybox_image)
+    repo.config("docker.image", busybox_image)
     repo.dvc("exp", "run", "-n", "back-to-a")
     a_col, b_col = dep_path(busybox_image), dep_path(image_b)
     exps = experiments(repo)
@@ -430,8 +430,8 @@ def test_a_dvc_without_the_plugin_reads_the_repo(repo, tmp_path: Path):
     repo.dvc("repro")
     assert lock_identity(repo, "s")
     # that DVC cannot read the docker section: the config lives where it does not look
-    repo.dvc("config", "--unset", "docker.image")
-    repo.dvc("config", "--unset", "docker.pull")
+    repo.config("docker.image")
+    repo.config("docker.pull")
     script = tmp_path / "vanilla_dvc.py"
     script.write_text(VANILLA)
     proc = repo.run(sys.executable, str(script), "status", check=False)
@@ -450,15 +450,15 @@ def test_shared_settings_file_is_tolerated_by_a_dvc_without_the_plugin(repo, bus
     script.write_text(VANILLA)
     broken = repo.run(sys.executable, str(script), "status", check=False)  # the fixture's `dvc config docker.image`
     assert broken.returncode != 0 and "extra keys not allowed" in broken.stderr
-    repo.dvc("config", "--unset", "docker.image")
-    repo.dvc("config", "--unset", "docker.pull")
+    repo.config("docker.image")
+    repo.config("docker.pull")
     repo.write(".dvc/docker.yaml", f"image: {busybox_image}\npull: never\n")
     proc = repo.run(sys.executable, str(script), "status")
     assert "Traceback" not in proc.stderr and "WARNING" not in proc.stderr
     run = repo.dvc("repro")
     assert f"in a container of image '{busybox_image}'" in run.stdout and "docker-init" in repo.read("out.txt")
     # `dvc config` on this machine still wins over the shared file
-    repo.dvc("config", "--local", "docker.enabled", "false")
+    repo.config("docker.enabled", "false", local=True)
     assert "in a container" not in repo.dvc("repro", "-f").stdout
 
 
@@ -470,8 +470,8 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
     ref = f"{name}:1"
     push_image(docker_client, f"{name}:1", tag_of=busybox_image, remove=True)
     try:
-        repo.dvc("config", "docker.image", ref)
-        repo.dvc("config", "docker.pull", "missing")
+        repo.config("docker.image", ref)
+        repo.config("docker.pull", "missing")
         repo.write("dvc.yaml", f"stages:\n  s:\n    cmd: {MARK_CMD} > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n")
         repo.dvc("repro")  # pulls the absent image first
         first = records(repo)["s"][1]
@@ -483,7 +483,7 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
         docker_client.images.get(first).tag(name, "1")  # locally it still names the first image
         assert status(repo) == {}  # status never pulls: the local tag has not moved
         assert "Pulling" not in repo.dvc("status").stderr
-        repo.dvc("config", "docker.pull", "always")
+        repo.config("docker.pull", "always")
         proc = repo.dvc("repro")
         assert "Pulling image" in proc.stderr + proc.stdout and "in a container" in proc.stdout
         assert repo.read("out.txt") == "MOVED\n"
@@ -589,13 +589,13 @@ def test_a_stage_cannot_make_status_doctor_and_exp_show_disagree_with_dvc_lock(r
 def test_a_machine_track_true_wins_over_the_repository(repo, image_b):
     repo.write("dvc.yaml", "stages:\n  s:\n    cmd: echo x > out.txt\n    deps: [in.txt]\n    outs: [out.txt]\n"
                "    meta: {docker: {track: false}}\n")
-    repo.dvc("config", "--local", "docker.track", "true")
+    repo.config("docker.track", "true", local=True)
     proc = repo.dvc("repro")
     assert "docker.track false from dvc.yaml (meta.docker) is ignored" in proc.stderr, proc.stderr
     assert lock_identity(repo, "s")
-    repo.dvc("config", "docker.image", image_b)
+    repo.config("docker.image", image_b)
     assert set(status(repo)) == {"s"}  # tracked: the image change makes it changed
-    repo.dvc("config", "--local", "--unset", "docker.track")
-    repo.dvc("config", "docker.track", "false")  # the repository's .dvc/config alone: its word stands
+    repo.config("docker.track", local=True)
+    repo.config("docker.track", "false")  # the repository's .dvc/config alone: its word stands
     repo.write("dvc.yaml", repo.read("dvc.yaml").replace("    meta: {docker: {track: false}}\n", ""))
     assert status(repo) == {}

@@ -26,7 +26,7 @@ def remote_image(registry, docker_client, busybox_image):
 
 def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, docker_client, no_leftovers):
     repo = make_repo(remote_image)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.pull", "missing")
     repo.stage_add("-n", "p", "echo pulled > out.txt")
     with recorded_pulls(docker_client, remote_image) as pulls:
         proc = repo.dvc("repro")
@@ -49,7 +49,7 @@ def test_parallel_processes_pull_once(make_repo, remote_image, docker_client, no
     """Two dvc processes at once (like `dvc queue start -j 2`): one pull, under a file lock."""
     repos = [make_repo(remote_image, name=f"r{i}") for i in range(2)]
     for repo in repos:
-        repo.dvc("config", "docker.pull", "missing")
+        repo.config("docker.pull", "missing")
         repo.stage_add("-n", "p", "echo ok > out.txt")
     with recorded_pulls(docker_client, remote_image) as pulls:
         procs = [start_dvc(repo, "repro") for repo in repos]
@@ -62,7 +62,7 @@ def test_parallel_processes_pull_once(make_repo, remote_image, docker_client, no
 
 def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docker_client, no_leftovers):
     repo = make_repo(remote_image)
-    repo.dvc("config", "docker.pull", "always")
+    repo.config("docker.pull", "always")
     repo.stage_add("-n", "p", "echo x > out.txt")
     with recorded_pulls(docker_client, remote_image) as pulls:
         repo.dvc("repro", "-f")
@@ -70,7 +70,7 @@ def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docke
     assert len(pulls) == 2
 
     docker_client.images.remove(remote_image)
-    repo.dvc("config", "docker.pull", "never")
+    repo.config("docker.pull", "never")
     proc = repo.dvc("repro", "-f", check=False)
     assert proc.returncode != 0 and "docker.pull is 'never'" in proc.stderr
 
@@ -78,8 +78,8 @@ def test_always_pulls_every_run_and_never_refuses(make_repo, remote_image, docke
 def test_missing_pulls_again_an_image_removed_during_the_repro(make_repo, remote_image, docker_client, no_leftovers):
     """Issue 18 (3): with `docker.pull missing`, an image removed while `dvc repro` runs is pulled for the next stage."""
     repo = make_repo()
-    repo.dvc("config", "docker.image", remote_image)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.image", remote_image)
+    repo.config("docker.pull", "missing")
     repo.stage_add("-n", "a", "-o", "a.txt", "while [ ! -e go ]; do sleep 0.05; done; echo a > a.txt")
     repo.stage_add("-n", "b", "-d", "a.txt", "-o", "b.txt", "echo b > b.txt")
     stdout = repo.path.parent / "repro-stdout.txt"

@@ -68,7 +68,7 @@ def docker_config(tmp_path, config: dict) -> dict:
 
 def pull_stage(make_repo, image: str):
     repo = make_repo(image)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.pull", "missing")
     repo.stage_add("-n", "p", "echo pulled > out.txt")
     return repo
 

@@ -40,7 +40,7 @@ def test_stage_runs_in_container_and_lock_equals_host_run(repo):
     assert repo.read("out.txt") == "hello\n"
     in_container = repo.lock()
 
-    repo.dvc("config", "docker.enabled", "false")
+    repo.config("docker.enabled", "false")
     repo.dvc("repro", "-f")
     assert "docker-init" not in repo.read("where.txt")
     # the same lock but for the image identity (README "Provenance")
@@ -160,8 +160,8 @@ def test_dry_line_shows_the_mounts_of_the_run(make_repo, busybox_image, no_lefto
         (top.path / name).mkdir()
         top.run(*top.dvc_argv(), "init", "--subdir", "-q", cwd=top.path / name)
     proj = type(top)(top.path / "proj", top.env)
-    proj.dvc("config", "docker.image", busybox_image)
-    proj.dvc("config", "docker.pull", "never")
+    proj.config("docker.image", busybox_image)
+    proj.config("docker.pull", "never")
     top.run("git", "add", "-A")
     top.run("git", "commit", "-qm", "two projects")
     add_stage(proj, "d", "echo hi > out.txt", "-o", "out.txt")
@@ -240,7 +240,7 @@ def test_symlink_cache_outside_repo_and_external_out(repo, tmp_path):
     external = tmp_path / "external"
     external.mkdir()
     repo.dvc("cache", "dir", str(cache))
-    repo.dvc("config", "cache.type", "symlink")
+    repo.config("cache.type", "symlink")
     repo.write("data.txt", "payload\n")
     repo.dvc("add", "data.txt")
     assert (repo.path / "data.txt").is_symlink()
@@ -251,8 +251,8 @@ def test_symlink_cache_outside_repo_and_external_out(repo, tmp_path):
 
 def test_dvc_inside_stage_image_sees_config_without_our_section(make_repo, python_dvc_image, no_leftovers):
     repo = make_repo(python_dvc_image)
-    repo.dvc("config", "--local", "docker.network", "none")
-    repo.dvc("config", "core.autostage", "false")
+    repo.config("docker.network", "none", local=True)
+    repo.config("core.autostage", "false")
     add_stage(repo, "inner", "dvc config -l > inner.txt 2> inner.err; echo $? >> inner.txt")
     repo.dvc("repro")
     inner = repo.read("inner.txt")
@@ -272,7 +272,7 @@ def test_python_api_and_module_entry(repo):
 
 
 def test_oom_kill_is_reported(repo):
-    repo.dvc("config", "docker.memory", "16m")
+    repo.config("docker.memory", "16m")
     add_stage(repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
@@ -292,13 +292,13 @@ def test_daemon_unreachable(repo, tmp_path):
 
 def test_absent_image(repo):
     add_stage(repo, "x", "echo hi")
-    repo.dvc("config", "docker.image", "dvc-docker-exec-test/absent:1")
+    repo.config("docker.image", "dvc-docker-exec-test/absent:1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
     assert "image 'dvc-docker-exec-test/absent:1' is not present locally and docker.pull is 'never'" in proc.stderr
     # pulling fails fast: nothing listens on localhost:1
-    repo.dvc("config", "docker.pull", "missing")
-    repo.dvc("config", "docker.image", "localhost:1/absent:1")
+    repo.config("docker.pull", "missing")
+    repo.config("docker.image", "localhost:1/absent:1")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
     assert "image 'localhost:1/absent:1' is not present on this machine, and pulling it from localhost:1 failed" in proc.stderr
@@ -309,8 +309,8 @@ def test_typo_in_the_image_name_leads_somewhere(repo, busybox_image):
     """Issue 20, item 2: not present here, why the pull failed, the close local name, the recorded image, how to build."""
     add_stage(repo, "x", "echo hi > out.txt", "-o", "out.txt")
     typo = busybox_image.replace("busybox", "busybx")
-    repo.dvc("config", "docker.image", typo)
-    repo.dvc("config", "docker.pull", "missing")
+    repo.config("docker.image", typo)
+    repo.config("docker.pull", "missing")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     error = proc.stderr.strip().splitlines()[-1]
@@ -318,9 +318,9 @@ def test_typo_in_the_image_name_leads_somewhere(repo, busybox_image):
     # Docker Hub could have that name: the pull failed before a registry answered
     assert f"did you mean '{busybox_image}'?" in error and "`dvc docker pull` once docker.io is reachable" in error
     # after a run under the right name, the recorded image is found under it
-    repo.dvc("config", "docker.image", busybox_image)
+    repo.config("docker.image", busybox_image)
     repo.dvc("repro")
-    repo.dvc("config", "docker.image", typo)
+    repo.config("docker.image", typo)
     for command in (["status"], ["repro", "--dry"]):
         proc = repo.dvc(*command)
         assert f"image '{typo}' is not on this machine" in proc.stdout + proc.stderr, (command, proc.stdout)
@@ -334,7 +334,7 @@ def test_status_reports_an_absent_image_as_changed(repo, busybox_image):
     add_stage(repo, "x", "echo hi > out.txt", "-o", "out.txt")
     repo.dvc("repro")
     absent = "dvc-docker-exec-test/absent-status:nope"
-    repo.dvc("config", "docker.image", absent)
+    repo.config("docker.image", absent)
     change = f"image '{absent}' is not on this machine"
     proc = repo.dvc("status")
     assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
@@ -348,7 +348,7 @@ def test_status_reports_an_absent_image_as_changed(repo, busybox_image):
     dry = repo.dvc("repro", "--dry")
     assert "Running stage 'x'" in dry.stdout and "up to date" not in dry.stdout, dry.stdout
     # the image back: as recorded
-    repo.dvc("config", "docker.image", busybox_image)
+    repo.config("docker.image", busybox_image)
     assert "Data and pipelines are up to date." in repo.dvc("status").stdout
 
 
@@ -358,9 +358,9 @@ def test_absent_image_error_is_one_short_line(repo, busybox_image, docker_client
     family = f"dvc-docker-exec-test/trial-{uuid.uuid4().hex[:8]}"
     docker_client.images.get(busybox_image).tag(family, "v1")  # built here: no registry digest of its repository
     try:
-        repo.dvc("config", "docker.image", f"{family}:nope")
+        repo.config("docker.image", f"{family}:nope")
         for policy in ("never", "missing"):  # missing: the pull fails, no registry is reachable here
-            repo.dvc("config", "docker.pull", policy)
+            repo.config("docker.pull", policy)
             proc = repo.dvc("repro", check=False)
             assert proc.returncode != 0 and "Traceback" not in proc.stderr
             (error,) = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
@@ -372,8 +372,8 @@ def test_absent_image_error_is_one_short_line(repo, busybox_image, docker_client
     finally:
         docker_client.images.remove(f"{family}:v1")
     # nothing says where this one comes from: a registry could have it
-    repo.dvc("config", "docker.pull", "never")
-    repo.dvc("config", "docker.image", "qzx-absent-image:1")
+    repo.config("docker.pull", "never")
+    repo.config("docker.image", "qzx-absent-image:1")
     (error,) = [line for line in repo.dvc("repro", check=False).stderr.splitlines() if line.startswith("ERROR")]
     assert error == (
         "ERROR: failed to reproduce 'x': image 'qzx-absent-image:1' is not present locally and docker.pull "
@@ -495,7 +495,7 @@ def test_tty_when_stdout_is_a_terminal(repo):
 def test_gpus_reach_the_daemon_as_a_device_request(repo, docker_client):
     """The created container carries the device request (read from the daemon, on any host); then the
     run either succeeds (a host with NVIDIA's toolkit) or fails as one clear line (a host without)."""
-    repo.dvc("config", "docker.gpus", "all")
+    repo.config("docker.gpus", "all")
     add_stage(repo, "gpu", "echo ran > gpu.txt", "-o", "gpu.txt")
     proc, err = start_dvc(repo, "repro", env={"DVC_DOCKER_EXEC_TEST_PAUSE": "created"})
     wait_until(lambda: "paused at created" in err.read_text(), "the pause after the create", proc)
@@ -562,7 +562,7 @@ def test_machine_enabled_false_wins_over_meta_docker(repo, busybox_image, tmp_pa
         "stages:\n  a:\n    cmd: echo host > out.txt\n"
         "    outs: [out.txt]\n    params: [image]\n    meta: {docker: '${image}'}\n",
     )
-    repo.dvc("config", "--local", "docker.enabled", "false")
+    repo.config("docker.enabled", "false", local=True)
     missing = {"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
     proc = repo.dvc("repro", env=missing)
     assert "in a container" not in proc.stdout and repo.read("out.txt") == "host\n"
@@ -578,9 +578,9 @@ def test_outputs_survive_when_the_stage_cannot_start(repo, tmp_path, fault):
     if fault == "no daemon":
         env = {"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
     elif fault == "absent image":
-        repo.dvc("config", "docker.image", "dvc-docker-exec-test/absent:1")
+        repo.config("docker.image", "dvc-docker-exec-test/absent:1")
     else:
-        repo.dvc("config", "docker.memory", "1g")
+        repo.config("docker.memory", "1g")
         data = yaml.safe_load(repo.read("dvc.yaml"))
         data["stages"]["x"]["meta"] = {"docker": {"memory": "lots"}}
         repo.write("dvc.yaml", yaml.safe_dump(data))

@@ -46,7 +46,7 @@ def test_doctor_names_podman(make_repo, busybox_image, podman_url):
 def test_doctor_through_a_proxy_that_denies_info(make_repo, busybox_image, proxy_url):
     repo = make_repo(busybox_image)
     repo.stage_add("-n", "s", "echo hi")
-    repo.dvc("config", "docker.memory", "64m")
+    repo.config("docker.memory", "64m")
     report = doctor(repo, proxy_url)
     assert report["rc"] == 0, report
     assert report["engine"]["level"] == "warning" and "GET /info refused" in report["engine"]["message"]

@@ -49,7 +49,7 @@ def test_the_context_socket_folder_is_refused_as_a_stage_path(context_repo):
     repo, url, _ = context_repo
     folder = os.path.dirname(url[len("unix://") :])
     # not a well-known socket path: the context's socket in an ordinary folder
-    repo.dvc("config", "--local", "docker.volumes", f"{folder}:/mnt/engine:ro")  # this machine's choice (trust model)
+    repo.config("docker.volumes", f"{folder}:/mnt/engine:ro", local=True)  # this machine's choice (trust model)
     scenarios.add_stage(repo, "s", "ls /mnt/engine > o.txt", "-o", "o.txt")
     proc = repo.dvc("repro", check=False)
     assert proc.returncode != 0
@@ -82,8 +82,8 @@ def test_build_through_a_context(make_repo, busybox_image, tmp_path, docker_clie
     token = os.urandom(6).hex()
     repo.write("env/Dockerfile", f"FROM {busybox_image}\nLABEL dde-test-token={token}\nCOPY m /m\n")
     repo.write("env/m", token)
-    repo.dvc("config", "docker.build", "env/Dockerfile")
-    repo.dvc("config", "docker.image", f"dde-i19-test/context:{token}")
+    repo.config("docker.build", "env/Dockerfile")
+    repo.config("docker.image", f"dde-i19-test/context:{token}")
     scenarios.add_stage(repo, "s", "cat /m > o.txt", "-o", "o.txt")
     try:
         proc = repo.dvc("repro")

@@ -51,7 +51,7 @@ def test_verbose_names_the_podman_endpoint_and_engine(engine_repo, engine_url):
 def test_memory_limit_is_enforced(engine_repo):
     # Podman 4.3 sends no "oom" event and AutoRemove takes the container's
     # OOMKilled state with it: the kill is enforced, but not named (README)
-    engine_repo.dvc("config", "docker.memory", "16m")
+    engine_repo.config("docker.memory", "16m")
     scenarios.add_stage(engine_repo, "oom", "dd if=/dev/zero of=/dev/null bs=256M count=1")
     proc = engine_repo.dvc("repro", check=False)
     assert "exited with 137" in proc.stderr, proc.stderr
@@ -59,7 +59,7 @@ def test_memory_limit_is_enforced(engine_repo):
 
 def test_a_ulimit_podman_cannot_set_is_one_line_and_leaves_nothing(engine_repo):
     """Root here lacks CAP_SYS_RESOURCE: Podman 4.3 fails any docker.ulimits at start (README, field notes)."""
-    engine_repo.dvc("config", "--local", "docker.ulimits", "nofile=256:512")
+    engine_repo.config("docker.ulimits", "nofile=256:512", local=True)
     scenarios.add_stage(engine_repo, "u", "echo ran > seen.txt")
     proc = engine_repo.dvc("repro", check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
@@ -70,9 +70,9 @@ def test_a_ulimit_podman_cannot_set_is_one_line_and_leaves_nothing(engine_repo):
 
 
 def test_container_options_podman_honours(engine_repo):
-    engine_repo.dvc("config", "--local", "docker.read_only", "true")
-    engine_repo.dvc("config", "--local", "docker.cap_drop", "ALL")
-    engine_repo.dvc("config", "--local", "docker.extra_hosts", "db.internal:10.0.0.5")
+    engine_repo.config("docker.read_only", "true", local=True)
+    engine_repo.config("docker.cap_drop", "ALL", local=True)
+    engine_repo.config("docker.extra_hosts", "db.internal:10.0.0.5", local=True)
     cmd = "grep CapBnd /proc/self/status > caps.txt; cat /etc/hosts > hosts.txt; touch /x 2>/dev/null || echo RO > ro.txt"
     scenarios.add_stage(engine_repo, "o", cmd)
     engine_repo.dvc("repro")

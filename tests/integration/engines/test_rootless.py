@@ -69,7 +69,7 @@ def test_outputs_belong_to_the_user_and_root_inside(user_repo):
 
 def test_another_uid_inside_cannot_write_and_says_so(user_repo):
     # what happened before: the invoking uid inside maps to a subordinate id outside
-    user_repo.dvc("config", "--local", "docker.user", str(user_repo.uid))  # this machine's choice (trust model)
+    user_repo.config("docker.user", str(user_repo.uid), local=True)  # this machine's choice (trust model)
     scenarios.add_stage(user_repo, "s", "id -u > o.txt", "-o", "o.txt")
     proc = user_repo.dvc("repro", check=False)
     assert proc.returncode != 0 and "Permission denied" in proc.stderr, proc.stderr
@@ -90,14 +90,14 @@ def test_limits_the_daemon_cannot_enforce_are_refused(user_repo, engine):
     # says "Resource limits are not supported and ignored on cgroups V1 rootless systems"
     info = engine.info()
     assert info["CgroupDriver"] == "none" or str(info["CgroupVersion"]) == "1"
-    user_repo.dvc("config", "docker.memory", "256m")
+    user_repo.config("docker.memory", "256m")
     scenarios.add_stage(user_repo, "s", "echo hi > o.txt", "-o", "o.txt")
     proc = user_repo.dvc("repro", check=False)
     assert proc.returncode != 0
     assert "cannot enforce docker.memory" in proc.stderr and "docker.allow_unlimited" in proc.stderr, proc.stderr
     assert not (user_repo.path / "o.txt").exists() and user_repo.lock() is None
 
-    user_repo.dvc("config", "docker.allow_unlimited", "true")
+    user_repo.config("docker.allow_unlimited", "true")
     proc = user_repo.dvc("repro")
     assert "WARNING" in proc.stderr and "running anyway" in proc.stderr
     assert user_repo.read("o.txt") == "hi\n"

@@ -145,8 +145,8 @@ def test_build_in_the_socket_pattern(runner, make_repo, busybox_image, docker_cl
     repo = make_repo(busybox_image)
     repo.write("env/Dockerfile", f"FROM {busybox_image}\nLABEL dde-test-token={token}\nCOPY m /m\n")
     repo.write("env/m", token)
-    repo.dvc("config", "docker.build", "env")
-    repo.dvc("config", "docker.image", f"dde-i19-test/socket:{token}")
+    repo.config("docker.build", "env")
+    repo.config("docker.image", f"dde-i19-test/socket:{token}")
     repo.stage_add("-n", "s", "-o", "o.txt", "cat /m > o.txt")
     workdir = f"/workspace/project-{token}"
     try:

@@ -127,7 +127,7 @@ def manager_runner(swarm, runner_image) -> str:
 @pytest.fixture
 def swarm_repo(make_repo, busybox_image, swarm_clean):
     repo = make_repo(busybox_image)
-    repo.dvc("config", "docker.backend", "swarm")
+    repo.config("docker.backend", "swarm")
     repo.env["DOCKER_HOST"] = swarm_clean.host
     repo.env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), repo.env.get("PATH", "")])
     return repo

@@ -74,7 +74,7 @@ def test_path_missing_on_the_node_is_one_error_naming_the_node(swarm_repo, swarm
     from tests.integration.swarm.conftest import HIDDEN_DATA
 
     # machine-level config: a path outside the repo (the trust model refuses it from the repo)
-    swarm_repo.dvc("config", "--local", "docker.volumes", f"{HIDDEN_DATA}:/data")
+    swarm_repo.config("docker.volumes", f"{HIDDEN_DATA}:/data", local=True)
     write_pipeline(
         swarm_repo,
         {
@@ -121,7 +121,7 @@ def gpu_probe(name: str) -> str:
 
 def test_gpu_stages_land_on_the_gpu_node_and_get_its_gpus(swarm_repo, swarm_clean):
     """Node n2 alone advertises two (fake) GPUs: `docker.gpus N` places there and hands over N ids."""
-    swarm_repo.dvc("config", "docker.gpus", "1")
+    swarm_repo.config("docker.gpus", "1")
     write_pipeline(
         swarm_repo,
         {

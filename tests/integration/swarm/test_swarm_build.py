@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 def build_repo(swarm_repo, swarm_clean):
     token = uuid.uuid4().hex[:10]
     swarm_repo.write("env/Dockerfile", f"FROM {BUSYBOX}\nLABEL dde-test-token={token}\nRUN echo {token} > /built\n")
-    swarm_repo.dvc("config", "docker.build", "env")
-    swarm_repo.dvc("config", "docker.image", f"dde-i19-test/swarm:{token}")
+    swarm_repo.config("docker.build", "env")
+    swarm_repo.config("docker.image", f"dde-i19-test/swarm:{token}")
     write_pipeline(swarm_repo, {"s": {"cmd": "cat /built > out.txt", "outs": ["out.txt"]}})
     yield swarm_repo, token
     for node in (1, 2, 3):
@@ -37,7 +37,7 @@ def test_without_registry_fails_before_any_service(build_repo, swarm_clean):
 
 def test_built_image_is_pushed_and_nodes_run_its_digest(build_repo, swarm_clean):
     repo, token = build_repo
-    repo.dvc("config", "--local", "docker.registry", swarm_clean.registry)
+    repo.config("docker.registry", swarm_clean.registry, local=True)
     repo.dvc("repro")
     assert repo.read("out.txt") == f"{token}\n"
     assert "build: env/Dockerfile" in repo.read("dvc.lock")
@@ -46,6 +46,6 @@ def test_built_image_is_pushed_and_nodes_run_its_digest(build_repo, swarm_clean)
 
 def test_registry_from_the_repository_is_refused(build_repo, swarm_clean):
     repo, _ = build_repo
-    repo.dvc("config", "docker.registry", swarm_clean.registry)  # .dvc/config: comes with the repository
+    repo.config("docker.registry", swarm_clean.registry)  # .dvc/config: comes with the repository
     out = repo.dvc("repro", check=False)
     assert out.returncode != 0 and "chooses where built images are pushed" in out.stderr, out.stderr

@@ -80,8 +80,8 @@ def task_images(swarm, node: int, since: int, repo: DvcRepo) -> List[str]:
 
 
 def use_image(repo: DvcRepo, reference: str, pull: str = "missing") -> None:
-    repo.dvc("config", "docker.image", reference)
-    repo.dvc("config", "docker.pull", pull)
+    repo.config("docker.image", reference)
+    repo.config("docker.pull", pull)
     repo.write("in.txt", "in\n")
 
 
@@ -147,7 +147,7 @@ def test_a_tag_moved_between_two_stages_still_runs_the_recorded_digest(swarm_rep
     # `dvc status` asks the manager, which still holds A under the tag: nothing changed
     # (it never pulls); `docker.pull always` makes the manager pull the moved tag
     assert status(swarm_repo) == {}
-    swarm_repo.dvc("config", "docker.pull", "always")
+    swarm_repo.config("docker.pull", "always")
     proc = swarm_repo.dvc("repro")
     assert f"Pulling image '{ref}'..." in proc.stderr.splitlines()
     assert swarm_repo.read("first.txt").split()[0] == "B" and swarm_repo.read("second.txt").split()[0] == "B"
@@ -178,7 +178,7 @@ def test_an_image_the_manager_cannot_get_fails_with_one_line(swarm_repo, swarm_c
     ref = f"{repository}:1"
     use_image(swarm_repo, ref, pull=pull)
     if not track:
-        swarm_repo.dvc("config", "docker.track", "false")
+        swarm_repo.config("docker.track", "false")
     write_pipeline(swarm_repo, {"s": placed(VARIANT_CMD.format(out="s.txt"), "s.txt", "n3")})
     since = int(time.time())
     proc = swarm_repo.dvc("repro", check=False, timeout=180)

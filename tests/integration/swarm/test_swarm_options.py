@@ -23,7 +23,7 @@ def test_options_a_service_takes_reach_the_task(swarm_repo, swarm_clean):
         "tmpfs": "/scratch:size=8m",
         "platform": "linux/amd64",
     }.items():
-        swarm_repo.dvc("config", "--local", f"docker.{key}", value)
+        swarm_repo.config(f"docker.{key}", value, local=True)
     cmd = (
         "grep CapBnd /proc/self/status > caps.txt; cat /etc/hosts > hosts.txt; "
         "grep ' /scratch ' /proc/self/mounts > scratch.txt; "
@@ -40,7 +40,7 @@ def test_options_a_service_takes_reach_the_task(swarm_repo, swarm_clean):
 
 @pytest.mark.parametrize(("key", "value"), [("ulimits", "nofile=64"), ("pids_limit", "50"), ("ipc", "host")])
 def test_options_a_service_cannot_take_are_refused_before_any_service(swarm_repo, swarm_clean, key, value):
-    swarm_repo.dvc("config", "--local", f"docker.{key}", value)
+    swarm_repo.config(f"docker.{key}", value, local=True)
     write_pipeline(swarm_repo, {"o": {"cmd": "echo ran > seen.txt"}})
     before = len(swarm_clean.services())
     proc = swarm_repo.dvc("repro", check=False)
