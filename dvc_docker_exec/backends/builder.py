@@ -113,6 +113,10 @@ class BuildDisplay:
         self.bar.close()
 
 
+# The classic builder's words when the image of the step before vanished while the step ran
+LOST_PARENT = "unknown parent image ID"
+
+
 def cache_path(spec: BuildSpec) -> Optional[str]:
     """The context's hash cache, in the user's private lock folder (a stage cannot write it)."""
     from dvc_docker_exec.backends.runner import lock_folder
@@ -226,29 +230,39 @@ class Builder:
                 raise DockerExecError(
                     f"the build context of '{spec.dockerfile}' changed while it was read: nothing was built; run again"
                 )
-            context.seek(0)
-            display = BuildDisplay(spec.dockerfile, self.out)
-            try:
-                stream = self.api.build(
-                    fileobj=context,
-                    custom_context=True,
-                    dockerfile=build.dockerfile_in_context(spec),
-                    buildargs=dict(spec.args) or None,
-                    target=spec.target,
-                    labels={build.LABEL_INPUTS: identity, build.LABEL_DOCKERFILE: spec.dockerfile},
-                    rm=True,
-                    forcerm=True,  # no intermediate container left behind, failed step included
-                    pull=False,
-                    decode=True,
-                )
-                for event in stream:
-                    display.feed(event)
-            except APIError as exc:
+            for attempt in (1, 2):
+                context.seek(0)
+                display = BuildDisplay(spec.dockerfile, self.out)
+                try:
+                    stream = self.api.build(
+                        fileobj=context,
+                        custom_context=True,
+                        dockerfile=build.dockerfile_in_context(spec),
+                        buildargs=dict(spec.args) or None,
+                        target=spec.target,
+                        labels={build.LABEL_INPUTS: identity, build.LABEL_DOCKERFILE: spec.dockerfile},
+                        rm=True,
+                        forcerm=True,  # no intermediate container left behind, failed step included
+                        pull=False,
+                        decode=True,
+                    )
+                    for event in stream:
+                        display.feed(event)
+                except APIError as exc:
+                    display.close()
+                    raise BuildFailed(
+                        f"cannot build the image of '{spec.dockerfile}': {exc.explanation or exc}"
+                    ) from None
+                except BuildFailed as exc:
+                    if attempt == 2 or LOST_PARENT not in str(exc):
+                        raise
+                    # the daemon lost the image of the previous step while this one ran: another build or an
+                    # image removal (`docker image prune`, `rmi`) at the same time; a known daemon race
+                    # (moby/moby#18976). Nothing of ours was wrong: one more build, from that step's inputs.
+                    logger.warning("%s; building it once more", str(exc).splitlines()[0])
+                    continue
                 display.close()
-                raise BuildFailed(
-                    f"cannot build the image of '{spec.dockerfile}': {exc.explanation or exc}"
-                ) from None
-            display.close()
+                break
         if not display.image_id:
             raise BuildFailed(f"cannot build the image of '{spec.dockerfile}': the daemon named no image")
         if not display.quiet:

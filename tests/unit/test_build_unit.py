@@ -324,3 +324,44 @@ def test_a_context_changed_after_hashing_is_not_built(tmp_path):
     with pytest.raises(DockerExecError, match="changed while it was read: nothing was built"):
         Builder(SimpleNamespace(api=api), images=None, out=io.StringIO())._build(s, inputs)
     assert api.build_kwargs == {}
+
+
+class LosingAPI(FakeAPI):
+    """The daemon loses the previous step's image `losses` times (another build or an image removal meanwhile)."""
+
+    def __init__(self, losses: int):
+        super().__init__()
+        self.losses, self.builds = losses, 0
+
+    def build(self, **kwargs):
+        self.builds += 1
+        if self.builds <= self.losses:
+            kwargs["fileobj"].read()
+            parent = "sha256:" + "a" * 64
+            message = f"failed to export image: failed to set parent {parent}: unknown parent image ID {parent}"
+            return iter([{"stream": "Step 1/2 : FROM busybox\n"}, {"stream": "Step 2/2 : COPY a /a\n"},
+                         {"error": message, "errorDetail": {"message": message}}])
+        return super().build(**kwargs)
+
+
+@pytest.mark.parametrize("losses, built", [(1, True), (2, False)])
+def test_a_step_whose_parent_image_vanished_is_built_once_more(tmp_path, caplog, losses, built):
+    """Seen under 3 test workers: a daemon race (moby/moby#18976), not a fault of the stage's Dockerfile."""
+    from types import SimpleNamespace
+
+    from dvc_docker_exec.backends.builder import BuildFailed, Builder
+
+    root = make(tmp_path, {"env/Dockerfile": "FROM busybox\nCOPY a /a\n", "env/a": "1"})
+    s = spec(root, "env")
+    inputs = b.inputs_of(s, lambda ref: "sha256:" + "b" * 64)
+    api = LosingAPI(losses)
+    builder = Builder(SimpleNamespace(api=api), images=None, out=io.StringIO())
+    if built:
+        assert builder._build(s, inputs) == "sha256:" + "c" * 64
+        with tarfile.open(fileobj=io.BytesIO(api.context)) as tar:  # the second build got the whole context
+            assert sorted(tar.getnames()) == ["Dockerfile", "a"]
+        assert [r.message for r in caplog.records if "building it once more" in r.message]
+    else:
+        with pytest.raises(BuildFailed, match="step 2/2 'COPY a /a' failed: .*unknown parent image ID"):
+            builder._build(s, inputs)
+    assert api.builds == 2
