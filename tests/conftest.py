@@ -604,9 +604,9 @@ def init_repo(path: Path, home: Path, image: Optional[str] = None) -> DvcRepo:
     repo = DvcRepo(path, repo_env(home))
     repo.run("git", "init", "-q")
     repo.dvc("init", "-q")
-    if image:
-        repo.dvc("config", "docker.image", image)
-        repo.dvc("config", "docker.pull", "never")
+    if image:  # DvcRepo.config: what `dvc config` writes (test_helpers), without two more dvc start-ups
+        repo.config("docker.image", image)
+        repo.config("docker.pull", "never")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "init")
     return repo
