@@ -149,6 +149,21 @@ def push_test_image(client, base: str, reference: str, auth_config: Optional[dic
     return digest
 
 
+def remove_repository(client, repository: str) -> None:
+    """Remove every tag and digest of `repository` (`registry:port/name`) from the engine, by reference: an image
+    other names keep (busybox, pulled back under a test's name) stays, one known only by these goes. Never by
+    image ID: forced, that would untag every name of an image other tests use."""
+    import docker
+
+    for image in client.images.list(name=repository):
+        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+            if reference.startswith((f"{repository}:", f"{repository}@")):
+                try:
+                    client.images.remove(reference, force=True)
+                except docker.errors.ImageNotFound:
+                    pass  # gone with the image whose last name another reference was
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory, docker_client):
     """`127.0.0.1:PORT`: the one loopback registry of this test session (of this xdist worker); tests

@@ -10,7 +10,7 @@ import sys
 import docker
 import pytest
 
-from tests.conftest import LABEL, our_containers, push_test_image, recorded_pulls, setpriv, start_dvc, wait_running, wait_until
+from tests.conftest import LABEL, our_containers, push_test_image, recorded_pulls, remove_repository, setpriv, start_dvc, wait_running, wait_until
 from tests.helpers import doctor
 
 pytestmark = pytest.mark.docker
@@ -180,12 +180,7 @@ def new_layer_image(registry, docker_client, busybox_image):
     reference = f"{registry}/dde-i10-{uuid.uuid4().hex[:8]}:1"
     push_test_image(docker_client, busybox_image, reference, size=LAYER)
     yield reference
-    _remove_images(docker_client, reference.rsplit(":", 1)[0])
-
-
-def _remove_images(client, repository: str) -> None:
-    for image in client.images.list(name=repository):
-        client.images.remove(image.id, force=True)
+    remove_repository(docker_client, reference.rsplit(":", 1)[0])
 
 
 def test_images_and_pull(make_repo, new_layer_image, docker_client, no_leftovers):
@@ -230,7 +225,7 @@ def test_pull_by_recorded_digest(make_repo, new_layer_image, registry, docker_cl
 
     moved = push_test_image(docker_client, busybox_image, reference, size=LAYER)  # the tag now names another image
     assert moved not in first["recorded"]
-    _remove_images(docker_client, reference.rsplit(":", 1)[0])  # "a new machine"
+    remove_repository(docker_client, reference.rsplit(":", 1)[0])  # "a new machine"
     row = json.loads(repo.dvc("docker", "images", "--json").stdout)[0]
     assert (row["recorded"], row["current"], row["present"]) == (first["recorded"], None, False)
     doctor_line = lines_of(repo.dvc("docker", "doctor").stdout, "warning stage 'train': ")
@@ -358,7 +353,7 @@ def test_pull_quiet_and_targets(make_repo, new_layer_image, registry, docker_cli
         proc = repo.dvc("docker", "pull", "-j", "2")  # both, at once
         assert sorted(proc.stdout.split("\n")[:-1]) == sorted([f"Pulled {new_layer_image}", f"Pulled {other}"])
     finally:
-        _remove_images(docker_client, other.rsplit(":", 1)[0])
+        remove_repository(docker_client, other.rsplit(":", 1)[0])
 
 
 # --- ps / prune with an orphan of a SIGKILLed dvc ---------------------------------------------------

@@ -14,12 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-import docker.errors
 import pytest
 import yaml
 
 from dvc_docker_exec.types.provenance import LEGACY_RECORD_FILE, dep_path, short_id, short_identity
-from tests.conftest import DvcRepo, containers_created, push_image
+from tests.conftest import DvcRepo, containers_created, push_image, remove_repository
 from tests.helpers import experiments, git_show, lock_records, queue, records, start_workers, status, stop_workers, wait_for_queue
 
 pytestmark = pytest.mark.docker
@@ -49,15 +48,20 @@ def docker_build(folder: Path, suffix: str, marker: str, base: str) -> str:
 @pytest.fixture
 def build_image(busybox_image, tmp_path) -> Iterator[Callable[[str, str], str]]:
     """build(tag_suffix, marker) -> image reference; `docker build` FROM the busybox test image."""
-    tags = []
+    tags, ids = [], []
 
     def build(suffix: str, marker: str) -> str:
         tags.append(docker_build(tmp_path, suffix, marker, busybox_image))
+        ids.append(subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tags[-1]],
+                                  capture_output=True, text=True, check=True).stdout.strip())
         return tags[-1]
 
     yield build
     for tag in set(tags):
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    # an image a rebuild under the same tag left nameless; not forced: one another name still holds
+    # (the same content built by another worker, whose tag differs) stays
+    subprocess.run(["docker", "rmi", *set(ids)], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -490,13 +494,7 @@ def test_a_registry_image_is_identified_by_its_digest_and_a_moved_tag_reruns(
         second = records(repo)["s"][1]
         assert second.startswith(f"{name}@sha256:") and second != first
     finally:  # the tag and the digests the pulls gave busybox's image: references only, the image stays
-        for image in docker_client.images.list(name=name):
-            for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
-                if reference.startswith((f"{name}:", f"{name}@")):
-                    try:
-                        docker_client.images.remove(reference)
-                    except docker.errors.ImageNotFound:
-                        pass  # gone with the image its tag was the last name of (the moved one)
+        remove_repository(docker_client, name)
 
 
 # --- issue 17: stages DVC creates without the loader; nothing recorded is no error ---------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 
+import docker.errors
 import pytest
 
-from tests.conftest import push_test_image, recorded_pulls, start_dvc, wait_running
+from tests.conftest import push_test_image, recorded_pulls, remove_repository, start_dvc, wait_running
 
 pytestmark = pytest.mark.docker
 
@@ -18,10 +19,7 @@ def remote_image(registry, docker_client, busybox_image):
     name = f"{registry}/dde-pull-{uuid.uuid4().hex[:8]}"
     push_test_image(docker_client, busybox_image, f"{name}:1")
     yield f"{name}:1"
-    try:
-        docker_client.images.remove(f"{name}:1", force=True)
-    except Exception:  # noqa: BLE001
-        pass
+    remove_repository(docker_client, name)  # the tag and the digest the pull left
 
 
 def test_missing_pulls_an_absent_image_with_progress(make_repo, remote_image, docker_client, no_leftovers):
@@ -85,6 +83,7 @@ def test_missing_pulls_again_an_image_removed_during_the_repro(make_repo, remote
     stdout = repo.path.parent / "repro-stdout.txt"
     proc, stderr = start_dvc(repo, "repro", stdout=stdout)
     wait_running(docker_client, repo, proc)
+    pulled = docker_client.images.get(remote_image).id
     docker_client.images.remove(remote_image, force=True)  # untagged while stage a runs
     (repo.path / "go").write_text("")
     proc.wait(timeout=120)
@@ -95,3 +94,7 @@ def test_missing_pulls_again_an_image_removed_during_the_repro(make_repo, remote
     # container used it), or pulled again by tag when the ID is gone too; never "No such image"
     pulls = err.count(f"Pulling image '{remote_image}'") + out.count(f"Pulling image '{remote_image}'")
     assert pulls in (1, 2), out + err
+    try:  # nameless since its untagging, so remote_image's clean-up cannot find it by name
+        docker_client.images.remove(pulled)
+    except docker.errors.APIError:
+        pass  # gone with its last container, or pulled again, named, and remote_image's clean-up's
