@@ -210,8 +210,6 @@ class Builder:
         return identity, image_id
 
     def _build(self, spec: BuildSpec, inputs: BuildInputs) -> str:
-        from docker.errors import APIError
-
         identity = inputs.identity
         if logger.getEffectiveLevel() <= logging.INFO:  # `-q` silences it, as DVC's own progress
             self.out.write(f"Building image '{spec.tag}' from {spec.dockerfile}...\n")
@@ -231,28 +229,9 @@ class Builder:
                     f"the build context of '{spec.dockerfile}' changed while it was read: nothing was built; run again"
                 )
             for attempt in (1, 2):
-                context.seek(0)
-                display = BuildDisplay(spec.dockerfile, self.out)
                 try:
-                    stream = self.api.build(
-                        fileobj=context,
-                        custom_context=True,
-                        dockerfile=build.dockerfile_in_context(spec),
-                        buildargs=dict(spec.args) or None,
-                        target=spec.target,
-                        labels={build.LABEL_INPUTS: identity, build.LABEL_DOCKERFILE: spec.dockerfile},
-                        rm=True,
-                        forcerm=True,  # no intermediate container left behind, failed step included
-                        pull=False,
-                        decode=True,
-                    )
-                    for event in stream:
-                        display.feed(event)
-                except APIError as exc:
-                    display.close()
-                    raise BuildFailed(
-                        f"cannot build the image of '{spec.dockerfile}': {exc.explanation or exc}"
-                    ) from None
+                    display = self._send(spec, identity, context)
+                    break
                 except BuildFailed as exc:
                     if attempt == 2 or LOST_PARENT not in str(exc):
                         raise
@@ -260,14 +239,38 @@ class Builder:
                     # image removal (`docker image prune`, `rmi`) at the same time; a known daemon race
                     # (moby/moby#18976). Nothing of ours was wrong: one more build, from that step's inputs.
                     logger.warning("%s; building it once more", str(exc).splitlines()[0])
-                    continue
-                display.close()
-                break
         if not display.image_id:
             raise BuildFailed(f"cannot build the image of '{spec.dockerfile}': the daemon named no image")
         if not display.quiet:
             self.out.write(f"Built image '{spec.tag}' ({display.image_id[:19]}) from {spec.dockerfile}\n")
         return display.image_id
+
+    def _send(self, spec: BuildSpec, identity: str, context: IO[bytes]) -> BuildDisplay:
+        """One build request from the context file (read from its start); its display, closed."""
+        from docker.errors import APIError
+
+        context.seek(0)
+        display = BuildDisplay(spec.dockerfile, self.out)
+        try:
+            stream = self.api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=build.dockerfile_in_context(spec),
+                buildargs=dict(spec.args) or None,
+                target=spec.target,
+                labels={build.LABEL_INPUTS: identity, build.LABEL_DOCKERFILE: spec.dockerfile},
+                rm=True,
+                forcerm=True,  # no intermediate container left behind, failed step included
+                pull=False,
+                decode=True,
+            )
+            for event in stream:
+                display.feed(event)
+        except APIError as exc:
+            display.close()
+            raise BuildFailed(f"cannot build the image of '{spec.dockerfile}': {exc.explanation or exc}") from None
+        display.close()
+        return display
 
     def _tag(self, spec: BuildSpec, image_id: str) -> None:
         """Point the stage's tag at the image; never take over a tag that names an image built otherwise."""
