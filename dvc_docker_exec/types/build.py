@@ -389,8 +389,9 @@ def context_digest(spec: BuildSpec, cache: Optional[HashCache] = None) -> Tuple[
             if digest is None:
                 digest = _file_digest(full)
                 cache.put(rel, info, digest)
-            total.update(_entry("file", rel, bool(info.st_mode & 0o111), digest))
-            files[rel] = f"{int(bool(info.st_mode & 0o111))}{digest[:16]}"
+            executable = bool(info.st_mode & 0o111)
+            total.update(_entry("file", rel, executable, digest))
+            files[rel] = f"{int(executable)}{digest[:16]}"
         # folders: not hashed (Git keeps no empty folder; a clone must hash the same)
     cache.remember("sha256:" + total.hexdigest(), files)
     cache.save(names)
