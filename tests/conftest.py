@@ -19,6 +19,8 @@ from typing import Callable, Iterator, List, Optional
 
 import pytest
 
+from dvc_docker_exec.boundary.paths import is_within
+
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "dvc-docker-exec"
 BUSYBOX = "dvc-docker-exec-test/busybox:latest"
@@ -215,12 +217,7 @@ def our_containers(client, under: Optional[str] = None) -> List:
             if "no such container" not in str(exc).lower() or attempt == 9:
                 raise
             time.sleep(0.1)
-    return [c for c in found if any(path_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
-
-
-def path_within(path: str, root: str) -> bool:
-    root = root.rstrip("/")
-    return path == root or path.startswith(root + "/")
+    return [c for c in found if any(is_within(c.labels.get(f"{LABEL}.repo", ""), r) for r in roots)]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -270,10 +267,14 @@ def daemon_events(client, since: int, until: Optional[int] = None, **filters) ->
     return list(client.events(since=since, until=until, decode=True, filters=filters))
 
 
+def our_labels(**labels: str) -> List[str]:
+    """The label filter of our containers carrying `labels` (label suffix=value, e.g. repo=PATH)."""
+    return [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
+
+
 def container_events(client, event: str, since: int, until: Optional[int] = None, **labels: str) -> List[dict]:
     """The daemon's `event` records for containers of ours carrying `labels` (label suffix=value)."""
-    label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
-    return daemon_events(client, since, until, type="container", event=event, label=label)
+    return daemon_events(client, since, until, type="container", event=event, label=our_labels(**labels))
 
 
 @contextmanager
@@ -323,8 +324,7 @@ def live_events(client, **filters) -> Iterator[List[dict]]:
 def recorded_events(client, **labels: str) -> Iterator[List[dict]]:
     """with recorded_events(client, repo=...) as events: ... -> our containers' events (all kinds) during
     the block, for the containers carrying `labels` (label suffix=value); see live_events."""
-    label = [LABEL] + [f"{LABEL}.{key}={value}" for key, value in labels.items()]
-    with live_events(client, type="container", label=label) as events:
+    with live_events(client, type="container", label=our_labels(**labels)) as events:
         yield events
 
 
@@ -569,7 +569,7 @@ def start_dvc(
     handle = open(err, "w")
     out = open(stdout, "w") if stdout else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [*getattr(repo, "prefix", []), sys.executable, "-m", "dvc", *args],
+        [*getattr(repo, "prefix", []), *repo.dvc_argv(), *args],
         cwd=repo.path,
         env={**repo.env, **(env or {})},
         stdout=out,
@@ -864,7 +864,6 @@ def make_user_repo(make_repo):
     """make_user_repo(entry, prefix, image=None, **env) -> UserRepo: make_repo's repo, moved out of
     pytest's root-private basetemp into a folder of its own that `entry` owns (with a fresh HOME in it);
     its commands run through `prefix`. `env` adds to the repo's environment. Removed at teardown."""
-    import shutil
     import tempfile
 
     made: List[Path] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from typing import Dict, Iterable
 
@@ -52,11 +51,12 @@ def queue(repo: DvcRepo, name: str, *sets: str) -> None:
 
 
 def start_workers(repo: DvcRepo, jobs: int, env: Dict[str, str] = {}) -> None:  # noqa: B006
-    """`dvc queue start -j N`, output to a file: the daemons inherit our stdout."""
+    """`dvc queue start -j N` (as the repo's user where it has a `prefix`), output to a file: the daemons
+    inherit our stdout."""
     log = repo.path.parent / f"queue-start-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+            [*getattr(repo, "prefix", []), *repo.dvc_argv(), "queue", "start", "-j", str(jobs)],
             cwd=repo.path,
             env={**repo.env, **env},
             stdin=subprocess.DEVNULL,
@@ -69,7 +69,7 @@ def start_workers(repo: DvcRepo, jobs: int, env: Dict[str, str] = {}) -> None:  
 
 def stop_workers(repo: DvcRepo) -> None:
     subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "stop", "--kill"],
+        [*getattr(repo, "prefix", []), *repo.dvc_argv(), "queue", "stop", "--kill"],
         cwd=repo.path,
         env=repo.env,
         stdin=subprocess.DEVNULL,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need_python_for, setpriv
+from tests.helpers import queue_diagnostics, start_workers, stop_workers, wait_for_queue
 from tests.integration.engines import scenarios
 from tests.integration.engines.conftest import assert_no_leftovers, engine_client, start_engine
 
@@ -110,18 +109,12 @@ def test_exp_run_queue(user_repo):
     user_repo.run("git", "add", "-A")
     user_repo.run("git", "commit", "-qm", "pipeline")
     user_repo.dvc("exp", "run", "--queue", "-n", "q1", "-S", "n=5")
-    log = user_repo.path.parent / "queue-start.log"
-    with open(log, "wb") as out:
-        subprocess.run(
-            [*user_repo.prefix, sys.executable, "-m", "dvc", "queue", "start", "-j", "1"],
-            cwd=user_repo.path, env=user_repo.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            timeout=60, check=True,
-        )
-    deadline = time.monotonic() + 120
-    while "Success" not in (status := user_repo.dvc("queue", "status").stdout):
-        logs = "".join(p.read_text(errors="replace")[-2000:] for p in (user_repo.path / ".dvc/tmp/exps").rglob("*.out"))
-        assert "Failed" not in status and time.monotonic() < deadline, status + log.read_text() + logs
-        time.sleep(1)
+    try:
+        start_workers(user_repo, 1)  # as the user (their prefix)
+        status = wait_for_queue(user_repo, ["q1"])
+    finally:
+        stop_workers(user_repo)
+    assert status["q1"] == "Success", f"{status}\n{queue_diagnostics(user_repo)}"
     user_repo.dvc("exp", "apply", "q1")
     assert user_repo.read("o.txt") == "n=5\n0\n"
 
