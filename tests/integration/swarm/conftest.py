@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from dvc_docker_exec.backends.swarm import GPU_RESOURCE
-from tests.conftest import BUSYBOX, LABEL, ROOT, DvcRepo, _unavailable, path_within
+from dvc_docker_exec.boundary.paths import is_within
+from tests.conftest import BUSYBOX, LABEL, ROOT, DvcRepo, _unavailable
 
 SCRIPT = ROOT / "scripts" / "engines" / "swarm-netns.sh"
 NODES = 3
@@ -52,7 +53,10 @@ class Swarm:
         """Containers of the plugin on every node (a removed service's tasks must go too)."""
         found = []
         for n in range(1, NODES + 1):
-            found += [c.name for c in self.node(n).containers.list(all=True, filters={"label": LABEL})]
+            # ignore_removed: a task container a node agent removes between the list and its inspect is gone,
+            # not a 404 (as conftest's our_containers)
+            containers = self.node(n).containers.list(all=True, filters={"label": LABEL}, ignore_removed=True)
+            found += [c.name for c in containers]
         return found
 
 
@@ -141,7 +145,7 @@ def write_pipeline(repo: DvcRepo, stages: dict) -> None:
 
 def services_of(swarm: Swarm, repo: DvcRepo) -> List[dict]:
     """The services of `repo`'s stages (its experiments' copies, below it, too)."""
-    return [s for s in swarm.services() if path_within(s["Spec"]["Labels"].get(f"{LABEL}.repo", ""), str(repo.path))]
+    return [s for s in swarm.services() if is_within(s["Spec"]["Labels"].get(f"{LABEL}.repo", ""), str(repo.path))]
 
 
 def running_tasks(swarm: Swarm, repo: DvcRepo) -> List[dict]:
