@@ -228,7 +228,7 @@ def test_failed_build_is_one_error_and_records_nothing(built: Built, docker_clie
     assert "'env/Dockerfile': step 3/5 'RUN echo going wrong; exit 3' failed with exit code 3" in out.stderr, out.stderr
     assert "going wrong" in out.stderr
     assert repo.lock() is None and not (repo.path / "dvc.docker.lock").exists()
-    assert not docker_client.containers.list(all=True, filters=ours)  # no intermediate container left
+    assert not docker_client.containers.list(all=True, filters=ours, ignore_removed=True)  # no intermediate container left
 
 
 def test_dry_builds_nothing(built: Built):

@@ -97,7 +97,7 @@ class Compose:
     def containers(self) -> list:
         """Containers of this compose project (the runner's one-off `run` containers)."""
         return self.client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={self.project}"}
+            all=True, filters={"label": f"com.docker.compose.project={self.project}"}, ignore_removed=True
         )
 
 

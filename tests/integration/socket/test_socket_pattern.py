@@ -174,7 +174,8 @@ def test_sigkill_of_dvc_in_the_runner_stops_the_stage_container(runner, make_rep
     assert "killed-at=" in proc.stdout, proc.stdout + proc.stderr
     killed = float(proc.stdout.split("killed-at=")[1].split()[0])
     deadline = time.monotonic() + 60
-    while [c for c in docker_client.containers.list(filters={"label": LABEL}) if c.labels.get(f"{LABEL}.repo") == workdir]:
+    while [c for c in docker_client.containers.list(filters={"label": LABEL}, ignore_removed=True)
+           if c.labels.get(f"{LABEL}.repo") == workdir]:
         assert time.monotonic() < deadline, "the stage container outlived dvc in the runner"
         time.sleep(0.05)
     stopped = time.time() - killed
